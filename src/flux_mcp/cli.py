@@ -1,0 +1,195 @@
+"""The `flux-mcp` command: serve MCP (stdio or HTTP), run the offline demo, or run the emulator.
+
+    flux-mcp                         serve MCP over stdio (what desktop hosts run)
+    flux-mcp --sandbox               the same, against a built-in offline emulator (no token, no network)
+    flux-mcp serve --transport http  serve MCP over streamable HTTP at /mcp
+    flux-mcp demo "a white cat"      one full round trip, offline by default; saves the image
+    flux-mcp emulator --port 8765    run the Flux API emulator alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from mcp import Client
+from mcp_types import CallToolResult, TextContent
+from pydantic import ValidationError
+
+from flux_mcp import __version__
+from flux_mcp.emulator import EmulatorConfig, run_emulator_forever, serve_emulator
+from flux_mcp.models import MODELS
+from flux_mcp.server import build_server
+from flux_mcp.settings import Settings
+
+logger = logging.getLogger("flux_mcp")
+
+SANDBOX_TOKEN = "sandbox-token"
+EXAMPLES = """\
+examples:
+  flux-mcp                                  serve over stdio (configure this in your MCP host)
+  flux-mcp --sandbox                        serve over stdio against the offline emulator
+  flux-mcp demo "a white siamese cat"       offline round trip, saves the image
+  flux-mcp demo "a lighthouse" --live       the same against the real API (needs ACEDATACLOUD_API_TOKEN)
+  flux-mcp serve --transport http --port 8000
+  flux-mcp emulator --port 8765 --latency 5
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"flux-mcp: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    command = args.command or "serve"
+    try:
+        if command == "demo":
+            return anyio.run(_demo, settings, args)
+        if command == "emulator":
+            run_emulator_forever(EmulatorConfig(latency=args.latency), host=args.host, port=args.port)
+            return 0
+        anyio.run(_serve, settings, args)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def configure_logging(level: str) -> None:
+    """stderr only: in stdio mode stdout carries the protocol."""
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    # httpx logs each request at INFO; that is our own traffic, worth seeing only when debugging.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flux-mcp",
+        description="MCP server for Flux image generation (AceDataCloud Flux API).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flux-mcp {__version__}")
+    _add_serve_options(parser)
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="serve MCP (stdio by default)")
+    _add_serve_options(serve)
+
+    demo = commands.add_parser("demo", help="one full round trip: submit, wait with progress, save the image")
+    demo.add_argument("prompt", nargs="?", default="a white siamese cat", help="what to draw")
+    demo.add_argument("--model", default="flux-dev", choices=sorted(MODELS), help="Flux model")
+    demo.add_argument("--live", action="store_true", help="use the real API (needs ACEDATACLOUD_API_TOKEN)")
+    demo.add_argument("--out", type=Path, default=Path("flux-mcp-demo"), help="folder for the image")
+    demo.add_argument("--latency", type=float, default=3.0, help="offline job duration in seconds")
+
+    emulator = commands.add_parser("emulator", help="run the Flux API emulator on loopback")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8765)
+    emulator.add_argument("--latency", type=float, default=5.0, help="seconds each job takes")
+    return parser
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="MCP transport")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port")
+    parser.add_argument(
+        "--sandbox", action="store_true", help="serve against a built-in offline Flux emulator (no token needed)"
+    )
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    async with _upstream(settings, sandbox=args.sandbox, latency=3.0) as effective:
+        server = build_server(effective)
+        if args.transport == "http":
+            logger.info("serving MCP over streamable HTTP at http://%s:%s/mcp", args.host, args.port)
+            await server.run_streamable_http_async(host=args.host, port=args.port)
+        else:
+            await server.run_stdio_async()
+
+
+@asynccontextmanager
+async def _upstream(settings: Settings, *, sandbox: bool, latency: float) -> AsyncIterator[Settings]:
+    """The settings to serve with: as given, or pointed at an in-process emulator."""
+    if not sandbox:
+        yield settings
+        return
+    async with serve_emulator(EmulatorConfig(latency=latency)) as emulator:
+        logger.info("sandbox: Flux API emulator at %s", emulator.base_url)
+        yield settings.model_copy(update={"api_base_url": emulator.base_url, "api_token": SANDBOX_TOKEN})
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    if args.live and settings.api_token is None:
+        print("flux-mcp demo --live needs ACEDATACLOUD_API_TOKEN set in the environment.", file=sys.stderr)
+        return 1
+    async with _upstream(settings, sandbox=not args.live, latency=args.latency) as effective:
+        server = build_server(effective)
+        where = "the real Flux API" if args.live else "the offline emulator"
+        print(f"Generating {args.prompt!r} with {args.model} on {where}…", file=sys.stderr)
+        async with Client(server) as client:
+            result = await client.call_tool(
+                "generate_image",
+                {"prompt": args.prompt, "model": args.model},
+                progress_callback=_print_progress,
+            )
+            while _status(result) == "pending":
+                task_id = _structured(result)["task_id"]
+                result = await client.call_tool("get_task", {"task_id": task_id}, progress_callback=_print_progress)
+        print(file=sys.stderr)
+        if result.is_error:
+            print(f"Failed: {_text(result)}", file=sys.stderr)
+            return 1
+        data = _structured(result)
+        url = data["images"][0]["url"]
+        path = await _download(url, args.out, data["task_id"], args.prompt)
+        print(f"status: {data['status']}  task_id: {data['task_id']}  model: {data['model']}  size: {data['size']}")
+        print(f"image: {url}")
+        print(f"saved: {path.resolve()}")
+        return 0
+
+
+async def _print_progress(progress: float, total: float | None, message: str | None) -> None:
+    print(f"\r  [{progress:5.1f} s] {message or ''}"[:100].ljust(100), end="", file=sys.stderr, flush=True)
+
+
+async def _download(url: str, folder: Path, task_id: str, prompt: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "image"
+    path = folder / f"{task_id[:8]}-{slug}.png"
+    async with httpx.AsyncClient(timeout=60.0, follow_redirects=True) as http:
+        response = await http.get(url)
+        response.raise_for_status()
+    await anyio.Path(path).write_bytes(response.content)
+    return path
+
+
+def _structured(result: CallToolResult) -> dict[str, Any]:
+    return result.structured_content or {}
+
+
+def _status(result: CallToolResult) -> str | None:
+    status = _structured(result).get("status")
+    return status if isinstance(status, str) else None
+
+
+def _text(result: CallToolResult) -> str:
+    return " ".join(block.text for block in result.content if isinstance(block, TextContent))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""The schemas: what a caller may ask for, what the upstream answers, what a tool returns.
+
+One set of pydantic definitions serves three purposes: the tool input schemas (the field
+aliases below are used directly in the tool signatures), the validation that runs before any
+upstream call, and the JSON body sent to `POST /flux/images`. Upstream answers are parsed
+leniently here (the API adds fields and varies shapes); everything a tool returns is a strict
+result model, so the published output schemas are true.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
+
+# --- The model catalogue -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What one Flux model is for and what it accepts."""
+
+    guide: str
+    can_edit: bool
+    pixel_sizes: bool  # False: only aspect ratios are accepted
+
+
+MODELS: dict[str, ModelInfo] = {
+    "flux-dev": ModelInfo("fast and inexpensive, good for drafts and iteration", True, True),
+    "flux-pro": ModelInfo("higher fidelity and prompt adherence than flux-dev", True, True),
+    "flux-2-flex": ModelInfo("FLUX.2 tuned for typography and fine control", True, False),
+    "flux-2-pro": ModelInfo("FLUX.2 production quality, balanced speed", True, False),
+    "flux-2-max": ModelInfo("FLUX.2 best quality, slowest and most expensive", True, False),
+    "flux-2-klein": ModelInfo("FLUX.2 small and fast; generation only", False, False),
+    "flux-kontext-pro": ModelInfo("context-aware; the default choice for editing an image", True, False),
+    "flux-kontext-max": ModelInfo("strongest kontext model: edits with fine detail and text", True, False),
+}
+
+FluxModel = Literal[
+    "flux-dev",
+    "flux-pro",
+    "flux-2-flex",
+    "flux-2-pro",
+    "flux-2-max",
+    "flux-2-klein",
+    "flux-kontext-pro",
+    "flux-kontext-max",
+]
+EditModel = Literal[
+    "flux-dev",
+    "flux-pro",
+    "flux-2-flex",
+    "flux-2-pro",
+    "flux-2-max",
+    "flux-kontext-pro",
+    "flux-kontext-max",
+]
+
+ASPECT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21", "4:5", "5:4")
+NAMED_PIXEL_SIZES = ("1024x1024", "1024x1792", "1792x1024")
+PIXEL_MIN, PIXEL_MAX, PIXEL_STEP = 256, 1440, 32
+PROMPT_MAX_CHARS = 4000
+MAX_COUNT = 4
+MAX_BATCH = 50
+
+_PIXEL_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+_RATIO = re.compile(r"^\d{1,2}:\d{1,2}$")
+
+
+def model_guide() -> str:
+    """One line per model, for tool descriptions and error messages."""
+    lines = []
+    for name, info in MODELS.items():
+        sizes = "pixel sizes or ratios" if info.pixel_sizes else "aspect ratios only"
+        edits = "" if info.can_edit else "; cannot edit"
+        lines.append(f"- {name}: {info.guide} ({sizes}{edits})")
+    return "\n".join(lines)
+
+
+def default_size(model: str) -> str:
+    """The size sent when the caller gives none (the API requires one for some models)."""
+    return "1024x1024" if MODELS[model].pixel_sizes else "1:1"
+
+
+def check_size(model: str, size: str) -> str:
+    """Return the normalised size, or raise ValueError saying what this model accepts."""
+    normalised = size.strip().lower().replace("*", "x").replace("×", "x").replace(" ", "")
+    ratios = ", ".join(ASPECT_RATIOS)
+    if _RATIO.match(normalised):
+        if normalised not in ASPECT_RATIOS:
+            raise ValueError(f"unknown aspect ratio {size!r}; use one of {ratios}")
+        return normalised
+    pixels = _PIXEL_SIZE.match(normalised)
+    if pixels is None:
+        raise ValueError(f"size {size!r} is neither an aspect ratio ({ratios}) nor WIDTHxHEIGHT")
+    if not MODELS[model].pixel_sizes:
+        raise ValueError(
+            f"{model} takes only an aspect ratio, not a pixel size like {size!r}; use one of {ratios}"
+        )
+    if normalised in NAMED_PIXEL_SIZES:
+        return normalised
+    width, height = (int(side) for side in pixels.groups())
+    if all(PIXEL_MIN <= side <= PIXEL_MAX and side % PIXEL_STEP == 0 for side in (width, height)):
+        return normalised
+    raise ValueError(
+        f"pixel size {size!r} is out of range for {model}: use {', '.join(NAMED_PIXEL_SIZES)}, "
+        f"or sides from {PIXEL_MIN} to {PIXEL_MAX} in multiples of {PIXEL_STEP}, or an aspect ratio"
+    )
+
+
+# --- Tool arguments (the single source of the input schemas) ---------------------------------
+
+Prompt = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=PROMPT_MAX_CHARS,
+        description=(
+            "What to draw (or, for edits, what to change), in plain English. Be concrete about subject, "
+            "style, lighting and composition."
+        ),
+    ),
+]
+GenerateModelArg = Annotated[
+    FluxModel,
+    Field(description="Flux model to use. flux-dev is the fast default.\n" + model_guide()),
+]
+EditModelArg = Annotated[
+    EditModel,
+    Field(
+        description=(
+            "Flux model for the edit. flux-kontext-pro is the default and usually best; "
+            "flux-kontext-max for fine detail and text. flux-2-klein cannot edit."
+        )
+    ),
+]
+SizeArg = Annotated[
+    str | None,
+    Field(
+        max_length=20,
+        description=(
+            "Output size. flux-dev and flux-pro: 1024x1024, 1024x1792, 1792x1024 (or WIDTHxHEIGHT with sides "
+            f"{PIXEL_MIN}-{PIXEL_MAX} in multiples of {PIXEL_STEP}) or an aspect ratio. All other models: an "
+            f"aspect ratio only, one of {', '.join(ASPECT_RATIOS)}. Omit for the default "
+            "(1024x1024 or 1:1)."
+        ),
+    ),
+]
+CountArg = Annotated[
+    int,
+    Field(ge=1, le=MAX_COUNT, description=f"How many images to generate (1-{MAX_COUNT})."),
+]
+ImageUrlArg = Annotated[
+    HttpUrl,
+    Field(description="Public http(s) URL of the image to edit, e.g. an image_url from an earlier result."),
+]
+WaitSecondsArg = Annotated[
+    float | None,
+    Field(
+        ge=0,
+        le=3600,
+        description=(
+            "How long to wait for the result in this call, in seconds; capped by the server's limit "
+            "(FLUX_MCP_WAIT_SECONDS). 0 returns the task id at once. Omit to use the server's limit."
+        ),
+    ),
+]
+TaskIdArg = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="A task_id returned by generate_image or edit_image.",
+    ),
+]
+TaskIdsArg = Annotated[
+    list[TaskIdArg],
+    Field(min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} task ids to look up at once."),
+]
+
+
+class _Arguments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateImageArgs(_Arguments):
+    prompt: Prompt
+    model: GenerateModelArg = "flux-dev"
+    size: SizeArg = None
+    count: CountArg = 1
+    wait_seconds: WaitSecondsArg = None
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _no_bool_count(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("count must be a whole number from 1 to 4")
+        return value
+
+    @model_validator(mode="after")
+    def _check_size(self) -> GenerateImageArgs:
+        self.size = check_size(self.model, self.size) if self.size is not None else default_size(self.model)
+        return self
+
+    def to_request(self) -> ImageRequest:
+        return ImageRequest(
+            action="generate", prompt=self.prompt, model=self.model, size=self.size, count=self.count
+        )
+
+
+class EditImageArgs(_Arguments):
+    prompt: Prompt
+    image_url: ImageUrlArg
+    model: EditModelArg = "flux-kontext-pro"
+    size: SizeArg = None
+    wait_seconds: WaitSecondsArg = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _explain_non_editing_model(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            model = data.get("model")
+            if isinstance(model, str) and model in MODELS and not MODELS[model].can_edit:
+                editors = ", ".join(name for name, info in MODELS.items() if info.can_edit)
+                raise ValueError(f"{model} cannot edit images; use one of {editors}")
+        return data
+
+    @model_validator(mode="after")
+    def _check_size(self) -> EditImageArgs:
+        if self.size is not None:
+            self.size = check_size(self.model, self.size)
+        return self
+
+    def to_request(self) -> ImageRequest:
+        return ImageRequest(
+            action="edit", prompt=self.prompt, model=self.model, size=self.size, image_url=str(self.image_url)
+        )
+
+
+class GetTaskArgs(_Arguments):
+    task_id: TaskIdArg
+    wait_seconds: WaitSecondsArg = None
+
+
+class GetTasksArgs(_Arguments):
+    task_ids: TaskIdsArg
+
+
+TOOL_ARGUMENTS: dict[str, type[_Arguments]] = {
+    "generate_image": GenerateImageArgs,
+    "edit_image": EditImageArgs,
+    "get_task": GetTaskArgs,
+    "get_tasks": GetTasksArgs,
+}
+
+
+def explain_validation_error(tool: str, error: ValidationError) -> str:
+    """A short message that names each bad argument and what would be accepted."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in item["loc"]) or "arguments"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(TOOL_ARGUMENTS[tool].model_fields) if tool in TOOL_ARGUMENTS else ""
+            message = f"unknown argument; {tool} accepts {allowed}"
+        elif item["type"] == "literal_error" and field == "model":
+            message = message.replace("Input should be", "model must be")
+        problems.append(f"{field}: {message}" if field != "arguments" else message)
+    return f"Invalid arguments for {tool}: " + "; ".join(problems)
+
+
+# --- The upstream request ---------------------------------------------------------------
+
+
+class ImageRequest(BaseModel):
+    """The JSON body of `POST /flux/images`, already validated."""
+
+    action: Literal["generate", "edit"]
+    prompt: str
+    model: str
+    size: str | None = None
+    count: int | None = None
+    image_url: str | None = None
+    callback_url: str | None = None
+
+    def body(self, *, callback_url: str | None = None) -> dict[str, Any]:
+        payload = self.model_dump(exclude_none=True)
+        if callback_url is not None:
+            payload["callback_url"] = callback_url
+        else:
+            payload["async"] = True
+        return payload
+
+
+# --- Upstream answers, parsed leniently -----------------------------------------------------
+
+
+class TaskStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+class TaskError(BaseModel):
+    code: str = Field(description="Upstream error code, e.g. api_error, too_many_requests, timeout.")
+    message: str = Field(description="What went wrong, as the upstream said it.")
+
+
+class ImageInfo(BaseModel):
+    index: int = Field(description="Position of the image in the task's result, from 0.")
+    url: str = Field(description="Full-size image URL on the upstream's host. Such URLs expire: save soon.")
+    seed: int | None = Field(None, description="Seed the image was made with, when the upstream reports it.")
+    # Filled by the images layer once previews and saved files exist.
+    path: str | None = Field(None, description="Absolute path of the saved full-size file, when saved.")
+
+
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """What the upstream currently knows about one task."""
+
+    task_id: str
+    status: TaskStatus
+    images: tuple[ImageInfo, ...] = ()
+    error: TaskError | None = None
+    trace_id: str | None = None
+    request: dict[str, Any] | None = None
+    elapsed_seconds: float | None = None
+
+
+def parse_task_record(record: dict[str, Any]) -> TaskSnapshot:
+    """Turn a `/flux/tasks` record (or a blocking/callback result) into a snapshot."""
+    response = record.get("response") if "response" in record else _looks_like_result(record)
+    task_id = str(record.get("id") or record.get("task_id") or _get(response, "task_id") or "")
+    trace_id = _str_or_none(record.get("trace_id")) or _str_or_none(_get(response, "trace_id"))
+    request = record.get("request") if isinstance(record.get("request"), dict) else None
+    elapsed = record.get("elapsed")
+    elapsed_seconds = float(elapsed) if isinstance(elapsed, int | float) and not isinstance(elapsed, bool) else None
+    common: dict[str, Any] = {
+        "task_id": task_id,
+        "trace_id": trace_id,
+        "request": request,
+        "elapsed_seconds": elapsed_seconds,
+    }
+    finished = record.get("finished_at") is not None
+    state = str(record.get("state") or "").lower()
+    success = _get(response, "success")
+    if success is True:
+        images = parse_images(_get(response, "data"))
+        if images:
+            return TaskSnapshot(status=TaskStatus.SUCCEEDED, images=images, **common)
+        if finished:
+            error = TaskError(code="no_images", message="the task finished without any image")
+            return TaskSnapshot(status=TaskStatus.FAILED, error=error, **common)
+    failed_state = state in {"failed", "failure", "error", "cancelled", "canceled"}
+    if failed_state or (success is False and (finished or _get(response, "error") is not None)):
+        return TaskSnapshot(status=TaskStatus.FAILED, error=parse_error(_get(response, "error")), **common)
+    return TaskSnapshot(status=TaskStatus.PENDING, **common)
+
+
+def parse_images(data: Any) -> tuple[ImageInfo, ...]:
+    if not isinstance(data, list):
+        return ()
+    images = []
+    for item in data:
+        url = _get(item, "image_url")
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            seed = _get(item, "seed")
+            seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+            images.append(ImageInfo(index=len(images), url=url, seed=seed))
+    return tuple(images)
+
+
+def parse_error(error: Any) -> TaskError:
+    """The upstream's `error` may be an object, a string or null."""
+    if isinstance(error, dict):
+        code = _str_or_none(error.get("code")) or "api_error"
+        message = _str_or_none(error.get("message")) or code
+        return TaskError(code=code, message=message)
+    if isinstance(error, str) and error.strip():
+        return TaskError(code="api_error", message=error.strip())
+    return TaskError(code="api_error", message="the upstream reported a failure without a reason")
+
+
+def _looks_like_result(record: dict[str, Any]) -> dict[str, Any] | None:
+    return record if "success" in record or "data" in record else None
+
+
+def _get(container: Any, key: str) -> Any:
+    return container.get(key) if isinstance(container, dict) else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# --- Tool results -------------------------------------------------------------------------
+
+
+class TaskResult(BaseModel):
+    """Structured content of generate_image, edit_image and get_task."""
+
+    task_id: str = Field(description="Upstream task id; pass it to get_task to resume or re-read this task.")
+    status: TaskStatus = Field(description="succeeded: images are ready; pending: call get_task; failed: see error.")
+    model: str | None = Field(None, description="Model the task was submitted with.")
+    prompt: str | None = Field(None, description="Prompt the task was submitted with.")
+    size: str | None = Field(None, description="Size sent to the upstream (a default when none was given).")
+    images: list[ImageInfo] = Field(default_factory=list, description="Finished images, empty unless succeeded.")
+    elapsed_seconds: float = Field(description="Seconds this call spent waiting, or the upstream's run time.")
+    trace_id: str | None = Field(None, description="Upstream trace id, for support requests.")
+    error: TaskError | None = Field(None, description="Why the task failed, when status is failed.")
+    next_step: str | None = Field(None, description="What to do next, when anything is left to do.")
+
+
+class TaskBatchResult(BaseModel):
+    """Structured content of get_tasks."""
+
+    tasks: list[TaskResult] = Field(description="One entry per task the upstream knows, in the order asked.")
+    missing: list[str] = Field(default_factory=list, description="Requested ids the upstream does not know.")

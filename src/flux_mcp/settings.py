@@ -1,0 +1,59 @@
+"""Settings: one object read from the environment, passed to everything that needs it.
+
+The variable names are a contract with users' configs: `ACEDATACLOUD_API_TOKEN` and
+`ACEDATACLOUD_API_BASE_URL` are shared with the vendor's own server so existing configs keep
+working; everything of ours is `FLUX_MCP_*`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_URL = "https://api.acedata.cloud"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLUX_MCP_", extra="ignore", populate_by_name=True)
+
+    api_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("ACEDATACLOUD_API_TOKEN", "api_token"),
+        description="AceDataCloud API token; the server starts without it but every call then fails clearly.",
+    )
+    api_base_url: str = Field(
+        DEFAULT_BASE_URL,
+        validation_alias=AliasChoices("ACEDATACLOUD_API_BASE_URL", "api_base_url"),
+        description="Base URL of the Flux REST API.",
+    )
+    wait_seconds: float = Field(
+        45.0, ge=0, le=3600, description="Longest a tool call waits for images before returning a task handle."
+    )
+    log_level: LogLevel = Field("INFO", description="Log level of the stderr log.")
+    poll_min_seconds: float = Field(2.0, gt=0, description="First look at a task after this many seconds.")
+    poll_max_seconds: float = Field(5.0, gt=0, description="Longest pause between two looks at a task.")
+    http_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one upstream HTTP request.")
+    max_connections: int = Field(512, ge=1, description="Upstream HTTP connection pool size.")
+    max_retries: int = Field(3, ge=0, le=10, description="Retries of a request the upstream provably refused.")
+    retry_max_seconds: float = Field(20.0, ge=0, description="Longest single pause before a retry.")
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("ACEDATACLOUD_API_BASE_URL must start with http:// or https://")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value

@@ -1,0 +1,58 @@
+"""Shared fixtures: a real emulator on a loopback port and servers built against it."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
+from flux_mcp.server import build_server
+from flux_mcp.settings import Settings
+
+TOKEN = "sk-test-SECRET-7f3a9c1e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.add_marker(pytest.mark.anyio)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[RunningEmulator]:
+    async with serve_emulator(EmulatorConfig(latency=0.3, tokens=frozenset({TOKEN}), seed=7)) as running:
+        yield running
+
+
+def make_settings(emulator: RunningEmulator, **overrides: Any) -> Settings:
+    """Settings for tests: fast polls so waiting scenarios take fractions of a second."""
+    values: dict[str, Any] = {
+        "api_token": TOKEN,
+        "api_base_url": emulator.base_url,
+        "wait_seconds": 10.0,
+        "poll_min_seconds": 0.05,
+        "poll_max_seconds": 0.2,
+        "retry_max_seconds": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(emulator: RunningEmulator) -> Settings:
+    return make_settings(emulator)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    async with Client(build_server(settings)) as connected:
+        yield connected
