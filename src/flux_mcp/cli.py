@@ -1,10 +1,10 @@
 """The `flux-mcp` command: serve MCP (stdio or HTTP), run the offline demo, or run the emulator.
 
-    flux-mcp                         serve MCP over stdio (what desktop hosts run)
-    flux-mcp --sandbox               the same, against a built-in offline emulator (no token, no network)
-    flux-mcp serve --transport http  serve MCP over streamable HTTP at /mcp
-    flux-mcp demo "a white cat"      one full round trip, offline by default; saves the image
-    flux-mcp emulator --port 8765    run the Flux API emulator alone
+flux-mcp                         serve MCP over stdio (what desktop hosts run)
+flux-mcp --sandbox               the same, against a built-in offline emulator (no token, no network)
+flux-mcp serve --transport http  serve MCP over streamable HTTP at /mcp
+flux-mcp demo "a white cat"      one full round trip, offline by default; saves the image
+flux-mcp emulator --port 8765    run the Flux API emulator alone
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import anyio
 import httpx
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from flux_mcp import __version__
 from flux_mcp.emulator import EmulatorConfig, run_emulator_forever, serve_emulator
@@ -108,7 +108,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port")
     parser.add_argument(
-        "--sandbox", action="store_true", help="serve against a built-in offline Flux emulator (no token needed)"
+        "--sandbox",
+        action="store_true",
+        help="serve against a built-in offline Flux emulator (no token needed)",
     )
 
 
@@ -130,7 +132,9 @@ async def _upstream(settings: Settings, *, sandbox: bool, latency: float) -> Asy
         return
     async with serve_emulator(EmulatorConfig(latency=latency)) as emulator:
         logger.info("sandbox: Flux API emulator at %s", emulator.base_url)
-        yield settings.model_copy(update={"api_base_url": emulator.base_url, "api_token": SANDBOX_TOKEN})
+        yield settings.model_copy(
+            update={"api_base_url": emulator.base_url, "api_token": SecretStr(SANDBOX_TOKEN)}
+        )
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -149,7 +153,9 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
             )
             while _status(result) == "pending":
                 task_id = _structured(result)["task_id"]
-                result = await client.call_tool("get_task", {"task_id": task_id}, progress_callback=_print_progress)
+                result = await client.call_tool(
+                    "get_task", {"task_id": task_id}, progress_callback=_print_progress
+                )
         print(file=sys.stderr)
         if result.is_error:
             print(f"Failed: {_text(result)}", file=sys.stderr)
@@ -157,7 +163,8 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         data = _structured(result)
         url = data["images"][0]["url"]
         path = await _download(url, args.out, data["task_id"], args.prompt)
-        print(f"status: {data['status']}  task_id: {data['task_id']}  model: {data['model']}  size: {data['size']}")
+        print(f"status: {data['status']}  task_id: {data['task_id']}")
+        print(f"model: {data['model']}  size: {data['size']}")
         print(f"image: {url}")
         print(f"saved: {path.resolve()}")
         return 0
@@ -168,7 +175,7 @@ async def _print_progress(progress: float, total: float | None, message: str | N
 
 
 async def _download(url: str, folder: Path, task_id: str, prompt: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "image"
     path = folder / f"{task_id[:8]}-{slug}.png"
     async with httpx.AsyncClient(timeout=60.0, follow_redirects=True) as http:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_SHOWN_BODY = 300
+_TAGS = re.compile(r"<[^>]*>")
 
 
 class FluxError(Exception):
@@ -116,9 +118,11 @@ class Submission:
 def build_http_client(settings: Settings) -> httpx.AsyncClient:
     """The one HTTP client a server shares across all calls: sized for hundreds of tasks at once."""
     timeout = httpx.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds))
+    # The pool matches the request gate in FluxClient: httpcore's pool scans every connection for
+    # every queued request, so a pool much larger than the requests in flight costs quadratic time.
     limits = httpx.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=min(settings.max_connections, 128),
+        max_connections=settings.max_concurrency,
+        max_keepalive_connections=settings.max_concurrency,
         keepalive_expiry=30.0,
     )
     headers = {"accept": "application/json", "user-agent": "flux-mcp"}
@@ -134,8 +138,9 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay)
-        backoff = self.base_delay * 2**attempt
-        return min(backoff * (0.5 + random.random()), self.max_delay)  # noqa: S311 - jitter, not crypto
+        backoff = self.base_delay * 2.0**attempt
+        jitter: float = random.random()
+        return min(backoff * (0.5 + jitter), self.max_delay)
 
 
 class FluxClient:
@@ -148,20 +153,30 @@ class FluxClient:
         token: str | None,
         *,
         retry: RetryPolicy | None = None,
+        gate: anyio.CapacityLimiter | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._token = token
         self._retry = retry or RetryPolicy()
+        self._gate = gate or anyio.CapacityLimiter(32)
         self._sleep = sleep
 
     @classmethod
-    def from_settings(cls, http: httpx.AsyncClient, settings: Settings, token: str | None = None) -> FluxClient:
+    def from_settings(
+        cls,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        *,
+        gate: anyio.CapacityLimiter,
+        token: str | None = None,
+    ) -> FluxClient:
+        """A client for these settings; `gate` is shared by every client of one server."""
         if token is None and settings.api_token is not None:
             token = settings.api_token.get_secret_value()
         retry = RetryPolicy(max_retries=settings.max_retries, max_delay=settings.retry_max_seconds)
-        return cls(http, settings.api_base_url, token, retry=retry)
+        return cls(http, settings.api_base_url, token, retry=retry, gate=gate)
 
     async def submit(self, request: ImageRequest, *, callback_url: str | None = None) -> Submission:
         """Submit a job without waiting for it. Never resubmits after the upstream may have accepted."""
@@ -180,9 +195,15 @@ class FluxClient:
 
     async def retrieve(self, task_id: str) -> TaskSnapshot:
         body = {"action": "retrieve", "id": task_id}
-        data = await self._with_retries(lambda: self._post("/flux/tasks", body), retry_ambiguous=True)
+        unknown = f"No task with id {task_id!r} is known to the Flux API; check the id."
+        try:
+            data = await self._with_retries(lambda: self._post("/flux/tasks", body), retry_ambiguous=True)
+        except TaskNotFoundError as exc:
+            raise TaskNotFoundError(
+                unknown, status=exc.status, code=exc.code, trace_id=exc.trace_id
+            ) from None
         if not (data.get("id") or data.get("task_id") or data.get("response")):
-            raise TaskNotFoundError(f"No task with id {task_id!r} is known to the Flux API.", status=200)
+            raise TaskNotFoundError(unknown, status=200)
         snapshot = parse_task_record(data)
         return snapshot if snapshot.task_id else _with_id(snapshot, task_id)
 
@@ -201,7 +222,13 @@ class FluxClient:
         while True:
             try:
                 return await call()
-            except (NotSentError, RateLimitedError, ServerError, ResponseLostError, MalformedResponseError) as exc:
+            except (
+                NotSentError,
+                RateLimitedError,
+                ServerError,
+                ResponseLostError,
+                MalformedResponseError,
+            ) as exc:
                 retry_after = getattr(exc, "retry_after", None)
                 too_long = retry_after is not None and retry_after > self._retry.max_delay
                 if attempt >= self._retry.max_retries or too_long or not _may_retry(exc, retry_ambiguous):
@@ -217,13 +244,14 @@ class FluxClient:
         headers = {"authorization": f"Bearer {self._token}", "content-type": "application/json"}
         url = self._base_url + path
         try:
-            response = await self._http.post(url, json=body, headers=headers)
+            async with self._gate:
+                response = await self._http.post(url, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise NotSentError(f"Could not connect to the Flux API at {self._base_url}: {_describe(exc)}") from None
-        except httpx.TimeoutException as exc:
-            raise ResponseLostError(
-                f"The Flux API did not answer in time ({_describe(exc)})."
+            raise NotSentError(
+                f"Could not connect to the Flux API at {self._base_url}: {_describe(exc)}"
             ) from None
+        except httpx.TimeoutException as exc:
+            raise ResponseLostError(f"The Flux API did not answer in time ({_describe(exc)}).") from None
         except httpx.TransportError as exc:
             raise ResponseLostError(f"The connection to the Flux API broke: {_describe(exc)}") from None
         return self._decode(response)
@@ -269,7 +297,9 @@ class FluxClient:
         if status == 429 or code == "too_many_requests":
             wait = f"{retry_after:.0f} s" if retry_after is not None else "a minute"
             return RateLimitedError(
-                f"The Flux API is rate limiting requests; try again in {wait}.", retry_after=retry_after, **kwargs
+                f"The Flux API is rate limiting requests; try again in {wait}.",
+                retry_after=retry_after,
+                **kwargs,
             )
         if status == 404 or code == "not_found":
             return TaskNotFoundError(f"Not found: {detail}{where}", **kwargs)
@@ -286,8 +316,8 @@ class FluxClient:
         )
 
     def _scrub(self, text: str) -> str:
-        """Upstream text is shown to the model: trim it and make sure it cannot carry the token."""
-        text = " ".join(text.split())
+        """Upstream text is shown to the model: trimmed, without markup, never carrying the token."""
+        text = " ".join(_TAGS.sub(" ", text).split())
         if self._token:
             text = text.replace(self._token, "[redacted]")
         return text[:MAX_SHOWN_BODY] + ("…" if len(text) > MAX_SHOWN_BODY else "")

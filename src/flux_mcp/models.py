@@ -338,7 +338,9 @@ def parse_task_record(record: dict[str, Any]) -> TaskSnapshot:
     trace_id = _str_or_none(record.get("trace_id")) or _str_or_none(_get(response, "trace_id"))
     request = record.get("request") if isinstance(record.get("request"), dict) else None
     elapsed = record.get("elapsed")
-    elapsed_seconds = float(elapsed) if isinstance(elapsed, int | float) and not isinstance(elapsed, bool) else None
+    elapsed_seconds = (
+        float(elapsed) if isinstance(elapsed, int | float) and not isinstance(elapsed, bool) else None
+    )
     common: dict[str, Any] = {
         "task_id": task_id,
         "trace_id": trace_id,
@@ -364,7 +366,7 @@ def parse_task_record(record: dict[str, Any]) -> TaskSnapshot:
 def parse_images(data: Any) -> tuple[ImageInfo, ...]:
     if not isinstance(data, list):
         return ()
-    images = []
+    images: list[ImageInfo] = []
     for item in data:
         url = _get(item, "image_url")
         if isinstance(url, str) and url.startswith(("http://", "https://")):
@@ -404,11 +406,15 @@ class TaskResult(BaseModel):
     """Structured content of generate_image, edit_image and get_task."""
 
     task_id: str = Field(description="Upstream task id; pass it to get_task to resume or re-read this task.")
-    status: TaskStatus = Field(description="succeeded: images are ready; pending: call get_task; failed: see error.")
+    status: TaskStatus = Field(
+        description="succeeded: images are ready; pending: call get_task; failed: see error."
+    )
     model: str | None = Field(None, description="Model the task was submitted with.")
     prompt: str | None = Field(None, description="Prompt the task was submitted with.")
     size: str | None = Field(None, description="Size sent to the upstream (a default when none was given).")
-    images: list[ImageInfo] = Field(default_factory=list, description="Finished images, empty unless succeeded.")
+    images: list[ImageInfo] = Field(
+        default_factory=list, description="Finished images, empty unless succeeded."
+    )
     elapsed_seconds: float = Field(description="Seconds this call spent waiting, or the upstream's run time.")
     trace_id: str | None = Field(None, description="Upstream trace id, for support requests.")
     error: TaskError | None = Field(None, description="Why the task failed, when status is failed.")

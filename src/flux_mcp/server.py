@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
@@ -66,7 +67,8 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         async with build_http_client(settings) as http:
-            client = FluxClient.from_settings(http, settings)
+            gate = anyio.CapacityLimiter(settings.max_concurrency)
+            client = FluxClient.from_settings(http, settings, gate=gate)
             schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
             yield AppState(settings, ImageJobs(client, max_wait=settings.wait_seconds, schedule=schedule))
 
@@ -76,6 +78,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         instructions=INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
+        log_level=settings.log_level,
         middleware=[check_tool_arguments],
     )
     _add_tools(server)
@@ -184,7 +187,9 @@ async def _run_job(
         return error_result(explain_validation_error(tool, exc))
     jobs = _state(ctx).jobs
     progress = _progress_reporter(ctx)
-    return await _guarded(tool, lambda: jobs.run(args.to_request(), args.wait_seconds, progress), _task_result)
+    return await _guarded(
+        tool, lambda: jobs.run(args.to_request(), args.wait_seconds, progress), _task_result
+    )
 
 
 async def _guarded(
@@ -205,9 +210,9 @@ def _maybe_billed(tool: str, message: str) -> str:
     if tool.startswith("get_"):
         return message
     return (
-        f"{message} The request may have reached the Flux API, so it was not resubmitted (that could bill "
-        "twice). Wait a minute before trying again; if your AceDataCloud console shows the task, use get_task "
-        "with its id instead."
+        f"{message} The request may have reached the Flux API, so it was not resubmitted (that could "
+        "bill twice). Wait a minute before trying again; if your AceDataCloud console shows the task, "
+        "use get_task with its id instead."
     )
 
 
@@ -234,7 +239,8 @@ def summarize(result: TaskResult) -> str:
     about = " ".join(part for part in (result.model, f"({result.size})" if result.size else "") if part)
     if result.status is TaskStatus.SUCCEEDED:
         count = len(result.images)
-        head = f"Generated {count} image{'s' if count != 1 else ''} with {about} in {result.elapsed_seconds:.1f} s"
+        plural = "s" if count != 1 else ""
+        head = f"Generated {count} image{plural} with {about} in {result.elapsed_seconds:.1f} s"
         lines = [f"{head}. task_id: {result.task_id}"]
         for image in result.images:
             seed = f" (seed {image.seed})" if image.seed is not None else ""
@@ -242,7 +248,9 @@ def summarize(result: TaskResult) -> str:
         lines.append("Image URLs expire; download the ones you want to keep.")
         return "\n".join(lines)
     if result.status is TaskStatus.PENDING:
-        return f"Task {result.task_id} is still running after {result.elapsed_seconds:.0f} s. {result.next_step}"
+        return (
+            f"Task {result.task_id} is still running after {result.elapsed_seconds:.0f} s. {result.next_step}"
+        )
     error = result.error
     reason = f"{error.message} ({error.code})" if error else "no reason given"
     return f"Task {result.task_id} failed: {reason}. You may retry with a changed prompt or another model."

@@ -30,14 +30,21 @@ class Settings(BaseSettings):
         description="Base URL of the Flux REST API.",
     )
     wait_seconds: float = Field(
-        45.0, ge=0, le=3600, description="Longest a tool call waits for images before returning a task handle."
+        45.0,
+        ge=0,
+        le=3600,
+        description="Longest a tool call waits for images before returning a task handle.",
     )
     log_level: LogLevel = Field("INFO", description="Log level of the stderr log.")
     poll_min_seconds: float = Field(2.0, gt=0, description="First look at a task after this many seconds.")
     poll_max_seconds: float = Field(5.0, gt=0, description="Longest pause between two looks at a task.")
     http_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one upstream HTTP request.")
-    max_connections: int = Field(512, ge=1, description="Upstream HTTP connection pool size.")
-    max_retries: int = Field(3, ge=0, le=10, description="Retries of a request the upstream provably refused.")
+    max_concurrency: int = Field(
+        32, ge=1, le=1024, description="Most upstream HTTP requests in flight at once; more wait their turn."
+    )
+    max_retries: int = Field(
+        3, ge=0, le=10, description="Retries of a request the upstream provably refused."
+    )
     retry_max_seconds: float = Field(20.0, ge=0, description="Longest single pause before a retry.")
 
     @field_validator("api_token", mode="before")

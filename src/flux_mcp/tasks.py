@@ -137,13 +137,20 @@ class ImageJobs:
         )
 
     async def _wait(
-        self, snapshot: TaskSnapshot, wait_seconds: float | None, progress: ProgressFn, *, just_submitted: bool
+        self,
+        snapshot: TaskSnapshot,
+        wait_seconds: float | None,
+        progress: ProgressFn,
+        *,
+        just_submitted: bool,
     ) -> TaskSnapshot:
         budget = self.budget(wait_seconds)
         if snapshot.status is not TaskStatus.PENDING or budget <= 0:
             return snapshot
         try:
-            waited = await self._waiter.wait(snapshot.task_id, budget, progress, just_submitted=just_submitted)
+            waited = await self._waiter.wait(
+                snapshot.task_id, budget, progress, just_submitted=just_submitted
+            )
         except anyio.get_cancelled_exc_class():
             logger.info("stopped waiting for task %s; it continues upstream", snapshot.task_id)
             raise

@@ -1,0 +1,21 @@
+"""A faithful local emulator of the AceDataCloud Flux REST API, for tests, benchmarks and offline use.
+
+It plays the third-party upstream, so it imports nothing else from flux_mcp.
+"""
+
+from .app import create_app
+from .runner import RunningEmulator, run_emulator_forever, serve_asgi, serve_emulator
+from .state import EmulatorConfig, EmulatorState, Fault, FaultKind, TaskRecord
+
+__all__ = [
+    "EmulatorConfig",
+    "EmulatorState",
+    "Fault",
+    "FaultKind",
+    "RunningEmulator",
+    "TaskRecord",
+    "create_app",
+    "run_emulator_forever",
+    "serve_asgi",
+    "serve_emulator",
+]
