@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +29,11 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
 
 
 def make_settings(emulator: RunningEmulator, **overrides: Any) -> Settings:
-    """Settings for tests: fast polls so waiting scenarios take fractions of a second."""
+    """Settings for tests: fast polls, and files and history in a fresh temporary folder."""
+    scratch = Path(tempfile.mkdtemp(prefix="flux-mcp-test-"))
     values: dict[str, Any] = {
+        "output_dir": scratch / "images",
+        "db": scratch / "history.db",
         "api_token": TOKEN,
         "api_base_url": emulator.base_url,
         "wait_seconds": 10.0,

@@ -36,7 +36,7 @@ def structured(result: CallToolResult) -> dict[str, Any]:
 
 async def test_tool_list_schemas_and_annotations(client: Client) -> None:
     tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"generate_image", "edit_image", "get_task", "get_tasks"}
+    assert set(tools) == {"generate_image", "edit_image", "get_task", "get_tasks", "list_tasks"}
 
     generate = tools["generate_image"].input_schema["properties"]
     assert generate["count"]["minimum"] == 1 and generate["count"]["maximum"] == 4
@@ -55,11 +55,14 @@ async def test_tool_list_schemas_and_annotations(client: Client) -> None:
         assert tool.description and tool.title, name
         assert tool.output_schema is not None and tool.output_schema["type"] == "object", name
         annotations = tool.annotations
-        assert annotations is not None and annotations.title and annotations.open_world_hint is True
-        if name.startswith("get_"):
-            assert annotations.read_only_hint is True
+        assert annotations is not None and annotations.title
+        if name == "list_tasks":
+            assert annotations.read_only_hint is True and annotations.open_world_hint is False
+        elif name.startswith("get_"):
+            assert annotations.read_only_hint is True and annotations.open_world_hint is True
         else:
             assert annotations.idempotent_hint is False and annotations.read_only_hint is False
+            assert annotations.open_world_hint is True
     assert set(tools["generate_image"].output_schema["properties"]) >= {
         "task_id",
         "status",
@@ -75,7 +78,7 @@ async def test_tool_list_schemas_and_annotations(client: Client) -> None:
 async def test_server_lists_tools_without_a_token(emulator: RunningEmulator) -> None:
     settings = make_settings(emulator, api_token=None)
     async with Client(build_server(settings)) as client:
-        assert len((await client.list_tools()).tools) == 4
+        assert len((await client.list_tools()).tools) == 5
         result = await client.call_tool("generate_image", {"prompt": "a cat"})
     assert result.is_error and "ACEDATACLOUD_API_TOKEN" in text(result)
     assert emulator.state.submissions == 0
@@ -317,7 +320,10 @@ async def test_token_never_appears_in_results_or_logs(
 async def test_two_hundred_concurrent_calls_finish_together(emulator: RunningEmulator) -> None:
     latency = 2.0
     emulator.state.config.latency = latency
-    settings = make_settings(emulator, poll_min_seconds=1.0, poll_max_seconds=1.0, wait_seconds=30)
+    # The waiting machinery alone: image files and previews are measured in their own tests.
+    settings = make_settings(
+        emulator, poll_min_seconds=1.0, poll_max_seconds=1.0, wait_seconds=30, save=False, preview_size=0
+    )
     results: list[CallToolResult] = []
     async with Client(build_server(settings)) as client:
 

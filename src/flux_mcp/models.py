@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # --- The model catalogue -------------------------------------------------------------------
 
@@ -154,9 +163,41 @@ CountArg = Annotated[
     Field(ge=1, le=MAX_COUNT, description=f"How many images to generate (1-{MAX_COUNT})."),
 ]
 ImageUrlArg = Annotated[
-    HttpUrl,
-    Field(description="Public http(s) URL of the image to edit, e.g. an image_url from an earlier result."),
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        json_schema_extra={"format": "uri"},
+        description=(
+            "The image to edit: a public http(s) URL, or flux://images/{task_id}/{index} for an image "
+            "from an earlier result of this server. Local file paths cannot be used: the Flux API needs "
+            "a public URL."
+        ),
+    ),
 ]
+FLUX_IMAGE_URI = re.compile(r"^flux://images/([A-Za-z0-9_-]{1,128})/(\d{1,2})$")
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+
+
+def check_image_url(value: str) -> str:
+    """An http(s) URL or a flux://images/... reference; anything else is refused with the reason."""
+    value = value.strip()
+    if FLUX_IMAGE_URI.match(value):
+        return value
+    scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+    if scheme in ("http", "https"):
+        try:
+            return str(_HTTP_URL.validate_python(value))
+        except ValidationError:
+            raise ValueError(f"{value!r} is not a valid http(s) URL") from None
+    if scheme == "file" or value.startswith(("/", "~", ".", "\\")) or re.match(r"^[A-Za-z]:[\\/]", value):
+        raise ValueError(
+            "a local file cannot be edited: the Flux API fetches the image itself, so it needs a public "
+            "http(s) URL (or flux://images/{task_id}/{index} for an image this server made)"
+        )
+    raise ValueError("image_url must be a public http(s) URL or flux://images/{task_id}/{index}")
+
+
 WaitSecondsArg = Annotated[
     float | None,
     Field(
@@ -180,6 +221,17 @@ TaskIdArg = Annotated[
 TaskIdsArg = Annotated[
     list[TaskIdArg],
     Field(min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} task ids to look up at once."),
+]
+
+
+LimitArg = Annotated[int, Field(ge=1, le=100, description="How many, newest first.")]
+HistoryStatus = Literal["succeeded", "pending", "failed", "submitting", "unknown", "rejected"]
+StatusFilterArg = Annotated[
+    HistoryStatus | None,
+    Field(description="Only tasks in this state (unknown: the submission may have been billed, no task id)."),
+]
+QueryArg = Annotated[
+    str | None, Field(max_length=200, description="Only tasks whose prompt contains this text.")
 ]
 
 
@@ -219,6 +271,11 @@ class EditImageArgs(_Arguments):
     size: SizeArg = None
     wait_seconds: WaitSecondsArg = None
 
+    @field_validator("image_url")
+    @classmethod
+    def _check_image_url(cls, value: str) -> str:
+        return check_image_url(value)
+
     @model_validator(mode="before")
     @classmethod
     def _explain_non_editing_model(cls, data: Any) -> Any:
@@ -237,7 +294,7 @@ class EditImageArgs(_Arguments):
 
     def to_request(self) -> ImageRequest:
         return ImageRequest(
-            action="edit", prompt=self.prompt, model=self.model, size=self.size, image_url=str(self.image_url)
+            action="edit", prompt=self.prompt, model=self.model, size=self.size, image_url=self.image_url
         )
 
 
@@ -250,7 +307,14 @@ class GetTasksArgs(_Arguments):
     task_ids: TaskIdsArg
 
 
+class ListTasksArgs(_Arguments):
+    limit: LimitArg = 20
+    status: StatusFilterArg = None
+    query: QueryArg = None
+
+
 TOOL_ARGUMENTS: dict[str, type[_Arguments]] = {
+    "list_tasks": ListTasksArgs,
     "generate_image": GenerateImageArgs,
     "edit_image": EditImageArgs,
     "get_task": GetTaskArgs,
@@ -314,8 +378,11 @@ class ImageInfo(BaseModel):
     index: int = Field(description="Position of the image in the task's result, from 0.")
     url: str = Field(description="Full-size image URL on the upstream's host. Such URLs expire: save soon.")
     seed: int | None = Field(None, description="Seed the image was made with, when the upstream reports it.")
-    # Filled by the images layer once previews and saved files exist.
     path: str | None = Field(None, description="Absolute path of the saved full-size file, when saved.")
+    resource_uri: str | None = Field(None, description="flux://images/... URI: read it for the full image.")
+    width: int | None = Field(None, description="Width in pixels, once downloaded.")
+    height: int | None = Field(None, description="Height in pixels, once downloaded.")
+    warning: str | None = Field(None, description="Why the image could not be saved or previewed, if so.")
 
 
 @dataclass(frozen=True)

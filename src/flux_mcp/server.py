@@ -1,13 +1,14 @@
-"""The MCP surface: tools, their schemas and annotations, and the mapping of errors to tool results.
+"""The MCP surface: tools, resources, their schemas and annotations, and how results are shown.
 
 `build_server(settings)` makes a fresh `MCPServer`; nothing here is global, so tests build as many
 servers as they like. The tools are thin: arguments are validated by the models (before any
-upstream call), the work is done by `tasks.ImageJobs`, and every failure becomes a tool error
-an assistant can act on.
+upstream call), the waiting is done by `tasks.ImageJobs`, files and previews by `images`, and
+every failure becomes a tool error an assistant can act on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,39 +18,50 @@ from typing import Annotated, Any, TypeVar
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, ValidationError
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
 
 from flux_mcp import __version__
 from flux_mcp.client import FluxClient, FluxError, ResponseLostError, ServerError, build_http_client
+from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, to_png
 from flux_mcp.models import (
+    FLUX_IMAGE_URI,
+    MODELS,
     TOOL_ARGUMENTS,
     CountArg,
     EditImageArgs,
     EditModelArg,
     GenerateImageArgs,
     GenerateModelArg,
+    ImageInfo,
     ImageUrlArg,
+    LimitArg,
     Prompt,
+    QueryArg,
     SizeArg,
+    StatusFilterArg,
     TaskBatchResult,
     TaskIdArg,
     TaskIdsArg,
     TaskResult,
     TaskStatus,
     WaitSecondsArg,
+    default_size,
     explain_validation_error,
 )
 from flux_mcp.settings import Settings
+from flux_mcp.store import History, HistoryEntry
 from flux_mcp.tasks import ImageJobs, PollSchedule
 
 logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
 Generate and edit images with Flux models. generate_image and edit_image wait on the server for \
-the result and return the finished images. A job takes 10 s to 2 minutes: if it is not done within \
-the wait limit the result has status "pending" and a task_id; call get_task with that task_id to \
-keep waiting. Never resubmit a prompt just because it is pending: that bills the user twice."""
+the result and return the finished images (with small previews and saved files). A job takes 10 s \
+to 2 minutes: if it is not done within the wait limit the result has status "pending" and a \
+task_id; call get_task with that task_id to keep waiting. Never resubmit a prompt just because it \
+is pending: that bills the user twice. list_tasks finds earlier generations."""
 
 AnyContext = Context[Any, Any]
 R = TypeVar("R", bound=BaseModel)
@@ -59,6 +71,8 @@ R = TypeVar("R", bound=BaseModel)
 class AppState:
     settings: Settings
     jobs: ImageJobs
+    history: History
+    keeper: ImageKeeper
 
 
 def build_server(settings: Settings) -> MCPServer[AppState]:
@@ -66,11 +80,12 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with build_http_client(settings) as http:
-            gate = anyio.CapacityLimiter(settings.max_concurrency)
-            client = FluxClient.from_settings(http, settings, gate=gate)
-            schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
-            yield AppState(settings, ImageJobs(client, max_wait=settings.wait_seconds, schedule=schedule))
+        history = History(settings.history_path())
+        try:
+            async with build_http_client(settings) as http:
+                yield _app_state(settings, http, history)
+        finally:
+            history.close()
 
     server: MCPServer[AppState] = MCPServer(
         "flux-mcp",
@@ -81,21 +96,43 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         log_level=settings.log_level,
         middleware=[check_tool_arguments],
     )
-    _add_tools(server)
+    _add_job_tools(server)
+    _add_task_tools(server)
+    _add_resources(server)
     return server
 
 
-def _add_tools(server: MCPServer[AppState]) -> None:
+def _app_state(settings: Settings, http: Any, history: History) -> AppState:
+    gate = anyio.CapacityLimiter(settings.max_concurrency)
+    client = FluxClient.from_settings(http, settings, gate=gate)
+    schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
+    jobs = ImageJobs(client, max_wait=settings.wait_seconds, schedule=schedule, history=history)
+    downloader = Downloader(
+        http,
+        gate,
+        max_bytes=int(settings.max_download_mb * 1_000_000),
+        timeout=settings.download_timeout_seconds,
+    )
+    folder = settings.image_folder() if settings.saves_images() else None
+    keeper = ImageKeeper(downloader, folder=folder, preview_size=settings.preview_size)
+    return AppState(settings, jobs, history, keeper)
+
+
+# --- tools --------------------------------------------------------------------------------------
+
+BILLED = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+)
+LOOKUP = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+)
+
+
+def _add_job_tools(server: MCPServer[AppState]) -> None:
     @server.tool(
         name="generate_image",
         title="Generate images",
-        annotations=ToolAnnotations(
-            title="Generate images with Flux",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=True,
-        ),
+        annotations=BILLED.model_copy(update={"title": "Generate images with Flux"}),
     )
     async def generate_image(
         prompt: Prompt,
@@ -107,8 +144,9 @@ def _add_tools(server: MCPServer[AppState]) -> None:
     ) -> Annotated[CallToolResult, TaskResult]:
         """Generate images from a text prompt with a Flux model and return the finished images.
 
-        Waits on the server (with progress) up to the wait limit. If the job is not done by then, the result
-        has status "pending" and a task_id: call get_task with it to keep waiting. Each call is billed.
+        Waits on the server (with progress) up to the wait limit and returns previews, saved file paths and
+        URLs. If the job is not done by then, the result has status "pending" and a task_id: call get_task
+        with it to keep waiting. Each call is billed.
         """
         args = {"prompt": prompt, "model": model, "size": size, "count": count, "wait_seconds": wait_seconds}
         return await _run_job(ctx, "generate_image", GenerateImageArgs, args)
@@ -116,13 +154,7 @@ def _add_tools(server: MCPServer[AppState]) -> None:
     @server.tool(
         name="edit_image",
         title="Edit an image",
-        annotations=ToolAnnotations(
-            title="Edit an image with Flux",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=True,
-        ),
+        annotations=BILLED.model_copy(update={"title": "Edit an image with Flux"}),
     )
     async def edit_image(
         prompt: Prompt,
@@ -132,50 +164,174 @@ def _add_tools(server: MCPServer[AppState]) -> None:
         size: SizeArg = None,
         wait_seconds: WaitSecondsArg = None,
     ) -> Annotated[CallToolResult, TaskResult]:
-        """Edit an existing image (given by a public URL) following a prompt, e.g. "make the sky stormy".
+        """Edit an existing image following a prompt, e.g. "make the sky stormy".
 
-        Waits on the server like generate_image; a "pending" result means: call get_task with its task_id.
+        image_url is a public http(s) URL or flux://images/{task_id}/{index} from an earlier result. Waits on
+        the server like generate_image; a "pending" result means: call get_task with its task_id.
         """
-        args = {"prompt": prompt, "image_url": str(image_url), "model": model, "size": size}
+        args = {"prompt": prompt, "image_url": image_url, "model": model, "size": size}
         return await _run_job(ctx, "edit_image", EditImageArgs, {**args, "wait_seconds": wait_seconds})
 
+
+def _add_task_tools(server: MCPServer[AppState]) -> None:
     @server.tool(
         name="get_task",
         title="Get a task",
-        annotations=ToolAnnotations(
-            title="Get (and wait for) a Flux task",
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=True,
-        ),
+        annotations=LOOKUP.model_copy(update={"title": "Get (and wait for) a Flux task"}),
     )
     async def get_task(
         task_id: TaskIdArg, ctx: AnyContext, wait_seconds: WaitSecondsArg = None
     ) -> Annotated[CallToolResult, TaskResult]:
         """Get a generation task by id, waiting (with progress) for it to finish up to the wait limit.
 
-        Use it to resume a "pending" result from generate_image or edit_image. Free: looking costs nothing.
+        Use it to resume a "pending" result from generate_image or edit_image. Looking costs nothing.
         """
-        jobs = _state(ctx).jobs
+        state = _state(ctx)
         progress = _progress_reporter(ctx)
-        return await _guarded("get_task", lambda: jobs.resume(task_id, wait_seconds, progress), _task_result)
+        work = lambda: state.jobs.resume(task_id, wait_seconds, progress)  # noqa: E731
+        return await _guarded("get_task", work, lambda result: present(state, result))
 
     @server.tool(
         name="get_tasks",
         title="Get several tasks",
-        annotations=ToolAnnotations(
-            title="Look up several Flux tasks",
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=True,
-        ),
+        annotations=LOOKUP.model_copy(update={"title": "Look up several Flux tasks"}),
     )
     async def get_tasks(task_ids: TaskIdsArg, ctx: AnyContext) -> Annotated[CallToolResult, TaskBatchResult]:
         """Look up the current state of up to 50 tasks at once, without waiting."""
         jobs = _state(ctx).jobs
         return await _guarded("get_tasks", lambda: jobs.lookup(list(task_ids)), _batch_result)
+
+    @server.tool(
+        name="list_tasks",
+        title="List recent generations",
+        annotations=ToolAnnotations(
+            title="List recent Flux generations",
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    )
+    async def list_tasks(
+        ctx: AnyContext,
+        limit: LimitArg = 20,
+        status: StatusFilterArg = None,
+        query: QueryArg = None,
+    ) -> Annotated[CallToolResult, HistoryList]:
+        """List this server's recent generations from its local history: prompt, status, task id, files, URLs.
+
+        Use it to find an earlier image again (its task_id works with get_task, its images with edit_image).
+        """
+        entries = await _state(ctx).history.recent(limit, status, query)
+        listing = HistoryList(tasks=[history_item(entry) for entry in entries])
+        lines = [_history_line(item) for item in listing.tasks] or ["No generations recorded yet."]
+        return CallToolResult(
+            content=[TextContent(type="text", text="\n".join(lines))],
+            structured_content=listing.model_dump(mode="json"),
+        )
+
+
+class HistoryItem(BaseModel):
+    task_id: str | None = Field(description="Upstream task id; null if the submission never got one.")
+    status: str = Field(
+        description="succeeded, pending, failed, submitting, unknown (may have been billed), rejected."
+    )
+    prompt: str | None
+    model: str | None
+    size: str | None
+    created_at: str = Field(description="When it was submitted (UTC).")
+    images: list[ImageInfo] = Field(default_factory=list)
+    error: str | None = None
+
+
+class HistoryList(BaseModel):
+    tasks: list[HistoryItem] = Field(description="Newest first.")
+
+
+def history_item(entry: HistoryEntry) -> HistoryItem:
+    images = [ImageInfo.model_validate(image) for image in (entry.result or {}).get("images", [])]
+    return HistoryItem(
+        task_id=entry.task_id,
+        status=entry.status,
+        prompt=entry.prompt,
+        model=entry.model,
+        size=entry.size,
+        created_at=entry.as_dict()["created_at"],
+        images=images,
+        error=entry.error,
+    )
+
+
+def _history_line(item: HistoryItem) -> str:
+    where = ", ".join(image.path or image.url for image in item.images)
+    prompt = (item.prompt or "")[:80]
+    return f"{item.created_at} {item.status:<10} {item.task_id or '(no task id)'} {prompt!r}" + (
+        f" -> {where}" if where else ""
+    )
+
+
+# --- resources --------------------------------------------------------------------------------
+
+
+def _add_resources(server: MCPServer[AppState]) -> None:
+    @server.resource(
+        "flux://tasks/{task_id}",
+        name="task",
+        title="A Flux task",
+        description="A task from this server's history (request, status, result, files) as JSON.",
+        mime_type="application/json",
+    )
+    async def task_resource(task_id: str, ctx: AnyContext) -> str:
+        entry = await _state(ctx).history.get(task_id)
+        if entry is None:
+            raise ResourceError(f"No task {task_id!r} in this server's history.")
+        return json.dumps(entry.as_dict(), indent=2, ensure_ascii=False)
+
+    @server.resource(
+        "flux://images/{task_id}/{index}",
+        name="image",
+        title="A generated image",
+        description="Full-size image of a finished task: the saved file, or fetched once when not saved.",
+        mime_type="image/png",
+    )
+    async def image_resource(task_id: str, index: str, ctx: AnyContext) -> bytes:
+        state = _state(ctx)
+        image = await _known_image(state, task_id, index)
+        try:
+            picture = await state.keeper.full_image(task_id, image)
+        except ImageError as exc:
+            raise ResourceError(str(exc)) from None
+        return await anyio.to_thread.run_sync(to_png, picture)
+
+    @server.resource(
+        "flux://models",
+        name="models",
+        title="Flux model guide",
+        description="Each model: what it is for, which sizes it takes, whether it can edit.",
+        mime_type="application/json",
+    )
+    def models_resource() -> str:
+        guide = {
+            name: {
+                "guide": info.guide,
+                "can_edit": info.can_edit,
+                "sizes": "pixel sizes or aspect ratios" if info.pixel_sizes else "aspect ratios only",
+                "default_size": default_size(name),
+            }
+            for name, info in MODELS.items()
+        }
+        return json.dumps(guide, indent=2)
+
+
+async def _known_image(state: AppState, task_id: str, index: str) -> ImageInfo:
+    entry = await state.history.get(task_id)
+    images = (entry.result or {}).get("images", []) if entry is not None else []
+    if not index.isdigit() or int(index) >= len(images):
+        raise ResourceError(f"No image {index} of task {task_id!r} in this server's history.")
+    return ImageInfo.model_validate(images[int(index)])
+
+
+# --- running jobs and showing results --------------------------------------------------------
 
 
 async def _run_job(
@@ -185,25 +341,47 @@ async def _run_job(
         args = schema.model_validate(arguments)
     except ValidationError as exc:
         return error_result(explain_validation_error(tool, exc))
-    jobs = _state(ctx).jobs
+    state = _state(ctx)
+    request = args.to_request()
+    if request.image_url is not None and FLUX_IMAGE_URI.match(request.image_url):
+        try:
+            request.image_url = await _resolve_flux_image(state, request.image_url)
+        except ImageError as exc:
+            return error_result(f"Cannot edit {request.image_url}: {exc}")
     progress = _progress_reporter(ctx)
-    return await _guarded(
-        tool, lambda: jobs.run(args.to_request(), args.wait_seconds, progress), _task_result
-    )
+    work = lambda: state.jobs.run(request, args.wait_seconds, progress)  # noqa: E731
+    return await _guarded(tool, work, lambda result: present(state, result))
+
+
+async def _resolve_flux_image(state: AppState, uri: str) -> str:
+    """flux://images/{task}/{i} -> the upstream URL the API can fetch, if it has not expired."""
+    match = FLUX_IMAGE_URI.match(uri)
+    assert match is not None
+    try:
+        image = await _known_image(state, match.group(1), match.group(2))
+    except ResourceError as exc:
+        raise ImageError(str(exc)) from None
+    if not await state.keeper.is_reachable(image.url):
+        raise ImageError(
+            "its upstream URL has expired, and the Flux API can only fetch public URLs. Upload the saved "
+            f"file ({image.path or 'not saved'}) somewhere public and pass that URL, or generate the "
+            "image again."
+        )
+    return image.url
 
 
 async def _guarded(
-    tool: str, work: Callable[[], Awaitable[R]], render: Callable[[R], CallToolResult]
+    tool: str, work: Callable[[], Awaitable[R]], render: Callable[[R], Awaitable[CallToolResult]]
 ) -> CallToolResult:
     try:
-        return render(await work())
+        outcome = await work()
     except ResponseLostError as exc:
         return error_result(_maybe_billed(tool, exc.message))
     except ServerError as exc:
-        message = exc.message if tool.startswith("get_") else _maybe_billed(tool, exc.message)
-        return error_result(message)
+        return error_result(_maybe_billed(tool, exc.message))
     except FluxError as exc:
         return error_result(exc.message)
+    return await render(outcome)
 
 
 def _maybe_billed(tool: str, message: str) -> str:
@@ -211,20 +389,51 @@ def _maybe_billed(tool: str, message: str) -> str:
         return message
     return (
         f"{message} The request may have reached the Flux API, so it was not resubmitted (that could "
-        "bill twice). Wait a minute before trying again; if your AceDataCloud console shows the task, "
-        "use get_task with its id instead."
+        "bill twice). Wait a minute before trying again; list_tasks shows it as 'unknown', and if your "
+        "AceDataCloud console shows the task, use get_task with its id."
     )
 
 
-def _task_result(result: TaskResult) -> CallToolResult:
+async def present(state: AppState, result: TaskResult) -> CallToolResult:
+    """Text summary, inline previews and resource links; files saved and history updated first."""
+    kept: list[KeptImage] = []
+    if result.status is TaskStatus.SUCCEEDED:
+        kept = await state.keeper.keep(result, await _saved_paths(state, result.task_id))
+        result.images = [_with_uri(result.task_id, image.info) for image in kept]
+        await state.history.record(result)
+    content: list[ContentBlock] = [TextContent(type="text", text=summarize(result))]
+    for image in kept:
+        if image.preview is not None:
+            content.append(
+                ImageContent(type="image", data=image.preview.base64(), mime_type=image.preview.mime_type)
+            )
+        content.append(
+            ResourceLink(
+                type="resource_link",
+                uri=image.info.resource_uri or "",
+                name=f"image {image.info.index + 1} of task {result.task_id}",
+                mime_type="image/png",
+                description=image.info.path or image.info.url,
+            )
+        )
     return CallToolResult(
-        content=[TextContent(type="text", text=summarize(result))],
+        content=content,
         structured_content=result.model_dump(mode="json"),
         is_error=result.status is TaskStatus.FAILED,
     )
 
 
-def _batch_result(batch: TaskBatchResult) -> CallToolResult:
+async def _saved_paths(state: AppState, task_id: str) -> dict[int, str]:
+    entry = await state.history.get(task_id)
+    images = (entry.result or {}).get("images", []) if entry is not None else []
+    return {image["index"]: image["path"] for image in images if image.get("path")}
+
+
+def _with_uri(task_id: str, image: ImageInfo) -> ImageInfo:
+    return image.model_copy(update={"resource_uri": f"flux://images/{task_id}/{image.index}"})
+
+
+async def _batch_result(batch: TaskBatchResult) -> CallToolResult:
     lines = [summarize(task) for task in batch.tasks]
     if batch.missing:
         lines.append("Unknown task ids: " + ", ".join(batch.missing))
@@ -235,17 +444,24 @@ def _batch_result(batch: TaskBatchResult) -> CallToolResult:
 
 
 def summarize(result: TaskResult) -> str:
-    """A short text an assistant can read out: status, task id, image URLs, next step."""
+    """A short text an assistant can read out: status, task id, image URLs and files, next step."""
     about = " ".join(part for part in (result.model, f"({result.size})" if result.size else "") if part)
     if result.status is TaskStatus.SUCCEEDED:
         count = len(result.images)
         plural = "s" if count != 1 else ""
-        head = f"Generated {count} image{plural} with {about} in {result.elapsed_seconds:.1f} s"
-        lines = [f"{head}. task_id: {result.task_id}"]
+        lines = [
+            f"Generated {count} image{plural} with {about} in {result.elapsed_seconds:.1f} s. "
+            f"task_id: {result.task_id}"
+        ]
         for image in result.images:
             seed = f" (seed {image.seed})" if image.seed is not None else ""
             lines.append(f"{image.index + 1}. {image.url}{seed}")
-        lines.append("Image URLs expire; download the ones you want to keep.")
+            if image.path:
+                lines.append(f"   saved: {image.path}")
+            if image.warning:
+                lines.append(f"   note: {image.warning}")
+        if not any(image.path for image in result.images):
+            lines.append("Image URLs expire; download the ones you want to keep.")
         return "\n".join(lines)
     if result.status is TaskStatus.PENDING:
         return (

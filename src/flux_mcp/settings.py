@@ -7,6 +7,9 @@ working; everything of ours is `FLUX_MCP_*`.
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -46,6 +49,23 @@ class Settings(BaseSettings):
         3, ge=0, le=10, description="Retries of a request the upstream provably refused."
     )
     retry_max_seconds: float = Field(20.0, ge=0, description="Longest single pause before a retry.")
+    preview_size: int = Field(512, ge=0, le=2048, description="Longest side of inline previews; 0 = none.")
+    save: bool | None = Field(
+        None, description="Save images to output_dir; unset = yes on stdio, no over HTTP."
+    )
+    output_dir: Path | None = Field(None, description="Folder for saved images; unset = Pictures/flux-mcp.")
+    db: Path | None = Field(None, description="History database file; unset = the user's data folder.")
+    max_download_mb: float = Field(50.0, gt=0, description="Largest image download accepted, in MB.")
+    download_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one image download.")
+
+    def saves_images(self) -> bool:
+        return True if self.save is None else self.save
+
+    def image_folder(self) -> Path:
+        return (self.output_dir or default_output_dir()).expanduser()
+
+    def history_path(self) -> Path:
+        return (self.db or default_data_dir() / "history.db").expanduser()
 
     @field_validator("api_token", mode="before")
     @classmethod
@@ -64,3 +84,22 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+
+def default_output_dir() -> Path:
+    """`flux-mcp` in the user's Pictures folder where one exists, else in the home folder.
+
+    Never the working directory: desktop hosts start servers inside their own app folder.
+    """
+    home = Path.home()
+    pictures = home / "Pictures"
+    return (pictures if pictures.is_dir() else home) / "flux-mcp"
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder of this platform."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "flux-mcp"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "flux-mcp"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "flux-mcp"

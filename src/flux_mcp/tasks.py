@@ -19,9 +19,12 @@ import anyio
 
 from flux_mcp.client import (
     FluxClient,
+    FluxError,
     MalformedResponseError,
     RateLimitedError,
+    ResponseLostError,
     ServerError,
+    Submission,
     TaskNotFoundError,
     TransportError,
 )
@@ -32,6 +35,7 @@ from flux_mcp.models import (
     TaskSnapshot,
     TaskStatus,
 )
+from flux_mcp.store import History
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +101,13 @@ class TaskWaiter:
 class ImageJobs:
     """The use cases behind the tools: run a job, resume a task, look up many tasks."""
 
-    def __init__(self, client: FluxClient, *, max_wait: float, schedule: PollSchedule) -> None:
+    def __init__(
+        self, client: FluxClient, *, max_wait: float, schedule: PollSchedule, history: History | None = None
+    ) -> None:
         self._client = client
         self._max_wait = max_wait
         self._waiter = TaskWaiter(client, schedule)
+        self._history = history
 
     def budget(self, wait_seconds: float | None) -> float:
         return self._max_wait if wait_seconds is None else min(wait_seconds, self._max_wait)
@@ -109,14 +116,16 @@ class ImageJobs:
         self, request: ImageRequest, wait_seconds: float | None, progress: ProgressFn = no_progress
     ) -> TaskResult:
         started = anyio.current_time()
-        submission = await self._client.submit(request)
+        submission = await self._submit(request)
         logger.info("submitted %s task %s (%s)", request.action, submission.task_id, request.model)
         await progress(0.0, f"Submitted task {submission.task_id}; waiting for {request.model}…")
         pending = TaskSnapshot(
             task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
         )
         snapshot = await self._wait(pending, wait_seconds, progress, just_submitted=True)
-        return task_result(snapshot, request.model_dump(), anyio.current_time() - started)
+        return await self._recorded(
+            task_result(snapshot, request.model_dump(), anyio.current_time() - started)
+        )
 
     async def resume(
         self, task_id: str, wait_seconds: float | None, progress: ProgressFn = no_progress
@@ -124,7 +133,8 @@ class ImageJobs:
         started = anyio.current_time()
         snapshot = await self._client.retrieve(task_id)
         snapshot = await self._wait(snapshot, wait_seconds, progress, just_submitted=False)
-        return task_result(snapshot, snapshot.request, anyio.current_time() - started)
+        request = snapshot.request or await self._remembered_request(task_id)
+        return await self._recorded(task_result(snapshot, request, anyio.current_time() - started))
 
     async def lookup(self, task_ids: list[str]) -> TaskBatchResult:
         snapshots = await self._client.retrieve_batch(task_ids)
@@ -135,6 +145,34 @@ class ImageJobs:
             tasks=[task_result(snapshot, snapshot.request, None) for snapshot in found],
             missing=[task_id for task_id in unique_ids if task_id not in by_id],
         )
+
+    async def _submit(self, request: ImageRequest) -> Submission:
+        """Submit, with the history row written first: an accepted task can always be found again."""
+        if self._history is None:
+            return await self._client.submit(request)
+        row = await self._history.begin(request.model_dump(exclude_none=True))
+        try:
+            submission = await self._client.submit(request)
+        except FluxError as exc:
+            ambiguous = isinstance(exc, ResponseLostError | ServerError | MalformedResponseError)
+            await self._history.submit_failed(row, exc.message, maybe_accepted=ambiguous)
+            raise
+        except BaseException:
+            # Cancelled (or crashed) while the request was in flight: the upstream may have it.
+            with anyio.CancelScope(shield=True):
+                await self._history.submit_failed(row, "interrupted while submitting", maybe_accepted=True)
+            raise
+        await self._history.submitted(row, submission.task_id, submission.trace_id)
+        return submission
+
+    async def _recorded(self, result: TaskResult) -> TaskResult:
+        if self._history is not None:
+            await self._history.record(result)
+        return result
+
+    async def _remembered_request(self, task_id: str) -> dict[str, Any] | None:
+        entry = await self._history.get(task_id) if self._history is not None else None
+        return entry.request if entry is not None else None
 
     async def _wait(
         self,

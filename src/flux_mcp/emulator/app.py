@@ -229,8 +229,8 @@ class EmulatorRuntime:
         kind = fault.kind
         if kind in _ERROR_FAULTS:
             status, code, message = _ERROR_FAULTS[kind]
-            headers = {"retry-after": _seconds(self.state.config.retry_after)} if status in (429, 503) else None
-            return self._error(status, code, message, headers=headers)
+            retry = {"retry-after": _seconds(self.state.config.retry_after)}
+            return self._error(status, code, message, headers=retry if status in (429, 503) else None)
         if kind == "502_html":
             return HTMLResponse(_BAD_GATEWAY_HTML, status_code=502)
         if kind == "empty":

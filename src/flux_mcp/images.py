@@ -1,0 +1,361 @@
+"""Images the assistant can see and the user keeps: bounded downloads, previews, saved files.
+
+Upstream image URLs are third-party and expire, and a full image pasted as base64 blows a host's
+tool-result limit. So each finished image is downloaded once (http(s) only, size-capped, checked
+to be an image that decodes), saved with a JSON sidecar, and shown to the model as a small
+preview that fits a byte budget. Pillow work runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from flux_mcp.models import ImageInfo, TaskResult, TaskStatus
+
+PREVIEW_MAX_BYTES = 150_000  # each preview, base64-encoded as it travels
+RESULT_PREVIEW_BUDGET = 600_000  # all previews of one result together
+MAX_REDIRECTS = 5
+CACHE_ENTRIES = 16
+FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
+
+
+class ImageError(Exception):
+    """A download or decode was refused; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class Picture:
+    """Downloaded image bytes, verified to decode."""
+
+    data: bytes
+    mime_type: str
+    extension: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+
+    def base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+
+class Downloader:
+    """Fetches images over the shared HTTP client: never sends credentials, never trusts the host."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, gate: anyio.CapacityLimiter, *, max_bytes: int, timeout: float
+    ) -> None:
+        self._http = http
+        self._gate = gate
+        self._max_bytes = max_bytes
+        self._timeout = timeout
+
+    async def fetch(self, url: str) -> Picture:
+        try:
+            with anyio.fail_after(self._timeout):
+                async with self._gate:
+                    data, content_type = await self._follow(url)
+        except TimeoutError:
+            raise ImageError(f"downloading {url} took longer than {self._timeout:.0f} s") from None
+        except httpx.HTTPError as exc:
+            raise ImageError(f"could not download {url}: {type(exc).__name__}") from None
+        if not (content_type.startswith("image/") or content_type in {"application/octet-stream", ""}):
+            raise ImageError(f"{url} is not an image (content type {content_type!r})")
+        return await anyio.to_thread.run_sync(decode, data, url)
+
+    async def reachable(self, url: str) -> bool:
+        """Whether the URL still serves something (expired upstream URLs answer 403/404)."""
+        try:
+            with anyio.fail_after(min(self._timeout, 15.0)):
+                async with self._gate, self._open(url) as response:
+                    return response.is_success
+        except (TimeoutError, httpx.HTTPError, ImageError):
+            return False
+
+    async def _follow(self, url: str) -> tuple[bytes, str]:
+        async with self._open(url) as response:
+            if response.status_code in (403, 404, 410):
+                raise ImageError(f"the image at {url} is gone (HTTP {response.status_code}); it has expired")
+            if not response.is_success:
+                raise ImageError(f"downloading {url} failed with HTTP {response.status_code}")
+            declared = int(response.headers.get("content-length") or 0)
+            if declared > self._max_bytes:
+                raise ImageError(f"the image at {url} is larger than the {self._max_mb()} MB limit")
+            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            return await self._read_capped(response, url), content_type
+
+    @asynccontextmanager
+    async def _open(self, url: str) -> AsyncIterator[httpx.Response]:
+        """GET with redirects followed by hand, so every hop is checked to be http(s)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            _require_http(url)
+            async with self._http.stream("GET", url, headers={"accept": "image/*"}) as response:
+                if not response.is_redirect:
+                    yield response
+                    return
+                url = str(response.url.join(response.headers.get("location", "")))
+        raise ImageError(f"too many redirects while downloading {url}")
+
+    async def _read_capped(self, response: httpx.Response, url: str) -> bytes:
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise ImageError(f"the image at {url} is larger than the {self._max_mb()} MB limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _max_mb(self) -> str:
+        return f"{self._max_bytes / 1_000_000:g}"
+
+
+@dataclass(frozen=True)
+class KeptImage:
+    info: ImageInfo
+    preview: Preview | None
+
+
+class ImageKeeper:
+    """Turns a finished result into saved files and previews, downloading each image at most once."""
+
+    def __init__(
+        self,
+        downloader: Downloader,
+        *,
+        folder: Path | None,
+        preview_size: int,
+        cache_entries: int = CACHE_ENTRIES,
+    ) -> None:
+        self._downloader = downloader
+        self._folder = folder  # None: saving is off
+        self._preview_size = preview_size
+        self._cache: dict[tuple[str, int], Picture] = {}
+        self._cache_entries = cache_entries
+
+    async def is_reachable(self, url: str) -> bool:
+        return await self._downloader.reachable(url)
+
+    @property
+    def active(self) -> bool:
+        return self._folder is not None or self._preview_size > 0
+
+    async def keep(self, result: TaskResult, saved: dict[int, str]) -> list[KeptImage]:
+        """Save (or reuse the saved file of) every image of `result`, then preview them all."""
+        if result.status is not TaskStatus.SUCCEEDED or not self.active:
+            return [KeptImage(image, None) for image in result.images]
+        pictures: dict[int, Picture | ImageError] = {}
+
+        async def one(image: ImageInfo) -> None:
+            pictures[image.index] = await self._picture(result, image, saved.get(image.index))
+
+        async with anyio.create_task_group() as group:
+            for image in result.images:
+                group.start_soon(one, image)
+        good = [image for image in result.images if isinstance(pictures[image.index], Picture)]
+        shown = await previews([_picture(pictures[image.index]).data for image in good], self._preview_size)
+        preview_of = {image.index: preview for image, preview in zip(good, shown, strict=False)}
+        kept = []
+        for image in result.images:
+            outcome = pictures[image.index]
+            if isinstance(outcome, ImageError):
+                kept.append(KeptImage(image.model_copy(update={"warning": str(outcome)}), None))
+            else:
+                kept.append(KeptImage(image, preview_of.get(image.index)))
+        return kept
+
+    async def full_image(self, task_id: str, image: ImageInfo) -> Picture:
+        """The full image for a resource read: the saved file, the cache, or a fresh download."""
+        if image.path and await anyio.Path(image.path).is_file():
+            return await anyio.to_thread.run_sync(
+                decode, await anyio.Path(image.path).read_bytes(), image.path
+            )
+        cached = self._cache.get((task_id, image.index))
+        if cached is not None:
+            return cached
+        picture = await self._downloader.fetch(image.url)
+        self._remember(task_id, image.index, picture)
+        return picture
+
+    async def _picture(
+        self, result: TaskResult, image: ImageInfo, saved_path: str | None
+    ) -> Picture | ImageError:
+        try:
+            if saved_path and await anyio.Path(saved_path).is_file():
+                data = await anyio.Path(saved_path).read_bytes()
+                picture = await anyio.to_thread.run_sync(decode, data, saved_path)
+                image.path = saved_path
+            else:
+                picture = await self._download_and_save(result, image)
+        except ImageError as exc:
+            return exc
+        except OSError as exc:
+            return ImageError(f"could not save the image: {exc.strerror or exc}")
+        image.width, image.height = picture.width, picture.height
+        return picture
+
+    async def _download_and_save(self, result: TaskResult, image: ImageInfo) -> Picture:
+        picture = self._cache.get((result.task_id, image.index)) or await self._downloader.fetch(image.url)
+        if self._folder is None:
+            self._remember(result.task_id, image.index, picture)
+            return picture
+        metadata = sidecar_metadata(result, image)
+        stored = await anyio.to_thread.run_sync(_save_at, self._folder, picture, metadata, image.index)
+        image.path = str(stored.path)
+        return picture
+
+    def _remember(self, task_id: str, index: int, picture: Picture) -> None:
+        self._cache[(task_id, index)] = picture
+        while len(self._cache) > self._cache_entries:
+            del self._cache[next(iter(self._cache))]
+
+
+def sidecar_metadata(result: TaskResult, image: ImageInfo) -> dict[str, Any]:
+    return {
+        "prompt": result.prompt,
+        "model": result.model,
+        "size": result.size,
+        "seed": image.seed,
+        "task_id": result.task_id,
+        "trace_id": result.trace_id,
+        "url": image.url,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _save_at(folder: Path, picture: Picture, metadata: dict[str, Any], index: int) -> SavedImage:
+    return save(folder, picture, metadata, index=index)
+
+
+def _picture(outcome: Picture | ImageError) -> Picture:
+    assert isinstance(outcome, Picture)
+    return outcome
+
+
+def to_png(picture: Picture) -> bytes:
+    """PNG bytes of a picture (the bytes themselves when it already is one)."""
+    if picture.mime_type == "image/png":
+        return picture.data
+    with Image.open(io.BytesIO(picture.data)) as image:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+def decode(data: bytes, source: str) -> Picture:
+    """Check that the bytes are an image Pillow can decode, in a format we save as-is."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            fmt = image.format or ""
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError):
+        raise ImageError(f"{source} is not a readable image") from None
+    if fmt not in FORMATS:
+        raise ImageError(f"{source} is a {fmt or 'unknown'} image; expected PNG, JPEG or WebP")
+    extension, mime_type = FORMATS[fmt]
+    return Picture(data=data, mime_type=mime_type, extension=extension, width=width, height=height)
+
+
+def make_preview(data: bytes, max_side: int, max_bytes: int) -> Preview:
+    """A JPEG no larger than `max_side` px whose base64 fits in `max_bytes`; shrinks until it does."""
+    with Image.open(io.BytesIO(data)) as source:
+        image = source.convert("RGB")
+    side, quality = max_side, 85
+    while True:
+        thumbnail = image.copy()
+        thumbnail.thumbnail((side, side), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        thumbnail.save(buffer, format="JPEG", quality=quality, optimize=True)
+        encoded = buffer.getvalue()
+        if _base64_size(len(encoded)) <= max_bytes or side <= 64:
+            return Preview(encoded, "image/jpeg", thumbnail.width, thumbnail.height)
+        if quality > 60:
+            quality -= 15
+        else:
+            side = int(side * 0.75)
+
+
+async def previews(images: list[bytes], max_side: int) -> list[Preview]:
+    """Previews for one result: each within its own cap and all within the result's budget."""
+    if max_side <= 0 or not images:
+        return []
+    each = min(PREVIEW_MAX_BYTES, RESULT_PREVIEW_BUDGET // len(images))
+    return [await anyio.to_thread.run_sync(make_preview, data, max_side, each) for data in images]
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    path: Path
+    sidecar: Path
+
+
+def save(folder: Path, picture: Picture, metadata: dict[str, Any], *, index: int) -> SavedImage:
+    """Write the image and its sidecar under `folder` with a unique, readable name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = file_stem(str(metadata.get("task_id") or "task"), index, str(metadata.get("prompt") or ""))
+    path = _unique(folder, stem, picture.extension)
+    path.write_bytes(picture.data)
+    sidecar = path.with_suffix(".json")
+    record = {
+        **metadata,
+        "index": index,
+        "width": picture.width,
+        "height": picture.height,
+        "file": path.name,
+        "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    sidecar.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    return SavedImage(path=path.resolve(), sidecar=sidecar.resolve())
+
+
+def file_stem(task_id: str, index: int, prompt: str) -> str:
+    """`20261125-142501_226eb763_0_a-white-siamese-cat`: date, short task id, index, prompt slug."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    short_id = re.sub(r"[^A-Za-z0-9]", "", task_id)[:8] or "task"
+    return f"{stamp}_{short_id}_{index}_{slug(prompt)}"
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """ASCII letters, digits and dashes only: safe on every file system, never a path."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    cleaned = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return cleaned[:limit].rstrip("-") or "image"
+
+
+def _unique(folder: Path, stem: str, extension: str) -> Path:
+    path = folder / f"{stem}.{extension}"
+    counter = 1
+    while path.exists() or path.with_suffix(".json").exists():
+        path = folder / f"{stem}-{counter}.{extension}"
+        counter += 1
+    return path
+
+
+def _require_http(url: str) -> None:
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise ImageError(f"refusing to download {url!r}: only http(s) URLs are fetched")
+
+
+def _base64_size(raw: int) -> int:
+    return 4 * ((raw + 2) // 3)

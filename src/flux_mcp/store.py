@@ -1,0 +1,231 @@
+"""Local history of every task this server submitted, in SQLite (stdlib, WAL mode).
+
+A row is written *before* the upstream is asked (status `submitting`), gets its task id the
+moment the upstream answers, and follows the task to its end: status, result, saved file paths.
+So a restart loses nothing: a pending task is still listed, and `get_task` completes it. A row
+left in `submitting` means the server stopped between asking and hearing back; it is reported
+as such (the upstream may or may not have the task), never dropped silently.
+
+History is kept, not pruned: one row is about a kilobyte, so years of use stay small; delete the
+file (FLUX_MCP_DB) to start over.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from flux_mcp.models import TaskResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT UNIQUE,
+    status TEXT NOT NULL,
+    action TEXT,
+    model TEXT,
+    prompt TEXT,
+    size TEXT,
+    request TEXT NOT NULL,
+    result TEXT,
+    trace_id TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at DESC);
+"""
+SUBMITTING = "submitting"
+UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    row_id: int
+    task_id: str | None
+    status: str
+    model: str | None
+    prompt: str | None
+    size: str | None
+    request: dict[str, Any]
+    result: dict[str, Any] | None
+    trace_id: str | None
+    error: str | None
+    created_at: float
+    updated_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "status": self.status,
+            "model": self.model,
+            "prompt": self.prompt,
+            "size": self.size,
+            "request": self.request,
+            "result": self.result,
+            "trace_id": self.trace_id,
+            "error": self.error,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+class History:
+    """The history database. Every method runs the SQL in a worker thread, one at a time."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    async def begin(self, request: dict[str, Any]) -> int:
+        """Record a submission about to be made; returns the row id to complete it with."""
+        row_id: int = await self._run(self._begin, request)
+        return row_id
+
+    async def submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
+        await self._run(self._submitted, row_id, task_id, trace_id)
+
+    async def submit_failed(self, row_id: int, error: str, *, maybe_accepted: bool) -> None:
+        status = UNKNOWN if maybe_accepted else "rejected"
+        await self._run(
+            self._execute,
+            "UPDATE tasks SET status=?, error=?, updated_at=? WHERE id=?",
+            (status, error, time.time(), row_id),
+        )
+
+    async def record(self, result: TaskResult) -> None:
+        """Store the latest known state of a task (inserting it if this server never saw it)."""
+        await self._run(self._record, result)
+
+    async def get(self, task_id: str) -> HistoryEntry | None:
+        rows = await self._run(self._query, "SELECT * FROM tasks WHERE task_id=?", (task_id,))
+        return _entry(rows[0]) if rows else None
+
+    async def recent(
+        self, limit: int, status: str | None = None, query: str | None = None
+    ) -> list[HistoryEntry]:
+        sql, params = "SELECT * FROM tasks WHERE 1=1", []
+        if status is not None:
+            sql += " AND status=?"
+            params.append(status)
+        if query:
+            sql += " AND prompt LIKE ? ESCAPE '\\'"
+            params.append("%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = await self._run(self._query, sql, (*params, limit))
+        return [_entry(row) for row in rows]
+
+    async def _run(self, function: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(function, *args)
+
+    def _begin(self, request: dict[str, Any]) -> int:
+        now = time.time()
+        cursor = self._execute(
+            "INSERT INTO tasks (status, action, model, prompt, size, request, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                SUBMITTING,
+                request.get("action"),
+                request.get("model"),
+                request.get("prompt"),
+                request.get("size"),
+                json.dumps(request),
+                now,
+                now,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def _submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
+        self._execute(
+            "UPDATE tasks SET task_id=?, status='pending', trace_id=?, updated_at=? WHERE id=?",
+            (task_id, trace_id, time.time(), row_id),
+        )
+
+    def _record(self, result: TaskResult) -> None:
+        now = time.time()
+        payload = result.model_dump_json()
+        error = result.error.message if result.error else None
+        updated = self._execute(
+            "UPDATE tasks SET status=?, result=?, trace_id=COALESCE(?, trace_id), error=?, "
+            "model=COALESCE(model, ?), prompt=COALESCE(prompt, ?), size=COALESCE(size, ?), updated_at=? "
+            "WHERE task_id=?",
+            (
+                result.status.value,
+                payload,
+                result.trace_id,
+                error,
+                result.model,
+                result.prompt,
+                result.size,
+                now,
+                result.task_id,
+            ),
+        )
+        if updated.rowcount == 0:
+            request = {"model": result.model, "prompt": result.prompt, "size": result.size}
+            self._execute(
+                "INSERT INTO tasks (task_id, status, model, prompt, size, request, result, trace_id, error, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    result.task_id,
+                    result.status.value,
+                    result.model,
+                    result.prompt,
+                    result.size,
+                    json.dumps(request),
+                    payload,
+                    result.trace_id,
+                    error,
+                    now,
+                    now,
+                ),
+            )
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, params)
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+
+def _entry(row: sqlite3.Row) -> HistoryEntry:
+    return HistoryEntry(
+        row_id=row["id"],
+        task_id=row["task_id"],
+        status=row["status"],
+        model=row["model"],
+        prompt=row["prompt"],
+        size=row["size"],
+        request=json.loads(row["request"]),
+        result=json.loads(row["result"]) if row["result"] else None,
+        trace_id=row["trace_id"],
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
