@@ -5,6 +5,8 @@ flux-mcp --sandbox               the same, against a built-in offline emulator (
 flux-mcp serve --transport http  serve MCP over streamable HTTP at /mcp
 flux-mcp demo "a white cat"      one full round trip, offline by default; saves the image
 flux-mcp emulator --port 8765    run the Flux API emulator alone
+flux-mcp doctor                  check Python, packages, settings, token and the upstream
+flux-mcp config cursor           print a ready-to-paste config for an MCP host
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mcp import Client
 from mcp_types import CallToolResult, TextContent
 from pydantic import SecretStr, ValidationError
 
-from flux_mcp import __version__
+from flux_mcp import __version__, doctor, hostconfig
 from flux_mcp.emulator import EmulatorConfig, run_emulator_forever, serve_emulator
 from flux_mcp.models import MODELS
 from flux_mcp.server import build_server
@@ -41,11 +43,17 @@ examples:
   flux-mcp demo "a lighthouse" --live       the same against the real API (needs ACEDATACLOUD_API_TOKEN)
   flux-mcp serve --transport http --port 8000
   flux-mcp emulator --port 8765 --latency 5
+  flux-mcp doctor                           check token, network, settings; says how to fix each problem
+  flux-mcp config claude-desktop            config for a host (or claude-code, cursor, vscode, windsurf)
 """
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":  # reads the settings itself: invalid settings are one of its checks
+        return doctor.main()
+    if args.command == "config":
+        return hostconfig.main(args.target_host)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -95,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--live", action="store_true", help="use the real API (needs ACEDATACLOUD_API_TOKEN)")
     demo.add_argument("--out", type=Path, default=Path("flux-mcp-demo"), help="folder for the image")
     demo.add_argument("--latency", type=float, default=3.0, help="offline job duration in seconds")
+
+    commands.add_parser("doctor", help="check Python, packages, settings, token and the upstream")
+    config = commands.add_parser("config", help="print a ready-to-paste config for an MCP host")
+    config.add_argument(
+        "target_host", metavar="HOST", choices=hostconfig.HOSTS, help=" | ".join(hostconfig.HOSTS)
+    )
 
     emulator = commands.add_parser("emulator", help="run the Flux API emulator on loopback")
     emulator.add_argument("--host", default="127.0.0.1")

@@ -402,7 +402,7 @@ async def present(state: AppState, result: TaskResult) -> CallToolResult:
         result.images = [_with_uri(result.task_id, image.info) for image in kept]
         await state.history.record(result)
     content: list[ContentBlock] = [TextContent(type="text", text=summarize(result))]
-    for image in kept:
+    for image, info in zip(kept, result.images, strict=True):
         if image.preview is not None:
             content.append(
                 ImageContent(type="image", data=image.preview.base64(), mime_type=image.preview.mime_type)
@@ -410,10 +410,10 @@ async def present(state: AppState, result: TaskResult) -> CallToolResult:
         content.append(
             ResourceLink(
                 type="resource_link",
-                uri=image.info.resource_uri or "",
-                name=f"image {image.info.index + 1} of task {result.task_id}",
+                uri=info.resource_uri or "",
+                name=f"image {info.index + 1} of task {result.task_id}",
                 mime_type="image/png",
-                description=image.info.path or image.info.url,
+                description=info.path or info.url,
             )
         )
     return CallToolResult(

@@ -163,7 +163,7 @@ class History:
 
     def _record(self, result: TaskResult) -> None:
         now = time.time()
-        payload = result.model_dump_json()
+        payload = json.dumps(self._keep_files(result))
         error = result.error.message if result.error else None
         updated = self._execute(
             "UPDATE tasks SET status=?, result=?, trace_id=COALESCE(?, trace_id), error=?, "
@@ -200,6 +200,18 @@ class History:
                     now,
                 ),
             )
+
+    def _keep_files(self, result: TaskResult) -> dict[str, Any]:
+        """The result to store, still naming the files an earlier record of it saved."""
+        fresh = result.model_dump(mode="json")
+        rows = self._query("SELECT result FROM tasks WHERE task_id=?", (result.task_id,))
+        earlier = json.loads(rows[0]["result"]) if rows and rows[0]["result"] else {}
+        known = {image["index"]: image for image in earlier.get("images", [])}
+        for image in fresh["images"]:
+            for key in ("path", "resource_uri", "width", "height"):
+                if image.get(key) is None and known.get(image["index"], {}).get(key) is not None:
+                    image[key] = known[image["index"]][key]
+        return fresh
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
         with self._lock:
