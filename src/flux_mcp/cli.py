@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
+import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 from pydantic import SecretStr, ValidationError
@@ -59,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"flux-mcp: invalid settings: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
     command = args.command or "serve"
+    quiet = command == "demo" and "FLUX_MCP_LOG_LEVEL" not in os.environ  # the demo shows its own progress
+    configure_logging("WARNING" if quiet else settings.log_level)
     try:
         if command == "demo":
             return anyio.run(_demo, settings, args)
@@ -101,7 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("prompt", nargs="?", default="a white siamese cat", help="what to draw")
     demo.add_argument("--model", default="flux-dev", choices=sorted(MODELS), help="Flux model")
     demo.add_argument("--live", action="store_true", help="use the real API (needs ACEDATACLOUD_API_TOKEN)")
-    demo.add_argument("--out", type=Path, default=Path("flux-mcp-demo"), help="folder for the image")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the image (default ./flux-mcp-demo, or with --live the configured output folder)",
+    )
     demo.add_argument("--latency", type=float, default=3.0, help="offline job duration in seconds")
 
     commands.add_parser("doctor", help="check Python, packages, settings, token and the upstream")
@@ -129,6 +135,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    if args.transport == "http" and settings.save is None:
+        # Over HTTP the users are remote: the server's disk is not theirs to fill.
+        settings = settings.model_copy(update={"save": False})
     async with _upstream(settings, sandbox=args.sandbox, latency=3.0) as effective:
         server = build_server(effective)
         if args.transport == "http":
@@ -140,21 +149,34 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> None:
 
 @asynccontextmanager
 async def _upstream(settings: Settings, *, sandbox: bool, latency: float) -> AsyncIterator[Settings]:
-    """The settings to serve with: as given, or pointed at an in-process emulator."""
+    """The settings to serve with: as given, or pointed at an in-process emulator.
+
+    The sandbox keeps its history in a throw-away folder (its emulator forgets its tasks on exit too),
+    and its images there unless FLUX_MCP_OUTPUT_DIR says otherwise: pictures of an emulator do not
+    belong in the user's Pictures folder.
+    """
     if not sandbox:
         yield settings
         return
-    async with serve_emulator(EmulatorConfig(latency=latency)) as emulator:
-        logger.info("sandbox: Flux API emulator at %s", emulator.base_url)
-        yield settings.model_copy(
-            update={"api_base_url": emulator.base_url, "api_token": SecretStr(SANDBOX_TOKEN)}
-        )
+    with tempfile.TemporaryDirectory(prefix="flux-mcp-sandbox-") as scratch:
+        async with serve_emulator(EmulatorConfig(latency=latency)) as emulator:
+            logger.info("sandbox: Flux API emulator at %s", emulator.base_url)
+            yield settings.model_copy(
+                update={
+                    "api_base_url": emulator.base_url,
+                    "api_token": SecretStr(SANDBOX_TOKEN),
+                    "db": Path(scratch) / "history.db",
+                    "output_dir": settings.output_dir or Path(scratch) / "images",
+                }
+            )
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     if args.live and settings.api_token is None:
         print("flux-mcp demo --live needs ACEDATACLOUD_API_TOKEN set in the environment.", file=sys.stderr)
         return 1
+    out = args.out if args.out is not None else (settings.output_dir if args.live else Path("flux-mcp-demo"))
+    settings = settings.model_copy(update={"save": True, "output_dir": out})
     async with _upstream(settings, sandbox=not args.live, latency=args.latency) as effective:
         server = build_server(effective)
         where = "the real Flux API" if args.live else "the offline emulator"
@@ -175,28 +197,19 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
             print(f"Failed: {_text(result)}", file=sys.stderr)
             return 1
         data = _structured(result)
-        url = data["images"][0]["url"]
-        path = await _download(url, args.out, data["task_id"], args.prompt)
+        image = data["images"][0]
+        if not image.get("path"):
+            print(f"Generated {image['url']} but could not save it: {image.get('warning')}", file=sys.stderr)
+            return 1
         print(f"status: {data['status']}  task_id: {data['task_id']}")
-        print(f"model: {data['model']}  size: {data['size']}")
-        print(f"image: {url}")
-        print(f"saved: {path.resolve()}")
+        print(f"model: {data['model']}  size: {data['size']}  seed: {image.get('seed')}")
+        print(f"image: {image['url']}")
+        print(f"saved: {image['path']}")
         return 0
 
 
 async def _print_progress(progress: float, total: float | None, message: str | None) -> None:
     print(f"\r  [{progress:5.1f} s] {message or ''}"[:100].ljust(100), end="", file=sys.stderr, flush=True)
-
-
-async def _download(url: str, folder: Path, task_id: str, prompt: str) -> Path:
-    await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "image"
-    path = folder / f"{task_id[:8]}-{slug}.png"
-    async with httpx.AsyncClient(timeout=60.0, follow_redirects=True) as http:
-        response = await http.get(url)
-        response.raise_for_status()
-    await anyio.Path(path).write_bytes(response.content)
-    return path
 
 
 def _structured(result: CallToolResult) -> dict[str, Any]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from enum import Enum
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -231,7 +234,63 @@ async def check_upstream(ctx: DoctorContext) -> CheckResult:
     return ok(f"upstream: {base} reachable, token accepted in {time.monotonic() - started:.2f} s")
 
 
-CHECKS: tuple[Check, ...] = (check_python, check_packages, check_settings, check_token, check_upstream)
+async def check_output_folder(ctx: DoctorContext) -> CheckResult:
+    settings = ctx.settings
+    if settings is None:
+        return skip("output folder: not checked (settings invalid)")
+    if not settings.saves_images():
+        return ok("output folder: saving is off (FLUX_MCP_SAVE=false)")
+    folder = settings.image_folder()
+    try:
+        await anyio.to_thread.run_sync(_probe_writable, folder)
+    except OSError as exc:
+        return fail(
+            f"output folder: cannot write to {folder} ({exc.strerror or exc})",
+            "set FLUX_MCP_OUTPUT_DIR to a folder you can write to, or FLUX_MCP_SAVE=false",
+        )
+    return ok(f"output folder: {folder.resolve()} is writable")
+
+
+async def check_history(ctx: DoctorContext) -> CheckResult:
+    settings = ctx.settings
+    if settings is None:
+        return skip("history: not checked (settings invalid)")
+    path = settings.history_path()
+    try:
+        count = await anyio.to_thread.run_sync(_count_history, path)
+    except (OSError, sqlite3.Error) as exc:
+        return fail(
+            f"history: cannot open {path} ({exc})",
+            "set FLUX_MCP_DB to a file in a writable folder, or move the damaged file aside",
+        )
+    return ok(f"history: {path} ({count} tasks)")
+
+
+def _probe_writable(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".flux-mcp-doctor"
+    probe.write_bytes(b"ok")
+    probe.unlink()
+
+
+def _count_history(path: Path) -> int:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return 0
+    with closing(sqlite3.connect(path)) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return int(db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]) if "tasks" in tables else 0
+
+
+CHECKS: tuple[Check, ...] = (
+    check_python,
+    check_packages,
+    check_settings,
+    check_token,
+    check_upstream,
+    check_output_folder,
+    check_history,
+)
 
 
 async def run_doctor(
