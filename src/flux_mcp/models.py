@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -75,8 +76,9 @@ PROMPT_MAX_CHARS = 4000
 MAX_COUNT = 4
 MAX_BATCH = 50
 
-_PIXEL_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
-_RATIO = re.compile(r"^\d{1,2}:\d{1,2}$")
+# [0-9], not \d: \d also matches Arabic-Indic, fullwidth and other Unicode digits.
+_PIXEL_SIZE = re.compile(r"^([0-9]{2,5})x([0-9]{2,5})$")
+_RATIO = re.compile(r"^[0-9]{1,2}:[0-9]{1,2}$")
 
 
 def model_guide() -> str:
@@ -109,11 +111,12 @@ def check_size(model: str, size: str) -> str:
         raise ValueError(
             f"{model} takes only an aspect ratio, not a pixel size like {size!r}; use one of {ratios}"
         )
-    if normalised in NAMED_PIXEL_SIZES:
-        return normalised
     width, height = (int(side) for side in pixels.groups())
+    canonical = f"{width}x{height}"
+    if canonical in NAMED_PIXEL_SIZES:
+        return canonical
     if all(PIXEL_MIN <= side <= PIXEL_MAX and side % PIXEL_STEP == 0 for side in (width, height)):
-        return normalised
+        return canonical
     raise ValueError(
         f"pixel size {size!r} is out of range for {model}: use {', '.join(NAMED_PIXEL_SIZES)}, "
         f"or sides from {PIXEL_MIN} to {PIXEL_MAX} in multiples of {PIXEL_STEP}, or an aspect ratio"
@@ -122,8 +125,16 @@ def check_size(model: str, size: str) -> str:
 
 # --- Tool arguments (the single source of the input schemas) ---------------------------------
 
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("prompt must describe the image; it is empty or only whitespace")
+    return value
+
+
 Prompt = Annotated[
     str,
+    AfterValidator(_not_blank),
     Field(
         min_length=1,
         max_length=PROMPT_MAX_CHARS,
@@ -290,6 +301,8 @@ class EditImageArgs(_Arguments):
     def _check_size(self) -> EditImageArgs:
         if self.size is not None:
             self.size = check_size(self.model, self.size)
+        elif self.model.startswith("flux-2-"):
+            self.size = default_size(self.model)  # the API requires a size for flux-2 models, edits included
         return self
 
     def to_request(self) -> ImageRequest:

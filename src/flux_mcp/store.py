@@ -8,11 +8,18 @@ as such (the upstream may or may not have the task), never dropped silently.
 
 History is kept, not pruned: one row is about a kilobyte, so years of use stay small; delete the
 file (FLUX_MCP_DB) to start over.
+
+Rows belong to an owner. On stdio and with server tokens there is one owner (""). With pass-through
+auth each caller's own API token identifies them, and the owner is a keyed hash of it (the key is
+random and kept in the database), so users never see each other's rows and no token is stored.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -27,7 +34,8 @@ from flux_mcp.models import TaskResult
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT UNIQUE,
+    owner TEXT NOT NULL DEFAULT '',
+    task_id TEXT,
     status TEXT NOT NULL,
     action TEXT,
     model TEXT,
@@ -38,9 +46,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     trace_id TEXT,
     error TEXT,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    UNIQUE (task_id, owner)
 );
-CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at DESC);
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks (owner, created_at DESC);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SUBMITTING = "submitting"
 UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
@@ -90,14 +100,20 @@ class History:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('owner_key', ?)", (secrets.token_hex(32),))
+            self._owner_key = self._db.execute("SELECT value FROM meta WHERE key='owner_key'").fetchone()[0]
+
+    def owner_of(self, token: str) -> str:
+        """A stable name for whoever holds this token, from which the token cannot be recovered."""
+        return hmac.new(self._owner_key.encode(), token.encode(), hashlib.sha256).hexdigest()[:32]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    async def begin(self, request: dict[str, Any]) -> int:
+    async def begin(self, request: dict[str, Any], owner: str = "") -> int:
         """Record a submission about to be made; returns the row id to complete it with."""
-        row_id: int = await self._run(self._begin, request)
+        row_id: int = await self._run(self._begin, request, owner)
         return row_id
 
     async def submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
@@ -111,18 +127,20 @@ class History:
             (status, error, time.time(), row_id),
         )
 
-    async def record(self, result: TaskResult) -> None:
+    async def record(self, result: TaskResult, owner: str = "") -> None:
         """Store the latest known state of a task (inserting it if this server never saw it)."""
-        await self._run(self._record, result)
+        await self._run(self._record, result, owner)
 
-    async def get(self, task_id: str) -> HistoryEntry | None:
-        rows = await self._run(self._query, "SELECT * FROM tasks WHERE task_id=?", (task_id,))
+    async def get(self, task_id: str, owner: str = "") -> HistoryEntry | None:
+        rows = await self._run(
+            self._query, "SELECT * FROM tasks WHERE task_id=? AND owner=?", (task_id, owner)
+        )
         return _entry(rows[0]) if rows else None
 
     async def recent(
-        self, limit: int, status: str | None = None, query: str | None = None
+        self, limit: int, status: str | None = None, query: str | None = None, owner: str = ""
     ) -> list[HistoryEntry]:
-        sql, params = "SELECT * FROM tasks WHERE 1=1", []
+        sql, params = "SELECT * FROM tasks WHERE owner=?", [owner]
         if status is not None:
             sql += " AND status=?"
             params.append(status)
@@ -136,12 +154,13 @@ class History:
     async def _run(self, function: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(function, *args)
 
-    def _begin(self, request: dict[str, Any]) -> int:
+    def _begin(self, request: dict[str, Any], owner: str) -> int:
         now = time.time()
         cursor = self._execute(
-            "INSERT INTO tasks (status, action, model, prompt, size, request, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (owner, status, action, model, prompt, size, request, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
+                owner,
                 SUBMITTING,
                 request.get("action"),
                 request.get("model"),
@@ -161,14 +180,14 @@ class History:
             (task_id, trace_id, time.time(), row_id),
         )
 
-    def _record(self, result: TaskResult) -> None:
+    def _record(self, result: TaskResult, owner: str) -> None:
         now = time.time()
-        payload = json.dumps(self._keep_files(result))
+        payload = json.dumps(self._keep_files(result, owner))
         error = result.error.message if result.error else None
         updated = self._execute(
             "UPDATE tasks SET status=?, result=?, trace_id=COALESCE(?, trace_id), error=?, "
             "model=COALESCE(model, ?), prompt=COALESCE(prompt, ?), size=COALESCE(size, ?), updated_at=? "
-            "WHERE task_id=?",
+            "WHERE task_id=? AND owner=?",
             (
                 result.status.value,
                 payload,
@@ -179,14 +198,16 @@ class History:
                 result.size,
                 now,
                 result.task_id,
+                owner,
             ),
         )
         if updated.rowcount == 0:
             request = {"model": result.model, "prompt": result.prompt, "size": result.size}
             self._execute(
-                "INSERT INTO tasks (task_id, status, model, prompt, size, request, result, trace_id, error, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tasks (owner, task_id, status, model, prompt, size, request, result, trace_id, "
+                "error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
+                    owner,
                     result.task_id,
                     result.status.value,
                     result.model,
@@ -201,10 +222,10 @@ class History:
                 ),
             )
 
-    def _keep_files(self, result: TaskResult) -> dict[str, Any]:
+    def _keep_files(self, result: TaskResult, owner: str) -> dict[str, Any]:
         """The result to store, still naming the files an earlier record of it saved."""
         fresh = result.model_dump(mode="json")
-        rows = self._query("SELECT result FROM tasks WHERE task_id=?", (result.task_id,))
+        rows = self._query("SELECT result FROM tasks WHERE task_id=? AND owner=?", (result.task_id, owner))
         earlier = json.loads(rows[0]["result"]) if rows and rows[0]["result"] else {}
         known = {image["index"]: image for image in earlier.get("images", [])}
         for image in fresh["images"]:

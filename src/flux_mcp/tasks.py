@@ -11,8 +11,9 @@ call stops the waiting, never the task: the upstream keeps it and `get_task` sti
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -34,6 +35,7 @@ from flux_mcp.models import (
     TaskResult,
     TaskSnapshot,
     TaskStatus,
+    parse_task_record,
 )
 from flux_mcp.store import History
 
@@ -64,50 +66,155 @@ class PollSchedule:
             pause = min(pause * self.growth, self.cap)
 
 
+# With callbacks, polling is only the fallback for a callback that never comes.
+CALLBACK_FALLBACK = PollSchedule(first=20.0, growth=1.5, cap=30.0)
+HEARTBEAT_SECONDS = 5.0  # progress at least this often, so clients see the call is alive
+CALLBACK_TTL_SECONDS = 6 * 3600.0
+
+
+@dataclass
+class CallbackSlot:
+    """Where the upstream's callback for one submission lands."""
+
+    secret: str
+    url: str
+    created: float
+    task_id: str | None = None
+    snapshot: TaskSnapshot | None = None
+    arrived: anyio.Event = field(default_factory=anyio.Event)
+
+
+class CallbackHub:
+    """Per-task callback URLs with secrets, and the waiting calls they wake.
+
+    The secret is the only thing that makes a callback URL valid: a POST naming an unknown secret, or a
+    task other than the one the secret was issued for, is refused and changes nothing.
+    """
+
+    def __init__(self, public_url: str) -> None:
+        self._base = public_url.rstrip("/") + "/callbacks/flux/"
+        self._slots: dict[str, CallbackSlot] = {}
+        self._by_task: dict[str, CallbackSlot] = {}
+
+    def open(self) -> CallbackSlot:
+        self._expire()
+        secret = secrets.token_urlsafe(24)
+        slot = CallbackSlot(secret=secret, url=self._base + secret, created=anyio.current_time())
+        self._slots[secret] = slot
+        return slot
+
+    def bind(self, slot: CallbackSlot, task_id: str) -> None:
+        slot.task_id = task_id
+        self._by_task[task_id] = slot
+
+    def for_task(self, task_id: str) -> CallbackSlot | None:
+        return self._by_task.get(task_id)
+
+    def close(self, slot: CallbackSlot) -> None:
+        self._slots.pop(slot.secret, None)
+        if slot.task_id is not None:
+            self._by_task.pop(slot.task_id, None)
+
+    def deliver(self, secret: str, payload: dict[str, Any]) -> bool:
+        """Accept a callback body for a pending task; False when it must be refused."""
+        slot = self._slots.get(secret)
+        if slot is None or slot.snapshot is not None:
+            return False
+        snapshot = parse_task_record(payload)
+        if not snapshot.task_id or (slot.task_id is not None and snapshot.task_id != slot.task_id):
+            return False
+        if snapshot.status is TaskStatus.PENDING:
+            return False
+        slot.snapshot = snapshot
+        slot.arrived.set()
+        return True
+
+    def _expire(self) -> None:
+        oldest = anyio.current_time() - CALLBACK_TTL_SECONDS
+        for slot in [slot for slot in self._slots.values() if slot.created < oldest]:
+            self.close(slot)
+
+
 class TaskWaiter:
-    """Polls one task until it finishes or the budget runs out."""
+    """Waits for one task until it finishes or the budget runs out: on a callback, or by polling."""
 
     def __init__(self, client: FluxClient, schedule: PollSchedule) -> None:
         self._client = client
         self._schedule = schedule
 
     async def wait(
-        self, task_id: str, budget: float, progress: ProgressFn, *, just_submitted: bool
+        self,
+        task_id: str,
+        budget: float,
+        progress: ProgressFn,
+        *,
+        just_submitted: bool,
+        slot: CallbackSlot | None = None,
     ) -> TaskSnapshot:
         started = anyio.current_time()
         deadline = started + budget
+        pauses = (CALLBACK_FALLBACK if slot is not None else self._schedule).pauses()
+        next_look = started + next(pauses)
         last = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING)
-        for pause in self._schedule.pauses():
-            remaining = deadline - anyio.current_time()
-            if remaining <= 0:
+        while True:
+            now = anyio.current_time()
+            if now >= deadline:
                 return last
-            await anyio.sleep(min(pause, remaining))
-            elapsed = anyio.current_time() - started
-            try:
-                last = await self._client.retrieve(task_id)
-            except TaskNotFoundError:
-                if not just_submitted or elapsed > NOT_FOUND_GRACE_SECONDS:
-                    raise
-                logger.debug("task %s not visible yet", task_id)
-            except TRANSIENT as exc:
-                # The task exists upstream; a failed look is no reason to give it up.
-                logger.warning("could not check task %s: %s", task_id, exc.message)
-            if last.status is not TaskStatus.PENDING:
-                return last
+            await _sleep_until(min(next_look, deadline, now + HEARTBEAT_SECONDS), slot)
+            if slot is not None and slot.snapshot is not None:
+                return slot.snapshot
+            now = anyio.current_time()
+            elapsed = now - started
+            if now >= next_look or now >= deadline:  # a last look before giving up the wait
+                last = await self._look(task_id, last, just_submitted=just_submitted, elapsed=elapsed)
+                if last.status is not TaskStatus.PENDING:
+                    return last
+                next_look = now + next(pauses)
             await progress(elapsed, f"Generating… {elapsed:.0f} s elapsed (task {task_id})")
-        raise AssertionError("unreachable: the poll schedule is endless")
+
+    async def _look(
+        self, task_id: str, last: TaskSnapshot, *, just_submitted: bool, elapsed: float
+    ) -> TaskSnapshot:
+        try:
+            return await self._client.retrieve(task_id)
+        except TaskNotFoundError:
+            if not just_submitted or elapsed > NOT_FOUND_GRACE_SECONDS:
+                raise
+            logger.debug("task %s not visible yet", task_id)
+        except TRANSIENT as exc:
+            # The task exists upstream; a failed look is no reason to give it up.
+            logger.warning("could not check task %s: %s", task_id, exc.message)
+        return last
+
+
+async def _sleep_until(moment: float, slot: CallbackSlot | None) -> None:
+    delay = max(moment - anyio.current_time(), 0.0)
+    if slot is None:
+        await anyio.sleep(delay)
+        return
+    with anyio.move_on_after(delay):
+        await slot.arrived.wait()
 
 
 class ImageJobs:
     """The use cases behind the tools: run a job, resume a task, look up many tasks."""
 
     def __init__(
-        self, client: FluxClient, *, max_wait: float, schedule: PollSchedule, history: History | None = None
+        self,
+        client: FluxClient,
+        *,
+        max_wait: float,
+        schedule: PollSchedule,
+        history: History | None = None,
+        owner: str = "",
+        callbacks: CallbackHub | None = None,
     ) -> None:
         self._client = client
         self._max_wait = max_wait
         self._waiter = TaskWaiter(client, schedule)
         self._history = history
+        self._owner = owner
+        self._callbacks = callbacks
 
     def budget(self, wait_seconds: float | None) -> float:
         return self._max_wait if wait_seconds is None else min(wait_seconds, self._max_wait)
@@ -116,7 +223,12 @@ class ImageJobs:
         self, request: ImageRequest, wait_seconds: float | None, progress: ProgressFn = no_progress
     ) -> TaskResult:
         started = anyio.current_time()
-        submission = await self._submit(request)
+        slot = self._callbacks.open() if self._callbacks is not None else None
+        try:
+            submission = await self._submit(request, slot)
+        except BaseException:
+            self._release(slot)
+            raise
         logger.info("submitted %s task %s (%s)", request.action, submission.task_id, request.model)
         await progress(0.0, f"Submitted task {submission.task_id}; waiting for {request.model}…")
         pending = TaskSnapshot(
@@ -146,13 +258,16 @@ class ImageJobs:
             missing=[task_id for task_id in unique_ids if task_id not in by_id],
         )
 
-    async def _submit(self, request: ImageRequest) -> Submission:
+    async def _submit(self, request: ImageRequest, slot: CallbackSlot | None) -> Submission:
         """Submit, with the history row written first: an accepted task can always be found again."""
+        callback_url = slot.url if slot is not None else None
         if self._history is None:
-            return await self._client.submit(request)
-        row = await self._history.begin(request.model_dump(exclude_none=True))
+            submission = await self._client.submit(request, callback_url=callback_url)
+            self._bind(slot, submission.task_id)
+            return submission
+        row = await self._history.begin(request.model_dump(exclude_none=True), self._owner)
         try:
-            submission = await self._client.submit(request)
+            submission = await self._client.submit(request, callback_url=callback_url)
         except FluxError as exc:
             ambiguous = isinstance(exc, ResponseLostError | ServerError | MalformedResponseError)
             await self._history.submit_failed(row, exc.message, maybe_accepted=ambiguous)
@@ -162,16 +277,25 @@ class ImageJobs:
             with anyio.CancelScope(shield=True):
                 await self._history.submit_failed(row, "interrupted while submitting", maybe_accepted=True)
             raise
+        self._bind(slot, submission.task_id)
         await self._history.submitted(row, submission.task_id, submission.trace_id)
         return submission
 
+    def _release(self, slot: CallbackSlot | None) -> None:
+        if slot is not None and self._callbacks is not None:
+            self._callbacks.close(slot)
+
+    def _bind(self, slot: CallbackSlot | None, task_id: str) -> None:
+        if slot is not None and self._callbacks is not None:
+            self._callbacks.bind(slot, task_id)
+
     async def _recorded(self, result: TaskResult) -> TaskResult:
         if self._history is not None:
-            await self._history.record(result)
+            await self._history.record(result, self._owner)
         return result
 
     async def _remembered_request(self, task_id: str) -> dict[str, Any] | None:
-        entry = await self._history.get(task_id) if self._history is not None else None
+        entry = await self._history.get(task_id, self._owner) if self._history is not None else None
         return entry.request if entry is not None else None
 
     async def _wait(
@@ -183,15 +307,21 @@ class ImageJobs:
         just_submitted: bool,
     ) -> TaskSnapshot:
         budget = self.budget(wait_seconds)
-        if snapshot.status is not TaskStatus.PENDING or budget <= 0:
+        slot = self._callbacks.for_task(snapshot.task_id) if self._callbacks is not None else None
+        if snapshot.status is not TaskStatus.PENDING:
+            self._release(slot)
+            return snapshot
+        if budget <= 0:
             return snapshot
         try:
             waited = await self._waiter.wait(
-                snapshot.task_id, budget, progress, just_submitted=just_submitted
+                snapshot.task_id, budget, progress, just_submitted=just_submitted, slot=slot
             )
         except anyio.get_cancelled_exc_class():
             logger.info("stopped waiting for task %s; it continues upstream", snapshot.task_id)
             raise
+        if waited.status is not TaskStatus.PENDING:
+            self._release(slot)
         return waited if waited.trace_id or not snapshot.trace_id else _keep_trace(waited, snapshot)
 
 

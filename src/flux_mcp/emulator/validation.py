@@ -24,7 +24,7 @@ ASPECT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:2
 PIXEL_MIN, PIXEL_MAX, PIXEL_STEP = 256, 1440, 32
 MAX_COUNT = 4
 
-_PIXEL_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+_PIXEL_SIZE = re.compile(r"^([0-9]{2,5})x([0-9]{2,5})$")
 
 
 class BadRequest(ValueError):
