@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import uvicorn
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 from pydantic import SecretStr, ValidationError
 
 from flux_mcp import __version__, doctor, hostconfig
 from flux_mcp.emulator import EmulatorConfig, run_emulator_forever, serve_emulator
+from flux_mcp.http import MCP_PATH, StartupError, build_http_app
 from flux_mcp.models import MODELS
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
@@ -125,8 +127,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="MCP transport")
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port")
+    parser.add_argument("--host", default=None, help="HTTP bind address (FLUX_MCP_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="HTTP port (FLUX_MCP_PORT, default 8000)")
+    parser.add_argument(
+        "--stateless", action="store_true", help="HTTP without server-side sessions, for several replicas"
+    )
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="allow a non-loopback bind without FLUX_MCP_AUTH_TOKENS (only behind an authenticating proxy)",
+    )
     parser.add_argument(
         "--sandbox",
         action="store_true",
@@ -135,16 +145,30 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:
-    if args.transport == "http" and settings.save is None:
-        # Over HTTP the users are remote: the server's disk is not theirs to fill.
-        settings = settings.model_copy(update={"save": False})
+    if args.transport == "http":
+        await _serve_http(settings, args)
+        return
     async with _upstream(settings, sandbox=args.sandbox, latency=3.0) as effective:
-        server = build_server(effective)
-        if args.transport == "http":
-            logger.info("serving MCP over streamable HTTP at http://%s:%s/mcp", args.host, args.port)
-            await server.run_streamable_http_async(host=args.host, port=args.port)
-        else:
-            await server.run_stdio_async()
+        await build_server(effective).run_stdio_async()
+
+
+async def _serve_http(settings: Settings, args: argparse.Namespace) -> None:
+    updates: dict[str, Any] = {"host": args.host or settings.host, "port": args.port or settings.port}
+    if args.stateless:
+        updates["stateless"] = True
+    if settings.save is None:
+        updates["save"] = False  # over HTTP the users are remote: the server's disk is not theirs to fill
+    async with _upstream(settings.model_copy(update=updates), sandbox=args.sandbox, latency=3.0) as effective:
+        try:
+            app = build_http_app(effective, allow_unauthenticated=args.allow_unauthenticated)
+        except StartupError as exc:
+            raise SystemExit(f"flux-mcp: {exc}") from None
+        where = f"http://{effective.host}:{effective.port}{MCP_PATH}"
+        logger.info("serving MCP over streamable HTTP at %s (auth: %s)", where, effective.auth_mode())
+        config = uvicorn.Config(
+            app, host=effective.host, port=effective.port, log_config=None, access_log=False, lifespan="on"
+        )
+        await uvicorn.Server(config).serve()
 
 
 @asynccontextmanager

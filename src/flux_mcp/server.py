@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import httpx
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
@@ -52,7 +53,7 @@ from flux_mcp.models import (
 )
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry
-from flux_mcp.tasks import ImageJobs, PollSchedule
+from flux_mcp.tasks import CallbackHub, ImageJobs, PollSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -69,21 +70,33 @@ R = TypeVar("R", bound=BaseModel)
 
 @dataclass
 class AppState:
+    """What every call of one server shares: built once in the lifespan."""
+
     settings: Settings
-    jobs: ImageJobs
     history: History
     keeper: ImageKeeper
+    jobs: ImageJobs  # with the server's own token
+    jobs_for: Callable[[str, str], ImageJobs]  # (a caller's token, its owner) -> jobs with that token
 
 
-def build_server(settings: Settings) -> MCPServer[AppState]:
-    """A complete flux-mcp server for these settings."""
+@dataclass
+class Caller:
+    """Who a call is for: which token pays upstream, and whose history it sees."""
+
+    state: AppState
+    jobs: ImageJobs
+    owner: str = ""
+
+
+def build_server(settings: Settings, *, callbacks: CallbackHub | None = None) -> MCPServer[AppState]:
+    """A complete flux-mcp server for these settings (with `callbacks`, tasks finish on a callback)."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         history = History(settings.history_path())
         try:
             async with build_http_client(settings) as http:
-                yield _app_state(settings, http, history)
+                yield _app_state(settings, http, history, callbacks)
         finally:
             history.close()
 
@@ -102,11 +115,23 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     return server
 
 
-def _app_state(settings: Settings, http: Any, history: History) -> AppState:
+def _app_state(
+    settings: Settings, http: httpx.AsyncClient, history: History, callbacks: CallbackHub | None
+) -> AppState:
     gate = anyio.CapacityLimiter(settings.max_concurrency)
-    client = FluxClient.from_settings(http, settings, gate=gate)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
-    jobs = ImageJobs(client, max_wait=settings.wait_seconds, schedule=schedule, history=history)
+
+    def jobs_for(token: str | None, owner: str = "") -> ImageJobs:
+        client = FluxClient.from_settings(http, settings, gate=gate, token=token)
+        return ImageJobs(
+            client,
+            max_wait=settings.wait_seconds,
+            schedule=schedule,
+            history=history,
+            owner=owner,
+            callbacks=callbacks,
+        )
+
     downloader = Downloader(
         http,
         gate,
@@ -115,7 +140,7 @@ def _app_state(settings: Settings, http: Any, history: History) -> AppState:
     )
     folder = settings.image_folder() if settings.saves_images() else None
     keeper = ImageKeeper(downloader, folder=folder, preview_size=settings.preview_size)
-    return AppState(settings, jobs, history, keeper)
+    return AppState(settings, history, keeper, jobs=jobs_for(None), jobs_for=jobs_for)
 
 
 # --- tools --------------------------------------------------------------------------------------
@@ -186,10 +211,10 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
 
         Use it to resume a "pending" result from generate_image or edit_image. Looking costs nothing.
         """
-        state = _state(ctx)
+        caller = _caller(ctx)
         progress = _progress_reporter(ctx)
-        work = lambda: state.jobs.resume(task_id, wait_seconds, progress)  # noqa: E731
-        return await _guarded("get_task", work, lambda result: present(state, result))
+        work = lambda: caller.jobs.resume(task_id, wait_seconds, progress)  # noqa: E731
+        return await _guarded("get_task", work, lambda result: present(caller, result))
 
     @server.tool(
         name="get_tasks",
@@ -198,7 +223,7 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
     )
     async def get_tasks(task_ids: TaskIdsArg, ctx: AnyContext) -> Annotated[CallToolResult, TaskBatchResult]:
         """Look up the current state of up to 50 tasks at once, without waiting."""
-        jobs = _state(ctx).jobs
+        jobs = _caller(ctx).jobs
         return await _guarded("get_tasks", lambda: jobs.lookup(list(task_ids)), _batch_result)
 
     @server.tool(
@@ -222,7 +247,8 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
 
         Use it to find an earlier image again (its task_id works with get_task, its images with edit_image).
         """
-        entries = await _state(ctx).history.recent(limit, status, query)
+        caller = _caller(ctx)
+        entries = await caller.state.history.recent(limit, status, query, owner=caller.owner)
         listing = HistoryList(tasks=[history_item(entry) for entry in entries])
         lines = [_history_line(item) for item in listing.tasks] or ["No generations recorded yet."]
         return CallToolResult(
@@ -282,7 +308,8 @@ def _add_resources(server: MCPServer[AppState]) -> None:
         mime_type="application/json",
     )
     async def task_resource(task_id: str, ctx: AnyContext) -> str:
-        entry = await _state(ctx).history.get(task_id)
+        caller = _caller(ctx)
+        entry = await caller.state.history.get(task_id, caller.owner)
         if entry is None:
             raise ResourceError(f"No task {task_id!r} in this server's history.")
         return json.dumps(entry.as_dict(), indent=2, ensure_ascii=False)
@@ -295,10 +322,10 @@ def _add_resources(server: MCPServer[AppState]) -> None:
         mime_type="image/png",
     )
     async def image_resource(task_id: str, index: str, ctx: AnyContext) -> bytes:
-        state = _state(ctx)
-        image = await _known_image(state, task_id, index)
+        caller = _caller(ctx)
+        image = await _known_image(caller, task_id, index)
         try:
-            picture = await state.keeper.full_image(task_id, image)
+            picture = await caller.state.keeper.full_image(task_id, image)
         except ImageError as exc:
             raise ResourceError(str(exc)) from None
         return await anyio.to_thread.run_sync(to_png, picture)
@@ -323,8 +350,8 @@ def _add_resources(server: MCPServer[AppState]) -> None:
         return json.dumps(guide, indent=2)
 
 
-async def _known_image(state: AppState, task_id: str, index: str) -> ImageInfo:
-    entry = await state.history.get(task_id)
+async def _known_image(caller: Caller, task_id: str, index: str) -> ImageInfo:
+    entry = await caller.state.history.get(task_id, caller.owner)
     images = (entry.result or {}).get("images", []) if entry is not None else []
     if not index.isdigit() or int(index) >= len(images):
         raise ResourceError(f"No image {index} of task {task_id!r} in this server's history.")
@@ -341,27 +368,27 @@ async def _run_job(
         args = schema.model_validate(arguments)
     except ValidationError as exc:
         return error_result(explain_validation_error(tool, exc))
-    state = _state(ctx)
+    caller = _caller(ctx)
     request = args.to_request()
     if request.image_url is not None and FLUX_IMAGE_URI.match(request.image_url):
         try:
-            request.image_url = await _resolve_flux_image(state, request.image_url)
+            request.image_url = await _resolve_flux_image(caller, request.image_url)
         except ImageError as exc:
             return error_result(f"Cannot edit {request.image_url}: {exc}")
     progress = _progress_reporter(ctx)
-    work = lambda: state.jobs.run(request, args.wait_seconds, progress)  # noqa: E731
-    return await _guarded(tool, work, lambda result: present(state, result))
+    work = lambda: caller.jobs.run(request, args.wait_seconds, progress)  # noqa: E731
+    return await _guarded(tool, work, lambda result: present(caller, result))
 
 
-async def _resolve_flux_image(state: AppState, uri: str) -> str:
+async def _resolve_flux_image(caller: Caller, uri: str) -> str:
     """flux://images/{task}/{i} -> the upstream URL the API can fetch, if it has not expired."""
     match = FLUX_IMAGE_URI.match(uri)
     assert match is not None
     try:
-        image = await _known_image(state, match.group(1), match.group(2))
+        image = await _known_image(caller, match.group(1), match.group(2))
     except ResourceError as exc:
         raise ImageError(str(exc)) from None
-    if not await state.keeper.is_reachable(image.url):
+    if not await caller.state.keeper.is_reachable(image.url):
         raise ImageError(
             "its upstream URL has expired, and the Flux API can only fetch public URLs. Upload the saved "
             f"file ({image.path or 'not saved'}) somewhere public and pass that URL, or generate the "
@@ -394,13 +421,14 @@ def _maybe_billed(tool: str, message: str) -> str:
     )
 
 
-async def present(state: AppState, result: TaskResult) -> CallToolResult:
+async def present(caller: Caller, result: TaskResult) -> CallToolResult:
     """Text summary, inline previews and resource links; files saved and history updated first."""
     kept: list[KeptImage] = []
     if result.status is TaskStatus.SUCCEEDED:
-        kept = await state.keeper.keep(result, await _saved_paths(state, result.task_id))
+        history = caller.state.history
+        kept = await caller.state.keeper.keep(result, await _saved_paths(caller, result.task_id))
         result.images = [_with_uri(result.task_id, image.info) for image in kept]
-        await state.history.record(result)
+        await history.record(result, caller.owner)
     content: list[ContentBlock] = [TextContent(type="text", text=summarize(result))]
     for image, info in zip(kept, result.images, strict=True):
         if image.preview is not None:
@@ -423,8 +451,8 @@ async def present(state: AppState, result: TaskResult) -> CallToolResult:
     )
 
 
-async def _saved_paths(state: AppState, task_id: str) -> dict[int, str]:
-    entry = await state.history.get(task_id)
+async def _saved_paths(caller: Caller, task_id: str) -> dict[int, str]:
+    entry = await caller.state.history.get(task_id, caller.owner)
     images = (entry.result or {}).get("images", []) if entry is not None else []
     return {image["index"]: image["path"] for image in images if image.get("path")}
 
@@ -476,10 +504,26 @@ def error_result(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
-def _state(ctx: AnyContext) -> AppState:
+def _caller(ctx: AnyContext) -> Caller:
+    """The server's own token, or with pass-through auth over HTTP the caller's bearer token."""
     state = ctx.request_context.lifespan_context
     assert isinstance(state, AppState)
-    return state
+    if state.settings.auth_mode() != "passthrough" or ctx.headers is None:
+        return Caller(state, state.jobs)
+    token = bearer_token(ctx.headers.get("authorization"))
+    if token is None:  # the HTTP gate refuses such requests; this is the second line
+        return Caller(state, state.jobs_for("", "anonymous"), "anonymous")
+    owner = state.history.owner_of(token)
+    return Caller(state, state.jobs_for(token, owner), owner)
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, if that is what it is."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def _progress_reporter(ctx: AnyContext) -> Callable[[float, str], Awaitable[None]]:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BASE_URL = "https://api.acedata.cloud"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+AuthMode = Literal["tokens", "passthrough", "none"]
 
 
 class Settings(BaseSettings):
@@ -57,6 +58,30 @@ class Settings(BaseSettings):
     db: Path | None = Field(None, description="History database file; unset = the user's data folder.")
     max_download_mb: float = Field(50.0, gt=0, description="Largest image download accepted, in MB.")
     download_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one image download.")
+    host: str = Field("127.0.0.1", description="HTTP bind address (serve --transport http).")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
+    stateless: bool = Field(False, description="Serve HTTP without server-side sessions (for replicas).")
+    auth: AuthMode | None = Field(
+        None,
+        description="HTTP auth: tokens, passthrough or none; unset = tokens if FLUX_MCP_AUTH_TOKENS is set.",
+    )
+    auth_tokens: SecretStr | None = Field(
+        None, description="Comma-separated bearer tokens HTTP clients must send."
+    )
+    public_url: str | None = Field(
+        None,
+        description="URL at which the upstream reaches this server; enables callbacks instead of polling.",
+    )
+
+    def auth_mode(self) -> AuthMode:
+        if self.auth is not None:
+            return self.auth
+        return "tokens" if self.client_tokens() else "none"
+
+    def client_tokens(self) -> list[str]:
+        if self.auth_tokens is None:
+            return []
+        return [token.strip() for token in self.auth_tokens.get_secret_value().split(",") if token.strip()]
 
     def saves_images(self) -> bool:
         return True if self.save is None else self.save
@@ -78,6 +103,23 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError("ACEDATACLOUD_API_BASE_URL must start with http:// or https://")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("FLUX_MCP_PUBLIC_URL must start with http:// or https://")
+        return value
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _lower_auth(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None
         return value
 
     @field_validator("log_level", mode="before")

@@ -107,6 +107,9 @@ class CallbackHub:
         slot.task_id = task_id
         self._by_task[task_id] = slot
 
+    def knows(self, secret: str) -> bool:
+        return secret in self._slots
+
     def for_task(self, task_id: str) -> CallbackSlot | None:
         return self._by_task.get(task_id)
 

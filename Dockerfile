@@ -1,0 +1,21 @@
+# flux-mcp as a network service: MCP streamable HTTP at :8000/mcp, health at :8000/healthz.
+# Needs FLUX_MCP_AUTH_TOKENS (or FLUX_MCP_AUTH=passthrough) because it binds to 0.0.0.0.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN useradd --create-home --uid 10001 flux
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install . && rm -rf /app/src
+
+USER flux
+ENV FLUX_MCP_DB=/home/flux/.local/share/flux-mcp/history.db
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
+CMD ["flux-mcp", "serve", "--transport", "http", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,190 @@
+"""Serving over streamable HTTP: the MCP endpoint behind auth, a health check, and the callback receiver.
+
+    GET  /healthz                    no auth; version, and whether an upstream token is configured
+    POST /mcp (and GET/DELETE)       MCP streamable HTTP, behind bearer auth
+    POST /callbacks/flux/{secret}    the upstream's task callbacks; the per-task secret is the auth
+
+Auth has two modes. With server tokens (`FLUX_MCP_AUTH_TOKENS`) a client must present one of them and
+the server pays upstream with its own `ACEDATACLOUD_API_TOKEN`. With pass-through
+(`FLUX_MCP_AUTH=passthrough`) each client presents its own AceDataCloud token, which is used for its
+calls only and never logged or stored. Either way a request without valid credentials gets a 401
+before any MCP processing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+from typing import Any
+
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from flux_mcp import __version__
+from flux_mcp.server import bearer_token, build_server
+from flux_mcp.settings import Settings
+from flux_mcp.tasks import CallbackHub
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+MAX_CALLBACK_BYTES = 1_000_000
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+class StartupError(Exception):
+    """The HTTP settings are unsafe or inconsistent; the message says what to change."""
+
+
+def build_http_app(settings: Settings, *, allow_unauthenticated: bool = False) -> ASGIApp:
+    """The whole HTTP service for these settings; refuses unsafe ones with `StartupError`."""
+    check_http_settings(settings, allow_unauthenticated=allow_unauthenticated)
+    hub = CallbackHub(settings.public_url) if settings.public_url else None
+    app = build_server(settings, callbacks=hub).streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        stateless_http=settings.stateless,
+        transport_security=transport_security(settings),
+        host=settings.host,
+    )
+    app.router.routes.extend(_routes(settings, hub))
+    return BearerGate(app, settings)
+
+
+def check_http_settings(settings: Settings, *, allow_unauthenticated: bool) -> None:
+    mode = settings.auth_mode()
+    if mode == "tokens" and not settings.client_tokens():
+        raise StartupError("FLUX_MCP_AUTH=tokens needs FLUX_MCP_AUTH_TOKENS (comma-separated bearer tokens).")
+    if mode == "none" and not is_loopback(settings.host) and not allow_unauthenticated:
+        raise StartupError(
+            f"Refusing to serve {settings.host} without authentication: anyone who can reach it could spend "
+            "your AceDataCloud balance. Set FLUX_MCP_AUTH_TOKENS (or FLUX_MCP_AUTH=passthrough), bind to "
+            "127.0.0.1, or pass --allow-unauthenticated if a proxy in front does the auth."
+        )
+    if mode != "passthrough" and settings.api_token is None:
+        logger.warning("ACEDATACLOUD_API_TOKEN is not set: every tool call will fail until it is")
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection: on for loopback binds; for others, on when the public URL is known."""
+    if is_loopback(settings.host):
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        )
+    if settings.public_url:
+        netloc = settings.public_url.split("://", 1)[1].split("/", 1)[0]
+        origin = settings.public_url.split("://", 1)[0] + "://" + netloc
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=[netloc], allowed_origins=[origin]
+        )
+    # Behind a proxy with an unknown name: bearer auth, which a rebinding page cannot supply, guards it.
+    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+
+
+class BearerGate:
+    """Pure ASGI middleware: the MCP endpoint needs a valid bearer token; other paths pass."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.mode = settings.auth_mode()
+        self.tokens = [token.encode() for token in settings.client_tokens()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") == MCP_PATH and self.mode != "none":
+            headers = dict(scope.get("headers") or [])
+            presented = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+            if presented is None or not self._accepts(presented):
+                await _unauthorized(presented is None)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _accepts(self, presented: str) -> bool:
+        if self.mode == "passthrough":
+            return True  # the upstream judges the caller's own token
+        candidate = presented.encode()
+        # Compare against every token without stopping early, in constant time per comparison.
+        matches = [hmac.compare_digest(candidate, token) for token in self.tokens]
+        return any(matches)
+
+
+def _unauthorized(missing: bool) -> Response:
+    message = "missing bearer token" if missing else "invalid bearer token"
+    return JSONResponse(
+        {"error": "unauthorized", "message": f"{message}; send Authorization: Bearer <token>"},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="flux-mcp"'},
+    )
+
+
+def _routes(settings: Settings, hub: CallbackHub | None) -> list[Route]:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": __version__,
+                "upstream_token_configured": settings.api_token is not None,
+                "auth": settings.auth_mode(),
+                "stateless": settings.stateless,
+                "callbacks": hub is not None,
+            }
+        )
+
+    async def callback(request: Request) -> Response:
+        secret = request.path_params["secret"]
+        if hub is None or not hub.knows(secret):
+            return _not_found()
+        body = await _read_capped(request)
+        if body is None:
+            return JSONResponse({"error": "payload too large"}, status_code=413)
+        payload = _json_object(body)
+        if payload is None:
+            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        if not hub.deliver(secret, payload):
+            return _not_found()
+        logger.info("callback received for task %s", payload.get("task_id"))
+        return JSONResponse({"ok": True})
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/callbacks/flux/{secret}", callback, methods=["POST"]),
+    ]
+
+
+def _not_found() -> Response:
+    return JSONResponse({"error": "not found"}, status_code=404)
+
+
+async def _read_capped(request: Request) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_CALLBACK_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
