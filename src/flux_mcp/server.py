@@ -17,17 +17,27 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import httpx
+from mcp.server.apps import Apps, ResourceCsp, client_supports_apps
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from mcp_types import (
+    CallToolResult,
+    ContentBlock,
+    ImageContent,
+    ListToolsResult,
+    ResourceLink,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, Field, ValidationError
 
 from flux_mcp import __version__
 from flux_mcp.client import FluxClient, FluxError, ResponseLostError, ServerError, build_http_client
-from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, to_png
+from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, make_preview, to_png
 from flux_mcp.models import (
     FLUX_IMAGE_URI,
+    MAX_COUNT,
     MODELS,
     TOOL_ARGUMENTS,
     CountArg,
@@ -54,6 +64,7 @@ from flux_mcp.models import (
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry
 from flux_mcp.tasks import CallbackHub, ImageJobs, PollSchedule
+from flux_mcp.ui import GALLERY_URI, gallery_html
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +118,8 @@ def build_server(settings: Settings, *, callbacks: CallbackHub | None = None) ->
         version=__version__,
         lifespan=lifespan,
         log_level=settings.log_level,
-        middleware=[check_tool_arguments],
+        middleware=[check_tool_arguments, hide_ui_from_plain_clients],
+        extensions=[_gallery_app()],
     )
     _add_job_tools(server)
     _add_task_tools(server)
@@ -156,6 +168,7 @@ LOOKUP = ToolAnnotations(
 def _add_job_tools(server: MCPServer[AppState]) -> None:
     @server.tool(
         name="generate_image",
+        meta=UI_META,
         title="Generate images",
         annotations=BILLED.model_copy(update={"title": "Generate images with Flux"}),
     )
@@ -178,6 +191,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
 
     @server.tool(
         name="edit_image",
+        meta=UI_META,
         title="Edit an image",
         annotations=BILLED.model_copy(update={"title": "Edit an image with Flux"}),
     )
@@ -201,6 +215,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
 def _add_task_tools(server: MCPServer[AppState]) -> None:
     @server.tool(
         name="get_task",
+        meta=UI_META,
         title="Get a task",
         annotations=LOOKUP.model_copy(update={"title": "Get (and wait for) a Flux task"}),
     )
@@ -228,6 +243,7 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
 
     @server.tool(
         name="list_tasks",
+        meta=UI_META,
         title="List recent generations",
         annotations=ToolAnnotations(
             title="List recent Flux generations",
@@ -294,6 +310,81 @@ def _history_line(item: HistoryItem) -> str:
     return f"{item.created_at} {item.status:<10} {item.task_id or '(no task id)'} {prompt!r}" + (
         f" -> {where}" if where else ""
     )
+
+
+# --- the gallery (MCP Apps) ----------------------------------------------------------------------
+
+UI_META = {"ui": {"resourceUri": GALLERY_URI}}
+APP_ONLY_TOOLS = {"preview_image"}
+
+
+def _gallery_app() -> Apps:
+    """The gallery view for hosts that render MCP Apps; everyone else never sees it."""
+    apps = Apps()
+    apps.add_html_resource(
+        GALLERY_URI,
+        gallery_html(),
+        name="gallery",
+        title="Flux gallery",
+        description="Results as a gallery: previews, prompt, seed; variations, edit, copy, open.",
+        csp=ResourceCsp(connect_domains=[], resource_domains=[], frame_domains=[], base_uri_domains=[]),
+        prefers_border=False,
+    )
+
+    @apps.tool(
+        resource_uri=GALLERY_URI,
+        visibility=["app"],
+        name="preview_image",
+        title="Image for the gallery",
+        annotations=LOOKUP.model_copy(update={"title": "Image for the gallery", "open_world_hint": False}),
+    )
+    async def preview_image(
+        task_id: TaskIdArg,
+        ctx: AnyContext,
+        index: Annotated[int, Field(ge=0, le=MAX_COUNT - 1, description="Image index in the task.")] = 0,
+        size: Annotated[int, Field(ge=64, le=2048, description="Longest side in pixels.")] = 1024,
+    ) -> CallToolResult:
+        """A larger view of one image of an earlier result, for the gallery's full-size view."""
+        caller = _caller(ctx)
+        try:
+            image = await _known_image(caller, task_id, str(index))
+            picture = await caller.state.keeper.full_image(task_id, image)
+        except (ResourceError, ImageError) as exc:
+            return error_result(str(exc))
+        preview = await anyio.to_thread.run_sync(make_preview, picture.data, size, 1_500_000)
+        return CallToolResult(
+            content=[ImageContent(type="image", data=preview.base64(), mime_type=preview.mime_type)],
+            structured_content={
+                "task_id": task_id,
+                "index": index,
+                "width": preview.width,
+                "height": preview.height,
+            },
+        )
+
+    return apps
+
+
+async def hide_ui_from_plain_clients(
+    ctx: ServerRequestContext[Any, Any], call_next: CallNext
+) -> HandlerResult:
+    """Clients that did not negotiate MCP Apps see the tool list exactly as it was before the gallery."""
+    result = await call_next(ctx)
+    if ctx.method != "tools/list" or client_supports_apps(ctx):
+        return result
+    if isinstance(result, ListToolsResult):
+        result = result.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+        return result
+    tools = []
+    for tool in result["tools"]:
+        if not isinstance(tool, dict) or tool.get("name") in APP_ONLY_TOOLS:
+            continue
+        meta = {key: value for key, value in (tool.get("_meta") or {}).items() if key != "ui"}
+        tools.append(
+            {key: value for key, value in tool.items() if key != "_meta"} | ({"_meta": meta} if meta else {})
+        )
+    return {**result, "tools": tools}
 
 
 # --- resources --------------------------------------------------------------------------------
