@@ -8,6 +8,7 @@ every failure becomes a tool error an assistant can act on.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -77,6 +78,7 @@ is pending: that bills the user twice. list_tasks finds earlier generations."""
 
 AnyContext = Context[Any, Any]
 R = TypeVar("R", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -165,6 +167,12 @@ LOOKUP = ToolAnnotations(
 )
 
 
+def _clean_doc(fn: F) -> F:
+    """Tool descriptions come from docstrings: without their source indentation."""
+    fn.__doc__ = inspect.cleandoc(fn.__doc__ or "")
+    return fn
+
+
 def _add_job_tools(server: MCPServer[AppState]) -> None:
     @server.tool(
         name="generate_image",
@@ -172,6 +180,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         title="Generate images",
         annotations=BILLED.model_copy(update={"title": "Generate images with Flux"}),
     )
+    @_clean_doc
     async def generate_image(
         prompt: Prompt,
         ctx: AnyContext,
@@ -195,6 +204,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         title="Edit an image",
         annotations=BILLED.model_copy(update={"title": "Edit an image with Flux"}),
     )
+    @_clean_doc
     async def edit_image(
         prompt: Prompt,
         image_url: ImageUrlArg,
@@ -219,6 +229,7 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
         title="Get a task",
         annotations=LOOKUP.model_copy(update={"title": "Get (and wait for) a Flux task"}),
     )
+    @_clean_doc
     async def get_task(
         task_id: TaskIdArg, ctx: AnyContext, wait_seconds: WaitSecondsArg = None
     ) -> Annotated[CallToolResult, TaskResult]:
@@ -236,6 +247,7 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
         title="Get several tasks",
         annotations=LOOKUP.model_copy(update={"title": "Look up several Flux tasks"}),
     )
+    @_clean_doc
     async def get_tasks(task_ids: TaskIdsArg, ctx: AnyContext) -> Annotated[CallToolResult, TaskBatchResult]:
         """Look up the current state of up to 50 tasks at once, without waiting."""
         jobs = _caller(ctx).jobs
@@ -253,6 +265,7 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
             open_world_hint=False,
         ),
     )
+    @_clean_doc
     async def list_tasks(
         ctx: AnyContext,
         limit: LimitArg = 20,
@@ -338,6 +351,7 @@ def _gallery_app() -> Apps:
         title="Image for the gallery",
         annotations=LOOKUP.model_copy(update={"title": "Image for the gallery", "open_world_hint": False}),
     )
+    @_clean_doc
     async def preview_image(
         task_id: TaskIdArg,
         ctx: AnyContext,
