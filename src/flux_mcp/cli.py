@@ -12,13 +12,16 @@ flux-mcp config cursor           print a ready-to-paste config for an MCP host
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -37,6 +40,13 @@ from flux_mcp.settings import Settings
 logger = logging.getLogger("flux_mcp")
 
 SANDBOX_TOKEN = "sandbox-token"
+# On SIGTERM/SIGINT over HTTP, every call waiting for images first returns its task as `pending`
+# (the `stop` event given to the server); DRAIN_SECONDS later uvicorn starts its own shutdown (which
+# ends open SSE streams at once), and whatever still runs SHUTDOWN_GRACE_SECONDS after that (a submit
+# or download in flight) is cancelled. Without these, uvicorn waits for every open call (each up to
+# FLUX_MCP_WAIT_SECONDS), or it cuts the streams before the waiting calls could answer.
+DRAIN_SECONDS = 0.5
+SHUTDOWN_GRACE_SECONDS = 10
 EXAMPLES = """\
 examples:
   flux-mcp                                  serve over stdio (configure this in your MCP host)
@@ -159,16 +169,50 @@ async def _serve_http(settings: Settings, args: argparse.Namespace) -> None:
     if settings.save is None:
         updates["save"] = False  # over HTTP the users are remote: the server's disk is not theirs to fill
     async with _upstream(settings.model_copy(update=updates), sandbox=args.sandbox, latency=3.0) as effective:
+        stopping = anyio.Event()
         try:
-            app = build_http_app(effective, allow_unauthenticated=args.allow_unauthenticated)
+            app = build_http_app(effective, allow_unauthenticated=args.allow_unauthenticated, stop=stopping)
         except StartupError as exc:
             raise SystemExit(f"flux-mcp: {exc}") from None
         where = f"http://{effective.host}:{effective.port}{MCP_PATH}"
         logger.info("serving MCP over streamable HTTP at %s (auth: %s)", where, effective.auth_mode())
         config = uvicorn.Config(
-            app, host=effective.host, port=effective.port, log_config=None, access_log=False, lifespan="on"
+            app,
+            host=effective.host,
+            port=effective.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
-        await uvicorn.Server(config).serve()
+        await _DrainingServer(config, stopping, asyncio.get_running_loop()).serve()
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn that, on a signal, first ends every wait, so open calls answer `pending` before it stops."""
+
+    def __init__(
+        self, config: uvicorn.Config, stopping: anyio.Event, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+        self._loop = loop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._stopping.is_set():  # a second signal: stop now
+            super().handle_exit(sig, frame)
+            return
+        # This runs as a signal handler: hand the work to the event loop.
+        self._loop.call_soon_threadsafe(self._drain_then_exit, sig, frame)
+
+    def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        logger.info("shutting down: waiting calls return their tasks as pending")
+        self._stopping.set()
+        self._loop.call_later(DRAIN_SECONDS, super().handle_exit, sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._stopping.set()  # however the shutdown began
+        await super().shutdown(sockets)
 
 
 @asynccontextmanager

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
-from flux_mcp.models import ImageRequest, TaskSnapshot, parse_task_record
+from flux_mcp.models import ImageRequest, TaskError, TaskSnapshot, parse_task_record
 from flux_mcp.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -189,9 +189,9 @@ class FluxClient:
                 "The Flux API accepted the request but returned no task_id; check your AceDataCloud "
                 "console before retrying, the image may have been billed.",
                 status=200,
-                trace_id=_str(data.get("trace_id")),
+                trace_id=self._clean(data.get("trace_id")),
             )
-        return Submission(task_id=task_id, trace_id=_str(data.get("trace_id")))
+        return Submission(task_id=task_id, trace_id=self._clean(data.get("trace_id")))
 
     async def retrieve(self, task_id: str) -> TaskSnapshot:
         body = {"action": "retrieve", "id": task_id}
@@ -204,7 +204,7 @@ class FluxClient:
             ) from None
         if not (data.get("id") or data.get("task_id") or data.get("response")):
             raise TaskNotFoundError(unknown, status=200)
-        snapshot = parse_task_record(data)
+        snapshot = self._scrubbed(parse_task_record(data))
         return snapshot if snapshot.task_id else _with_id(snapshot, task_id)
 
     async def retrieve_batch(self, task_ids: list[str]) -> list[TaskSnapshot]:
@@ -213,7 +213,7 @@ class FluxClient:
         items = data.get("items")
         if not isinstance(items, list):
             raise MalformedResponseError("The Flux API returned a batch without items.", status=200)
-        return [parse_task_record(item) for item in items if isinstance(item, dict)]
+        return [self._scrubbed(parse_task_record(item)) for item in items if isinstance(item, dict)]
 
     async def _with_retries(
         self, call: Callable[[], Awaitable[dict[str, Any]]], *, retry_ambiguous: bool
@@ -273,13 +273,12 @@ class FluxClient:
     def _error(self, response: httpx.Response, data: dict[str, Any] | None) -> UpstreamError:
         status = response.status_code
         error = (data or {}).get("error")
-        code = error.get("code") if isinstance(error, dict) else None
-        code = code if isinstance(code, str) else None
+        code = self._clean(error.get("code") if isinstance(error, dict) else None)
         detail = error.get("message") if isinstance(error, dict) else error
         if not isinstance(detail, str) or not detail:
             detail = code or (response.text if data is None else "") or response.reason_phrase
         detail = self._scrub(detail)
-        trace_id = _str((data or {}).get("trace_id"))
+        trace_id = self._clean((data or {}).get("trace_id"))
         where = f" (trace id {trace_id})" if trace_id else ""
         kwargs: dict[str, Any] = {"status": status, "code": code, "trace_id": trace_id}
         if status == 401 or code in {"invalid_token", "token_expired", "no_token", "token_mismatched"}:
@@ -314,6 +313,17 @@ class FluxClient:
         return ServerError(
             f"The Flux API failed with HTTP {status}: {detail}{where}", retry_after=retry_after, **kwargs
         )
+
+    def _clean(self, value: Any) -> str | None:
+        """A short upstream string (code, trace id) as it may be shown: scrubbed like any upstream text."""
+        return (self._scrub(value) or None) if isinstance(value, str) else None
+
+    def _scrubbed(self, snapshot: TaskSnapshot) -> TaskSnapshot:
+        """A task record's error and trace id are upstream text too, shown and stored: scrub them."""
+        error = snapshot.error
+        if error is not None:
+            error = TaskError(code=self._scrub(error.code), message=self._scrub(error.message))
+        return replace(snapshot, error=error, trace_id=self._clean(snapshot.trace_id))
 
     def _scrub(self, text: str) -> str:
         """Upstream text is shown to the model: trimmed, without markup, never carrying the token."""
@@ -351,10 +361,6 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _describe(exc: httpx.HTTPError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _with_id(snapshot: TaskSnapshot, task_id: str) -> TaskSnapshot:

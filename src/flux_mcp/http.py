@@ -19,6 +19,7 @@ import json
 import logging
 from typing import Any
 
+import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,11 +42,16 @@ class StartupError(Exception):
     """The HTTP settings are unsafe or inconsistent; the message says what to change."""
 
 
-def build_http_app(settings: Settings, *, allow_unauthenticated: bool = False) -> ASGIApp:
-    """The whole HTTP service for these settings; refuses unsafe ones with `StartupError`."""
+def build_http_app(
+    settings: Settings, *, allow_unauthenticated: bool = False, stop: anyio.Event | None = None
+) -> ASGIApp:
+    """The whole HTTP service for these settings; refuses unsafe ones with `StartupError`.
+
+    Setting `stop` (on shutdown) makes every waiting call answer `pending` at once.
+    """
     check_http_settings(settings, allow_unauthenticated=allow_unauthenticated)
     hub = CallbackHub(settings.public_url) if settings.public_url else None
-    app = build_server(settings, callbacks=hub).streamable_http_app(
+    app = build_server(settings, callbacks=hub, stop=stop).streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
         transport_security=transport_security(settings),

@@ -132,9 +132,10 @@ def _not_blank(value: str) -> str:
     return value
 
 
+# The length limits come before the blank check: checked first, they are plain string limits ("at
+# most 4000 characters"), and a 1 MB prompt is refused without being scanned.
 Prompt = Annotated[
     str,
-    AfterValidator(_not_blank),
     Field(
         min_length=1,
         max_length=PROMPT_MAX_CHARS,
@@ -143,6 +144,7 @@ Prompt = Annotated[
             "style, lighting and composition."
         ),
     ),
+    AfterValidator(_not_blank),
 ]
 GenerateModelArg = Annotated[
     FluxModel,

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import httpx
-from mcp.server.apps import Apps, ResourceCsp, client_supports_apps
+from mcp.server.apps import Apps, ResourceCsp, ResourcePermissions, client_supports_apps
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
@@ -101,15 +101,21 @@ class Caller:
     owner: str = ""
 
 
-def build_server(settings: Settings, *, callbacks: CallbackHub | None = None) -> MCPServer[AppState]:
-    """A complete flux-mcp server for these settings (with `callbacks`, tasks finish on a callback)."""
+def build_server(
+    settings: Settings, *, callbacks: CallbackHub | None = None, stop: anyio.Event | None = None
+) -> MCPServer[AppState]:
+    """A complete flux-mcp server for these settings.
+
+    With `callbacks`, tasks finish on the upstream's callback; when `stop` is set (shutdown), every
+    waiting call returns its task as pending at once.
+    """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         history = History(settings.history_path())
         try:
             async with build_http_client(settings) as http:
-                yield _app_state(settings, http, history, callbacks)
+                yield _app_state(settings, http, history, callbacks, stop)
         finally:
             history.close()
 
@@ -130,7 +136,11 @@ def build_server(settings: Settings, *, callbacks: CallbackHub | None = None) ->
 
 
 def _app_state(
-    settings: Settings, http: httpx.AsyncClient, history: History, callbacks: CallbackHub | None
+    settings: Settings,
+    http: httpx.AsyncClient,
+    history: History,
+    callbacks: CallbackHub | None,
+    stop: anyio.Event | None,
 ) -> AppState:
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
@@ -144,6 +154,7 @@ def _app_state(
             history=history,
             owner=owner,
             callbacks=callbacks,
+            stop=stop,
         )
 
     downloader = Downloader(
@@ -341,6 +352,7 @@ def _gallery_app() -> Apps:
         title="Flux gallery",
         description="Results as a gallery: previews, prompt, seed; variations, edit, copy, open.",
         csp=ResourceCsp(connect_domains=[], resource_domains=[], frame_domains=[], base_uri_domains=[]),
+        permissions=ResourcePermissions(clipboard_write={}),  # for the gallery's Copy URL
         prefers_border=False,
     )
 

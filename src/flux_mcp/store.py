@@ -3,8 +3,11 @@
 A row is written *before* the upstream is asked (status `submitting`), gets its task id the
 moment the upstream answers, and follows the task to its end: status, result, saved file paths.
 So a restart loses nothing: a pending task is still listed, and `get_task` completes it. A row
-left in `submitting` means the server stopped between asking and hearing back; it is reported
-as such (the upstream may or may not have the task), never dropped silently.
+left in `submitting` means a server stopped between asking and hearing back (killed, crashed, power
+cut): the upstream may or may not have the task. Opening the history turns such rows into `unknown`
+("may have been billed"), the same status an ambiguous submit failure gets, so they are reported
+honestly, never dropped. A process that is still submitting when another opens the same file is not
+hurt by this: its own answer (task id, or failure) rewrites the row by its id a moment later.
 
 History is kept, not pruned: one row is about a kilobyte, so years of use stay small; delete the
 file (FLUX_MCP_DB) to start over.
@@ -54,6 +57,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SUBMITTING = "submitting"
 UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
+INTERRUPTED = (
+    "the server stopped while submitting this (killed or crashed before the Flux API answered); the API "
+    "may have the task and may have billed it: check your AceDataCloud console before submitting it again"
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,10 @@ class History:
             self._db.executescript(SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('owner_key', ?)", (secrets.token_hex(32),))
             self._owner_key = self._db.execute("SELECT value FROM meta WHERE key='owner_key'").fetchone()[0]
+            self._db.execute(
+                "UPDATE tasks SET status=?, error=?, updated_at=? WHERE status=?",
+                (UNKNOWN, INTERRUPTED, time.time(), SUBMITTING),
+            )
 
     def owner_of(self, token: str) -> str:
         """A stable name for whoever holds this token, from which the token cannot be recovered."""
@@ -176,7 +187,7 @@ class History:
 
     def _submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
         self._execute(
-            "UPDATE tasks SET task_id=?, status='pending', trace_id=?, updated_at=? WHERE id=?",
+            "UPDATE tasks SET task_id=?, status='pending', trace_id=?, error=NULL, updated_at=? WHERE id=?",
             (task_id, trace_id, time.time(), row_id),
         )
 

@@ -6,6 +6,10 @@ intervals capped near 5 s, sends a progress notification after each look, and re
 moment the images exist. When the call's budget runs out it returns a normal `pending` result
 with the task id; `ImageJobs.resume` (the `get_task` tool) waits the same way. Cancelling a
 call stops the waiting, never the task: the upstream keeps it and `get_task` still finds it.
+
+Shutting down ends every wait the same way: when the serving process sets its `stop` event, each
+waiting call returns its task as `pending` at once, so the process can exit promptly and every
+caller still gets its task id.
 """
 
 from __future__ import annotations
@@ -141,9 +145,10 @@ class CallbackHub:
 class TaskWaiter:
     """Waits for one task until it finishes or the budget runs out: on a callback, or by polling."""
 
-    def __init__(self, client: FluxClient, schedule: PollSchedule) -> None:
+    def __init__(self, client: FluxClient, schedule: PollSchedule, stop: anyio.Event | None = None) -> None:
         self._client = client
         self._schedule = schedule
+        self._stop = stop
 
     async def wait(
         self,
@@ -161,11 +166,14 @@ class TaskWaiter:
         last = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING)
         while True:
             now = anyio.current_time()
-            if now >= deadline:
+            if now >= deadline or self._stopping():
                 return last
-            await _sleep_until(min(next_look, deadline, now + HEARTBEAT_SECONDS), slot)
+            await _sleep_until(min(next_look, deadline, now + HEARTBEAT_SECONDS), slot, self._stop)
             if slot is not None and slot.snapshot is not None:
                 return slot.snapshot
+            if self._stopping():
+                logger.info("shutting down: task %s is returned as pending", task_id)
+                return last
             now = anyio.current_time()
             elapsed = now - started
             if now >= next_look or now >= deadline:  # a last look before giving up the wait
@@ -174,6 +182,9 @@ class TaskWaiter:
                     return last
                 next_look = now + next(pauses)
             await progress(elapsed, f"Generating… {elapsed:.0f} s elapsed (task {task_id})")
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     async def _look(
         self, task_id: str, last: TaskSnapshot, *, just_submitted: bool, elapsed: float
@@ -190,13 +201,24 @@ class TaskWaiter:
         return last
 
 
-async def _sleep_until(moment: float, slot: CallbackSlot | None) -> None:
+async def _sleep_until(moment: float, slot: CallbackSlot | None, stop: anyio.Event | None = None) -> None:
+    """Sleep until `moment`, or until the callback arrives or shutdown begins, whichever is first."""
     delay = max(moment - anyio.current_time(), 0.0)
-    if slot is None:
-        await anyio.sleep(delay)
-        return
+    events = [event for event in (slot.arrived if slot is not None else None, stop) if event is not None]
     with anyio.move_on_after(delay):
-        await slot.arrived.wait()
+        if not events:
+            await anyio.sleep(delay)
+        elif len(events) == 1:
+            await events[0].wait()
+        else:
+            async with anyio.create_task_group() as group:
+                for event in events:
+                    group.start_soon(_cancel_on, event, group.cancel_scope)
+
+
+async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 class ImageJobs:
@@ -211,10 +233,11 @@ class ImageJobs:
         history: History | None = None,
         owner: str = "",
         callbacks: CallbackHub | None = None,
+        stop: anyio.Event | None = None,
     ) -> None:
         self._client = client
         self._max_wait = max_wait
-        self._waiter = TaskWaiter(client, schedule)
+        self._waiter = TaskWaiter(client, schedule, stop)
         self._history = history
         self._owner = owner
         self._callbacks = callbacks
