@@ -339,3 +339,35 @@ async def test_two_hundred_concurrent_calls_finish_together(emulator: RunningEmu
     assert all(structured(result)["status"] == "succeeded" for result in results)
     assert emulator.state.accepted == 200
     assert wall < latency * 4  # generous: shared CI machines are noisy; benchmarks measure the real ratio
+
+
+async def test_calls_beyond_the_concurrency_limit_say_they_are_queued(emulator: RunningEmulator) -> None:
+    emulator.state.faults.append(Fault("slow", delay=0.5))  # the first submit holds the only slot
+    messages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    async def second(client: Client) -> None:
+        await client.call_tool("generate_image", {"prompt": "second"}, progress_callback=on_progress)
+
+    async with (
+        Client(build_server(make_settings(emulator, max_concurrency=1))) as client,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(client.call_tool, "generate_image", {"prompt": "first"})
+        await anyio.sleep(0.1)
+        group.start_soon(second, client)
+    assert any(message.startswith("Queued: 1 upstream requests ahead") for message in messages), messages
+    assert emulator.state.accepted == 2
+
+
+async def test_a_final_503_with_retry_after_is_not_reported_as_maybe_billed(
+    client: Client, emulator: RunningEmulator
+) -> None:
+    emulator.state.config.retry_after = 0.05
+    emulator.state.faults.extend([Fault("503")] * 10)
+    result = await client.call_tool("generate_image", {"prompt": "refused"})
+    assert result.is_error and "not resubmitted" not in text(result)
+    listed = structured(await client.call_tool("list_tasks", {}))
+    assert listed["tasks"][0]["status"] == "rejected"

@@ -314,23 +314,46 @@ class FluxClient:
             f"The Flux API failed with HTTP {status}: {detail}{where}", retry_after=retry_after, **kwargs
         )
 
+    def queued(self) -> int:
+        """How many requests a new one would wait behind (0 while FLUX_MCP_MAX_CONCURRENCY has room)."""
+        if self._gate.available_tokens > 0:
+            return 0
+        stats = self._gate.statistics()
+        return stats.borrowed_tokens + stats.tasks_waiting
+
     def _clean(self, value: Any) -> str | None:
         """A short upstream string (code, trace id) as it may be shown: scrubbed like any upstream text."""
         return (self._scrub(value) or None) if isinstance(value, str) else None
 
     def _scrubbed(self, snapshot: TaskSnapshot) -> TaskSnapshot:
-        """A task record's error and trace id are upstream text too, shown and stored: scrub them."""
-        error = snapshot.error
-        if error is not None:
-            error = TaskError(code=self._scrub(error.code), message=self._scrub(error.message))
-        return replace(snapshot, error=error, trace_id=self._clean(snapshot.trace_id))
+        return scrub_snapshot(snapshot, [self._token] if self._token else [])
 
     def _scrub(self, text: str) -> str:
-        """Upstream text is shown to the model: trimmed, without markup, never carrying the token."""
-        text = " ".join(_TAGS.sub(" ", text).split())
-        if self._token:
-            text = text.replace(self._token, "[redacted]")
-        return text[:MAX_SHOWN_BODY] + ("…" if len(text) > MAX_SHOWN_BODY else "")
+        return scrub(text, [self._token] if self._token else [])
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """Upstream text is shown to the model: trimmed, without markup, never carrying a secret."""
+    text = " ".join(_TAGS.sub(" ", text).split())
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text[:MAX_SHOWN_BODY] + ("…" if len(text) > MAX_SHOWN_BODY else "")
+
+
+def scrub_snapshot(snapshot: TaskSnapshot, secrets: list[str]) -> TaskSnapshot:
+    """A task record's error and trace id are upstream text too, shown and stored: scrub them."""
+    error = snapshot.error
+    if error is not None:
+        error = TaskError(code=scrub(error.code, secrets), message=scrub(error.message, secrets))
+    trace_id = scrub(snapshot.trace_id, secrets) or None if snapshot.trace_id else None
+    return replace(snapshot, error=error, trace_id=trace_id)
+
+
+def may_have_been_accepted(exc: FluxError) -> bool:
+    """Whether a failed submission may still have been taken (and billed) by the upstream."""
+    if isinstance(exc, ServerError):
+        return not (exc.status == 503 and exc.retry_after is not None)
+    return isinstance(exc, ResponseLostError | MalformedResponseError)
 
 
 def _may_retry(exc: FluxError, retry_ambiguous: bool) -> bool:

@@ -50,7 +50,10 @@ def build_http_app(
     Setting `stop` (on shutdown) makes every waiting call answer `pending` at once.
     """
     check_http_settings(settings, allow_unauthenticated=allow_unauthenticated)
-    hub = CallbackHub(settings.public_url) if settings.public_url else None
+    secrets = settings.client_tokens() + (
+        [settings.api_token.get_secret_value()] if settings.api_token else []
+    )
+    hub = CallbackHub(settings.public_url, secrets=secrets) if settings.public_url else None
     app = build_server(settings, callbacks=hub, stop=stop).streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,

@@ -34,7 +34,7 @@ from mcp_types import (
 from pydantic import BaseModel, Field, ValidationError
 
 from flux_mcp import __version__
-from flux_mcp.client import FluxClient, FluxError, ResponseLostError, ServerError, build_http_client
+from flux_mcp.client import FluxClient, FluxError, build_http_client, may_have_been_accepted
 from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, make_preview, to_png
 from flux_mcp.models import (
     FLUX_IMAGE_URI,
@@ -519,17 +519,14 @@ async def _guarded(
 ) -> CallToolResult:
     try:
         outcome = await work()
-    except ResponseLostError as exc:
-        return error_result(_maybe_billed(tool, exc.message))
-    except ServerError as exc:
-        return error_result(_maybe_billed(tool, exc.message))
     except FluxError as exc:
-        return error_result(exc.message)
+        billed = not tool.startswith("get_") and may_have_been_accepted(exc)
+        return error_result(_maybe_billed(exc.message) if billed else exc.message)
     return await render(outcome)
 
 
-def _maybe_billed(tool: str, message: str) -> str:
-    if tool.startswith("get_"):
+def _maybe_billed(message: str) -> str:
+    if "billed" in message:
         return message
     return (
         f"{message} The request may have reached the Flux API, so it was not resubmitted (that could "
@@ -644,9 +641,14 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def _progress_reporter(ctx: AnyContext) -> Callable[[float, str], Awaitable[None]]:
+    """Progress in seconds, strictly increasing as the spec asks, whatever phase reports it."""
+    last = -1.0
+
     async def report(elapsed: float, message: str) -> None:
+        nonlocal last
+        last = max(round(elapsed, 1), round(last + 0.1, 1))
         try:
-            await ctx.report_progress(round(elapsed, 1), None, message)
+            await ctx.report_progress(last, None, message)
         except Exception as exc:  # a client that went away must not fail the job
             logger.debug("progress notification not delivered: %s", exc)
 

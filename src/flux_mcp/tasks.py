@@ -27,11 +27,12 @@ from flux_mcp.client import (
     FluxError,
     MalformedResponseError,
     RateLimitedError,
-    ResponseLostError,
     ServerError,
     Submission,
     TaskNotFoundError,
     TransportError,
+    may_have_been_accepted,
+    scrub_snapshot,
 )
 from flux_mcp.models import (
     ImageRequest,
@@ -95,8 +96,9 @@ class CallbackHub:
     task other than the one the secret was issued for, is refused and changes nothing.
     """
 
-    def __init__(self, public_url: str) -> None:
+    def __init__(self, public_url: str, *, secrets: list[str] | None = None) -> None:
         self._base = public_url.rstrip("/") + "/callbacks/flux/"
+        self._secrets = secrets or []  # never echoed back, should a callback body carry one
         self._slots: dict[str, CallbackSlot] = {}
         self._by_task: dict[str, CallbackSlot] = {}
 
@@ -127,7 +129,7 @@ class CallbackHub:
         slot = self._slots.get(secret)
         if slot is None or slot.snapshot is not None:
             return False
-        snapshot = parse_task_record(payload)
+        snapshot = scrub_snapshot(parse_task_record(payload), self._secrets)
         if not snapshot.task_id or (slot.task_id is not None and snapshot.task_id != slot.task_id):
             return False
         if snapshot.status is TaskStatus.PENDING:
@@ -250,6 +252,8 @@ class ImageJobs:
     ) -> TaskResult:
         started = anyio.current_time()
         slot = self._callbacks.open() if self._callbacks is not None else None
+        if queued := self._client.queued():
+            await progress(0.0, f"Queued: {queued} upstream requests ahead (FLUX_MCP_MAX_CONCURRENCY)")
         try:
             submission = await self._submit(request, slot)
         except BaseException:
@@ -295,8 +299,7 @@ class ImageJobs:
         try:
             submission = await self._client.submit(request, callback_url=callback_url)
         except FluxError as exc:
-            ambiguous = isinstance(exc, ResponseLostError | ServerError | MalformedResponseError)
-            await self._history.submit_failed(row, exc.message, maybe_accepted=ambiguous)
+            await self._history.submit_failed(row, exc.message, maybe_accepted=may_have_been_accepted(exc))
             raise
         except BaseException:
             # Cancelled (or crashed) while the request was in flight: the upstream may have it.
