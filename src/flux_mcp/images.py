@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import unicodedata
 from collections.abc import AsyncIterator
@@ -151,6 +152,8 @@ class ImageKeeper:
         self._preview_size = preview_size
         self._cache: dict[tuple[str, int], Picture] = {}
         self._cache_entries = cache_entries
+        # Previews decode full images: a few at a time, not one per worker thread (40), bounds memory.
+        self._cpu = anyio.CapacityLimiter(os.cpu_count() or 2)
 
     async def is_reachable(self, url: str) -> bool:
         return await self._downloader.reachable(url)
@@ -172,7 +175,8 @@ class ImageKeeper:
             for image in result.images:
                 group.start_soon(one, image)
         good = [image for image in result.images if isinstance(pictures[image.index], Picture)]
-        shown = await previews([_picture(pictures[image.index]).data for image in good], self._preview_size)
+        datas = [_picture(pictures[image.index]).data for image in good]
+        shown = await previews(datas, self._preview_size, self._cpu)
         preview_of = {image.index: preview for image, preview in zip(good, shown, strict=False)}
         kept = []
         for image in result.images:
@@ -283,9 +287,10 @@ def make_preview(data: bytes, max_side: int, max_bytes: int) -> Preview:
     side, quality = max_side, 85
     while True:
         thumbnail = image.copy()
-        thumbnail.thumbnail((side, side), Image.Resampling.LANCZOS)
+        # reducing_gap=1.0: box-reduce by the whole factor first (1024 -> 512 is one reduce(2)).
+        thumbnail.thumbnail((side, side), Image.Resampling.BICUBIC, reducing_gap=1.0)
         buffer = io.BytesIO()
-        thumbnail.save(buffer, format="JPEG", quality=quality, optimize=True)
+        thumbnail.save(buffer, format="JPEG", quality=quality)
         encoded = buffer.getvalue()
         if _base64_size(len(encoded)) <= max_bytes or side <= 64:
             return Preview(encoded, "image/jpeg", thumbnail.width, thumbnail.height)
@@ -295,12 +300,16 @@ def make_preview(data: bytes, max_side: int, max_bytes: int) -> Preview:
             side = int(side * 0.75)
 
 
-async def previews(images: list[bytes], max_side: int) -> list[Preview]:
+async def previews(
+    images: list[bytes], max_side: int, limiter: anyio.CapacityLimiter | None = None
+) -> list[Preview]:
     """Previews for one result: each within its own cap and all within the result's budget."""
     if max_side <= 0 or not images:
         return []
     each = min(PREVIEW_MAX_BYTES, RESULT_PREVIEW_BUDGET // len(images))
-    return [await anyio.to_thread.run_sync(make_preview, data, max_side, each) for data in images]
+    return [
+        await anyio.to_thread.run_sync(make_preview, data, max_side, each, limiter=limiter) for data in images
+    ]
 
 
 @dataclass(frozen=True)

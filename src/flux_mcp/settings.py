@@ -41,10 +41,10 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = Field("INFO", description="Log level of the stderr log.")
     poll_min_seconds: float = Field(2.0, gt=0, description="First look at a task after this many seconds.")
-    poll_max_seconds: float = Field(5.0, gt=0, description="Longest pause between two looks at a task.")
+    poll_max_seconds: float = Field(15.0, gt=0, description="Longest pause between two looks at a task.")
     http_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one upstream HTTP request.")
     max_concurrency: int = Field(
-        32, ge=1, le=1024, description="Most upstream HTTP requests in flight at once; more wait their turn."
+        16, ge=1, le=1024, description="Most upstream HTTP requests in flight at once; more wait their turn."
     )
     max_retries: int = Field(
         3, ge=0, le=10, description="Retries of a request the upstream provably refused."

@@ -1,9 +1,10 @@
 """Waiting for Flux tasks: submit asynchronously, poll with backoff, report progress, stop on budget.
 
 A tool call never blocks blindly and never polls in the chat. `ImageJobs.run` submits with
-`async: true`, then waits on the server: it looks at the task after ~2 s, then at growing
-intervals capped near 5 s, sends a progress notification after each look, and returns the
-moment the images exist. When the call's budget runs out it returns a normal `pending` result
+`async: true`, then waits on the server: it looks at the task after ~2 s, then at intervals of
+35% of the task's age (at most FLUX_MCP_POLL_MAX_SECONDS; get_task carries on from the task's
+age), sends progress at least every 5 s, and returns the moment the images exist. When the
+call's budget runs out it returns a normal `pending` result
 with the task id; `ImageJobs.resume` (the `get_task` tool) waits the same way. Cancelling a
 call stops the waiting, never the task: the upstream keeps it and `get_task` still finds it.
 
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,21 +60,23 @@ async def no_progress(elapsed: float, message: str) -> None:
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """Pauses between looks at a task: suited to jobs of 10-120 s."""
+    """Pauses between looks at a task: a fraction of the task's age.
+
+    A finished task is seen at most ~35% of its age late, while a 2-minute job costs ~15 looks instead
+    of ~30 with a fixed 5 s cap (docs/benchmarks.md, measurement 3).
+    """
 
     first: float = 2.0
-    growth: float = 1.5
-    cap: float = 5.0
+    fraction: float = 0.35
+    cap: float = 15.0
 
-    def pauses(self) -> Iterator[float]:
-        pause = self.first
-        while True:
-            yield pause
-            pause = min(pause * self.growth, self.cap)
+    def pause(self, age: float) -> float:
+        """The pause before the next look at a task submitted `age` seconds ago."""
+        return min(max(age * self.fraction, self.first), self.cap)
 
 
 # With callbacks, polling is only the fallback for a callback that never comes.
-CALLBACK_FALLBACK = PollSchedule(first=20.0, growth=1.5, cap=30.0)
+CALLBACK_FALLBACK = PollSchedule(first=20.0, fraction=0.5, cap=30.0)
 HEARTBEAT_SECONDS = 5.0  # progress at least this often, so clients see the call is alive
 CALLBACK_TTL_SECONDS = 6 * 3600.0
 
@@ -160,11 +164,12 @@ class TaskWaiter:
         *,
         just_submitted: bool,
         slot: CallbackSlot | None = None,
+        age: float = 0.0,
     ) -> TaskSnapshot:
         started = anyio.current_time()
         deadline = started + budget
-        pauses = (CALLBACK_FALLBACK if slot is not None else self._schedule).pauses()
-        next_look = started + next(pauses)
+        schedule = CALLBACK_FALLBACK if slot is not None else self._schedule
+        next_look = started + schedule.pause(age)
         last = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING)
         while True:
             now = anyio.current_time()
@@ -178,11 +183,12 @@ class TaskWaiter:
                 return last
             now = anyio.current_time()
             elapsed = now - started
-            if now >= next_look or now >= deadline:  # a last look before giving up the wait
+            # No extra look at the deadline: get_task looks first thing, so it would be a double.
+            if now >= next_look:
                 last = await self._look(task_id, last, just_submitted=just_submitted, elapsed=elapsed)
                 if last.status is not TaskStatus.PENDING:
                     return last
-                next_look = now + next(pauses)
+                next_look = now + schedule.pause(age + elapsed)
             await progress(elapsed, f"Generating… {elapsed:.0f} s elapsed (task {task_id})")
 
     def _stopping(self) -> bool:
@@ -274,7 +280,8 @@ class ImageJobs:
     ) -> TaskResult:
         started = anyio.current_time()
         snapshot = await self._client.retrieve(task_id)
-        snapshot = await self._wait(snapshot, wait_seconds, progress, just_submitted=False)
+        age = await self._age(task_id)  # continue the schedule where the previous call left it
+        snapshot = await self._wait(snapshot, wait_seconds, progress, just_submitted=False, age=age)
         request = snapshot.request or await self._remembered_request(task_id)
         return await self._recorded(task_result(snapshot, request, anyio.current_time() - started))
 
@@ -323,6 +330,11 @@ class ImageJobs:
             await self._history.record(result, self._owner)
         return result
 
+    async def _age(self, task_id: str) -> float:
+        """Seconds since this server submitted the task (0 if it did not: the schedule starts over)."""
+        entry = await self._history.get(task_id, self._owner) if self._history is not None else None
+        return max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
+
     async def _remembered_request(self, task_id: str) -> dict[str, Any] | None:
         entry = await self._history.get(task_id, self._owner) if self._history is not None else None
         return entry.request if entry is not None else None
@@ -334,6 +346,7 @@ class ImageJobs:
         progress: ProgressFn,
         *,
         just_submitted: bool,
+        age: float = 0.0,
     ) -> TaskSnapshot:
         budget = self.budget(wait_seconds)
         slot = self._callbacks.for_task(snapshot.task_id) if self._callbacks is not None else None
@@ -344,7 +357,7 @@ class ImageJobs:
             return snapshot
         try:
             waited = await self._waiter.wait(
-                snapshot.task_id, budget, progress, just_submitted=just_submitted, slot=slot
+                snapshot.task_id, budget, progress, just_submitted=just_submitted, slot=slot, age=age
             )
         except anyio.get_cancelled_exc_class():
             logger.info("stopped waiting for task %s; it continues upstream", snapshot.task_id)
