@@ -78,6 +78,7 @@ class PollSchedule:
 # With callbacks, polling is only the fallback for a callback that never comes.
 CALLBACK_FALLBACK = PollSchedule(first=20.0, fraction=0.5, cap=30.0)
 HEARTBEAT_SECONDS = 5.0  # progress at least this often, so clients see the call is alive
+DEADLINE_MARGIN_SECONDS = 1.0
 CALLBACK_TTL_SECONDS = 6 * 3600.0
 
 
@@ -168,6 +169,7 @@ class TaskWaiter:
     ) -> TaskSnapshot:
         started = anyio.current_time()
         deadline = started + budget
+        margin = min(DEADLINE_MARGIN_SECONDS, budget / 10)
         schedule = CALLBACK_FALLBACK if slot is not None else self._schedule
         next_look = started + schedule.pause(age)
         last = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING)
@@ -183,8 +185,9 @@ class TaskWaiter:
                 return last
             now = anyio.current_time()
             elapsed = now - started
-            # No extra look at the deadline: get_task looks first thing, so it would be a double.
-            if now >= next_look:
+            # No look at (or just before) the deadline: the get_task that follows looks first thing,
+            # so it would be a double.
+            if now >= next_look and deadline - now > margin:
                 last = await self._look(task_id, last, just_submitted=just_submitted, elapsed=elapsed)
                 if last.status is not TaskStatus.PENDING:
                     return last
