@@ -12,27 +12,20 @@ flux-mcp config cursor           print a ready-to-paste config for an MCP host
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import anyio
-import uvicorn
-from mcp import Client
 from mcp_types import CallToolResult, TextContent
 from pydantic import SecretStr, ValidationError
 
-from flux_mcp import __version__, doctor, hostconfig
-from flux_mcp.emulator import EmulatorConfig, run_emulator_forever, serve_emulator
-from flux_mcp.http import MCP_PATH, StartupError, build_http_app
+from flux_mcp import __version__, hostconfig
 from flux_mcp.models import MODELS
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
@@ -40,13 +33,6 @@ from flux_mcp.settings import Settings
 logger = logging.getLogger("flux_mcp")
 
 SANDBOX_TOKEN = "sandbox-token"
-# On SIGTERM/SIGINT over HTTP, every call waiting for images first returns its task as `pending`
-# (the `stop` event given to the server); DRAIN_SECONDS later uvicorn starts its own shutdown (which
-# ends open SSE streams at once), and whatever still runs SHUTDOWN_GRACE_SECONDS after that (a submit
-# or download in flight) is cancelled. Without these, uvicorn waits for every open call (each up to
-# FLUX_MCP_WAIT_SECONDS), or it cuts the streams before the waiting calls could answer.
-DRAIN_SECONDS = 0.5
-SHUTDOWN_GRACE_SECONDS = 10
 EXAMPLES = """\
 examples:
   flux-mcp                                  serve over stdio (configure this in your MCP host)
@@ -63,6 +49,8 @@ examples:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "doctor":  # reads the settings itself: invalid settings are one of its checks
+        from flux_mcp import doctor  # imported per command: a stdio server starts faster without it
+
         return doctor.main()
     if args.command == "config":
         return hostconfig.main(args.target_host)
@@ -78,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "demo":
             return anyio.run(_demo, settings, args)
         if command == "emulator":
+            from flux_mcp.emulator import EmulatorConfig, run_emulator_forever
+
             run_emulator_forever(EmulatorConfig(latency=args.latency), host=args.host, port=args.port)
             return 0
         anyio.run(_serve, settings, args)
@@ -169,50 +159,12 @@ async def _serve_http(settings: Settings, args: argparse.Namespace) -> None:
     if settings.save is None:
         updates["save"] = False  # over HTTP the users are remote: the server's disk is not theirs to fill
     async with _upstream(settings.model_copy(update=updates), sandbox=args.sandbox, latency=3.0) as effective:
-        stopping = anyio.Event()
+        from flux_mcp.http import StartupError, serve_http
+
         try:
-            app = build_http_app(effective, allow_unauthenticated=args.allow_unauthenticated, stop=stopping)
+            await serve_http(effective, allow_unauthenticated=args.allow_unauthenticated)
         except StartupError as exc:
             raise SystemExit(f"flux-mcp: {exc}") from None
-        where = f"http://{effective.host}:{effective.port}{MCP_PATH}"
-        logger.info("serving MCP over streamable HTTP at %s (auth: %s)", where, effective.auth_mode())
-        config = uvicorn.Config(
-            app,
-            host=effective.host,
-            port=effective.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-        )
-        await _DrainingServer(config, stopping, asyncio.get_running_loop()).serve()
-
-
-class _DrainingServer(uvicorn.Server):
-    """uvicorn that, on a signal, first ends every wait, so open calls answer `pending` before it stops."""
-
-    def __init__(
-        self, config: uvicorn.Config, stopping: anyio.Event, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        super().__init__(config)
-        self._stopping = stopping
-        self._loop = loop
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._stopping.is_set():  # a second signal: stop now
-            super().handle_exit(sig, frame)
-            return
-        # This runs as a signal handler: hand the work to the event loop.
-        self._loop.call_soon_threadsafe(self._drain_then_exit, sig, frame)
-
-    def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
-        logger.info("shutting down: waiting calls return their tasks as pending")
-        self._stopping.set()
-        self._loop.call_later(DRAIN_SECONDS, super().handle_exit, sig, frame)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._stopping.set()  # however the shutdown began
-        await super().shutdown(sockets)
 
 
 @asynccontextmanager
@@ -226,6 +178,8 @@ async def _upstream(settings: Settings, *, sandbox: bool, latency: float) -> Asy
     if not sandbox:
         yield settings
         return
+    from flux_mcp.emulator import EmulatorConfig, serve_emulator
+
     with tempfile.TemporaryDirectory(prefix="flux-mcp-sandbox-") as scratch:
         async with serve_emulator(EmulatorConfig(latency=latency)) as emulator:
             logger.info("sandbox: Flux API emulator at %s", emulator.base_url)
@@ -249,6 +203,8 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         server = build_server(effective)
         where = "the real Flux API" if args.live else "the offline emulator"
         print(f"Generating {args.prompt!r} with {args.model} on {where}…", file=sys.stderr)
+        from mcp import Client
+
         async with Client(server) as client:
             result = await client.call_tool(
                 "generate_image",

@@ -13,13 +13,17 @@ before any MCP processing.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import logging
+import socket
+from types import FrameType
 from typing import Any
 
 import anyio
+import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -34,12 +38,64 @@ from flux_mcp.tasks import CallbackHub
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+# On SIGTERM/SIGINT, every call waiting for images first returns its task as `pending` (the `stop`
+# event given to the server); DRAIN_SECONDS later uvicorn starts its own shutdown (which ends open SSE
+# streams at once), and whatever still runs SHUTDOWN_GRACE_SECONDS after that (a submit or download in
+# flight) is cancelled. Without these, uvicorn waits for every open call (each up to
+# FLUX_MCP_WAIT_SECONDS), or it cuts the streams before the waiting calls could answer.
+DRAIN_SECONDS = 0.5
+SHUTDOWN_GRACE_SECONDS = 10
 MAX_CALLBACK_BYTES = 1_000_000
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
 class StartupError(Exception):
     """The HTTP settings are unsafe or inconsistent; the message says what to change."""
+
+
+async def serve_http(settings: Settings, *, allow_unauthenticated: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT: `flux-mcp serve --transport http`."""
+    stopping = anyio.Event()
+    app = build_http_app(settings, allow_unauthenticated=allow_unauthenticated, stop=stopping)
+    where = f"http://{settings.host}:{settings.port}{MCP_PATH}"
+    logger.info("serving MCP over streamable HTTP at %s (auth: %s)", where, settings.auth_mode())
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
+    await DrainingServer(config, stopping, asyncio.get_running_loop()).serve()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that, on a signal, first ends every wait, so open calls answer `pending` before it stops."""
+
+    def __init__(
+        self, config: uvicorn.Config, stopping: anyio.Event, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+        self._loop = loop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._stopping.is_set():  # a second signal: stop now
+            super().handle_exit(sig, frame)
+            return
+        # This runs as a signal handler: hand the work to the event loop.
+        self._loop.call_soon_threadsafe(self._drain_then_exit, sig, frame)
+
+    def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        logger.info("shutting down: waiting calls return their tasks as pending")
+        self._stopping.set()
+        self._loop.call_later(DRAIN_SECONDS, super().handle_exit, sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._stopping.set()  # however the shutdown began
+        await super().shutdown(sockets)
 
 
 def build_http_app(
