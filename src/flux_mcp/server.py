@@ -11,9 +11,11 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -112,7 +114,7 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        history = History(settings.history_path())
+        history = _open_history(settings)
         try:
             async with build_http_client(settings) as http:
                 yield _app_state(settings, http, history, callbacks, stop)
@@ -133,6 +135,16 @@ def build_server(
     _add_task_tools(server)
     _add_resources(server)
     return server
+
+
+def _open_history(settings: Settings) -> History:
+    """The history file; if it cannot be opened the server still serves, with a history in memory."""
+    path = settings.history_path()
+    try:
+        return History(path)
+    except (OSError, sqlite3.Error) as exc:
+        logger.warning("cannot open the history at %s (%s); keeping it in memory: set FLUX_MCP_DB", path, exc)
+        return History(Path(":memory:"))
 
 
 def _app_state(
