@@ -73,7 +73,7 @@ async def test_doctor_passes_against_the_emulator_with_the_right_token(emulator:
     assert TOKEN not in text
     assert f"…{TOKEN[-4:]}" in lines["token"]
     assert "token accepted" in lines["upstream"]
-    assert "All 7 checks passed." in text
+    assert "All 8 checks passed." in text
 
 
 async def test_doctor_names_the_variable_when_the_token_is_rejected(emulator: RunningEmulator) -> None:
@@ -93,7 +93,7 @@ async def test_doctor_fails_without_a_token_and_says_how_to_set_it(emulator: Run
     assert lines["token"].startswith("✗") and "not set" in lines["token"]
     assert "fix:" in text and "export ACEDATACLOUD_API_TOKEN" in text
     assert lines["upstream"].startswith("-")  # not checked without a token
-    assert "1 of 7 checks failed, 1 not checked." in text
+    assert "1 of 8 checks failed, 1 not checked." in text
 
 
 async def test_doctor_reports_an_unreachable_upstream(emulator: RunningEmulator) -> None:
@@ -357,3 +357,12 @@ async def test_doctor_reports_an_unwritable_output_folder(emulator: RunningEmula
     passed, text, lines = await doctor_output(make_settings(emulator, output_dir=blocker / "images"))
     assert not passed
     assert lines["output"].startswith("✗") and "FLUX_MCP_OUTPUT_DIR" in text
+
+
+async def test_doctor_flags_an_unsafe_http_bind(emulator: RunningEmulator) -> None:
+    passed, text, lines = await doctor_output(make_settings(emulator, host="0.0.0.0"))
+    assert not passed and lines["http"].startswith("✗") and "FLUX_MCP_AUTH_TOKENS" in text
+    passed, text, lines = await doctor_output(
+        make_settings(emulator, host="0.0.0.0", auth_tokens="team-token")
+    )
+    assert passed and "auth tokens" in lines["http"] and "team-token" not in text

@@ -282,6 +282,25 @@ def _count_history(path: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]) if "tasks" in tables else 0
 
 
+async def check_http(ctx: DoctorContext) -> CheckResult:
+    """What `serve --transport http` would do with these settings (stdio users can ignore it)."""
+    settings = ctx.settings
+    if settings is None:
+        return skip("http: not checked (settings invalid)")
+    from flux_mcp.http import StartupError, check_http_settings, is_loopback
+
+    where = f"{settings.host}:{settings.port}"
+    try:
+        check_http_settings(settings, allow_unauthenticated=False)
+    except StartupError as exc:
+        return fail(f"http: serving on {where} would be refused: {exc}", HTTP_FIX)
+    reach = "this machine only" if is_loopback(settings.host) else "the network"
+    callbacks = ", callbacks on" if settings.public_url else ""
+    return ok(f"http: would serve {where} ({reach}), auth {settings.auth_mode()}{callbacks}")
+
+
+HTTP_FIX = "set FLUX_MCP_AUTH_TOKENS (or FLUX_MCP_AUTH=passthrough), or FLUX_MCP_HOST=127.0.0.1"
+
 CHECKS: tuple[Check, ...] = (
     check_python,
     check_packages,
@@ -290,6 +309,7 @@ CHECKS: tuple[Check, ...] = (
     check_upstream,
     check_output_folder,
     check_history,
+    check_http,
 )
 
 
