@@ -47,6 +47,7 @@ class Picture:
     extension: str
     width: int
     height: int
+    preview: Preview | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class Downloader:
         self._timeout = timeout
 
     async def fetch(self, url: str) -> Picture:
+        return await anyio.to_thread.run_sync(decode, await self.fetch_bytes(url), url)
+
+    async def fetch_bytes(self, url: str) -> bytes:
+        """The bytes at `url`, checked for scheme, size and content type but not yet decoded."""
         try:
             with anyio.fail_after(self._timeout):
                 async with self._gate:
@@ -82,7 +87,7 @@ class Downloader:
             raise ImageError(f"could not download {url}: {type(exc).__name__}") from None
         if not (content_type.startswith("image/") or content_type in {"application/octet-stream", ""}):
             raise ImageError(f"{url} is not an image (content type {content_type!r})")
-        return await anyio.to_thread.run_sync(decode, data, url)
+        return data
 
     async def reachable(self, url: str) -> bool:
         """Whether the URL still serves something (expired upstream URLs answer 403/404)."""
@@ -167,24 +172,21 @@ class ImageKeeper:
         if result.status is not TaskStatus.SUCCEEDED or not self.active:
             return [KeptImage(image, None) for image in result.images]
         pictures: dict[int, Picture | ImageError] = {}
+        each = preview_budget(len(result.images))
 
         async def one(image: ImageInfo) -> None:
-            pictures[image.index] = await self._picture(result, image, saved.get(image.index))
+            pictures[image.index] = await self._picture(result, image, saved.get(image.index), each)
 
         async with anyio.create_task_group() as group:
             for image in result.images:
                 group.start_soon(one, image)
-        good = [image for image in result.images if isinstance(pictures[image.index], Picture)]
-        datas = [_picture(pictures[image.index]).data for image in good]
-        shown = await previews(datas, self._preview_size, self._cpu)
-        preview_of = {image.index: preview for image, preview in zip(good, shown, strict=False)}
         kept = []
         for image in result.images:
             outcome = pictures[image.index]
             if isinstance(outcome, ImageError):
                 kept.append(KeptImage(image.model_copy(update={"warning": str(outcome)}), None))
             else:
-                kept.append(KeptImage(image, preview_of.get(image.index)))
+                kept.append(KeptImage(image, outcome.preview))
         return kept
 
     async def full_image(self, task_id: str, image: ImageInfo) -> Picture:
@@ -201,15 +203,15 @@ class ImageKeeper:
         return picture
 
     async def _picture(
-        self, result: TaskResult, image: ImageInfo, saved_path: str | None
+        self, result: TaskResult, image: ImageInfo, saved_path: str | None, preview_bytes: int
     ) -> Picture | ImageError:
         try:
             if saved_path and await anyio.Path(saved_path).is_file():
                 data = await anyio.Path(saved_path).read_bytes()
-                picture = await anyio.to_thread.run_sync(decode, data, saved_path)
+                picture = await self._decode(data, saved_path, preview_bytes)
                 image.path = saved_path
             else:
-                picture = await self._download_and_save(result, image)
+                picture = await self._download_and_save(result, image, preview_bytes)
         except ImageError as exc:
             return exc
         except OSError as exc:
@@ -217,8 +219,10 @@ class ImageKeeper:
         image.width, image.height = picture.width, picture.height
         return picture
 
-    async def _download_and_save(self, result: TaskResult, image: ImageInfo) -> Picture:
-        picture = self._cache.get((result.task_id, image.index)) or await self._downloader.fetch(image.url)
+    async def _download_and_save(self, result: TaskResult, image: ImageInfo, preview_bytes: int) -> Picture:
+        cached = self._cache.get((result.task_id, image.index))
+        data = cached.data if cached is not None else await self._downloader.fetch_bytes(image.url)
+        picture = await self._decode(data, image.url, preview_bytes)
         if self._folder is None:
             self._remember(result.task_id, image.index, picture)
             return picture
@@ -226,6 +230,11 @@ class ImageKeeper:
         stored = await anyio.to_thread.run_sync(_save_at, self._folder, picture, metadata, image.index)
         image.path = str(stored.path)
         return picture
+
+    async def _decode(self, data: bytes, source: str, preview_bytes: int) -> Picture:
+        """One decode checks the image and makes its preview; a few at a time bounds CPU and memory."""
+        side = self._preview_size
+        return await anyio.to_thread.run_sync(decode, data, source, side, preview_bytes, limiter=self._cpu)
 
     def _remember(self, task_id: str, index: int, picture: Picture) -> None:
         self._cache[(task_id, index)] = picture
@@ -250,11 +259,6 @@ def _save_at(folder: Path, picture: Picture, metadata: dict[str, Any], index: in
     return save(folder, picture, metadata, index=index)
 
 
-def _picture(outcome: Picture | ImageError) -> Picture:
-    assert isinstance(outcome, Picture)
-    return outcome
-
-
 def to_png(picture: Picture) -> bytes:
     """PNG bytes of a picture (the bytes themselves when it already is one)."""
     if picture.mime_type == "image/png":
@@ -265,25 +269,40 @@ def to_png(picture: Picture) -> bytes:
         return buffer.getvalue()
 
 
-def decode(data: bytes, source: str) -> Picture:
-    """Check that the bytes are an image Pillow can decode, in a format we save as-is."""
+def decode(
+    data: bytes, source: str, preview_side: int = 0, preview_bytes: int = PREVIEW_MAX_BYTES
+) -> Picture:
+    """Check that the bytes are an image Pillow can decode, in a format we save as-is.
+
+    With `preview_side`, the preview is made from the same decode (decoding is most of the cost).
+    """
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             fmt = image.format or ""
             width, height = image.size
+            preview = _preview_of(image, preview_side, preview_bytes) if preview_side > 0 else None
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError):
         raise ImageError(f"{source} is not a readable image") from None
     if fmt not in FORMATS:
         raise ImageError(f"{source} is a {fmt or 'unknown'} image; expected PNG, JPEG or WebP")
     extension, mime_type = FORMATS[fmt]
-    return Picture(data=data, mime_type=mime_type, extension=extension, width=width, height=height)
+    return Picture(data, mime_type, extension, width, height, preview)
+
+
+def preview_budget(count: int) -> int:
+    """Bytes (base64) one preview may take when a result has `count` images."""
+    return min(PREVIEW_MAX_BYTES, RESULT_PREVIEW_BUDGET // max(count, 1))
 
 
 def make_preview(data: bytes, max_side: int, max_bytes: int) -> Preview:
     """A JPEG no larger than `max_side` px whose base64 fits in `max_bytes`; shrinks until it does."""
     with Image.open(io.BytesIO(data)) as source:
-        image = source.convert("RGB")
+        return _preview_of(source, max_side, max_bytes)
+
+
+def _preview_of(source: Image.Image, max_side: int, max_bytes: int) -> Preview:
+    image = source.convert("RGB")
     side, quality = max_side, 85
     while True:
         thumbnail = image.copy()
@@ -306,7 +325,7 @@ async def previews(
     """Previews for one result: each within its own cap and all within the result's budget."""
     if max_side <= 0 or not images:
         return []
-    each = min(PREVIEW_MAX_BYTES, RESULT_PREVIEW_BUDGET // len(images))
+    each = preview_budget(len(images))
     return [
         await anyio.to_thread.run_sync(make_preview, data, max_side, each, limiter=limiter) for data in images
     ]
