@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
 
     serve = commands.add_parser("serve", help="serve MCP (stdio by default)")
-    _add_serve_options(serve)
+    # The same options after `serve`; suppressed defaults, so options given before it still count.
+    _add_serve_options(serve, default=argparse.SUPPRESS)
 
     demo = commands.add_parser("demo", help="one full round trip: submit, wait with progress, save the image")
     demo.add_argument("prompt", nargs="?", default="a white siamese cat", help="what to draw")
@@ -125,21 +126,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="MCP transport")
-    parser.add_argument("--host", default=None, help="HTTP bind address (FLUX_MCP_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="HTTP port (FLUX_MCP_PORT, default 8000)")
+def _add_serve_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """The serving options; `default` replaces every default (argparse.SUPPRESS on the subcommand)."""
+
+    def pick(value: Any) -> Any:
+        return value if default is None else default
+
+    parser.add_argument("--transport", choices=["stdio", "http"], default=pick("stdio"), help="MCP transport")
     parser.add_argument(
-        "--stateless", action="store_true", help="HTTP without server-side sessions, for several replicas"
+        "--host", default=pick(None), help="HTTP bind address (FLUX_MCP_HOST, default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=pick(None), help="HTTP port (FLUX_MCP_PORT, default 8000)"
+    )
+    parser.add_argument(
+        "--stateless",
+        action="store_true",
+        default=pick(False),
+        help="HTTP without server-side sessions, for several replicas",
     )
     parser.add_argument(
         "--allow-unauthenticated",
         action="store_true",
+        default=pick(False),
         help="allow a non-loopback bind without FLUX_MCP_AUTH_TOKENS (only behind an authenticating proxy)",
     )
     parser.add_argument(
         "--sandbox",
         action="store_true",
+        default=pick(False),
         help="serve against a built-in offline Flux emulator (no token needed)",
     )
 

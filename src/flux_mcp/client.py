@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 from collections.abc import Awaitable, Callable
@@ -377,9 +378,10 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        return None
+        return None  # an HTTP date or junk: fall back to our own backoff
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _describe(exc: httpx.HTTPError) -> str:

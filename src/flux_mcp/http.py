@@ -170,7 +170,8 @@ class BearerGate:
         self.tokens = [token.encode() for token in settings.client_tokens()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].rstrip("/") == MCP_PATH and self.mode != "none":
+        # The path as routing sees it (without a root path): the gate guards exactly what reaches /mcp.
+        if scope["type"] == "http" and _route_path(scope).rstrip("/") == MCP_PATH and self.mode != "none":
             headers = dict(scope.get("headers") or [])
             presented = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
             if presented is None or not self._accepts(presented):
@@ -185,6 +186,15 @@ class BearerGate:
         # Compare against every token without stopping early, in constant time per comparison.
         matches = [hmac.compare_digest(candidate, token) for token in self.tokens]
         return any(matches)
+
+
+def _route_path(scope: Scope) -> str:
+    """The request path below the app's root path, as Starlette routes it (mounted or behind a prefix)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
 
 
 def _unauthorized(missing: bool) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import re
 import unicodedata
@@ -18,14 +19,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from flux_mcp.models import ImageInfo, TaskResult, TaskStatus
+
+logger = logging.getLogger(__name__)
 
 PREVIEW_MAX_BYTES = 150_000  # each preview, base64-encoded as it travels
 RESULT_PREVIEW_BUDGET = 600_000  # all previews of one result together
@@ -83,7 +87,7 @@ class Downloader:
                     data, content_type = await self._follow(url)
         except TimeoutError:
             raise ImageError(f"downloading {url} took longer than {self._timeout:.0f} s") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ImageError(f"could not download {url}: {type(exc).__name__}") from None
         if not (content_type.startswith("image/") or content_type in {"application/octet-stream", ""}):
             raise ImageError(f"{url} is not an image (content type {content_type!r})")
@@ -95,7 +99,7 @@ class Downloader:
             with anyio.fail_after(min(self._timeout, 15.0)):
                 async with self._gate, self._open(url) as response:
                     return response.is_success
-        except (TimeoutError, httpx.HTTPError, ImageError):
+        except (TimeoutError, httpx.HTTPError, httpx.InvalidURL, ImageError):
             return False
 
     async def _follow(self, url: str) -> tuple[bytes, str]:
@@ -157,6 +161,8 @@ class ImageKeeper:
         self._preview_size = preview_size
         self._cache: dict[tuple[str, int], Picture] = {}
         self._cache_entries = cache_entries
+        self._locks: dict[tuple[str, int], anyio.Lock] = {}
+        self._saved: dict[tuple[str, int], str] = {}  # files saved by this process
         # Previews decode full images: a few at a time, not one per worker thread (40), bounds memory.
         self._cpu = anyio.CapacityLimiter(os.cpu_count() or 2)
 
@@ -205,19 +211,34 @@ class ImageKeeper:
     async def _picture(
         self, result: TaskResult, image: ImageInfo, saved_path: str | None, preview_bytes: int
     ) -> Picture | ImageError:
-        try:
-            if saved_path and await anyio.Path(saved_path).is_file():
-                data = await anyio.Path(saved_path).read_bytes()
-                picture = await self._decode(data, saved_path, preview_bytes)
-                image.path = saved_path
-            else:
-                picture = await self._download_and_save(result, image, preview_bytes)
-        except ImageError as exc:
-            return exc
-        except OSError as exc:
-            return ImageError(f"could not save the image: {exc.strerror or exc}")
+        key = (result.task_id, image.index)
+        # One image is fetched and saved by one call at a time: two get_task calls for the same task
+        # (an assistant and the gallery, say) must not download it twice or save two copies.
+        async with self._locks.setdefault(key, anyio.Lock()):
+            try:
+                picture = await self._saved_picture(saved_path or self._saved.get(key), preview_bytes)
+                if picture is None:
+                    picture = await self._download_and_save(result, image, preview_bytes)
+                else:
+                    image.path = saved_path or self._saved.get(key)
+            except ImageError as exc:
+                return exc
+            except OSError as exc:
+                return ImageError(f"could not save the image: {exc.strerror or exc}")
+            if image.path:
+                self._saved[key] = image.path
         image.width, image.height = picture.width, picture.height
         return picture
+
+    async def _saved_picture(self, path: str | None, preview_bytes: int) -> Picture | None:
+        """The saved file, if it is still there and still an image (else it is fetched again)."""
+        if not path or not await anyio.Path(path).is_file():
+            return None
+        try:
+            return await self._decode(await anyio.Path(path).read_bytes(), path, preview_bytes)
+        except ImageError:
+            logger.warning("saved image %s no longer decodes; fetching it again", path)
+            return None
 
     async def _download_and_save(self, result: TaskResult, image: ImageInfo, preview_bytes: int) -> Picture:
         cached = self._cache.get((result.task_id, image.index))
@@ -227,7 +248,9 @@ class ImageKeeper:
             self._remember(result.task_id, image.index, picture)
             return picture
         metadata = sidecar_metadata(result, image)
-        stored = await anyio.to_thread.run_sync(_save_at, self._folder, picture, metadata, image.index)
+        stored = await anyio.to_thread.run_sync(
+            partial(save, self._folder, picture, metadata, index=image.index)
+        )
         image.path = str(stored.path)
         return picture
 
@@ -255,10 +278,6 @@ def sidecar_metadata(result: TaskResult, image: ImageInfo) -> dict[str, Any]:
     }
 
 
-def _save_at(folder: Path, picture: Picture, metadata: dict[str, Any], index: int) -> SavedImage:
-    return save(folder, picture, metadata, index=index)
-
-
 def to_png(picture: Picture) -> bytes:
     """PNG bytes of a picture (the bytes themselves when it already is one)."""
     if picture.mime_type == "image/png":
@@ -282,7 +301,7 @@ def decode(
             fmt = image.format or ""
             width, height = image.size
             preview = _preview_of(image, preview_side, preview_bytes) if preview_side > 0 else None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError):
+    except Exception:  # Pillow signals damage in many ways (OSError, SyntaxError, ValueError, …)
         raise ImageError(f"{source} is not a readable image") from None
     if fmt not in FORMATS:
         raise ImageError(f"{source} is a {fmt or 'unknown'} image; expected PNG, JPEG or WebP")
@@ -341,8 +360,7 @@ def save(folder: Path, picture: Picture, metadata: dict[str, Any], *, index: int
     """Write the image and its sidecar under `folder` with a unique, readable name."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = file_stem(str(metadata.get("task_id") or "task"), index, str(metadata.get("prompt") or ""))
-    path = _unique(folder, stem, picture.extension)
-    path.write_bytes(picture.data)
+    path = _write_new(folder, stem, picture.extension, picture.data)
     sidecar = path.with_suffix(".json")
     record = {
         **metadata,
@@ -370,13 +388,22 @@ def slug(text: str, limit: int = 40) -> str:
     return cleaned[:limit].rstrip("-") or "image"
 
 
-def _unique(folder: Path, stem: str, extension: str) -> Path:
-    path = folder / f"{stem}.{extension}"
-    counter = 1
-    while path.exists() or path.with_suffix(".json").exists():
-        path = folder / f"{stem}-{counter}.{extension}"
-        counter += 1
-    return path
+def _write_new(folder: Path, stem: str, extension: str, data: bytes) -> Path:
+    """Write `data` under a name no other file has: created exclusively, so nothing is overwritten."""
+    for counter in range(10_000):
+        path = folder / (f"{stem}.{extension}" if counter == 0 else f"{stem}-{counter}.{extension}")
+        if path.with_suffix(".json").exists():
+            continue
+        try:
+            with path.open("xb") as file:
+                file.write(data)
+        except FileExistsError:
+            continue
+        except BaseException:
+            path.unlink(missing_ok=True)  # never leave a half-written image behind
+            raise
+        return path
+    raise OSError(f"no free file name for {stem} in {folder}")
 
 
 def _require_http(url: str) -> None:

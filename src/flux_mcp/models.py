@@ -188,7 +188,7 @@ ImageUrlArg = Annotated[
         ),
     ),
 ]
-FLUX_IMAGE_URI = re.compile(r"^flux://images/([A-Za-z0-9_-]{1,128})/(\d{1,2})$")
+FLUX_IMAGE_URI = re.compile(r"^flux://images/([A-Za-z0-9_-]{1,128})/([0-9]{1,2})$")
 _HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
 
 

@@ -482,7 +482,7 @@ def _add_resources(server: MCPServer[AppState]) -> None:
 async def _known_image(caller: Caller, task_id: str, index: str) -> ImageInfo:
     entry = await caller.state.history.get(task_id, caller.owner)
     images = (entry.result or {}).get("images", []) if entry is not None else []
-    if not index.isdigit() or int(index) >= len(images):
+    if not (index.isascii() and index.isdecimal()) or int(index) >= len(images):
         raise ResourceError(f"No image {index} of task {task_id!r} in this server's history.")
     return ImageInfo.model_validate(images[int(index)])
 
@@ -530,11 +530,17 @@ async def _guarded(
     tool: str, work: Callable[[], Awaitable[R]], render: Callable[[R], Awaitable[CallToolResult]]
 ) -> CallToolResult:
     try:
-        outcome = await work()
+        return await render(await work())
     except FluxError as exc:
         billed = not tool.startswith("get_") and may_have_been_accepted(exc)
         return error_result(_maybe_billed(exc.message) if billed else exc.message)
-    return await render(outcome)
+    except Exception:
+        # A bug or a local fault (disk full, database locked): logged in full, reported plainly.
+        logger.exception("%s failed unexpectedly", tool)
+        return error_result(
+            f"{tool} failed inside flux-mcp (see its log for details). Any task already submitted is kept: "
+            "list_tasks shows it and get_task can fetch it."
+        )
 
 
 def _maybe_billed(message: str) -> str:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BASE_URL = "https://api.acedata.cloud"
@@ -25,12 +25,12 @@ class Settings(BaseSettings):
 
     api_token: SecretStr | None = Field(
         None,
-        validation_alias=AliasChoices("ACEDATACLOUD_API_TOKEN", "api_token"),
+        validation_alias="ACEDATACLOUD_API_TOKEN",
         description="AceDataCloud API token; the server starts without it but every call then fails clearly.",
     )
     api_base_url: str = Field(
         DEFAULT_BASE_URL,
-        validation_alias=AliasChoices("ACEDATACLOUD_API_BASE_URL", "api_base_url"),
+        validation_alias="ACEDATACLOUD_API_BASE_URL",
         description="Base URL of the Flux REST API.",
     )
     wait_seconds: float = Field(

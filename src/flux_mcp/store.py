@@ -100,7 +100,7 @@ class History:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: _record holds it across its statements
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         with self._lock:
@@ -192,6 +192,10 @@ class History:
         )
 
     def _record(self, result: TaskResult, owner: str) -> None:
+        with self._lock:  # read, update or insert as one step: concurrent records of a task must not race
+            self._record_locked(result, owner)
+
+    def _record_locked(self, result: TaskResult, owner: str) -> None:
         now = time.time()
         payload = json.dumps(self._keep_files(result, owner))
         error = result.error.message if result.error else None
