@@ -81,9 +81,9 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    # httpx logs each request at INFO; that is our own traffic, worth seeing only when debugging.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # httpx logs each request (method and URL, never headers) at INFO: worth seeing only when debugging.
+    logging.getLogger("httpx").setLevel(logging.INFO if level == "DEBUG" else logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)  # connection-level chatter
 
 
 def _parser() -> argparse.ArgumentParser:
