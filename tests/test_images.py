@@ -27,7 +27,7 @@ from flux_mcp.images import (
     ImageError,
     decode,
     make_preview,
-    previews,
+    preview_budget,
     save,
 )
 from flux_mcp.server import build_server
@@ -80,10 +80,11 @@ def test_preview_of_noise_fits_each_budget() -> None:
     assert len(base64.b64encode(tight.data)) <= 15_000 and max(tight.width, tight.height) < 512
 
 
-async def test_four_previews_of_noise_fit_the_result_budget() -> None:
-    images = [noise_png(2048, 2048) for _ in range(4)]
-    shown = await previews(images, 512)
-    sizes = [len(preview.base64()) for preview in shown]
+def test_four_previews_of_noise_fit_the_result_budget() -> None:
+    # What ImageKeeper.keep does for a result of four images: one decode each, within the shared budget.
+    pictures = [decode(noise_png(2048, 2048), "noise", 512, preview_budget(4)) for _ in range(4)]
+    sizes = [len(picture.preview.base64()) for picture in pictures if picture.preview is not None]
+    assert len(sizes) == 4
     print(f"\npreview sizes for 4 noise images of 2048x2048: {sizes} (total {sum(sizes)})")
     assert all(size <= PREVIEW_MAX_BYTES for size in sizes)
     assert sum(sizes) <= RESULT_PREVIEW_BUDGET

@@ -338,18 +338,6 @@ def _preview_of(source: Image.Image, max_side: int, max_bytes: int) -> Preview:
             side = int(side * 0.75)
 
 
-async def previews(
-    images: list[bytes], max_side: int, limiter: anyio.CapacityLimiter | None = None
-) -> list[Preview]:
-    """Previews for one result: each within its own cap and all within the result's budget."""
-    if max_side <= 0 or not images:
-        return []
-    each = preview_budget(len(images))
-    return [
-        await anyio.to_thread.run_sync(make_preview, data, max_side, each, limiter=limiter) for data in images
-    ]
-
-
 @dataclass(frozen=True)
 class SavedImage:
     path: Path

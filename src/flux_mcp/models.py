@@ -364,7 +364,6 @@ class ImageRequest(BaseModel):
     size: str | None = None
     count: int | None = None
     image_url: str | None = None
-    callback_url: str | None = None
 
     def body(self, *, callback_url: str | None = None) -> dict[str, Any]:
         payload = self.model_dump(exclude_none=True)
