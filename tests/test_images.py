@@ -26,7 +26,6 @@ from flux_mcp.images import (
     Downloader,
     ImageError,
     decode,
-    make_preview,
     preview_budget,
     save,
 )
@@ -74,10 +73,11 @@ async def test_one_image_result_has_a_small_preview_and_a_resource_link(
 
 def test_preview_of_noise_fits_each_budget() -> None:
     data = noise_png(2048, 2048)
-    preview = make_preview(data, 512, PREVIEW_MAX_BYTES)
-    assert len(base64.b64encode(preview.data)) <= PREVIEW_MAX_BYTES
-    tight = make_preview(data, 512, 15_000)
-    assert len(base64.b64encode(tight.data)) <= 15_000 and max(tight.width, tight.height) < 512
+    preview = decode(data, "noise", 512, PREVIEW_MAX_BYTES).preview
+    assert preview is not None and len(base64.b64encode(preview.data)) <= PREVIEW_MAX_BYTES
+    tight = decode(data, "noise", 512, 15_000).preview
+    assert tight is not None and len(base64.b64encode(tight.data)) <= 15_000
+    assert max(tight.width, tight.height) < 512  # shrunk, since lower JPEG quality alone was not enough
 
 
 def test_four_previews_of_noise_fit_the_result_budget() -> None:

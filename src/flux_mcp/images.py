@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 PREVIEW_MAX_BYTES = 150_000  # each preview, base64-encoded as it travels
 RESULT_PREVIEW_BUDGET = 600_000  # all previews of one result together
+LARGE_PREVIEW_MAX_BYTES = 1_500_000  # the gallery's full-size view (an app-only tool, not for the model)
 MAX_REDIRECTS = 5
 CACHE_ENTRIES = 16
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
@@ -195,17 +196,22 @@ class ImageKeeper:
                 kept.append(KeptImage(image, outcome.preview))
         return kept
 
-    async def full_image(self, task_id: str, image: ImageInfo) -> Picture:
-        """The full image for a resource read: the saved file, the cache, or a fresh download."""
-        if image.path and await anyio.Path(image.path).is_file():
-            return await anyio.to_thread.run_sync(
-                decode, await anyio.Path(image.path).read_bytes(), image.path
-            )
+    async def full_image(self, task_id: str, image: ImageInfo, preview_side: int = 0) -> Picture:
+        """The full image: the saved file, the cache, or a fresh download (remembered when not saved).
+
+        With `preview_side`, the picture carries a preview of that size (one decode for both).
+        """
         cached = self._cache.get((task_id, image.index))
-        if cached is not None:
-            return cached
-        picture = await self._downloader.fetch(image.url)
-        self._remember(task_id, image.index, picture)
+        if image.path and await anyio.Path(image.path).is_file():
+            data, source = await anyio.Path(image.path).read_bytes(), image.path
+        elif cached is not None:
+            data, source = cached.data, image.url
+        else:
+            data, source = await self._downloader.fetch_bytes(image.url), image.url
+        side, budget = preview_side, LARGE_PREVIEW_MAX_BYTES
+        picture = await anyio.to_thread.run_sync(decode, data, source, side, budget, limiter=self._cpu)
+        if not image.path:
+            self._remember(task_id, image.index, picture)
         return picture
 
     async def _picture(
@@ -314,13 +320,8 @@ def preview_budget(count: int) -> int:
     return min(PREVIEW_MAX_BYTES, RESULT_PREVIEW_BUDGET // max(count, 1))
 
 
-def make_preview(data: bytes, max_side: int, max_bytes: int) -> Preview:
-    """A JPEG no larger than `max_side` px whose base64 fits in `max_bytes`; shrinks until it does."""
-    with Image.open(io.BytesIO(data)) as source:
-        return _preview_of(source, max_side, max_bytes)
-
-
 def _preview_of(source: Image.Image, max_side: int, max_bytes: int) -> Preview:
+    """A JPEG no larger than `max_side` px whose base64 fits in `max_bytes`; shrinks until it does."""
     image = source.convert("RGB")
     side, quality = max_side, 85
     while True:

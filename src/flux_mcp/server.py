@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from flux_mcp import __version__
 from flux_mcp.client import FluxClient, FluxError, build_http_client, may_have_been_accepted
-from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, make_preview, to_png
+from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, to_png
 from flux_mcp.models import (
     FLUX_IMAGE_URI,
     MAX_COUNT,
@@ -386,10 +386,11 @@ def _gallery_app() -> Apps:
         caller = _caller(ctx)
         try:
             image = await _known_image(caller, task_id, str(index))
-            picture = await caller.state.keeper.full_image(task_id, image)
+            picture = await caller.state.keeper.full_image(task_id, image, preview_side=size)
         except (ResourceError, ImageError) as exc:
             return error_result(str(exc))
-        preview = await anyio.to_thread.run_sync(make_preview, picture.data, size, 1_500_000)
+        preview = picture.preview
+        assert preview is not None
         return CallToolResult(
             content=[ImageContent(type="image", data=preview.base64(), mime_type=preview.mime_type)],
             structured_content={
