@@ -371,3 +371,32 @@ async def test_a_final_503_with_retry_after_is_not_reported_as_maybe_billed(
     assert result.is_error and "not resubmitted" not in text(result)
     listed = structured(await client.call_tool("list_tasks", {}))
     assert listed["tasks"][0]["status"] == "rejected"
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_clients_that_ask_for_logs_get_milestones_and_warnings(
+    emulator: RunningEmulator, settings: Settings, mode: str
+) -> None:
+    emulator.state.faults.append(Fault("500", endpoint="files"))  # the image cannot be saved
+    received: list[tuple[str, str]] = []
+
+    async def on_log(params: Any) -> None:
+        received.append((str(params.level), str(params.data)))
+
+    async with Client(build_server(settings), mode=mode, log_level="info", logging_callback=on_log) as client:
+        await client.call_tool("generate_image", {"prompt": "a logged cat"})
+    levels = [level for level, _ in received]
+    assert any(message.startswith("Submitted task") for _, message in received), received
+    assert "warning" in levels and any("HTTP 500" in message for _, message in received), received
+    assert all(TOKEN not in message for _, message in received)
+
+
+async def test_clients_that_do_not_ask_get_no_logs(settings: Settings) -> None:
+    received: list[Any] = []
+
+    async def on_log(params: Any) -> None:
+        received.append(params)
+
+    async with Client(build_server(settings), logging_callback=on_log) as client:  # no log_level: no opt-in
+        result = await client.call_tool("generate_image", {"prompt": "a quiet cat"})
+    assert structured(result)["status"] == "succeeded" and received == []

@@ -12,11 +12,12 @@ import inspect
 import json
 import logging
 import sqlite3
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import httpx
@@ -24,6 +25,7 @@ from mcp.server.apps import Apps, ResourceCsp, ResourcePermissions, client_suppo
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import (
     CallToolResult,
     ContentBlock,
@@ -263,7 +265,7 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
         caller = _caller(ctx)
         progress = _progress_reporter(ctx)
         work = lambda: caller.jobs.resume(task_id, wait_seconds, progress)  # noqa: E731
-        return await _guarded("get_task", work, lambda result: present(caller, result))
+        return await _guarded("get_task", work, lambda result: present(caller, result, ctx))
 
     @server.tool(
         name="get_tasks",
@@ -507,7 +509,7 @@ async def _run_job(
             return error_result(f"Cannot edit {request.image_url}: {exc}")
     progress = _progress_reporter(ctx)
     work = lambda: caller.jobs.run(request, args.wait_seconds, progress)  # noqa: E731
-    return await _guarded(tool, work, lambda result: present(caller, result))
+    return await _guarded(tool, work, lambda result: present(caller, result, ctx))
 
 
 async def _resolve_flux_image(caller: Caller, uri: str) -> str:
@@ -554,7 +556,7 @@ def _maybe_billed(message: str) -> str:
     )
 
 
-async def present(caller: Caller, result: TaskResult) -> CallToolResult:
+async def present(caller: Caller, result: TaskResult, ctx: AnyContext | None = None) -> CallToolResult:
     """Text summary, inline previews and resource links; files saved and history updated first."""
     kept: list[KeptImage] = []
     if result.status is TaskStatus.SUCCEEDED:
@@ -562,6 +564,8 @@ async def present(caller: Caller, result: TaskResult) -> CallToolResult:
         kept = await caller.state.keeper.keep(result, await _saved_paths(caller, result.task_id))
         result.images = [_with_uri(result.task_id, image.info) for image in kept]
         await history.record(result, caller.owner)
+    if ctx is not None:
+        await _log_outcome(ctx, result)
     content: list[ContentBlock] = [TextContent(type="text", text=summarize(result))]
     for image, info in zip(kept, result.images, strict=True):
         if image.preview is not None:
@@ -666,12 +670,40 @@ def _progress_reporter(ctx: AnyContext) -> Callable[[float, str], Awaitable[None
     async def report(elapsed: float, message: str) -> None:
         nonlocal last
         last = max(round(elapsed, 1), round(last + 0.1, 1))
+        if last <= 0.1:  # the milestones (queued, submitted) also go to the client's log
+            await log_to_client(ctx, "info", message)
         try:
             await ctx.report_progress(last, None, message)
         except Exception as exc:  # a client that went away must not fail the job
             logger.debug("progress notification not delivered: %s", exc)
 
     return report
+
+
+async def _log_outcome(ctx: AnyContext, result: TaskResult) -> None:
+    if result.status is TaskStatus.FAILED:
+        await log_to_client(ctx, "warning", summarize(result))
+        return
+    await log_to_client(ctx, "info", f"Task {result.task_id}: {result.status.value}")
+    for image in result.images:
+        if image.warning:
+            await log_to_client(
+                ctx, "warning", f"Image {image.index + 1} of task {result.task_id}: {image.warning}"
+            )
+
+
+async def log_to_client(ctx: AnyContext, level: Literal["info", "warning"], message: str) -> None:
+    """An MCP log message, for clients that asked for them (many hosts show them in a log pane).
+
+    The logging capability is deprecated as of protocol 2026-07-28, so the SDK warns on every call; the
+    message still reaches clients that opted in, and nothing else changes. Never fails the call.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await ctx.log(level, message, logger_name="flux-mcp")
+    except Exception as exc:
+        logger.debug("log message not delivered: %s", exc)
 
 
 async def check_tool_arguments(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
