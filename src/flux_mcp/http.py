@@ -106,6 +106,8 @@ def build_http_app(
     Setting `stop` (on shutdown) makes every waiting call answer `pending` at once.
     """
     check_http_settings(settings, allow_unauthenticated=allow_unauthenticated)
+    if settings.auth_mode() != "passthrough" and settings.api_token is None:
+        logger.warning("ACEDATACLOUD_API_TOKEN is not set: every tool call will fail until it is")
     secrets = settings.client_tokens() + (
         [settings.api_token.get_secret_value()] if settings.api_token else []
     )
@@ -130,8 +132,6 @@ def check_http_settings(settings: Settings, *, allow_unauthenticated: bool) -> N
             "your AceDataCloud balance. Set FLUX_MCP_AUTH_TOKENS (or FLUX_MCP_AUTH=passthrough), bind to "
             "127.0.0.1, or pass --allow-unauthenticated if a proxy in front does the auth."
         )
-    if mode != "passthrough" and settings.api_token is None:
-        logger.warning("ACEDATACLOUD_API_TOKEN is not set: every tool call will fail until it is")
 
 
 def is_loopback(host: str) -> bool:
