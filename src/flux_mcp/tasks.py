@@ -283,9 +283,11 @@ class ImageJobs:
     ) -> TaskResult:
         started = anyio.current_time()
         snapshot = await self._client.retrieve(task_id)
-        age = await self._age(task_id)  # continue the schedule where the previous call left it
+        entry = await self._history.get(task_id, self._owner) if self._history is not None else None
+        # Continue the poll schedule from the task's age, not from zero (0 if this server did not submit it).
+        age = max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
         snapshot = await self._wait(snapshot, wait_seconds, progress, just_submitted=False, age=age)
-        request = snapshot.request or await self._remembered_request(task_id)
+        request = snapshot.request or (entry.request if entry is not None else None)
         return await self._recorded(task_result(snapshot, request, anyio.current_time() - started))
 
     async def lookup(self, task_ids: list[str]) -> TaskBatchResult:
@@ -332,15 +334,6 @@ class ImageJobs:
         if self._history is not None:
             await self._history.record(result, self._owner)
         return result
-
-    async def _age(self, task_id: str) -> float:
-        """Seconds since this server submitted the task (0 if it did not: the schedule starts over)."""
-        entry = await self._history.get(task_id, self._owner) if self._history is not None else None
-        return max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
-
-    async def _remembered_request(self, task_id: str) -> dict[str, Any] | None:
-        entry = await self._history.get(task_id, self._owner) if self._history is not None else None
-        return entry.request if entry is not None else None
 
     async def _wait(
         self,
