@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,21 @@ TOKEN = "sk-test-SECRET-7f3a9c1e"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _keep_out_of_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test, nor any server a test starts, writes into the user's Pictures or data folder."""
+    scratch = tmp_path_factory.mktemp("defaults")
+    saved = {name: os.environ.get(name) for name in ("FLUX_MCP_OUTPUT_DIR", "FLUX_MCP_DB")}
+    os.environ["FLUX_MCP_OUTPUT_DIR"] = str(scratch / "images")
+    os.environ["FLUX_MCP_DB"] = str(scratch / "history.db")
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
