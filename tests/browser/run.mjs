@@ -10,7 +10,9 @@ import { chromium } from "playwright-core";
 const [hostUrl, outDir] = process.argv.slice(2);
 const report = { steps: [] };
 const step = (name, data = {}) => report.steps.push({ name, ...data });
-const STEP_TIMEOUT = 15_000;
+// Generous: CI machines are shared and sometimes slow; a step that passes takes well under a second.
+const STEP_TIMEOUT = 30_000;
+let currentFrame = null; // the gallery frame in use, for the failure report
 
 // Every image in the gallery frame, and whether each one has decoded pixels.
 const imagesIn = (frame, selector = ".card img") =>
@@ -47,6 +49,7 @@ async function openHost(context, { theme = "light", width = 900 } = {}) {
   const ready = await page.evaluate(() => window.hostReady);
   if (ready !== "ok") throw new Error(ready);
   const frame = await (await page.$("iframe")).contentFrame();
+  currentFrame = frame;
   return { page, frame };
 }
 
@@ -173,6 +176,10 @@ async function main() {
     }
   } catch (error) {
     report.error = String(error?.stack || error);
+    // What the gallery itself showed at that moment: status bars and error messages.
+    report.shown = await currentFrame
+      ?.evaluate(() => [...document.querySelectorAll(".bar, .error, .status")].map((el) => el.textContent))
+      .catch(() => null);
   } finally {
     await context.close();
     rmSync(profile, { recursive: true, force: true });
