@@ -3,7 +3,7 @@
 The figure is wall time / 2 s: 1.0 is the physical limit (every image the moment it exists). Series:
 the defaults (each image downloaded, previewed and saved); images off (only the waiting and the
 protocol); images off with an 8-connection pool (max_concurrency=8); and, as the floor of this
-machine and emulator, a bare httpx client doing the same submit/poll jobs with no server at all.
+machine and emulator, a bare httpx2 client doing the same submit/poll jobs with no server at all.
 The upstream runs in its own process ("process") and, where the profile asks, on the benchmark's
 event loop ("inline", where its CPU competes with the server's).
 """
@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 from mcp import Client
 
 from benchmarks.common import PROMPT, TOKEN, Profile, bench_settings, median, scratch_dir, status_of
@@ -96,11 +96,11 @@ async def _burst(base_url: str, calls: int, overrides: dict[str, Any]) -> tuple[
 
 
 async def _bare_burst(base_url: str, calls: int, pool: int) -> tuple[float, int]:
-    """The same jobs (submit, then look after 2 s, 3 s, 4.5 s, 5 s…) from a bare httpx client."""
-    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+    """The same jobs (submit, then look after 2 s, 3 s, 4.5 s, 5 s…) from a bare httpx2 client."""
+    limits = httpx2.Limits(max_connections=pool, max_keepalive_connections=pool)
     headers = {"authorization": f"Bearer {TOKEN}"}
     failures = 0
-    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as http:
+    async with httpx2.AsyncClient(limits=limits, timeout=30, headers=headers) as http:
 
         async def one(index: int) -> None:
             nonlocal failures

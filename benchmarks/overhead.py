@@ -1,7 +1,7 @@
 """Measurement 1: what one `generate_image` call costs beyond the HTTP it makes.
 
 Against a zero-latency emulator in its own process, with polls 1 µs apart, a call is one submit and
-one retrieve. The baseline is a bare httpx client doing exactly that. With previews off and nothing
+one retrieve. The baseline is a bare httpx2 client doing exactly that. With previews off and nothing
 saved that is the protocol's overhead; with the defaults (a preview, the file saved, a history row)
 the call also downloads the image, so its baseline adds that GET. Paths are interleaved call by call,
 so a noisy machine slows them alike; medians per path, ratios within the run.
@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 from mcp import Client
 
 from benchmarks.common import (
@@ -69,7 +69,7 @@ async def _paths(stack: AsyncExitStack, base_url: str, scratch: Path) -> dict[st
     async def client(target: Any, mode: str = "auto") -> Client:
         return await stack.enter_async_context(Client(target, mode=mode))
 
-    http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+    http = await stack.enter_async_context(httpx2.AsyncClient(timeout=30))
     fast_env = {key: str(value) for key, value in FAST.items()}
     bare_env = server_env(base_url, scratch, preview_size="0", save="false", **fast_env)
     full_env = server_env(base_url, scratch, **fast_env)
@@ -98,7 +98,7 @@ def _generate_with(client: Client) -> Call:
     return call
 
 
-async def _bare(http: httpx.AsyncClient, base_url: str, *, download: bool) -> None:
+async def _bare(http: httpx2.AsyncClient, base_url: str, *, download: bool) -> None:
     """The floor: the same requests flux-mcp makes, with nothing around them."""
     headers = {"authorization": f"Bearer {TOKEN}", "accept": "application/json"}
     body = {"action": "generate", "prompt": PROMPT, "model": "flux-dev", "size": "1024x1024", "count": 1}

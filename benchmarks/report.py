@@ -63,7 +63,7 @@ def verdict(met: bool | None) -> str:
 
 
 def overhead_rows(data: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:
-    rows = [Row("1 bare httpx submit+retrieve (ms)", f"{data['bare_httpx_ms']:.2f}")]
+    rows = [Row("1 bare httpx2 submit+retrieve (ms)", f"{data['bare_httpx_ms']:.2f}")]
     labels = {
         "in_memory": "1 added ms/call, in-memory (images off)",
         "in_memory_jsonrpc": "1 added ms/call, in-memory JSON-RPC (images off)",

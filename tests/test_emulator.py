@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from PIL import Image
 from starlette.applications import Starlette
@@ -41,13 +41,13 @@ async def emu() -> AsyncIterator[RunningEmulator]:
 
 
 @pytest.fixture
-async def http(emu: RunningEmulator) -> AsyncIterator[httpx.AsyncClient]:
+async def http(emu: RunningEmulator) -> AsyncIterator[httpx2.AsyncClient]:
     headers = {"authorization": f"Bearer {TOKEN}"}
-    async with httpx.AsyncClient(base_url=emu.base_url, headers=headers, timeout=10) as client:
+    async with httpx2.AsyncClient(base_url=emu.base_url, headers=headers, timeout=10) as client:
         yield client
 
 
-async def retrieve(http: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
+async def retrieve(http: httpx2.AsyncClient, task_id: str) -> dict[str, Any]:
     response = await http.post("/flux/tasks", json={"action": "retrieve", "id": task_id})
     assert response.status_code == 200
     record: dict[str, Any] = response.json()
@@ -58,13 +58,13 @@ async def retrieve(http: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.anyio
-async def test_health(http: httpx.AsyncClient) -> None:
+async def test_health(http: httpx2.AsyncClient) -> None:
     response = await http.get("/healthz")
     assert response.json() == {"ok": True}
 
 
 @pytest.mark.anyio
-async def test_blocking_generate_returns_png_urls(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_blocking_generate_returns_png_urls(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     response = await http.post("/flux/images", json={**GENERATE, "count": 2})
     assert response.status_code == 200
     body = response.json()
@@ -84,10 +84,10 @@ async def test_blocking_generate_returns_png_urls(emu: RunningEmulator, http: ht
 @pytest.mark.anyio
 @pytest.mark.parametrize(("size", "expected"), [("1024x1792", (1024, 1792)), ("16:9", (512, 288))])
 async def test_downloaded_png_has_the_requested_size(
-    http: httpx.AsyncClient, size: str, expected: tuple[int, int]
+    http: httpx2.AsyncClient, size: str, expected: tuple[int, int]
 ) -> None:
     body = (await http.post("/flux/images", json={**GENERATE, "size": size})).json()
-    async with httpx.AsyncClient() as anonymous:  # no auth, like a CDN
+    async with httpx2.AsyncClient() as anonymous:  # no auth, like a CDN
         download = await anonymous.get(body["data"][0]["image_url"])
     assert download.status_code == 200
     assert download.headers["content-type"] == "image/png"
@@ -97,7 +97,7 @@ async def test_downloaded_png_has_the_requested_size(
 
 
 @pytest.mark.anyio
-async def test_edit_makes_one_image_whatever_the_count(http: httpx.AsyncClient) -> None:
+async def test_edit_makes_one_image_whatever_the_count(http: httpx2.AsyncClient) -> None:
     edit = {"action": "edit", "prompt": "make it blue", "model": "flux-kontext-pro"}
     body = (
         await http.post("/flux/images", json={**edit, "image_url": "https://x.test/a.png", "count": 3})
@@ -106,7 +106,7 @@ async def test_edit_makes_one_image_whatever_the_count(http: httpx.AsyncClient) 
 
 
 @pytest.mark.anyio
-async def test_async_task_is_pending_then_succeeds(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_async_task_is_pending_then_succeeds(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     emu.state.config.latency = 0.3
     response = await http.post("/flux/images", json={**GENERATE, "async": True})
     assert response.status_code == 200
@@ -131,7 +131,9 @@ async def test_async_task_is_pending_then_succeeds(emu: RunningEmulator, http: h
 
 
 @pytest.mark.anyio
-async def test_retrieve_batch_returns_known_tasks_only(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_retrieve_batch_returns_known_tasks_only(
+    emu: RunningEmulator, http: httpx2.AsyncClient
+) -> None:
     ids = [
         (await http.post("/flux/images", json={**GENERATE, "async": True})).json()["task_id"]
         for _ in range(3)
@@ -144,7 +146,7 @@ async def test_retrieve_batch_returns_known_tasks_only(emu: RunningEmulator, htt
 
 
 @pytest.mark.anyio
-async def test_unknown_task_is_404(http: httpx.AsyncClient) -> None:
+async def test_unknown_task_is_404(http: httpx2.AsyncClient) -> None:
     response = await http.post("/flux/tasks", json={"action": "retrieve", "id": "no-such-task"})
     assert response.status_code == 404
     assert response.json()["error"] == {"code": "not_found", "message": "task not found"}
@@ -152,7 +154,7 @@ async def test_unknown_task_is_404(http: httpx.AsyncClient) -> None:
 
 @pytest.mark.anyio
 async def test_unknown_file_and_unfinished_file_are_404(
-    emu: RunningEmulator, http: httpx.AsyncClient
+    emu: RunningEmulator, http: httpx2.AsyncClient
 ) -> None:
     emu.state.config.latency = 5.0
     task_id = (await http.post("/flux/images", json={**GENERATE, "async": True})).json()["task_id"]
@@ -161,7 +163,7 @@ async def test_unknown_file_and_unfinished_file_are_404(
 
 
 @pytest.mark.anyio
-async def test_failed_task_record(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_failed_task_record(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     emu.state.config.fail_rate = 1.0
     task_id = (await http.post("/flux/images", json={**GENERATE, "async": True})).json()["task_id"]
     record = await retrieve(http, task_id)
@@ -178,7 +180,7 @@ async def test_failed_task_record(emu: RunningEmulator, http: httpx.AsyncClient)
 
 @pytest.mark.anyio
 async def test_many_concurrent_async_submits_are_all_accepted(
-    emu: RunningEmulator, http: httpx.AsyncClient
+    emu: RunningEmulator, http: httpx2.AsyncClient
 ) -> None:
     emu.state.config.latency = 30.0
     statuses: list[int] = []
@@ -199,7 +201,7 @@ async def test_many_concurrent_async_submits_are_all_accepted(
 @pytest.mark.anyio
 @pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
 async def test_bad_or_missing_token_is_401(emu: RunningEmulator, headers: dict[str, str]) -> None:
-    async with httpx.AsyncClient(base_url=emu.base_url) as anonymous:
+    async with httpx2.AsyncClient(base_url=emu.base_url) as anonymous:
         for path in ("/flux/images", "/flux/tasks"):
             response = await anonymous.post(path, json=GENERATE, headers=headers)
             assert response.status_code == 401
@@ -211,7 +213,7 @@ async def test_bad_or_missing_token_is_401(emu: RunningEmulator, headers: dict[s
 
 @pytest.mark.anyio
 async def test_any_token_is_accepted_when_none_configured() -> None:
-    async with serve_emulator() as running, httpx.AsyncClient(base_url=running.base_url) as client:
+    async with serve_emulator() as running, httpx2.AsyncClient(base_url=running.base_url) as client:
         response = await client.post(
             "/flux/images", json=GENERATE, headers={"AUTHORIZATION": "bearer whatever"}
         )
@@ -246,7 +248,7 @@ async def test_any_token_is_accepted_when_none_configured() -> None:
         [1, 2],
     ],
 )
-async def test_invalid_requests_are_400(emu: RunningEmulator, http: httpx.AsyncClient, body: Any) -> None:
+async def test_invalid_requests_are_400(emu: RunningEmulator, http: httpx2.AsyncClient, body: Any) -> None:
     response = await http.post("/flux/images", json=body)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -256,7 +258,7 @@ async def test_invalid_requests_are_400(emu: RunningEmulator, http: httpx.AsyncC
 
 
 @pytest.mark.anyio
-async def test_body_that_is_not_json_is_400(http: httpx.AsyncClient) -> None:
+async def test_body_that_is_not_json_is_400(http: httpx2.AsyncClient) -> None:
     response = await http.post("/flux/images", content=b"{nope", headers={"content-type": "application/json"})
     assert response.status_code == 400
 
@@ -279,7 +281,7 @@ async def test_body_that_is_not_json_is_400(http: httpx.AsyncClient) -> None:
         },
     ],
 )
-async def test_valid_variants_are_accepted(http: httpx.AsyncClient, body: dict[str, Any]) -> None:
+async def test_valid_variants_are_accepted(http: httpx2.AsyncClient, body: dict[str, Any]) -> None:
     assert (await http.post("/flux/images", json={**body, "async": True})).status_code == 200
 
 
@@ -287,7 +289,7 @@ async def test_valid_variants_are_accepted(http: httpx.AsyncClient, body: dict[s
 
 
 @pytest.mark.anyio
-async def test_callback_posts_the_result(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_callback_posts_the_result(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     received: list[dict[str, Any]] = []
     arrived = anyio.Event()
 
@@ -311,7 +313,7 @@ async def test_callback_posts_the_result(emu: RunningEmulator, http: httpx.Async
 
 @pytest.mark.anyio
 async def test_unreachable_callback_is_counted_not_raised(
-    emu: RunningEmulator, http: httpx.AsyncClient
+    emu: RunningEmulator, http: httpx2.AsyncClient
 ) -> None:
     await http.post("/flux/images", json={**GENERATE, "callback_url": "http://127.0.0.1:9/hook"})
     for _ in range(300):
@@ -336,7 +338,7 @@ async def test_unreachable_callback_is_counted_not_raised(
     ],
 )
 async def test_error_faults_reject_without_accepting(
-    emu: RunningEmulator, http: httpx.AsyncClient, kind: Any, status: int, code: str
+    emu: RunningEmulator, http: httpx2.AsyncClient, kind: Any, status: int, code: str
 ) -> None:
     emu.state.config.retry_after = 2.5
     emu.state.faults.append(Fault(kind))
@@ -352,7 +354,7 @@ async def test_error_faults_reject_without_accepting(
 
 @pytest.mark.anyio
 async def test_500_fault_happens_after_the_task_was_accepted(
-    emu: RunningEmulator, http: httpx.AsyncClient
+    emu: RunningEmulator, http: httpx2.AsyncClient
 ) -> None:
     emu.state.faults.append(Fault("500"))
     response = await http.post("/flux/images", json=GENERATE)
@@ -373,7 +375,7 @@ async def test_500_fault_happens_after_the_task_was_accepted(
     ],
 )
 async def test_malformed_answer_faults(
-    emu: RunningEmulator, http: httpx.AsyncClient, kind: Any, content_type: str, content: bytes
+    emu: RunningEmulator, http: httpx2.AsyncClient, kind: Any, content_type: str, content: bytes
 ) -> None:
     emu.state.faults.append(Fault(kind))
     response = await http.post("/flux/images", json=GENERATE)
@@ -384,7 +386,7 @@ async def test_malformed_answer_faults(
 
 
 @pytest.mark.anyio
-async def test_not_json_200_fault(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_not_json_200_fault(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     emu.state.faults.append(Fault("not_json_200"))
     response = await http.post("/flux/images", json=GENERATE)
     assert response.status_code == 200
@@ -394,19 +396,19 @@ async def test_not_json_200_fault(emu: RunningEmulator, http: httpx.AsyncClient)
 
 
 @pytest.mark.anyio
-async def test_drop_before_closes_without_accepting(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_drop_before_closes_without_accepting(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     emu.state.faults.append(Fault("drop_before"))
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         await http.post("/flux/images", json=GENERATE)
     assert emu.state.submissions == 1 and not emu.state.tasks
 
 
 @pytest.mark.anyio
 async def test_drop_after_accepts_then_kills_the_connection(
-    emu: RunningEmulator, http: httpx.AsyncClient
+    emu: RunningEmulator, http: httpx2.AsyncClient
 ) -> None:
     emu.state.faults.append(Fault("drop_after"))
-    with pytest.raises(httpx.TransportError):
+    with pytest.raises(httpx2.TransportError):
         await http.post("/flux/images", json=GENERATE)
     assert emu.state.accepted == 1 and len(emu.state.tasks) == 1
     (task_id,) = emu.state.tasks
@@ -414,7 +416,7 @@ async def test_drop_after_accepts_then_kills_the_connection(
 
 
 @pytest.mark.anyio
-async def test_fail_task_fault_blocking_answer(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_fail_task_fault_blocking_answer(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     emu.state.faults.append(Fault("fail_task"))
     response = await http.post("/flux/images", json=GENERATE)
     assert response.status_code == 500
@@ -425,7 +427,7 @@ async def test_fail_task_fault_blocking_answer(emu: RunningEmulator, http: httpx
 
 
 @pytest.mark.anyio
-async def test_slow_fault_delays_then_answers(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_slow_fault_delays_then_answers(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     emu.state.faults.append(Fault("slow", delay=0.3))
     started = time.monotonic()
     response = await http.post("/flux/images", json=GENERATE)
@@ -434,13 +436,13 @@ async def test_slow_fault_delays_then_answers(emu: RunningEmulator, http: httpx.
 
 
 @pytest.mark.anyio
-async def test_faults_only_hit_their_endpoint(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_faults_only_hit_their_endpoint(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     emu.state.faults.extend([Fault("429", "tasks"), Fault("drop_after", "files"), Fault("503", "files")])
     body = (await http.post("/flux/images", json=GENERATE)).json()
     task_id, url = body["task_id"], body["data"][0]["image_url"]
     assert (await http.post("/flux/tasks", json={"action": "retrieve", "id": task_id})).status_code == 429
     assert (await http.post("/flux/tasks", json={"action": "retrieve", "id": task_id})).status_code == 200
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         await http.get(url)
     assert (await http.get(url)).status_code == 503
     assert (await http.get(url)).status_code == 200
@@ -453,7 +455,7 @@ async def test_random_error_rates_are_reproducible() -> None:
     outcomes: list[list[int]] = []
     for _ in range(2):
         config = EmulatorConfig(seed=42, error_rates={"429": 0.3, "503": 0.3}, retry_after=1)
-        async with serve_emulator(config) as running, httpx.AsyncClient(base_url=running.base_url) as client:
+        async with serve_emulator(config) as running, httpx2.AsyncClient(base_url=running.base_url) as client:
             client.headers["authorization"] = "Bearer t"
             outcomes.append(
                 [(await client.post("/flux/images", json=GENERATE)).status_code for _ in range(30)]
@@ -463,7 +465,7 @@ async def test_random_error_rates_are_reproducible() -> None:
 
 
 @pytest.mark.anyio
-async def test_reset_counters_keeps_tasks(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_reset_counters_keeps_tasks(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
     await http.post("/flux/images", json=GENERATE)
     await http.post("/flux/images", json={"bad": True})
     emu.state.reset_counters()
@@ -483,13 +485,13 @@ async def test_reset_counters_keeps_tasks(emu: RunningEmulator, http: httpx.Asyn
 async def test_exit_with_a_request_in_flight_is_quick_and_drops_it() -> None:
     errors: list[Exception] = []
     headers = {"authorization": "Bearer t"}
-    async with httpx.AsyncClient(headers=headers) as client, anyio.create_task_group() as tg:
+    async with httpx2.AsyncClient(headers=headers) as client, anyio.create_task_group() as tg:
         async with serve_emulator(EmulatorConfig(latency=30)) as running:
 
             async def blocking_call() -> None:
                 try:
                     await client.post(f"{running.base_url}/flux/images", json=GENERATE)
-                except httpx.TransportError as exc:
+                except httpx2.TransportError as exc:
                     errors.append(exc)
 
             tg.start_soon(blocking_call)
@@ -512,7 +514,7 @@ async def test_run_emulator_forever_logs_its_url_and_stops_on_sigint() -> None:
                 seen += await process.stderr.receive()
         url = re.search(rb"http://[\d.]+:\d+", seen)
         assert url is not None
-        async with httpx.AsyncClient() as client:
+        async with httpx2.AsyncClient() as client:
             assert (await client.get(f"{url.group().decode()}/healthz")).json() == {"ok": True}
         process.send_signal(signal.SIGINT)
         with anyio.fail_after(5):

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx
 import httpx2
 import pytest
 from mcp import Client
@@ -54,9 +53,9 @@ def token_settings(emulator: RunningEmulator, **overrides: Any) -> Settings:
     return make_settings(emulator, auth_tokens=f"other-token,{CLIENT_TOKEN}", **overrides)
 
 
-async def post_mcp(base_url: str, headers: dict[str, str]) -> httpx.Response:
+async def post_mcp(base_url: str, headers: dict[str, str]) -> httpx2.Response:
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         return await http.post(
             f"{base_url}/mcp",
             json=body,
@@ -89,7 +88,7 @@ async def test_tools_work_with_a_server_token_and_upstream_sees_the_servers_toke
 
 
 async def test_healthz_needs_no_auth_and_never_shows_the_token(emulator: RunningEmulator) -> None:
-    async with http_service(token_settings(emulator)) as base_url, httpx.AsyncClient() as http:
+    async with http_service(token_settings(emulator)) as base_url, httpx2.AsyncClient() as http:
         response = await http.get(f"{base_url}/healthz")
     health = response.json()
     assert response.status_code == 200 and health["status"] == "ok" and health["version"]
@@ -217,7 +216,7 @@ async def test_forged_callbacks_change_nothing(
         pending = structured(await client.call_tool("generate_image", {"prompt": "wait", "wait_seconds": 0}))
         (task,) = emulator.state.tasks.values()
         secret = task.request["callback_url"].rsplit("/", 1)[1]
-        async with httpx.AsyncClient() as http:
+        async with httpx2.AsyncClient() as http:
             response = await http.post(base_url + path.replace("SECRET", secret), content=body)
         assert response.status_code == status
         still = structured(

@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from mcp import Client
 from mcp_types import BlobResourceContents, CallToolResult, ImageContent, ResourceLink, TextResourceContents
@@ -213,7 +213,7 @@ async def hostile() -> AsyncIterator[str]:
 async def test_downloads_are_bounded(hostile: str, path: str, reason: str) -> None:
     import anyio
 
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         downloader = Downloader(http, anyio.CapacityLimiter(4), max_bytes=1_000_000, timeout=10)
         with pytest.raises(ImageError, match=reason.replace("(", r"\(").replace(")", r"\)")):
             await downloader.fetch(hostile + path)
@@ -222,7 +222,7 @@ async def test_downloads_are_bounded(hostile: str, path: str, reason: str) -> No
 async def test_redirect_to_an_image_is_followed(hostile: str) -> None:
     import anyio
 
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         downloader = Downloader(http, anyio.CapacityLimiter(4), max_bytes=1_000_000, timeout=10)
         picture = await downloader.fetch(hostile + "/ok")
     assert (picture.width, picture.height) == (32, 32)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -37,7 +37,7 @@ def png_bytes() -> bytes:
 
 
 async def test_a_malformed_image_url_is_an_image_error_not_a_crash() -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         downloader = Downloader(http, anyio.CapacityLimiter(2), max_bytes=1_000_000, timeout=5)
         with pytest.raises(ImageError, match="could not download"):
             await downloader.fetch("http://[::1/x.png")
@@ -85,10 +85,10 @@ async def test_concurrent_history_records_of_a_new_task_do_not_collide(tmp_path:
 
 
 async def test_a_retry_after_that_is_not_a_number_falls_back_to_backoff() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(429, headers={"retry-after": "nan"}, json={"success": False})
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(429, headers={"retry-after": "nan"}, json={"success": False})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) as http:
         client = FluxClient(http, "http://upstream.test", "token", sleep=_no_sleep)
         with pytest.raises(RateLimitedError):
             await client.submit(ImageRequest(action="generate", prompt="x", model="flux-dev"))

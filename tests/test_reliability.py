@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
@@ -253,7 +253,7 @@ async def test_fault_soak_loses_nothing_and_never_bills_twice() -> None:
 
     # No double billing: a prompt is accepted at most once, and the only extra submissions are retries
     # after answers that prove the upstream did not take the request (429, 503 with Retry-After).
-    # drop_before reaches httpx as RemoteProtocolError, which cannot prove that; it is never retried.
+    # drop_before reaches httpx2 as RemoteProtocolError, which cannot prove that; it is never retried.
     accepted_per_prompt = Counter(task.prompt for task in state.tasks.values())
     assert max(accepted_per_prompt.values()) == 1
     assert set(accepted_per_prompt) <= set(results)
@@ -285,9 +285,9 @@ async def test_fault_soak_loses_nothing_and_never_bills_twice() -> None:
 
 
 async def test_connection_dropped_before_any_answer_is_not_resubmitted(emulator: RunningEmulator) -> None:
-    """The emulator's drop_before closes the socket unanswered; httpx cannot tell that from a lost answer."""
+    """The emulator's drop_before closes the socket unanswered; httpx2 cannot tell that from a lost answer."""
     emulator.state.faults.append(Fault("drop_before"))
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         client = FluxClient(http, emulator.base_url, TOKEN, retry=RetryPolicy(base_delay=0.01))
         with pytest.raises(ResponseLostError, match="RemoteProtocolError"):
             await client.submit(ImageRequest(action="generate", prompt="a cat", model="flux-dev"))
@@ -300,7 +300,7 @@ async def test_refused_connection_is_retried_because_nothing_was_sent() -> None:
     async def sleep(delay: float) -> None:
         sleeps.append(delay)
 
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         client = FluxClient(
             http, f"http://127.0.0.1:{free_port()}", TOKEN, retry=RetryPolicy(max_retries=3), sleep=sleep
         )
@@ -653,7 +653,7 @@ async def test_secret_scan_of_client_errors_logs_and_settings(caplog: pytest.Log
     caplog.set_level("DEBUG")
     secret = f"sk-SCAN-{uuid.uuid4()}"
     seen: list[str] = []
-    async with serve_asgi(echo_upstream()) as base_url, httpx.AsyncClient() as http:
+    async with serve_asgi(echo_upstream()) as base_url, httpx2.AsyncClient() as http:
         client = FluxClient(http, base_url, secret, retry=RetryPolicy(max_retries=2, base_delay=0.01))
         for kind in [*ECHO_KINDS, "notaskid200"]:
             with pytest.raises(FluxError) as caught:
@@ -820,7 +820,7 @@ class ScriptedUpstream:
 @pytest.fixture
 async def scripted() -> AsyncIterator[tuple[ScriptedUpstream, FluxClient]]:
     upstream = ScriptedUpstream()
-    async with serve_asgi(upstream.app) as base_url, httpx.AsyncClient() as http:
+    async with serve_asgi(upstream.app) as base_url, httpx2.AsyncClient() as http:
         yield upstream, FluxClient(http, base_url, TOKEN, retry=RetryPolicy(max_retries=2, base_delay=0.01))
 
 

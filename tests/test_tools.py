@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
@@ -99,7 +99,7 @@ async def test_generate_returns_finished_images_in_one_call(
     assert emulator.state.submissions == 1
     submitted = emulator.state.tasks[data["task_id"]].request
     assert submitted["async"] is True and submitted["action"] == "generate" and submitted["count"] == 2
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         png = (await http.get(data["images"][0]["url"])).content
     assert Image.open(io.BytesIO(png)).size == (1024, 1024)
 

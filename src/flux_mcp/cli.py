@@ -81,8 +81,8 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    # httpx logs each request (method and URL, never headers) at INFO: worth seeing only when debugging.
-    logging.getLogger("httpx").setLevel(logging.INFO if level == "DEBUG" else logging.WARNING)
+    # httpx2 logs each request (method and URL, never headers) at INFO: worth seeing only when debugging.
+    logging.getLogger("httpx2").setLevel(logging.INFO if level == "DEBUG" else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)  # connection-level chatter
 
 

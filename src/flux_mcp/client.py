@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
-import httpx
+import httpx2
 
 from flux_mcp.models import ImageRequest, TaskError, TaskSnapshot, parse_task_record
 from flux_mcp.settings import Settings
@@ -116,18 +116,18 @@ class Submission:
     trace_id: str | None
 
 
-def build_http_client(settings: Settings) -> httpx.AsyncClient:
+def build_http_client(settings: Settings) -> httpx2.AsyncClient:
     """The one HTTP client a server shares across all calls: sized for hundreds of tasks at once."""
-    timeout = httpx.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds))
+    timeout = httpx2.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds))
     # The pool matches the request gate in FluxClient: httpcore's pool scans every connection for
     # every queued request, so a pool much larger than the requests in flight costs quadratic time.
-    limits = httpx.Limits(
+    limits = httpx2.Limits(
         max_connections=settings.max_concurrency,
         max_keepalive_connections=settings.max_concurrency,
         keepalive_expiry=30.0,
     )
     headers = {"accept": "application/json", "user-agent": "flux-mcp"}
-    return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers, follow_redirects=False)
+    return httpx2.AsyncClient(timeout=timeout, limits=limits, headers=headers, follow_redirects=False)
 
 
 @dataclass(frozen=True)
@@ -145,11 +145,11 @@ class RetryPolicy:
 
 
 class FluxClient:
-    """Calls the Flux API with one token over a shared `httpx.AsyncClient`."""
+    """Calls the Flux API with one token over a shared `httpx2.AsyncClient`."""
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         base_url: str,
         token: str | None,
         *,
@@ -167,7 +167,7 @@ class FluxClient:
     @classmethod
     def from_settings(
         cls,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         settings: Settings,
         *,
         gate: anyio.CapacityLimiter,
@@ -247,17 +247,17 @@ class FluxClient:
         try:
             async with self._gate:
                 response = await self._http.post(url, json=body, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
             raise NotSentError(
                 f"Could not connect to the Flux API at {self._base_url}: {_describe(exc)}"
             ) from None
-        except httpx.TimeoutException as exc:
+        except httpx2.TimeoutException as exc:
             raise ResponseLostError(f"The Flux API did not answer in time ({_describe(exc)}).") from None
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise ResponseLostError(f"The connection to the Flux API broke: {_describe(exc)}") from None
         return self._decode(response)
 
-    def _decode(self, response: httpx.Response) -> dict[str, Any]:
+    def _decode(self, response: httpx2.Response) -> dict[str, Any]:
         data = _json_object(response)
         if response.is_success:
             if data is None:
@@ -271,7 +271,7 @@ class FluxClient:
             return data
         raise self._error(response, data)
 
-    def _error(self, response: httpx.Response, data: dict[str, Any] | None) -> UpstreamError:
+    def _error(self, response: httpx2.Response, data: dict[str, Any] | None) -> UpstreamError:
         status = response.status_code
         error = (data or {}).get("error")
         code = self._clean(error.get("code") if isinstance(error, dict) else None)
@@ -365,7 +365,7 @@ def _may_retry(exc: FluxError, retry_ambiguous: bool) -> bool:
     return retry_ambiguous
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+def _json_object(response: httpx2.Response) -> dict[str, Any] | None:
     try:
         data = json.loads(response.content) if response.content else None
     except ValueError:
@@ -373,7 +373,7 @@ def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx2.Response) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
         return None
@@ -384,7 +384,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: httpx2.HTTPError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

@@ -41,7 +41,7 @@ from flux_mcp.client import (
 from flux_mcp.settings import DEFAULT_BASE_URL, Settings
 
 MIN_PYTHON = (3, 11)
-PACKAGES = ("flux-mcp", "mcp", "httpx", "pydantic")
+PACKAGES = ("flux-mcp", "mcp", "httpx2", "pydantic")
 MIN_MCP = (2, 3)
 PROBE_TASK_ID = "flux-mcp-doctor"
 PROBE_TIMEOUT_SECONDS = 15.0

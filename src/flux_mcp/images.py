@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 from PIL import Image
 
 from flux_mcp.models import ImageInfo, TaskResult, TaskStatus
@@ -70,7 +70,7 @@ class Downloader:
     """Fetches images over the shared HTTP client: never sends credentials, never trusts the host."""
 
     def __init__(
-        self, http: httpx.AsyncClient, gate: anyio.CapacityLimiter, *, max_bytes: int, timeout: float
+        self, http: httpx2.AsyncClient, gate: anyio.CapacityLimiter, *, max_bytes: int, timeout: float
     ) -> None:
         self._http = http
         self._gate = gate
@@ -88,7 +88,7 @@ class Downloader:
                     data, content_type = await self._follow(url)
         except TimeoutError:
             raise ImageError(f"downloading {url} took longer than {self._timeout:.0f} s") from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise ImageError(f"could not download {url}: {type(exc).__name__}") from None
         if not (content_type.startswith("image/") or content_type in {"application/octet-stream", ""}):
             raise ImageError(f"{url} is not an image (content type {content_type!r})")
@@ -100,7 +100,7 @@ class Downloader:
             with anyio.fail_after(min(self._timeout, 15.0)):
                 async with self._gate, self._open(url) as response:
                     return response.is_success
-        except (TimeoutError, httpx.HTTPError, httpx.InvalidURL, ImageError):
+        except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, ImageError):
             return False
 
     async def _follow(self, url: str) -> tuple[bytes, str]:
@@ -116,7 +116,7 @@ class Downloader:
             return await self._read_capped(response, url), content_type
 
     @asynccontextmanager
-    async def _open(self, url: str) -> AsyncIterator[httpx.Response]:
+    async def _open(self, url: str) -> AsyncIterator[httpx2.Response]:
         """GET with redirects followed by hand, so every hop is checked to be http(s)."""
         for _ in range(MAX_REDIRECTS + 1):
             _require_http(url)
@@ -127,7 +127,7 @@ class Downloader:
                 url = str(response.url.join(response.headers.get("location", "")))
         raise ImageError(f"too many redirects while downloading {url}")
 
-    async def _read_capped(self, response: httpx.Response, url: str) -> bytes:
+    async def _read_capped(self, response: httpx2.Response, url: str) -> bytes:
         chunks, size = [], 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)

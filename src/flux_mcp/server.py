@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
-import httpx
+import httpx2
 from mcp.server.apps import Apps, ResourceCsp, ResourcePermissions, client_supports_apps
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
@@ -151,7 +151,7 @@ def _open_history(settings: Settings) -> History:
 
 def _app_state(
     settings: Settings,
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     history: History,
     callbacks: CallbackHub | None,
     stop: anyio.Event | None,

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import httpx
+import httpx2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -62,7 +62,7 @@ class EmulatorRuntime:
         self.png_cache = PngCache()
         self.server_state: Any = None
         self._background: set[asyncio.Task[None]] = set()
-        self._http: httpx.AsyncClient | None = None
+        self._http: httpx2.AsyncClient | None = None
         self._closing = asyncio.Event()
 
     def attach(self, server_state: Any) -> None:
@@ -285,7 +285,7 @@ class EmulatorRuntime:
         await asyncio.sleep(max(0.0, task.finish_monotonic - time.monotonic()))
         assert task.callback_url is not None
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=CALLBACK_TIMEOUT, trust_env=False)
+            self._http = httpx2.AsyncClient(timeout=CALLBACK_TIMEOUT, trust_env=False)
         try:
             response = await self._http.post(task.callback_url, json=task.result())
         except Exception as exc:  # a webhook failure must never take the emulator down
