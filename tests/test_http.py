@@ -161,7 +161,8 @@ async def test_pass_through_without_a_token_is_401(emulator: RunningEmulator) ->
 # --- callbacks ------------------------------------------------------------------------------------
 
 
-async def test_callbacks_finish_tasks_without_any_polling(emulator: RunningEmulator) -> None:
+async def test_callbacks_finish_tasks_with_one_read_each(emulator: RunningEmulator) -> None:
+    """A callback only wakes the call: it costs one re-read of the task, and no polling at all."""
     emulator.state.config.latency = 0.5
     port = free_port()  # the public URL must be known before the app is built
     settings = make_settings(emulator, auth_tokens=CLIENT_TOKEN, public_url=f"http://127.0.0.1:{port}")
@@ -177,8 +178,8 @@ async def test_callbacks_finish_tasks_without_any_polling(emulator: RunningEmula
             results.append(await client.call_tool("generate_image", {"prompt": f"called back {index}"}))
     assert all(structured(result)["status"] == "succeeded" for result in results)
     sent = emulator.state.callbacks_sent
-    print(f"\ncallback mode: {emulator.state.polls} polls for 3 tasks, {sent} callbacks")
-    assert emulator.state.polls == 0 and emulator.state.callbacks_sent == 3
+    print(f"\ncallback mode: {emulator.state.polls} task reads for 3 tasks, {sent} callbacks")
+    assert emulator.state.polls == 3 and emulator.state.callbacks_sent == 3
     for task in emulator.state.tasks.values():
         assert task.request["callback_url"].startswith(f"http://127.0.0.1:{port}/callbacks/flux/")
         assert "async" not in task.request

@@ -108,10 +108,7 @@ def build_http_app(
     check_http_settings(settings, allow_unauthenticated=allow_unauthenticated)
     if settings.auth_mode() != "passthrough" and settings.api_token is None:
         logger.warning("ACEDATACLOUD_API_TOKEN is not set: every tool call will fail until it is")
-    secrets = settings.client_tokens() + (
-        [settings.api_token.get_secret_value()] if settings.api_token else []
-    )
-    hub = CallbackHub(settings.public_url, secrets=secrets) if settings.public_url else None
+    hub = CallbackHub(settings.public_url) if settings.public_url else None
     app = build_server(settings, callbacks=hub, stop=stop).streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
@@ -229,9 +226,11 @@ def _routes(settings: Settings, hub: CallbackHub | None) -> list[Route]:
         payload = _json_object(body)
         if payload is None:
             return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
-        if not hub.deliver(secret, payload):
+        # Only a wake-up: the waiting call re-reads the task upstream; the body is never a result.
+        slot = hub.deliver(secret, payload)
+        if slot is None:
             return _not_found()
-        logger.info("callback received for task %s", payload.get("task_id"))
+        logger.info("callback received for task %s", slot.task_id or "(submission not yet answered)")
         return JSONResponse({"ok": True})
 
     return [
@@ -260,6 +259,6 @@ async def _read_capped(request: Request) -> bytes | None:
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser can follow
         return None
     return payload if isinstance(payload, dict) else None

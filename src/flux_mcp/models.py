@@ -374,6 +374,21 @@ class ImageRequest(BaseModel):
         return payload
 
 
+def images_asked(request: dict[str, Any] | None) -> int:
+    """How many images a submitted request (`ImageRequest.body`, remembered or upstream) may produce.
+
+    An edit makes one; a generation `count` (1 when absent); never more than MAX_COUNT, also when the
+    request is unknown or only partly known.
+    """
+    request = request or {}
+    action, count = request.get("action"), request.get("count")
+    if action == "edit":
+        return 1
+    if isinstance(count, int) and not isinstance(count, bool):
+        return min(max(count, 1), MAX_COUNT)
+    return 1 if action == "generate" else MAX_COUNT
+
+
 # --- Upstream answers, parsed leniently -----------------------------------------------------
 
 

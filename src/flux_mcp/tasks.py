@@ -11,11 +11,20 @@ call stops the waiting, never the task: the upstream keeps it and `get_task` sti
 Shutting down ends every wait the same way: when the serving process sets its `stop` event, each
 waiting call returns its task as `pending` at once, so the process can exit promptly and every
 caller still gets its task id.
+
+A callback is a wake-up, never a result: whoever learns a callback URL (in pass-through mode, any
+user who reads their own task record upstream) can POST anything to it. The woken call re-reads the
+task from the upstream with its own token and uses only that answer; a re-read that still says
+pending (an early or forged callback) is tried once more, then the call waits on the fallback
+schedule. Wake-ups cost at most one re-read per slot every WAKEUP_MIN_INTERVAL seconds, however many
+arrive. Whatever the upstream (or anyone) sends, a result carries at most the images its request
+asked for.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +43,6 @@ from flux_mcp.client import (
     TaskNotFoundError,
     TransportError,
     may_have_been_accepted,
-    scrub_snapshot,
 )
 from flux_mcp.models import (
     ImageRequest,
@@ -42,7 +50,7 @@ from flux_mcp.models import (
     TaskResult,
     TaskSnapshot,
     TaskStatus,
-    parse_task_record,
+    images_asked,
 )
 from flux_mcp.store import History
 
@@ -82,28 +90,42 @@ DEADLINE_MARGIN_SECONDS = 1.0
 CALLBACK_TTL_SECONDS = 6 * 3600.0
 
 
+# However many callbacks arrive for one task, the calls waiting on it re-read it at most this often.
+WAKEUP_MIN_INTERVAL = 2.0
+
+
 @dataclass
 class CallbackSlot:
-    """Where the upstream's callback for one submission lands."""
+    """Where the upstream's callback for one submission lands: it wakes the calls waiting on the task."""
 
     secret: str
     url: str
     created: float
     task_id: str | None = None
-    snapshot: TaskSnapshot | None = None
-    arrived: anyio.Event = field(default_factory=anyio.Event)
+    wakeups: int = 0  # callbacks accepted so far, before or after the submission was answered
+    last_reread: float = -math.inf  # when a wake-up last made a waiting call re-read the task
+    _changed: anyio.Event = field(default_factory=anyio.Event, repr=False)
+
+    def wake(self) -> None:
+        self.wakeups += 1
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    def next_wakeup(self) -> anyio.Event:
+        """An event the next `wake` sets (a fresh one after every wake-up)."""
+        return self._changed
 
 
 class CallbackHub:
     """Per-task callback URLs with secrets, and the waiting calls they wake.
 
     The secret is the only thing that makes a callback URL valid: a POST naming an unknown secret, or a
-    task other than the one the secret was issued for, is refused and changes nothing.
+    task other than the one the secret was issued for, is refused and changes nothing. An accepted one
+    only wakes the waiting calls: its body is never read as a result.
     """
 
-    def __init__(self, public_url: str, *, secrets: list[str] | None = None) -> None:
+    def __init__(self, public_url: str) -> None:
         self._base = public_url.rstrip("/") + "/callbacks/flux/"
-        self._secrets = secrets or []  # never echoed back, should a callback body carry one
         self._slots: dict[str, CallbackSlot] = {}
         self._by_task: dict[str, CallbackSlot] = {}
 
@@ -129,19 +151,16 @@ class CallbackHub:
         if slot.task_id is not None:
             self._by_task.pop(slot.task_id, None)
 
-    def deliver(self, secret: str, payload: dict[str, Any]) -> bool:
-        """Accept a callback body for a pending task; False when it must be refused."""
+    def deliver(self, secret: str, payload: dict[str, Any]) -> CallbackSlot | None:
+        """Wake the calls waiting on this secret's task; None when the callback must be refused.
+
+        The body is looked at only to refuse one that names another task (as `task_id` or `id`).
+        """
         slot = self._slots.get(secret)
-        if slot is None or slot.snapshot is not None:
-            return False
-        snapshot = scrub_snapshot(parse_task_record(payload), self._secrets)
-        if not snapshot.task_id or (slot.task_id is not None and snapshot.task_id != slot.task_id):
-            return False
-        if snapshot.status is TaskStatus.PENDING:
-            return False
-        slot.snapshot = snapshot
-        slot.arrived.set()
-        return True
+        if slot is None or _names_another_task(payload, slot.task_id):
+            return None
+        slot.wake()
+        return slot
 
     def _expire(self) -> None:
         oldest = anyio.current_time() - CALLBACK_TTL_SECONDS
@@ -149,8 +168,14 @@ class CallbackHub:
             self.close(slot)
 
 
+def _names_another_task(payload: dict[str, Any], task_id: str | None) -> bool:
+    """Whether a callback body names a task other than `task_id` (unknown until the submit answers)."""
+    named = {value for key in ("task_id", "id") if isinstance(value := payload.get(key), str) and value}
+    return task_id is not None and bool(named - {task_id})
+
+
 class TaskWaiter:
-    """Waits for one task until it finishes or the budget runs out: on a callback, or by polling."""
+    """Waits for one task until it finishes or the budget runs out: woken by callbacks, or by polling."""
 
     def __init__(self, client: FluxClient, schedule: PollSchedule, stop: anyio.Event | None = None) -> None:
         self._client = client
@@ -165,29 +190,38 @@ class TaskWaiter:
         *,
         just_submitted: bool,
         slot: CallbackSlot | None = None,
+        wakeups_seen: int = 0,
         age: float = 0.0,
     ) -> TaskSnapshot:
+        """The task as the upstream last showed it; `wakeups_seen`: the slot's wake-ups already answered."""
         started = anyio.current_time()
         deadline = started + budget
         margin = min(DEADLINE_MARGIN_SECONDS, budget / 10)
         schedule = CALLBACK_FALLBACK if slot is not None else self._schedule
         next_look = started + schedule.pause(age)
         last = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING)
+        retried = False
         while True:
             now = anyio.current_time()
             if now >= deadline or self._stopping():
                 return last
-            await _sleep_until(min(next_look, deadline, now + HEARTBEAT_SECONDS), slot, self._stop)
-            if slot is not None and slot.snapshot is not None:
-                return slot.snapshot
+            await self._pause(min(next_look, deadline, now + HEARTBEAT_SECONDS), slot, wakeups_seen)
             if self._stopping():
                 logger.info("shutting down: task %s is returned as pending", task_id)
                 return last
             now = anyio.current_time()
             elapsed = now - started
+            if slot is not None and now < deadline and _wakeup_due(slot, wakeups_seen, now):
+                # The first wake-up is read twice, WAKEUP_MIN_INTERVAL apart, should the first re-read
+                # say pending: the upstream may call back just before its task record shows the result.
+                wakeups_seen = slot.wakeups if retried else slot.wakeups - 1
+                slot.last_reread, retried = now, True
+                last = await self._look(task_id, last, just_submitted=just_submitted, elapsed=elapsed)
+                if last.status is not TaskStatus.PENDING:
+                    return last
             # No look at (or just before) the deadline: the get_task that follows looks first thing,
             # so it would be a double.
-            if now >= next_look and deadline - now > margin:
+            elif now >= next_look and deadline - now > margin:
                 last = await self._look(task_id, last, just_submitted=just_submitted, elapsed=elapsed)
                 if last.status is not TaskStatus.PENDING:
                     return last
@@ -196,6 +230,15 @@ class TaskWaiter:
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
+
+    async def _pause(self, moment: float, slot: CallbackSlot | None, wakeups_seen: int) -> None:
+        """Sleep until `moment`, a wake-up that may be acted on, or shutdown, whichever is first."""
+        events = [self._stop] if self._stop is not None else []
+        if slot is not None and slot.wakeups > wakeups_seen:
+            moment = min(moment, slot.last_reread + WAKEUP_MIN_INTERVAL)  # a wake-up waiting its turn
+        elif slot is not None:
+            events.append(slot.next_wakeup())
+        await _sleep_until(moment, events)
 
     async def _look(
         self, task_id: str, last: TaskSnapshot, *, just_submitted: bool, elapsed: float
@@ -212,10 +255,13 @@ class TaskWaiter:
         return last
 
 
-async def _sleep_until(moment: float, slot: CallbackSlot | None, stop: anyio.Event | None = None) -> None:
-    """Sleep until `moment`, or until the callback arrives or shutdown begins, whichever is first."""
+def _wakeup_due(slot: CallbackSlot, wakeups_seen: int, now: float) -> bool:
+    return slot.wakeups > wakeups_seen and now >= slot.last_reread + WAKEUP_MIN_INTERVAL
+
+
+async def _sleep_until(moment: float, events: list[anyio.Event]) -> None:
+    """Sleep until `moment`, or until any of `events` is set, whichever is first."""
     delay = max(moment - anyio.current_time(), 0.0)
-    events = [event for event in (slot.arrived if slot is not None else None, stop) if event is not None]
     with anyio.move_on_after(delay):
         if not events:
             await anyio.sleep(delay)
@@ -273,7 +319,7 @@ class ImageJobs:
         pending = TaskSnapshot(
             task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
         )
-        snapshot = await self._wait(pending, wait_seconds, progress, just_submitted=True)
+        snapshot = await self._wait(pending, wait_seconds, progress, slot, just_submitted=True)
         return await self._recorded(
             task_result(snapshot, request.model_dump(), anyio.current_time() - started)
         )
@@ -282,11 +328,15 @@ class ImageJobs:
         self, task_id: str, wait_seconds: float | None, progress: ProgressFn = no_progress
     ) -> TaskResult:
         started = anyio.current_time()
+        slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
+        seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
         snapshot = await self._client.retrieve(task_id)
         entry = await self._history.get(task_id, self._owner) if self._history is not None else None
         # Continue the poll schedule from the task's age, not from zero (0 if this server did not submit it).
         age = max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
-        snapshot = await self._wait(snapshot, wait_seconds, progress, just_submitted=False, age=age)
+        snapshot = await self._wait(
+            snapshot, wait_seconds, progress, slot, just_submitted=False, age=age, wakeups_seen=seen
+        )
         request = snapshot.request or (entry.request if entry is not None else None)
         return await self._recorded(task_result(snapshot, request, anyio.current_time() - started))
 
@@ -340,12 +390,13 @@ class ImageJobs:
         snapshot: TaskSnapshot,
         wait_seconds: float | None,
         progress: ProgressFn,
+        slot: CallbackSlot | None,
         *,
         just_submitted: bool,
         age: float = 0.0,
+        wakeups_seen: int = 0,
     ) -> TaskSnapshot:
         budget = self.budget(wait_seconds)
-        slot = self._callbacks.for_task(snapshot.task_id) if self._callbacks is not None else None
         if snapshot.status is not TaskStatus.PENDING:
             self._release(slot)
             return snapshot
@@ -353,7 +404,13 @@ class ImageJobs:
             return snapshot
         try:
             waited = await self._waiter.wait(
-                snapshot.task_id, budget, progress, just_submitted=just_submitted, slot=slot, age=age
+                snapshot.task_id,
+                budget,
+                progress,
+                just_submitted=just_submitted,
+                slot=slot,
+                wakeups_seen=wakeups_seen,
+                age=age,
             )
         except anyio.get_cancelled_exc_class():
             logger.info("stopped waiting for task %s; it continues upstream", snapshot.task_id)
@@ -364,7 +421,19 @@ class ImageJobs:
 
 
 def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: float | None) -> TaskResult:
-    """The structured result of one task, with the one next step an assistant should take."""
+    """The structured result of one task, with the one next step an assistant should take.
+
+    This is where every snapshot becomes a result: it keeps no more images than `request` asked for.
+    """
+    asked = images_asked(request)
+    if len(snapshot.images) > asked:
+        logger.warning(
+            "task %s: the upstream listed %d images for a request of %d; keeping the first %d",
+            snapshot.task_id,
+            len(snapshot.images),
+            asked,
+            asked,
+        )
     request = request or {}
     elapsed = waited if waited is not None else (snapshot.elapsed_seconds or 0.0)
     result = TaskResult(
@@ -373,7 +442,7 @@ def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: 
         model=_str(request.get("model")),
         prompt=_str(request.get("prompt")),
         size=_str(request.get("size")),
-        images=list(snapshot.images),
+        images=list(snapshot.images[:asked]),
         elapsed_seconds=round(elapsed, 2),
         trace_id=snapshot.trace_id,
         error=snapshot.error,
