@@ -428,11 +428,10 @@ def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: 
     asked = images_asked(request)
     if len(snapshot.images) > asked:
         logger.warning(
-            "task %s: the upstream listed %d images for a request of %d; keeping the first %d",
+            "task %s: keeping the %d images its request asked for, of %d listed",
             snapshot.task_id,
+            asked,
             len(snapshot.images),
-            asked,
-            asked,
         )
     request = request or {}
     elapsed = waited if waited is not None else (snapshot.elapsed_seconds or 0.0)
