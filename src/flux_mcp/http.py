@@ -223,14 +223,10 @@ class BearerGate:
     """
 
     def __init__(
-        self,
-        app: ASGIApp,
-        settings: Settings,
-        credentials: Credentials | None = None,
-        sessions: SessionLedger | None = None,
+        self, app: ASGIApp, settings: Settings, credentials: Credentials, sessions: SessionLedger | None
     ) -> None:
         self.app = app
-        self.credentials = credentials or Credentials(settings)
+        self.credentials = credentials
         self.sessions = sessions
         self._front = HostGuard(self._gate, transport_security(settings))
 
