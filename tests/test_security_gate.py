@@ -22,6 +22,9 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from mcp import Client
 from mcp.client.client import ConnectMode
 from mcp.client.streamable_http import streamable_http_client
@@ -244,6 +247,25 @@ async def test_verdicts_expire_and_a_flood_of_refusals_keeps_the_accepted_ones(
         emulator.state.config.tokens = frozenset({BOB})  # Alice's token was revoked meanwhile
         assert (await verifier.admit(ALICE)).verdict is auth.Verdict.REFUSED
     assert all(token not in repr(vars(verifier)) for token in (ALICE, "made-up-4"))  # kept only as hashes
+
+
+NEAR_MISSES = st.sampled_from(
+    [ALICE[:-1], ALICE + "x", ALICE.upper(), f"{ALICE},{BOB}", f"{ALICE}\x00", ALICE[1:], "", "other"]
+)
+
+
+@given(presented=st.one_of(st.text(max_size=64), NEAR_MISSES))
+@examples(max_examples=200, deadline=None)
+def test_only_a_configured_server_token_is_admitted(presented: str) -> None:
+    from flux_mcp import auth
+
+    credentials = auth.Credentials(Settings(auth_tokens=f"{ALICE},{BOB}"))
+    admission = anyio.run(credentials.admit, presented)
+    assert (admission.verdict is auth.Verdict.ACCEPTED) == (presented in {ALICE, BOB})
+    if admission.verdict is auth.Verdict.ACCEPTED:
+        other = BOB if presented == ALICE else ALICE
+        assert admission.identity == credentials.identity(presented) != credentials.identity(other)
+        assert presented not in admission.identity
 
 
 @asynccontextmanager

@@ -6,7 +6,7 @@
     /.well-known/oauth-…, /register, /authorize, /token
                                      404 saying this server takes a static bearer token (auth.py)
 
-Every request first meets the Host/Origin rules (DNS rebinding), whatever its route. Auth has three
+Every request meets the Host/Origin rules (DNS rebinding), whatever its route. Auth has three
 modes (auth.py). With server tokens (`FLUX_MCP_AUTH_TOKENS`) a client must present one of them and the
 server pays upstream with its own `ACEDATACLOUD_API_TOKEN`. With pass-through (`FLUX_MCP_AUTH=passthrough`)
 each client presents its own AceDataCloud token, verified once with the upstream and then used for its
@@ -216,28 +216,32 @@ class HostGuard:
 class BearerGate:
     """Pure ASGI middleware in front of the whole service.
 
-    Every request first passes the Host/Origin rules (`HostGuard`). Requests to /mcp then need valid
-    credentials for the auth mode; the caller's identity goes into `scope["user"]`, which the SDK's
-    session manager binds each session to, and a request that would open a session beyond the
-    credential's limit gets 429. Other paths pass.
+    Requests to /mcp need valid credentials for the auth mode; the caller's identity goes into
+    `scope["user"]`, which the SDK's session manager binds each session to, and a request that would
+    open a session beyond the credential's limit gets 429. Then every request, whatever its path,
+    meets the Host/Origin rules (`HostGuard`) before it reaches `app`.
+
+    `credentials` must be running (`Credentials.running`) while requests arrive; `build_http_app`
+    ties it to the app's lifespan.
     """
 
     def __init__(
-        self, app: ASGIApp, settings: Settings, credentials: Credentials, sessions: SessionLedger | None
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        credentials: Credentials | None = None,
+        sessions: SessionLedger | None = None,
     ) -> None:
         self.app = app
-        self.credentials = credentials
+        self.credentials = credentials or Credentials(settings)
         self.sessions = sessions
-        self._front = HostGuard(self._gate, transport_security(settings))
+        self._guarded = HostGuard(app, transport_security(settings))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._front(scope, receive, send)
-
-    async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The path as routing sees it (without a root path): the gate guards exactly what reaches /mcp.
         mode = self.credentials.mode
         if scope["type"] != "http" or _route_path(scope).rstrip("/") != MCP_PATH or mode == "none":
-            await self.app(scope, receive, send)
+            await self._guarded(scope, receive, send)
             return
         presented = bearer_token(_header(scope, b"authorization"))
         if presented is None:
@@ -252,9 +256,9 @@ class BearerGate:
             return
         scope = {**scope, "user": admission.user, "auth": AuthCredentials()}
         if self.sessions is None or not _may_open_session(scope):
-            await self.app(scope, receive, send)
+            await self._guarded(scope, receive, send)
             return
-        await self.sessions.serve_opening(admission.identity, self.app, scope, receive, send)
+        await self.sessions.serve_opening(admission.identity, self._guarded, scope, receive, send)
 
 
 class SessionLedger:
