@@ -73,7 +73,10 @@ class Admission:
 
     @property
     def user(self) -> AuthenticatedUser:
-        """The identity as the MCP SDK's session manager compares it (the SDK binds sessions to it)."""
+        """The identity as the MCP SDK's session manager compares it (the SDK binds sessions to it).
+
+        Its `token` is the identity too: the secret itself never leaves the request's header.
+        """
         return AuthenticatedUser(AccessToken(token=self.identity, client_id=self.identity, scopes=[]))
 
 
