@@ -1,5 +1,6 @@
 # flux-mcp as a network service: MCP streamable HTTP at :8000/mcp, health at :8000/healthz.
-# Needs FLUX_MCP_AUTH_TOKENS (or FLUX_MCP_AUTH=passthrough) because it binds to 0.0.0.0.
+# Needs FLUX_MCP_AUTH_TOKENS because it binds to 0.0.0.0. Pass-through (FLUX_MCP_AUTH=passthrough) on 0.0.0.0
+# is refused unless the command ends in --allow-unauthenticated: only behind a proxy that authenticates users.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -26,6 +26,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import SecretStr, ValidationError
 
 from flux_mcp import __version__, hostconfig
+from flux_mcp.logs import configure_logging
 from flux_mcp.models import MODELS
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
@@ -74,16 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-
-
-def configure_logging(level: str) -> None:
-    """stderr only: in stdio mode stdout carries the protocol."""
-    logging.basicConfig(
-        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-    # httpx2 logs each request (method and URL, never headers) at INFO: worth seeing only when debugging.
-    logging.getLogger("httpx2").setLevel(logging.INFO if level == "DEBUG" else logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)  # connection-level chatter
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,7 +140,8 @@ def _add_serve_options(parser: argparse.ArgumentParser, default: Any = None) -> 
         "--allow-unauthenticated",
         action="store_true",
         default=pick(False),
-        help="allow a non-loopback bind without FLUX_MCP_AUTH_TOKENS (only behind an authenticating proxy)",
+        help="allow a non-loopback bind with FLUX_MCP_AUTH=none or passthrough (only behind a proxy that "
+        "authenticates users)",
     )
     parser.add_argument(
         "--sandbox",

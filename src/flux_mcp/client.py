@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_SHOWN_BODY = 300
+# A task id no one has (the nil UUID): looking it up costs nothing and tells whether the token is accepted.
+TOKEN_PROBE_ID = "00000000-0000-0000-0000-000000000000"
+# Error codes that, on a request the upstream otherwise judged, still mean the token itself is refused.
+REFUSED_TOKEN_CODES = frozenset({"disabled"})
 _TAGS = re.compile(r"<[^>]*>")
 
 
@@ -215,6 +219,22 @@ class FluxClient:
         if not isinstance(items, list):
             raise MalformedResponseError("The Flux API returned a batch without items.", status=200)
         return [self._scrubbed(parse_task_record(item)) for item in items if isinstance(item, dict)]
+
+    async def check_token(self) -> bool:
+        """Whether the upstream accepts this client's token: one free lookup of a task that cannot exist.
+
+        One request, no retries. True when the upstream judged the lookup itself (no such task, or a
+        refusal for another reason such as a spent balance); False when it refused the token. Raises the
+        errors that leave the question open: rate limiting, 5xx, garbled answers, network failures.
+        """
+        body = {"action": "retrieve", "id": TOKEN_PROBE_ID}
+        try:
+            await self._post("/flux/tasks", body)
+        except AuthenticationError:
+            return False
+        except (TaskNotFoundError, RequestRejectedError) as exc:
+            return exc.code not in REFUSED_TOKEN_CODES
+        return True
 
     async def _with_retries(
         self, call: Callable[[], Awaitable[dict[str, Any]]], *, retry_ambiguous: bool

@@ -299,7 +299,10 @@ async def check_http(ctx: DoctorContext) -> CheckResult:
     return ok(f"http: would serve {where} ({reach}), auth {settings.auth_mode()}{callbacks}")
 
 
-HTTP_FIX = "set FLUX_MCP_AUTH_TOKENS (or FLUX_MCP_AUTH=passthrough), or FLUX_MCP_HOST=127.0.0.1"
+HTTP_FIX = (
+    "set FLUX_MCP_AUTH_TOKENS, or FLUX_MCP_HOST=127.0.0.1, or serve with --allow-unauthenticated behind a "
+    "proxy that authenticates users"
+)
 
 CHECKS: tuple[Check, ...] = (
     check_python,

@@ -3,34 +3,48 @@
     GET  /healthz                    no auth; version, and whether an upstream token is configured
     POST /mcp (and GET/DELETE)       MCP streamable HTTP, behind bearer auth
     POST /callbacks/flux/{secret}    the upstream's task callbacks; the per-task secret is the auth
+    /.well-known/oauth-…, /register, /authorize, /token
+                                     404 saying this server takes a static bearer token (auth.py)
 
-Auth has two modes. With server tokens (`FLUX_MCP_AUTH_TOKENS`) a client must present one of them and
-the server pays upstream with its own `ACEDATACLOUD_API_TOKEN`. With pass-through
-(`FLUX_MCP_AUTH=passthrough`) each client presents its own AceDataCloud token, which is used for its
-calls only and never logged or stored. Either way a request without valid credentials gets a 401
-before any MCP processing.
+Every request meets the Host/Origin rules (DNS rebinding), whatever its route. Auth has three
+modes (auth.py). With server tokens (`FLUX_MCP_AUTH_TOKENS`) a client must present one of them and the
+server pays upstream with its own `ACEDATACLOUD_API_TOKEN`. With pass-through (`FLUX_MCP_AUTH=passthrough`)
+each client presents its own AceDataCloud token, verified once with the upstream and then used for its
+calls only, never logged or stored. In both, a request without valid credentials gets a 401 before any
+MCP processing, each session belongs to the credential that opened it, and one credential holds at most
+FLUX_MCP_MAX_SESSIONS_PER_CLIENT sessions. `none` (loopback, or behind a proxy that authenticates) checks
+nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import json
 import logging
 import socket
+from collections.abc import AsyncIterator, Callable, Container
+from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
 import anyio
 import uvicorn
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flux_mcp import __version__
+from flux_mcp.auth import Credentials, Verdict, discovery_endpoints, unauthorized, undecided
+from flux_mcp.logs import hold_back_payload_loggers
 from flux_mcp.server import bearer_token, build_server
 from flux_mcp.settings import Settings
 from flux_mcp.tasks import CallbackHub
@@ -47,6 +61,9 @@ DRAIN_SECONDS = 0.5
 SHUTDOWN_GRACE_SECONDS = 10
 MAX_CALLBACK_BYTES = 1_000_000
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+PRUNE_EVERY = 256  # session openings between two sweeps of the whole SessionLedger
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
 class StartupError(Exception):
@@ -103,31 +120,47 @@ def build_http_app(
 ) -> ASGIApp:
     """The whole HTTP service for these settings; refuses unsafe ones with `StartupError`.
 
-    Setting `stop` (on shutdown) makes every waiting call answer `pending` at once.
+    Setting `stop` (on shutdown) makes every waiting call answer `pending` at once. Its `.app` is the
+    Starlette app whose lifespan must run (uvicorn runs it with `lifespan="on"`).
     """
     check_http_settings(settings, allow_unauthenticated=allow_unauthenticated)
+    hold_back_payload_loggers()
     if settings.auth_mode() != "passthrough" and settings.api_token is None:
         logger.warning("ACEDATACLOUD_API_TOKEN is not set: every tool call will fail until it is")
     hub = CallbackHub(settings.public_url) if settings.public_url else None
-    app = build_server(settings, callbacks=hub, stop=stop).streamable_http_app(
+    server = build_server(settings, callbacks=hub, stop=stop)
+    app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
         transport_security=transport_security(settings),
         host=settings.host,
     )
     app.router.routes.extend(_routes(settings, hub))
-    return BearerGate(app, settings)
+    credentials = Credentials(settings)
+    _run_beside(app, credentials.running)
+    sessions = None
+    if not settings.stateless and credentials.mode != "none":
+        sessions = SessionLedger(settings.max_sessions_per_client, open_session_ids(server.session_manager))
+    return BearerGate(app, settings, credentials, sessions)
 
 
 def check_http_settings(settings: Settings, *, allow_unauthenticated: bool) -> None:
     mode = settings.auth_mode()
     if mode == "tokens" and not settings.client_tokens():
         raise StartupError("FLUX_MCP_AUTH=tokens needs FLUX_MCP_AUTH_TOKENS (comma-separated bearer tokens).")
-    if mode == "none" and not is_loopback(settings.host) and not allow_unauthenticated:
+    if is_loopback(settings.host) or allow_unauthenticated:
+        return
+    if mode == "none":
         raise StartupError(
             f"Refusing to serve {settings.host} without authentication: anyone who can reach it could spend "
-            "your AceDataCloud balance. Set FLUX_MCP_AUTH_TOKENS (or FLUX_MCP_AUTH=passthrough), bind to "
-            "127.0.0.1, or pass --allow-unauthenticated if a proxy in front does the auth."
+            "your AceDataCloud balance. Set FLUX_MCP_AUTH_TOKENS, bind to 127.0.0.1, or pass "
+            "--allow-unauthenticated if a proxy in front does the auth."
+        )
+    if mode == "passthrough":
+        raise StartupError(
+            f"Refusing to serve {settings.host} with FLUX_MCP_AUTH=passthrough: anyone who can reach it and "
+            "holds any AceDataCloud token could use this server and its address. Set FLUX_MCP_AUTH_TOKENS, "
+            "bind to 127.0.0.1, or pass --allow-unauthenticated if a proxy in front authenticates your users."
         )
 
 
@@ -140,49 +173,210 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def transport_security(settings: Settings) -> TransportSecuritySettings | None:
-    """DNS-rebinding protection: on for loopback binds; for others, on when the public URL is known."""
-    if is_loopback(settings.host):
-        return TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-        )
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection: on for loopback binds, and for others when the public URL is known.
+
+    Loopback names are always allowed (a rebinding page can only send its own name), so a health check
+    on 127.0.0.1 works wherever the service runs; so is the public URL's host, so callbacks arriving
+    through a tunnel to a loopback bind are not refused.
+    """
+    hosts, origins = list(LOOPBACK_HOSTS), list(LOOPBACK_ORIGINS)
     if settings.public_url:
-        netloc = settings.public_url.split("://", 1)[1].split("/", 1)[0]
-        origin = settings.public_url.split("://", 1)[0] + "://" + netloc
+        scheme, rest = settings.public_url.split("://", 1)
+        netloc = rest.split("/", 1)[0]
+        hosts.append(netloc)
+        origins.append(f"{scheme}://{netloc}")
+    if is_loopback(settings.host) or settings.public_url:
         return TransportSecuritySettings(
-            enable_dns_rebinding_protection=True, allowed_hosts=[netloc], allowed_origins=[origin]
+            enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
         )
     # Behind a proxy with an unknown name: bearer auth, which a rebinding page cannot supply, guards it.
     return TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
-class BearerGate:
-    """Pure ASGI middleware: the MCP endpoint needs a valid bearer token; other paths pass."""
+class HostGuard:
+    """Pure ASGI middleware: the SDK's Host/Origin rules, for every route (421 or 403 otherwise)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, security: TransportSecuritySettings) -> None:
         self.app = app
-        self.mode = settings.auth_mode()
-        self.tokens = [token.encode() for token in settings.client_tokens()]
+        self._check = TransportSecurityMiddleware(security)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The path as routing sees it (without a root path): the gate guards exactly what reaches /mcp.
-        if scope["type"] == "http" and _route_path(scope).rstrip("/") == MCP_PATH and self.mode != "none":
-            headers = dict(scope.get("headers") or [])
-            presented = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
-            if presented is None or not self._accepts(presented):
-                await _unauthorized(presented is None)(scope, receive, send)
+        if scope["type"] == "http":
+            refusal = await self._check.validate_request(Request(scope, receive), is_post=False)
+            if refusal is not None:
+                await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def _accepts(self, presented: str) -> bool:
-        if self.mode == "passthrough":
-            return True  # the upstream judges the caller's own token
-        candidate = presented.encode()
-        # Compare against every token without stopping early, in constant time per comparison.
-        matches = [hmac.compare_digest(candidate, token) for token in self.tokens]
-        return any(matches)
+
+class BearerGate:
+    """Pure ASGI middleware in front of the whole service.
+
+    Requests to /mcp need valid credentials for the auth mode; the caller's identity goes into
+    `scope["user"]`, which the SDK's session manager binds each session to, and a request that would
+    open a session beyond the credential's limit gets 429. Then every request, whatever its path,
+    meets the Host/Origin rules (`HostGuard`) before it reaches `app`.
+
+    `credentials` must be running (`Credentials.running`) while requests arrive; `build_http_app`
+    ties it to the app's lifespan.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        credentials: Credentials | None = None,
+        sessions: SessionLedger | None = None,
+    ) -> None:
+        self.app = app
+        self.credentials = credentials or Credentials(settings)
+        self.sessions = sessions
+        self._guarded = HostGuard(app, transport_security(settings))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The path as routing sees it (without a root path): the gate guards exactly what reaches /mcp.
+        mode = self.credentials.mode
+        if scope["type"] != "http" or _route_path(scope).rstrip("/") != MCP_PATH or mode == "none":
+            await self._guarded(scope, receive, send)
+            return
+        presented = bearer_token(_header(scope, b"authorization"))
+        if presented is None:
+            await unauthorized(mode, missing=True)(scope, receive, send)
+            return
+        admission = await self.credentials.admit(presented)
+        if admission.verdict is Verdict.REFUSED:
+            await unauthorized(mode, missing=False)(scope, receive, send)
+            return
+        if admission.verdict is Verdict.UNDECIDED:
+            await undecided(admission)(scope, receive, send)
+            return
+        scope = {**scope, "user": admission.user, "auth": AuthCredentials()}
+        if self.sessions is None or not _may_open_session(scope):
+            await self._guarded(scope, receive, send)
+            return
+        await self.sessions.serve_opening(admission.identity, self._guarded, scope, receive, send)
+
+
+class SessionLedger:
+    """Open MCP sessions per identity, so that one credential cannot hold more than `limit` of them.
+
+    A request that may open a session reserves a place first (no await between the count and the
+    reservation, so concurrent openings cannot overshoot); the reservation becomes the session when the
+    answer carries its id, and is given back otherwise. Sessions end in the SDK (DELETE, idle timeout,
+    crash): `open_ids` is the SDK's own registry, consulted before each count.
+    """
+
+    def __init__(self, limit: int, open_ids: Container[str]) -> None:
+        self.limit = limit
+        self._open_ids = open_ids
+        self._sessions: dict[str, set[str]] = {}
+        self._reserved: dict[str, int] = {}
+        self._openings = 0
+
+    def count(self, identity: str) -> int:
+        """Sessions this identity holds, with the openings it has in flight."""
+        return len(self._still_open(identity)) + self._reserved.get(identity, 0)
+
+    def _still_open(self, identity: str) -> set[str]:
+        sessions = {sid for sid in self._sessions.get(identity, ()) if sid in self._open_ids}
+        if sessions:
+            self._sessions[identity] = sessions
+        else:
+            self._sessions.pop(identity, None)
+        return sessions
+
+    async def serve_opening(
+        self, identity: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self._openings += 1
+        if self._openings % PRUNE_EVERY == 0:  # identities that never came back: forget their ended sessions
+            for known in list(self._sessions):
+                self._still_open(known)
+        if self.count(identity) >= self.limit:
+            logger.warning("refused a new session: one credential already holds %d", self.limit)
+            await _too_many_sessions(self.limit)(scope, receive, send)
+            return
+        self._reserved[identity] = self._reserved.get(identity, 0) + 1
+        reserved = True
+
+        def settle(session_id: str | None) -> None:
+            nonlocal reserved
+            if not reserved:
+                return
+            reserved = False
+            self._reserved[identity] -= 1
+            if not self._reserved[identity]:
+                del self._reserved[identity]
+            if session_id is not None:
+                self._sessions.setdefault(identity, set()).add(session_id)
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                settle(_opened_session(message))
+            await send(message)
+
+        try:
+            await app(scope, receive, watch)
+        finally:
+            settle(None)
+
+
+def open_session_ids(manager: StreamableHTTPSessionManager) -> Container[str]:
+    """The ids of the sessions the SDK holds right now.
+
+    The SDK has no public list of its sessions (nor a limit per credential); its registry is the one
+    truth about which have ended. tests/test_security_gate.py fails if it moves.
+    """
+    registry = getattr(manager, "_server_instances", None)
+    if not isinstance(registry, dict):
+        raise RuntimeError("this MCP SDK keeps no session registry flux-mcp can read; pin mcp to 2.3")
+    return registry
+
+
+def _may_open_session(scope: Scope) -> bool:
+    """Whether the SDK would treat this request as opening a stateful session (see its session manager)."""
+    if _header(scope, MCP_SESSION_ID_HEADER.encode()) is not None:
+        return False
+    version = _header(scope, MCP_PROTOCOL_VERSION_HEADER.encode())
+    return version is None or version in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+def _opened_session(start: Message) -> str | None:
+    if start["status"] >= 400:
+        return None
+    for name, value in start.get("headers", []):
+        if bytes(name).lower() == MCP_SESSION_ID_HEADER.encode():
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or []:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _too_many_sessions(limit: int) -> Response:
+    message = (
+        f"This credential already holds {limit} open MCP sessions, the most this server allows "
+        "(FLUX_MCP_MAX_SESSIONS_PER_CLIENT). Close sessions you no longer use (clients end one with "
+        "DELETE /mcp), or wait: idle sessions end after 30 minutes."
+    )
+    return JSONResponse({"error": "too_many_sessions", "message": message}, status_code=429)
+
+
+def _run_beside(app: Starlette, context: Callable[[], Any]) -> None:
+    """Run `context()` (an async context manager) for as long as the app's own lifespan."""
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(starlette: Any) -> AsyncIterator[Any]:
+        async with context(), original(starlette) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
 def _route_path(scope: Scope) -> str:
@@ -192,15 +386,6 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
         return path[len(root) :]
     return path
-
-
-def _unauthorized(missing: bool) -> Response:
-    message = "missing bearer token" if missing else "invalid bearer token"
-    return JSONResponse(
-        {"error": "unauthorized", "message": f"{message}; send Authorization: Bearer <token>"},
-        status_code=401,
-        headers={"WWW-Authenticate": 'Bearer realm="flux-mcp"'},
-    )
 
 
 def _routes(settings: Settings, hub: CallbackHub | None) -> list[Route]:
@@ -233,9 +418,11 @@ def _routes(settings: Settings, hub: CallbackHub | None) -> list[Route]:
         logger.info("callback received for task %s", slot.task_id or "(submission not yet answered)")
         return JSONResponse({"ok": True})
 
+    discovery = discovery_endpoints(settings, MCP_PATH)
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/callbacks/flux/{secret}", callback, methods=["POST"]),
+        *(Route(path, answer, methods=["GET", "POST"]) for path, answer in discovery.items()),
     ]
 
 

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="HTTP bind address (serve --transport http).")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
     stateless: bool = Field(False, description="Serve HTTP without server-side sessions (for replicas).")
+    max_sessions_per_client: int = Field(
+        32,
+        ge=1,
+        le=10_000,
+        description="Most open HTTP sessions one credential (server or pass-through token) may hold.",
+    )
     auth: AuthMode | None = Field(
         None,
         description="HTTP auth: tokens, passthrough or none; unset = tokens if FLUX_MCP_AUTH_TOKENS is set.",

@@ -1,0 +1,320 @@
+"""Who an HTTP request is for: its bearer token checked for the server's auth mode, and the identity its
+MCP sessions are bound to.
+
+    tokens        the token must be one of FLUX_MCP_AUTH_TOKENS (each compared in constant time)
+    passthrough   the token is the caller's own AceDataCloud token. A new one is verified once with a free
+                  upstream lookup (`FluxClient.check_token`) and the verdict kept, under a keyed hash of
+                  the token (never the token): an accepted token for ACCEPTED_SECONDS, a refused one for
+                  REFUSED_SECONDS. Requests that arrive together with one new token share one lookup.
+                  When the upstream cannot decide (down, rate limiting, garbled answer) the request is
+                  answered 503 with Retry-After and nothing is kept: an outage neither locks real users
+                  out for longer than it lasts nor lets an unknown token in.
+    none          no credentials
+
+An identity is a keyed hash of the credential (the key is random per process), so two holders of different
+tokens never share a session, and nothing kept in memory can be turned back into a token.
+
+OAuth clients (mcp-remote, hosts with OAuth built in) answer a 401 by probing the discovery paths below.
+This server takes a static bearer token, and every one of those paths says so in a 404 a bridge prints.
+`discovery_endpoints` is a table so that an OAuth mode can serve real metadata at some of them.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import httpx2
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from flux_mcp.client import FluxClient, FluxError, RateLimitedError, ServerError, build_http_client
+from flux_mcp.settings import AuthMode, Settings
+
+logger = logging.getLogger(__name__)
+
+ACCEPTED_SECONDS = 600.0
+REFUSED_SECONDS = 60.0
+MAX_VERDICTS = 10_000  # per kind: a flood of made-up tokens cannot push out the accepted ones
+PROBE_CONCURRENCY = 4  # token lookups in flight at once; a flood of new tokens waits behind these
+PROBE_TIMEOUT_SECONDS = 10.0
+UNDECIDED_RETRY_SECONDS = 5.0
+MAX_RETRY_SECONDS = 60.0
+REALM = "flux-mcp"
+STATIC_BEARER = "flux-mcp takes a static bearer token, not OAuth"
+
+
+class Verdict(enum.Enum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    UNDECIDED = "undecided"  # the upstream could not say; try again later
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer to one request's credentials."""
+
+    verdict: Verdict
+    identity: str = ""  # who the request is for, when accepted
+    retry_after: float = UNDECIDED_RETRY_SECONDS  # when undecided
+    reason: str = ""  # when undecided: what went wrong upstream (never carries the token)
+
+    @property
+    def user(self) -> AuthenticatedUser:
+        """The identity as the MCP SDK's session manager compares it (the SDK binds sessions to it).
+
+        Its `token` is the identity too: the secret itself never leaves the request's header.
+        """
+        return AuthenticatedUser(AccessToken(token=self.identity, client_id=self.identity, scopes=[]))
+
+
+class Credentials:
+    """Checks the bearer token of a request to /mcp for the server's auth mode."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.mode: AuthMode = settings.auth_mode()
+        self._key = secrets.token_bytes(32)
+        self._tokens = [token.encode() for token in settings.client_tokens()]
+        self.verifier = PassThroughVerifier(settings, self.identity) if self.mode == "passthrough" else None
+
+    def identity(self, token: str) -> str:
+        return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()[:32]
+
+    async def admit(self, token: str) -> Admission:
+        if self.verifier is not None:
+            return await self.verifier.admit(token)
+        candidate = token.encode()
+        # Compare against every token without stopping early, in constant time per comparison.
+        matches = [hmac.compare_digest(candidate, known) for known in self._tokens]
+        if any(matches):
+            return Admission(Verdict.ACCEPTED, identity=self.identity(token))
+        return Admission(Verdict.REFUSED)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """What the checks need while the service runs (the upstream client of pass-through)."""
+        if self.verifier is None:
+            yield
+            return
+        async with self.verifier.running():
+            yield
+
+
+class PassThroughVerifier:
+    """Pass-through tokens, each verified once against the upstream; the verdicts kept for a while."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        identity: Callable[[str], str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._identity = identity
+        self._clock = clock
+        self._accepted: OrderedDict[str, float] = OrderedDict()  # identity -> when the verdict expires
+        self._refused: OrderedDict[str, float] = OrderedDict()
+        self._in_flight: dict[str, _Lookup] = {}
+        self._gate = anyio.CapacityLimiter(PROBE_CONCURRENCY)
+        self._http: httpx2.AsyncClient | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        # Its own small client: lookups of made-up tokens never take connections from real calls.
+        probe_settings = self._settings.model_copy(
+            update={
+                "max_concurrency": PROBE_CONCURRENCY,
+                "http_timeout_seconds": min(self._settings.http_timeout_seconds, PROBE_TIMEOUT_SECONDS),
+            }
+        )
+        async with build_http_client(probe_settings) as http:
+            self._http = http
+            try:
+                yield
+            finally:
+                self._http = None
+
+    async def admit(self, token: str) -> Admission:
+        identity = self._identity(token)
+        while True:
+            known = self._known(identity)
+            if known is not None:
+                return known
+            lookup = self._in_flight.get(identity)
+            if lookup is None:
+                return await self._look_up(identity, token)
+            await lookup.done.wait()
+            if lookup.admission is not None:
+                return lookup.admission
+            # The request that was looking gave up (its client went away): look again.
+
+    def _known(self, identity: str) -> Admission | None:
+        now = self._clock()
+        for verdicts, verdict in ((self._accepted, Verdict.ACCEPTED), (self._refused, Verdict.REFUSED)):
+            expires = verdicts.get(identity)
+            if expires is None:
+                continue
+            if expires > now:
+                return Admission(verdict, identity=identity if verdict is Verdict.ACCEPTED else "")
+            del verdicts[identity]
+        return None
+
+    async def _look_up(self, identity: str, token: str) -> Admission:
+        lookup = self._in_flight[identity] = _Lookup()
+        try:
+            lookup.admission = await self._ask_upstream(identity, token)
+        finally:
+            del self._in_flight[identity]
+            lookup.done.set()
+        self._remember(identity, lookup.admission.verdict)
+        return lookup.admission
+
+    async def _ask_upstream(self, identity: str, token: str) -> Admission:
+        if self._http is None:
+            raise RuntimeError("pass-through verification used outside the HTTP app's lifespan")
+        client = FluxClient(self._http, self._settings.api_base_url, token, gate=self._gate)
+        try:
+            accepted = await client.check_token()
+        except FluxError as exc:
+            logger.warning("cannot verify a pass-through token now: %s", exc.message)
+            return Admission(Verdict.UNDECIDED, retry_after=_retry_after(exc), reason=exc.message)
+        if not accepted:
+            logger.info("refused a pass-through token the Flux API does not accept")
+            return Admission(Verdict.REFUSED)
+        return Admission(Verdict.ACCEPTED, identity=identity)
+
+    def _remember(self, identity: str, verdict: Verdict) -> None:
+        if verdict is Verdict.UNDECIDED:
+            return
+        accepted = verdict is Verdict.ACCEPTED
+        verdicts = self._accepted if accepted else self._refused
+        seconds = ACCEPTED_SECONDS if accepted else REFUSED_SECONDS
+        verdicts[identity] = self._clock() + seconds
+        verdicts.move_to_end(identity)
+        while len(verdicts) > MAX_VERDICTS:
+            verdicts.popitem(last=False)
+
+
+class _Lookup:
+    """One upstream lookup in flight, which other requests with the same token wait for."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.admission: Admission | None = None
+
+
+def _retry_after(exc: FluxError) -> float:
+    hinted = exc.retry_after if isinstance(exc, RateLimitedError | ServerError) else None
+    seconds = hinted if hinted is not None and math.isfinite(hinted) else UNDECIDED_RETRY_SECONDS
+    return min(max(seconds, 1.0), MAX_RETRY_SECONDS)
+
+
+# --- what a refused request is told ------------------------------------------------------------------
+
+
+def unauthorized(mode: AuthMode, *, missing: bool) -> Response:
+    """401 with an RFC 6750 challenge. Without any token there is no error code (RFC 6750 §3.1)."""
+    message = _missing_message(mode) if missing else _refused_message(mode)
+    challenge = f'Bearer realm="{REALM}"'
+    if not missing:
+        challenge += f', error="invalid_token", error_description="{_header_safe(message)}"'
+    return JSONResponse(
+        {"error": "unauthorized", "message": message},
+        status_code=401,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+def undecided(admission: Admission) -> Response:
+    seconds = math.ceil(admission.retry_after)
+    message = (
+        f"flux-mcp cannot check your AceDataCloud token right now ({admission.reason}). "
+        f"Try again in {seconds} s."
+    )
+    return JSONResponse(
+        {"error": "upstream_unavailable", "message": message},
+        status_code=503,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def discovery_endpoints(
+    settings: Settings, mcp_path: str
+) -> dict[str, Callable[[Request], Awaitable[Response]]]:
+    """What each OAuth discovery path answers in this auth mode: today, a 404 that says what to send."""
+    mode = settings.auth_mode()
+
+    async def static_bearer_only(request: Request) -> Response:
+        base = settings.public_url or str(request.base_url).rstrip("/")
+        sent = "authorization" in request.headers  # OAuth bridges pass their custom headers here too
+        message = _no_oauth_message(mode, base + mcp_path, token_sent=sent)
+        return JSONResponse({"error": "not_found", "error_description": message}, status_code=404)
+
+    return dict.fromkeys(oauth_discovery_paths(mcp_path), static_bearer_only)
+
+
+def oauth_discovery_paths(mcp_path: str) -> tuple[str, ...]:
+    """Where OAuth clients look for metadata and registration (RFC 9728, RFC 8414, OIDC, MCP defaults)."""
+    return (
+        "/.well-known/oauth-protected-resource",
+        f"/.well-known/oauth-protected-resource{mcp_path}",
+        "/.well-known/oauth-authorization-server",
+        f"/.well-known/oauth-authorization-server{mcp_path}",
+        "/.well-known/openid-configuration",
+        f"/.well-known/openid-configuration{mcp_path}",
+        f"{mcp_path}/.well-known/openid-configuration",
+        "/register",
+        "/authorize",
+        "/token",
+    )
+
+
+def _missing_message(mode: AuthMode) -> str:
+    return f"No bearer token was sent. {STATIC_BEARER}. {_what_to_send(mode)}"
+
+
+def _refused_message(mode: AuthMode) -> str:
+    if mode == "passthrough":
+        return f"The Flux API does not accept this token. {STATIC_BEARER}. {_what_to_send(mode)}"
+    return f"This bearer token is not one this server accepts. {STATIC_BEARER}. {_what_to_send(mode)}"
+
+
+def _no_oauth_message(mode: AuthMode, mcp_url: str, *, token_sent: bool) -> str:
+    if mode == "none":
+        return f"flux-mcp does not use OAuth, and this server needs no credentials: connect to {mcp_url}"
+    why = (
+        "The bearer token that was sent is not accepted (that is why /mcp answered 401)."
+        if token_sent
+        else "No bearer token was sent."
+    )
+    return (
+        f"{STATIC_BEARER}: there is nothing to discover or register. {why} {_what_to_send(mode)} "
+        f'With mcp-remote: npx mcp-remote {mcp_url} --header "Authorization: Bearer ${{TOKEN}}"'
+    )
+
+
+def _what_to_send(mode: AuthMode) -> str:
+    token = (
+        "your own AceDataCloud API token (https://platform.acedata.cloud)"
+        if mode == "passthrough"
+        else "a token this server's operator gave you"
+    )
+    return f"Send the header Authorization: Bearer <token> with {token}."
+
+
+def _header_safe(text: str) -> str:
+    """Text as an RFC 6750 quoted string may carry it: printable ASCII without quote or backslash."""
+    return "".join(char if " " <= char <= "~" and char not in '"\\' else " " for char in text)
