@@ -12,12 +12,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ImageContent
 
@@ -39,7 +41,7 @@ pytestmark = pytest.mark.anyio
 CAT = {"prompt": "a ginger cat asleep on a windowsill"}
 
 
-def submitted_progress() -> tuple[anyio.Event, Callable[[float, float | None, str | None], Any]]:
+def submitted_progress() -> tuple[anyio.Event, ProgressFnT]:
     """An event set once the server reports the task as submitted, and the progress callback that sets it."""
     submitted = anyio.Event()
 
@@ -110,7 +112,7 @@ async def test_client_read_timeout_then_retry_continues_the_task(emulator: Runni
     """What openai-agents and google-adk do: the SDK client's own read timeout ends the call."""
     emulator.state.config.latency = 5.0
     async with Client(build_server(make_settings(emulator))) as client:
-        with pytest.raises(MCPError, match="(?i)timed out"):
+        with pytest.raises(MCPError, match=r"(?i)timed out"):
             await client.call_tool("generate_image", CAT, read_timeout_seconds=2.0)
         retry = await client.call_tool("generate_image", CAT)
     assert_attached(retry, only_task(emulator).id)
@@ -442,7 +444,7 @@ async def test_stdio_client_timeout_then_retry_in_the_same_session(
     emulator.state.config.latency = 5.0
     with stderr_file(tmp_path) as errlog:
         async with stdio_session([], emulator_env(emulator, tmp_path), errlog, Recorder()) as client:
-            with pytest.raises(MCPError, match="(?i)timed out"):
+            with pytest.raises(MCPError, match=r"(?i)timed out"):
                 await client.call_tool("generate_image", CAT, read_timeout_seconds=3.0)
             retry = await client.call_tool("generate_image", CAT)
     assert_attached(retry, only_task(emulator).id)
@@ -496,6 +498,31 @@ async def test_processes_opening_an_old_file_at_once_migrate_it_once(tmp_path: P
         assert entry.task_id == "t-old" and entry.fingerprint is None and entry.delivered_at is None
     finally:
         reopened.close()
+
+
+async def test_a_call_cancelled_while_marking_its_result_delivered_takes_the_mark_back(
+    tmp_path: Path,
+) -> None:
+    history = History(tmp_path / "history.db")
+    request = GenerateImageArgs.model_validate(CAT).to_request()
+    try:
+        claim = await history.claim(request.model_dump(exclude_none=True), request.fingerprint(), since=0)
+        await history.submitted(claim.row_id, "t-1", None)
+        with closing(sqlite3.connect(tmp_path / "history.db", isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")  # the mark's write has to wait for this lock
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(partial(history.deliver, task_ids=["t-1"]))
+                    await anyio.wait_all_tasks_blocked()  # the mark is being written, in its thread
+                    scope.cancel()  # the client cancels: this answer will never be sent
+                    other.execute("COMMIT")
+        entry = await history.get("t-1")
+        assert entry is not None and entry.delivered_at is None  # written, then taken back
+        await history.deliver(task_ids=["t-1"])
+        entry = await history.get("t-1")
+        assert entry is not None and entry.delivered_at is not None
+    finally:
+        history.close()
 
 
 # --- what the model reads ---------------------------------------------------------------------------------

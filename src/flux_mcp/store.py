@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -44,6 +45,8 @@ from typing import Any
 import anyio
 
 from flux_mcp.models import TaskResult
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -190,7 +193,9 @@ class History:
     ) -> None:
         """Note that a caller is being given these rows' outcomes (called last, just before answering).
 
-        A call cancelled while this runs will not send its answer, so it takes its own mark back.
+        A call cancelled while this runs will not send its answer, so it takes its own mark back. A mark
+        that cannot be written (database locked) only costs a later identical call a re-run it did not
+        need, so it is logged, never allowed to fail the answer.
         """
         if not task_ids and not row_ids:
             return
@@ -198,6 +203,8 @@ class History:
         try:
             await self._run(self._deliver, stamp, owner, list(task_ids), list(row_ids))
             await anyio.lowlevel.checkpoint_if_cancelled()
+        except sqlite3.Error as exc:
+            logger.warning("could not note a delivered result in the history: %s", exc)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._run(

@@ -288,6 +288,7 @@ class ImageJobs:
         self._history = history
         self._owner = owner
         self._callbacks = callbacks
+        self._stop = stop
         self._submit_bound = submit_bound
 
     def budget(self, wait_seconds: float | None) -> float:
@@ -371,7 +372,12 @@ class ImageJobs:
             if time.time() - entry.created_at > self._submit_bound:
                 await self._history.abandoned(entry.row_id)
                 return
-            await anyio.sleep(pause)
+            if self._stop is not None and self._stop.is_set():
+                raise UndecidedRepeatError(
+                    "Not submitted: the server is shutting down while an identical request is still being "
+                    "submitted by another call. list_tasks shows it and its task id once it has one."
+                )
+            await _sleep_until(anyio.current_time() + pause, None, self._stop)
             pause = min(pause * 2, SUBMITTING_POLL_MAX)
             entry = await self._history.row(entry.row_id)
 
