@@ -270,6 +270,24 @@ async def test_old_submissions_are_not_continued(emulator: RunningEmulator) -> N
     assert emulator.state.submissions == 2
 
 
+async def test_a_task_the_upstream_no_longer_knows_is_submitted_anew(emulator: RunningEmulator) -> None:
+    settings = make_settings(emulator)
+    request = GenerateImageArgs.model_validate(CAT).to_request()
+    history = History(settings.history_path())
+    try:  # an hour ago this request was submitted as t-gone, which the upstream has since forgotten
+        claim = await history.claim(request.model_dump(exclude_none=True), request.fingerprint(), since=0)
+        await history.submitted(claim.row_id, "t-gone", None)
+    finally:
+        history.close()
+    with closing(sqlite3.connect(settings.history_path())) as db, db:
+        db.execute("UPDATE tasks SET created_at = created_at - 3600")
+    async with Client(build_server(settings)) as client:
+        result = await client.call_tool("generate_image", CAT)
+    assert_images(result)
+    assert structured(result)["attached"] is False
+    assert emulator.state.submissions == 1
+
+
 # --- submissions whose fate is unknown ----------------------------------------------------------------
 
 

@@ -305,8 +305,11 @@ class ImageJobs:
         started = anyio.current_time()
         ticket = ticket if ticket is not None else JobTicket()
         claim = await self._claim(request) if self._history is not None else None
-        if claim is not None and claim.earlier is not None:
-            return await self._continue(claim.earlier, wait_seconds, progress, ticket)
+        while claim is not None and claim.earlier is not None:
+            continued = await self._continue(claim.earlier, wait_seconds, progress, ticket)
+            if continued is not None:
+                return continued
+            claim = await self._claim(request)
         slot = self._callbacks.open() if self._callbacks is not None else None
         if queued := self._client.queued():
             await progress(0.0, f"Queued: {queued} upstream requests ahead (FLUX_MCP_MAX_CONCURRENCY)")
@@ -383,8 +386,12 @@ class ImageJobs:
 
     async def _continue(
         self, earlier: HistoryEntry, wait_seconds: float | None, progress: ProgressFn, ticket: JobTicket
-    ) -> TaskResult:
-        """Attach this call to an identical submission whose outcome no caller has received."""
+    ) -> TaskResult | None:
+        """Attach this call to an identical submission whose outcome no caller has received.
+
+        None when the upstream no longer knows that task: nothing of it can be billed, so the call submits.
+        """
+        assert self._history is not None
         started = anyio.current_time()
         age = max(0.0, time.time() - earlier.created_at)
         if earlier.task_id is None:
@@ -397,7 +404,9 @@ class ImageJobs:
             snapshot = await self._client.retrieve(task_id)
         except TaskNotFoundError:
             if age > NOT_FOUND_GRACE_SECONDS:
-                raise
+                logger.warning("task %s is unknown upstream; submitting the request anew", task_id)
+                await self._history.deliver(self._owner, row_ids=[earlier.row_id])  # never continue it
+                return None
             snapshot = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING, trace_id=earlier.trace_id)
         except TRANSIENT as exc:  # the task exists upstream; the waiter looks again
             logger.warning("could not check task %s: %s", task_id, exc.message)
