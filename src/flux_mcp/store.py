@@ -262,6 +262,8 @@ class History:
 
     def _migrate(self) -> None:
         self._db.executescript(SCHEMA)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
         self._db.execute("BEGIN IMMEDIATE")  # re-read the version under the write lock: one migrator wins
         try:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
