@@ -34,6 +34,8 @@ from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.ui import GALLERY_URI, gallery_html
 
+from .conftest import make_settings
+
 pytestmark = pytest.mark.anyio
 
 UI_TOOLS = {"generate_image", "edit_image", "get_task", "list_tasks"}
@@ -115,7 +117,7 @@ def result_shape(result: CallToolResult) -> Any:
     return shape(dumped)
 
 
-async def test_results_are_the_same_for_both_kinds_of_client(settings: Settings) -> None:
+async def test_results_are_the_same_for_both_kinds_of_client(emulator: RunningEmulator) -> None:
     calls: list[tuple[str, dict[str, Any]]] = [
         ("generate_image", {"prompt": "a lighthouse", "count": 2}),
         ("generate_image", {"prompt": "pending", "wait_seconds": 0}),
@@ -124,7 +126,8 @@ async def test_results_are_the_same_for_both_kinds_of_client(settings: Settings)
     shapes: dict[str, list[Any]] = {}
     types: dict[str, list[str]] = {}
     for kind, connect in (("plain", Client), ("apps", apps_client)):
-        async with connect(build_server(settings)) as client:
+        # Each its own history: in a shared one the second pending call would continue the first's task.
+        async with connect(build_server(make_settings(emulator))) as client:
             results = [await client.call_tool(name, args) for name, args in calls]
             shapes[kind] = [result_shape(result) for result in results]
             types[kind] = [block.type for block in results[0].content]

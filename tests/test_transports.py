@@ -52,7 +52,8 @@ def flux_command() -> list[str]:
 
 def child_env(scratch: Path, **values: str) -> dict[str, str]:
     """A minimal environment, as a host builds one: no token unless given; files kept under `scratch`."""
-    env = {key: os.environ[key] for key in ("PATH", "HOME", "SYSTEMROOT") if key in os.environ}
+    # PYTHONPATH: a child runs the code under test (a worktree's src), not whatever is installed.
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "SYSTEMROOT", "PYTHONPATH") if key in os.environ}
     env.update(FLUX_MCP_OUTPUT_DIR=str(scratch / "images"), FLUX_MCP_DB=str(scratch / "history.db"))
     env.update(values)
     return env

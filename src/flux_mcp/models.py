@@ -9,6 +9,8 @@ result model, so the published output schemas are true.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -365,6 +367,16 @@ class ImageRequest(BaseModel):
     count: int | None = None
     image_url: str | None = None
 
+    def fingerprint(self) -> str:
+        """What makes two submissions the same job: a hash of this validated request, nothing else.
+
+        Built after normalisation (default size filled in, flux:// references resolved), so calls that
+        would send the same body to the upstream have the same fingerprint; how long a call waits, or how
+        it is shown, is not part of it.
+        """
+        canonical = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
+        return "v1:" + hashlib.sha256(canonical.encode()).hexdigest()
+
     def body(self, *, callback_url: str | None = None) -> dict[str, Any]:
         payload = self.model_dump(exclude_none=True)
         if callback_url is not None:
@@ -515,6 +527,16 @@ class TaskResult(BaseModel):
     trace_id: str | None = Field(None, description="Upstream trace id, for support requests.")
     error: TaskError | None = Field(None, description="Why the task failed, when status is failed.")
     next_step: str | None = Field(None, description="What to do next, when anything is left to do.")
+    attached: bool = Field(
+        False,
+        description=(
+            "True when this call submitted nothing: an identical earlier call (same arguments) had submitted "
+            "this task and no caller had received its result yet, so this call continued it (no second bill)."
+        ),
+    )
+    submitted_seconds_ago: float | None = Field(
+        None, description="With attached: how long before this call the continued task was submitted."
+    )
 
 
 class TaskBatchResult(BaseModel):

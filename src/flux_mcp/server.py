@@ -4,6 +4,22 @@
 servers as they like. The tools are thin: arguments are validated by the models (before any
 upstream call), the waiting is done by `tasks.ImageJobs`, files and previews by `images`, and
 every failure becomes a tool error an assistant can act on.
+
+A retry never pays twice (tasks.py continues an identical submission whose outcome no caller has
+received). Here is where an outcome counts as delivered: a finished task (succeeded or failed), or the
+news that a submission may have been billed, is marked delivered by the tool that returns it, as the
+last thing it awaits (`History.deliver`); a call cancelled by then takes its mark back, and nothing
+after that yields before the SDK writes the answer. What the server can know about a caller that
+gave up: the mcp 2.x client sends `notifications/cancelled` when its read timeout expires (the timeout
+openai-agents sets with `client_session_timeout_seconds` and google-adk with `timeout`, 5 s by
+default) and when its caller cancels; the SDK then cancels the tool call, so the result is neither
+marked nor written. A stdio client that exits closes stdin and ends the server; a 2026-07-28 HTTP
+client that disconnects cancels the call. What it cannot know: a client that stops waiting without
+saying so (mcp 1.x clients time out silently; stdio has no acknowledgement), whose answer goes into
+a pipe nobody reads. Such a result counts as delivered: an identical retry that arrives while the
+first call still waits is attached, one that arrives after it submits anew. Returning before the
+client's timeout avoids that: with FLUX_MCP_WAIT_SECONDS below it the call returns `pending`, and a
+pending result is never a delivered one (get_task, or the same call again, picks the task up).
 """
 
 from __future__ import annotations
@@ -68,7 +84,7 @@ from flux_mcp.models import (
 )
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry
-from flux_mcp.tasks import CallbackHub, ImageJobs, PollSchedule
+from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, PollSchedule, ago
 from flux_mcp.ui import GALLERY_URI, gallery_html
 
 logger = logging.getLogger(__name__)
@@ -77,8 +93,15 @@ INSTRUCTIONS = """\
 Generate and edit images with Flux models. generate_image and edit_image wait on the server for \
 the result and return the finished images (with small previews and saved files). A job takes 10 s \
 to 2 minutes: if it is not done within the wait limit the result has status "pending" and a \
-task_id; call get_task with that task_id to keep waiting. Never resubmit a prompt just because it \
-is pending: that bills the user twice. list_tasks finds earlier generations."""
+task_id; call get_task with that task_id to keep waiting (a pending result is not an error: do not \
+submit the prompt again). list_tasks finds earlier generations."""
+# In each job tool's description too: several frameworks pass the tools to their model, not the instructions.
+TIMEOUT_ADVICE = (
+    "If a call times out on your side, the job may still be running: call it again with the same "
+    "arguments (that continues the same task, it is not billed twice) or use list_tasks; never change "
+    "the prompt just to retry."
+)
+INSTRUCTIONS += " " + TIMEOUT_ADVICE
 
 AnyContext = Context[Any, Any]
 R = TypeVar("R", bound=BaseModel)
@@ -169,6 +192,7 @@ def _app_state(
             owner=owner,
             callbacks=callbacks,
             stop=stop,
+            submit_bound=_longest_submission(settings),
         )
 
     downloader = Downloader(
@@ -180,6 +204,12 @@ def _app_state(
     folder = settings.image_folder() if settings.saves_images() else None
     keeper = ImageKeeper(downloader, folder=folder, preview_size=settings.preview_size)
     return AppState(settings, history, keeper, jobs=jobs_for(None), jobs_for=jobs_for)
+
+
+def _longest_submission(settings: Settings) -> float:
+    """How long one submission can take: every attempt's timeout, every pause between, and a queue."""
+    attempts = settings.max_retries + 1
+    return attempts * settings.http_timeout_seconds + settings.max_retries * settings.retry_max_seconds + 60
 
 
 # --- tools --------------------------------------------------------------------------------------
@@ -198,6 +228,11 @@ def _clean_doc(fn: F) -> F:
     return fn
 
 
+def _clean_doc_with_timeout_advice(fn: F) -> F:
+    fn.__doc__ = inspect.cleandoc(fn.__doc__ or "") + "\n\n" + TIMEOUT_ADVICE
+    return fn
+
+
 def _add_job_tools(server: MCPServer[AppState]) -> None:
     @server.tool(
         name="generate_image",
@@ -205,7 +240,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         title="Generate images",
         annotations=BILLED.model_copy(update={"title": "Generate images with Flux"}),
     )
-    @_clean_doc
+    @_clean_doc_with_timeout_advice
     async def generate_image(
         prompt: Prompt,
         ctx: AnyContext,
@@ -218,7 +253,8 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
 
         Waits on the server (with progress) up to the wait limit and returns previews, saved file paths and
         URLs. If the job is not done by then, the result has status "pending" and a task_id: call get_task
-        with it to keep waiting. Each call is billed.
+        with it to keep waiting. Each call is billed, except that a call identical to an earlier one whose
+        result was never received continues that task.
         """
         args = {"prompt": prompt, "model": model, "size": size, "count": count, "wait_seconds": wait_seconds}
         return await _run_job(ctx, "generate_image", GenerateImageArgs, args)
@@ -229,7 +265,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         title="Edit an image",
         annotations=BILLED.model_copy(update={"title": "Edit an image with Flux"}),
     )
-    @_clean_doc
+    @_clean_doc_with_timeout_advice
     async def edit_image(
         prompt: Prompt,
         image_url: ImageUrlArg,
@@ -275,8 +311,9 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
     @_clean_doc
     async def get_tasks(task_ids: TaskIdsArg, ctx: AnyContext) -> Annotated[CallToolResult, TaskBatchResult]:
         """Look up the current state of up to 50 tasks at once, without waiting."""
-        jobs = _caller(ctx).jobs
-        return await _guarded("get_tasks", lambda: jobs.lookup(list(task_ids)), _batch_result)
+        caller = _caller(ctx)
+        work = lambda: caller.jobs.lookup(list(task_ids))  # noqa: E731
+        return await _guarded("get_tasks", work, lambda batch: _batch_result(caller, batch))
 
     @server.tool(
         name="list_tasks",
@@ -305,6 +342,8 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
         entries = await caller.state.history.recent(limit, status, query, owner=caller.owner)
         listing = HistoryList(tasks=[history_item(entry) for entry in entries])
         lines = [_history_line(item) for item in listing.tasks] or ["No generations recorded yet."]
+        finished = [entry.row_id for entry in entries if entry.status in FINISHED]
+        await caller.state.history.deliver(caller.owner, row_ids=finished)
         return CallToolResult(
             content=[TextContent(type="text", text="\n".join(lines))],
             structured_content=listing.model_dump(mode="json"),
@@ -353,6 +392,7 @@ def _history_line(item: HistoryItem) -> str:
 # --- the gallery (MCP Apps) ----------------------------------------------------------------------
 
 UI_META = {"ui": {"resourceUri": GALLERY_URI}}
+FINISHED = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)  # outcomes that count as delivered once returned
 APP_ONLY_TOOLS = {"preview_image"}
 
 
@@ -508,8 +548,12 @@ async def _run_job(
         except ImageError as exc:
             return error_result(f"Cannot edit {request.image_url}: {exc}")
     progress = _progress_reporter(ctx)
-    work = lambda: caller.jobs.run(request, args.wait_seconds, progress)  # noqa: E731
-    return await _guarded(tool, work, lambda result: present(caller, result, ctx))
+    ticket = JobTicket()
+    work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket)  # noqa: E731
+    shown = await _guarded(tool, work, lambda result: present(caller, result, ctx))
+    if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
+        await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
+    return shown
 
 
 async def _resolve_flux_image(caller: Caller, uri: str) -> str:
@@ -581,11 +625,14 @@ async def present(caller: Caller, result: TaskResult, ctx: AnyContext | None = N
                 description=info.path or info.url,
             )
         )
-    return CallToolResult(
+    shown = CallToolResult(
         content=content,
         structured_content=result.model_dump(mode="json"),
         is_error=result.status is TaskStatus.FAILED,
     )
+    if result.status in FINISHED:
+        await caller.state.history.deliver(caller.owner, task_ids=[result.task_id])
+    return shown
 
 
 async def _saved_paths(caller: Caller, task_id: str) -> dict[int, str]:
@@ -598,18 +645,31 @@ def _with_uri(task_id: str, image: ImageInfo) -> ImageInfo:
     return image.model_copy(update={"resource_uri": f"flux://images/{task_id}/{image.index}"})
 
 
-async def _batch_result(batch: TaskBatchResult) -> CallToolResult:
+async def _batch_result(caller: Caller, batch: TaskBatchResult) -> CallToolResult:
     lines = [summarize(task) for task in batch.tasks]
     if batch.missing:
         lines.append("Unknown task ids: " + ", ".join(batch.missing))
-    return CallToolResult(
+    shown = CallToolResult(
         content=[TextContent(type="text", text="\n\n".join(lines) or "No tasks found.")],
         structured_content=batch.model_dump(mode="json"),
     )
+    finished = [task.task_id for task in batch.tasks if task.status in FINISHED]
+    await caller.state.history.deliver(caller.owner, task_ids=finished)
+    return shown
 
 
 def summarize(result: TaskResult) -> str:
     """A short text an assistant can read out: status, task id, image URLs and files, next step."""
+    if result.attached:
+        age = ago(result.submitted_seconds_ago or 0.0)
+        return (
+            f"Continuing task {result.task_id} submitted {age}: an identical call submitted it and its "
+            "result had not been received, so nothing was submitted (or billed) again.\n" + _summary(result)
+        )
+    return _summary(result)
+
+
+def _summary(result: TaskResult) -> str:
     about = " ".join(part for part in (result.model, f"({result.size})" if result.size else "") if part)
     if result.status is TaskStatus.SUCCEEDED:
         count = len(result.images)

@@ -9,6 +9,16 @@ cut): the upstream may or may not have the task. Opening the history turns such 
 honestly, never dropped. A process that is still submitting when another opens the same file is not
 hurt by this: its own answer (task id, or failure) rewrites the row by its id a moment later.
 
+Each row also says which request it is (`fingerprint`, `ImageRequest.fingerprint`) and whether any
+caller has received its outcome yet (`delivered_at`). That is what lets an identical retry continue a
+job instead of paying for it again (the rule is in tasks.py); `claim` decides it atomically, in one
+`BEGIN IMMEDIATE` transaction, so two identical calls at the same moment (in one process, or in two
+processes sharing this file) make one submission. Rows written before these columns existed have no
+fingerprint and are never continued.
+
+The file carries its schema version (`PRAGMA user_version`); opening an older file migrates it in place,
+one versioned step at a time, inside a write transaction (so processes racing to open it do not collide).
+
 History is kept, not pruned: one row is about a kilobyte, so years of use stay small; delete the
 file (FLUX_MCP_DB) to start over.
 
@@ -22,10 +32,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +45,8 @@ from typing import Any
 import anyio
 
 from flux_mcp.models import TaskResult
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -57,6 +71,30 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SUBMITTING = "submitting"
 UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
+# Rows an identical call may continue; a `rejected` submission never reached the upstream's books.
+CONTINUABLE = (SUBMITTING, "pending", "succeeded", "failed", UNKNOWN)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the history file's schema: columns added to `tasks` when missing, then statements."""
+
+    version: int
+    columns: dict[str, str]
+    statements: tuple[str, ...] = ()
+
+
+MIGRATIONS = (
+    Migration(
+        1,  # retry attachment: which request a row is, and whether a caller has received its outcome
+        {"fingerprint": "TEXT", "delivered_at": "REAL"},
+        (
+            "CREATE INDEX IF NOT EXISTS tasks_undelivered ON tasks (owner, fingerprint, created_at) "
+            "WHERE delivered_at IS NULL",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
 INTERRUPTED = (
     "the server stopped while submitting this (killed or crashed before the Flux API answered); the API "
     "may have the task and may have billed it: check your AceDataCloud console before submitting it again"
@@ -77,6 +115,8 @@ class HistoryEntry:
     error: str | None
     created_at: float
     updated_at: float
+    fingerprint: str | None = None
+    delivered_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -91,7 +131,16 @@ class HistoryEntry:
             "error": self.error,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
+            "delivered_at": _iso(self.delivered_at) if self.delivered_at is not None else None,
         }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to "may this call submit?": a fresh row to submit with, or the earlier row it repeats."""
+
+    row_id: int
+    earlier: HistoryEntry | None  # None: the row is new (status submitting) and this call submits
 
 
 class History:
@@ -106,7 +155,7 @@ class History:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._migrate()
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('owner_key', ?)", (secrets.token_hex(32),))
             self._owner_key = self._db.execute("SELECT value FROM meta WHERE key='owner_key'").fetchone()[0]
             self._db.execute(
@@ -124,8 +173,46 @@ class History:
 
     async def begin(self, request: dict[str, Any], owner: str = "") -> int:
         """Record a submission about to be made; returns the row id to complete it with."""
-        row_id: int = await self._run(self._begin, request, owner)
+        row_id: int = await self._run(self._insert, request, owner, None)
         return row_id
+
+    async def claim(
+        self, request: dict[str, Any], fingerprint: str, owner: str = "", *, since: float
+    ) -> Claim:
+        """The newest row since `since` with this fingerprint whose outcome no caller has received, if any;
+        otherwise a new `submitting` row for this call to submit with. Atomic across processes."""
+        claim: Claim = await self._run(self._claim, request, fingerprint, owner, since)
+        return claim
+
+    async def row(self, row_id: int) -> HistoryEntry | None:
+        rows = await self._run(self._query, "SELECT * FROM tasks WHERE id=?", (row_id,))
+        return _entry(rows[0]) if rows else None
+
+    async def deliver(
+        self, owner: str = "", *, task_ids: Collection[str] = (), row_ids: Collection[int] = ()
+    ) -> None:
+        """Note that a caller is being given these rows' outcomes (called last, just before answering).
+
+        A call cancelled while this runs will not send its answer, so it takes its own mark back. A mark
+        that cannot be written (database locked) only costs a later identical call a re-run it did not
+        need, so it is logged, never allowed to fail the answer.
+        """
+        if not task_ids and not row_ids:
+            return
+        stamp = time.time()
+        try:
+            await self._run(self._deliver, stamp, owner, list(task_ids), list(row_ids))
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except sqlite3.Error as exc:
+            logger.warning("could not note a delivered result in the history: %s", exc)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._run(
+                    self._execute,
+                    "UPDATE tasks SET delivered_at=NULL WHERE owner=? AND delivered_at=?",
+                    (owner, stamp),
+                )
+            raise
 
     async def submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
         await self._run(self._submitted, row_id, task_id, trace_id)
@@ -136,6 +223,14 @@ class History:
             self._execute,
             "UPDATE tasks SET status=?, error=?, updated_at=? WHERE id=?",
             (status, error, time.time(), row_id),
+        )
+
+    async def abandoned(self, row_id: int) -> None:
+        """A row still `submitting` after any submission would have ended: its process died mid-submit."""
+        await self._run(
+            self._execute,
+            "UPDATE tasks SET status=?, error=?, updated_at=? WHERE id=? AND status=?",
+            (UNKNOWN, INTERRUPTED, time.time(), row_id, SUBMITTING),
         )
 
     async def record(self, result: TaskResult, owner: str = "") -> None:
@@ -165,11 +260,36 @@ class History:
     async def _run(self, function: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(function, *args)
 
-    def _begin(self, request: dict[str, Any], owner: str) -> int:
+    def _migrate(self) -> None:
+        self._db.executescript(SCHEMA)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")  # re-read the version under the write lock: one migrator wins
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            for step in MIGRATIONS:
+                if step.version > version:
+                    self._apply(step)
+            if version < SCHEMA_VERSION:
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _apply(self, step: Migration) -> None:
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column, kind in step.columns.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
+        for statement in step.statements:
+            self._db.execute(statement)
+
+    def _insert(self, request: dict[str, Any], owner: str, fingerprint: str | None) -> int:
         now = time.time()
         cursor = self._execute(
-            "INSERT INTO tasks (owner, status, action, model, prompt, size, request, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (owner, status, action, model, prompt, size, request, fingerprint, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 owner,
                 SUBMITTING,
@@ -178,6 +298,7 @@ class History:
                 request.get("prompt"),
                 request.get("size"),
                 json.dumps(request),
+                fingerprint,
                 now,
                 now,
             ),
@@ -185,10 +306,39 @@ class History:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
+    def _claim(self, request: dict[str, Any], fingerprint: str, owner: str, since: float) -> Claim:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._query(
+                    "SELECT * FROM tasks WHERE owner=? AND fingerprint=? AND delivered_at IS NULL "
+                    f"AND created_at>=? AND status IN ({', '.join('?' * len(CONTINUABLE))}) "
+                    "ORDER BY created_at DESC, id DESC LIMIT 1",
+                    (owner, fingerprint, since, *CONTINUABLE),
+                )
+                claim = Claim(rows[0]["id"], _entry(rows[0])) if rows else None
+                if claim is None:
+                    claim = Claim(self._insert(request, owner, fingerprint), None)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return claim
+
     def _submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
+        # A task id is news no caller has had yet, even if one was told this submission's fate was unknown.
         self._execute(
-            "UPDATE tasks SET task_id=?, status='pending', trace_id=?, error=NULL, updated_at=? WHERE id=?",
+            "UPDATE tasks SET task_id=?, status='pending', trace_id=?, error=NULL, delivered_at=NULL, "
+            "updated_at=? WHERE id=?",
             (task_id, trace_id, time.time(), row_id),
+        )
+
+    def _deliver(self, stamp: float, owner: str, task_ids: list[str], row_ids: list[int]) -> None:
+        tasks, rows = ", ".join("?" * len(task_ids)) or "NULL", ", ".join("?" * len(row_ids)) or "NULL"
+        self._execute(
+            f"UPDATE tasks SET delivered_at=? WHERE owner=? AND delivered_at IS NULL "
+            f"AND (task_id IN ({tasks}) OR id IN ({rows}))",
+            (stamp, owner, *task_ids, *row_ids),
         )
 
     def _record(self, result: TaskResult, owner: str) -> None:
@@ -272,6 +422,8 @@ def _entry(row: sqlite3.Row) -> HistoryEntry:
         error=row["error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        fingerprint=row["fingerprint"],
+        delivered_at=row["delivered_at"],
     )
 
 

@@ -8,6 +8,23 @@ call's budget runs out it returns a normal `pending` result
 with the task id; `ImageJobs.resume` (the `get_task` tool) waits the same way. Cancelling a
 call stops the waiting, never the task: the upstream keeps it and `get_task` still finds it.
 
+A retry never pays twice. Clients time tool calls out on their own clock (openai-agents and google-adk
+after 5 s by default) while the job goes on upstream, and a model that is told "error, try again"
+calls again with the same arguments. So `run` first claims the request in the history (`History.claim`):
+if an identical request (same `ImageRequest.fingerprint`, same owner, within ATTACH_HORIZON_SECONDS)
+was submitted and no caller has received its outcome yet, the call continues that task instead of
+submitting (`attached` in the result). Once an outcome has been delivered, an identical call is a
+deliberate re-run and submits anew. The cases:
+- pending, or finished after its own caller went away: continue it, wait as usual, return the images.
+- failed, never seen: continue it too, and return the failure. The caller learns why (a refusal
+  would most likely fail again); an identical call after that submits anew.
+- still `submitting` (another call is between asking the upstream and hearing back): wait for its
+  task id by polling the history (bounded by how long a submission can take), then continue it.
+- `unknown` (the submission may have been accepted and billed, no task id): submit nothing; say so
+  and point at list_tasks. That message counts as delivered, so an identical call after it submits.
+- `rejected` (the upstream provably did not take it): nothing to continue; submit.
+What "delivered" means (the server marks it, `History.deliver`) is explained in server.py.
+
 Shutting down ends every wait the same way: when the serving process sets its `stop` event, each
 waiting call returns its task as `pending` at once, so the process can exit promptly and every
 caller still gets its task id.
@@ -52,7 +69,7 @@ from flux_mcp.models import (
     TaskStatus,
     images_asked,
 )
-from flux_mcp.store import History
+from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +77,28 @@ ProgressFn = Callable[[float, str], Awaitable[None]]
 TRANSIENT = (TransportError, ServerError, MalformedResponseError, RateLimitedError)
 # Right after a submit the task store may not show the task yet; until then "not found" is not final.
 NOT_FOUND_GRACE_SECONDS = 10.0
+# An identical call is continued only if it was submitted within this horizon; older ones are re-runs.
+ATTACH_HORIZON_SECONDS = 24 * 3600.0
+# How long a submission may take (every attempt's HTTP timeout and the pauses between), when the
+# server does not say: past it, a row still `submitting` belongs to a process that died mid-submit.
+DEFAULT_SUBMIT_BOUND_SECONDS = 300.0
+SUBMITTING_POLL_FIRST, SUBMITTING_POLL_MAX = 0.05, 1.0
 
 
 async def no_progress(elapsed: float, message: str) -> None:
     """The progress sink used when the caller did not ask for progress."""
+
+
+class UndecidedRepeatError(FluxError):
+    """An identical earlier submission may have been billed, and nobody knows its task id: not resubmitted."""
+
+
+@dataclass
+class JobTicket:
+    """What a job call's answer is about besides its task: filled in by `ImageJobs.run`."""
+
+    # The answer tells its caller that this history row's submission may have been billed.
+    undecided_row: int | None = None
 
 
 @dataclass(frozen=True)
@@ -291,6 +326,7 @@ class ImageJobs:
         owner: str = "",
         callbacks: CallbackHub | None = None,
         stop: anyio.Event | None = None,
+        submit_bound: float = DEFAULT_SUBMIT_BOUND_SECONDS,
     ) -> None:
         self._client = client
         self._max_wait = max_wait
@@ -298,19 +334,33 @@ class ImageJobs:
         self._history = history
         self._owner = owner
         self._callbacks = callbacks
+        self._stop = stop
+        self._submit_bound = submit_bound
 
     def budget(self, wait_seconds: float | None) -> float:
         return self._max_wait if wait_seconds is None else min(wait_seconds, self._max_wait)
 
     async def run(
-        self, request: ImageRequest, wait_seconds: float | None, progress: ProgressFn = no_progress
+        self,
+        request: ImageRequest,
+        wait_seconds: float | None,
+        progress: ProgressFn = no_progress,
+        ticket: JobTicket | None = None,
     ) -> TaskResult:
+        """Submit the job (or continue an identical one nobody has the result of) and wait for it."""
         started = anyio.current_time()
+        ticket = ticket if ticket is not None else JobTicket()
+        claim = await self._claim(request) if self._history is not None else None
+        while claim is not None and claim.earlier is not None:
+            continued = await self._continue(claim.earlier, wait_seconds, progress, ticket)
+            if continued is not None:
+                return continued
+            claim = await self._claim(request)
         slot = self._callbacks.open() if self._callbacks is not None else None
         if queued := self._client.queued():
             await progress(0.0, f"Queued: {queued} upstream requests ahead (FLUX_MCP_MAX_CONCURRENCY)")
         try:
-            submission = await self._submit(request, slot)
+            submission = await self._submit(request, slot, claim.row_id if claim else None, ticket)
         except BaseException:
             self._release(slot)
             raise
@@ -350,18 +400,89 @@ class ImageJobs:
             missing=[task_id for task_id in unique_ids if task_id not in by_id],
         )
 
-    async def _submit(self, request: ImageRequest, slot: CallbackSlot | None) -> Submission:
+    async def _claim(self, request: ImageRequest) -> Claim:
+        """The history row this call submits with, or the undelivered identical submission it continues.
+
+        An identical submission still in flight elsewhere is waited for (the history is polled: the other
+        call may live in another process) until it has a task id or has failed, then claimed again.
+        """
+        assert self._history is not None
+        body, fingerprint = request.model_dump(exclude_none=True), request.fingerprint()
+        while True:
+            since = time.time() - ATTACH_HORIZON_SECONDS
+            claim = await self._history.claim(body, fingerprint, self._owner, since=since)
+            if claim.earlier is None or claim.earlier.status != SUBMITTING:
+                return claim
+            await self._await_submission(claim.earlier)
+
+    async def _await_submission(self, earlier: HistoryEntry) -> None:
+        """Wait until another call's submission leaves `submitting`; past the bound its process is dead."""
+        assert self._history is not None
+        logger.info("an identical request is being submitted; waiting for its task id")
+        pause = SUBMITTING_POLL_FIRST
+        entry: HistoryEntry | None = earlier
+        while entry is not None and entry.status == SUBMITTING:
+            if time.time() - entry.created_at > self._submit_bound:
+                await self._history.abandoned(entry.row_id)
+                return
+            if self._stop is not None and self._stop.is_set():
+                raise UndecidedRepeatError(
+                    "Not submitted: the server is shutting down while an identical request is still being "
+                    "submitted by another call. list_tasks shows it and its task id once it has one."
+                )
+            await _sleep_until(anyio.current_time() + pause, None, self._stop)
+            pause = min(pause * 2, SUBMITTING_POLL_MAX)
+            entry = await self._history.row(entry.row_id)
+
+    async def _continue(
+        self, earlier: HistoryEntry, wait_seconds: float | None, progress: ProgressFn, ticket: JobTicket
+    ) -> TaskResult | None:
+        """Attach this call to an identical submission whose outcome no caller has received.
+
+        None when the upstream no longer knows that task: nothing of it can be billed, so the call submits.
+        """
+        assert self._history is not None
+        started = anyio.current_time()
+        age = max(0.0, time.time() - earlier.created_at)
+        if earlier.task_id is None:
+            ticket.undecided_row = earlier.row_id
+            raise UndecidedRepeatError(_undecided_message(earlier, age))
+        task_id = earlier.task_id
+        logger.info("continuing task %s: an identical call submitted it %.0f s ago", task_id, age)
+        await progress(0.0, f"Continuing task {task_id}, submitted {ago(age)} by an identical call")
+        try:
+            snapshot = await self._client.retrieve(task_id)
+        except TaskNotFoundError:
+            if age > NOT_FOUND_GRACE_SECONDS:
+                logger.warning("task %s is unknown upstream; submitting the request anew", task_id)
+                await self._history.deliver(self._owner, row_ids=[earlier.row_id])  # never continue it
+                return None
+            snapshot = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING, trace_id=earlier.trace_id)
+        except TRANSIENT as exc:  # the task exists upstream; the waiter looks again
+            logger.warning("could not check task %s: %s", task_id, exc.message)
+            snapshot = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING, trace_id=earlier.trace_id)
+        just_submitted = age <= NOT_FOUND_GRACE_SECONDS
+        snapshot = await self._wait(snapshot, wait_seconds, progress, just_submitted=just_submitted, age=age)
+        result = task_result(snapshot, earlier.request, anyio.current_time() - started)
+        result.attached, result.submitted_seconds_ago = True, round(age, 1)
+        return await self._recorded(result)
+
+    async def _submit(
+        self, request: ImageRequest, slot: CallbackSlot | None, row: int | None, ticket: JobTicket
+    ) -> Submission:
         """Submit, with the history row written first: an accepted task can always be found again."""
         callback_url = slot.url if slot is not None else None
-        if self._history is None:
+        if self._history is None or row is None:
             submission = await self._client.submit(request, callback_url=callback_url)
             self._bind(slot, submission.task_id)
             return submission
-        row = await self._history.begin(request.model_dump(exclude_none=True), self._owner)
         try:
             submission = await self._client.submit(request, callback_url=callback_url)
         except FluxError as exc:
-            await self._history.submit_failed(row, exc.message, maybe_accepted=may_have_been_accepted(exc))
+            maybe_accepted = may_have_been_accepted(exc)
+            await self._history.submit_failed(row, exc.message, maybe_accepted=maybe_accepted)
+            if maybe_accepted:
+                ticket.undecided_row = row
             raise
         except BaseException:
             # Cancelled (or crashed) while the request was in flight: the upstream may have it.
@@ -452,6 +573,25 @@ def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: 
             "to wait for it."
         )
     return result
+
+
+def _undecided_message(earlier: HistoryEntry, age: float) -> str:
+    return (
+        f"Not submitted: an identical request (same prompt and settings) was submitted {ago(age)}, and its "
+        "answer was lost, so the Flux API may have accepted and billed it without telling us its task id "
+        f"({earlier.error or 'no reason recorded'}). To avoid paying twice it was not sent again. list_tasks "
+        "shows it with status 'unknown'; the AceDataCloud console shows whether it ran. If the user wants "
+        "a new image anyway, calling again with the same arguments submits a new, billed task."
+    )
+
+
+def ago(seconds: float) -> str:
+    """'12 s ago', '5 min ago', '3 h ago'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
 
 
 def _keep_trace(snapshot: TaskSnapshot, earlier: TaskSnapshot) -> TaskSnapshot:
