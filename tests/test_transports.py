@@ -51,8 +51,11 @@ def flux_command() -> list[str]:
 
 
 def child_env(scratch: Path, **values: str) -> dict[str, str]:
-    """A minimal environment, as a host builds one: no token unless given; files kept under `scratch`."""
-    env = {key: os.environ[key] for key in ("PATH", "HOME", "SYSTEMROOT") if key in os.environ}
+    """A minimal environment, as a host builds one: no token unless given; files kept under `scratch`.
+
+    PYTHONPATH is passed on so that a checkout run with its own `src` first tests that code.
+    """
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "SYSTEMROOT", "PYTHONPATH") if key in os.environ}
     env.update(FLUX_MCP_OUTPUT_DIR=str(scratch / "images"), FLUX_MCP_DB=str(scratch / "history.db"))
     env.update(values)
     return env
