@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -179,6 +180,7 @@ def _initialize(process: subprocess.Popen[bytes]) -> dict[str, Any]:
     return answer
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_stdio_server_stops_at_once_on_a_stop_signal_and_cleans_up(
     tmp_path: Path, stop: signal.Signals

@@ -106,6 +106,15 @@ async def test_a_second_sandbox_uses_a_free_port_and_still_serves_every_task(tmp
     assert structured(result)["images"][0]["path"].startswith(str(tmp_path / "images" / FOLDER_NAME))
 
 
+async def test_a_sandbox_whose_folder_cannot_be_written_still_serves(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings = Settings(db=blocker / "history.db", output_dir=tmp_path / "images")
+    async with serve_sandbox(settings, latency=0) as effective:
+        result = await _generate(effective)
+    assert structured(result)["status"] == "succeeded", text(result)
+
+
 async def _generate(settings: Settings) -> Any:
     quick = settings.model_copy(update={"poll_min_seconds": 0.05, "poll_max_seconds": 0.2})
     async with Client(build_server(quick)) as client:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
+from flux_mcp.emulator import EmulatorConfig, RunningEmulator, TaskJournal, serve_emulator
 from flux_mcp.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -89,12 +90,30 @@ async def serve_sandbox(
 
 @asynccontextmanager
 async def _emulator(places: SandboxPlaces, config: EmulatorConfig) -> AsyncIterator[RunningEmulator]:
+    journal = _usable_journal(places.journal)
     async with AsyncExitStack() as stack:
         try:
             running = await stack.enter_async_context(
-                serve_emulator(config, port=places.port, journal=places.journal)
+                serve_emulator(config, port=places.port, journal=journal)
             )
         except OSError as exc:
-            logger.info("sandbox: port %d is taken (%s); using a free port", places.port, exc.strerror or exc)
-            running = await stack.enter_async_context(serve_emulator(config, port=0, journal=places.journal))
+            logger.info(
+                "port %d is taken (%s); the sandbox uses a free port", places.port, exc.strerror or exc
+            )
+            running = await stack.enter_async_context(serve_emulator(config, port=0, journal=journal))
         yield running
+
+
+def _usable_journal(path: Path) -> Path | None:
+    """The journal file, if it can be opened; else none, as the history falls back to memory."""
+    try:
+        TaskJournal(path).close()
+    except (OSError, sqlite3.Error) as exc:
+        logger.warning(
+            "cannot open the sandbox's task journal at %s (%s): its tasks last only as long as this "
+            "process; set FLUX_MCP_DB to a writable place",
+            path,
+            exc,
+        )
+        return None
+    return path
