@@ -19,7 +19,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CHUNK_BYTES = 64 * 1024
@@ -29,7 +32,11 @@ SignalHandler = Callable[[int, FrameType | None], Any]
 
 
 class StdinFeed(io.RawIOBase):
-    """The bytes of the real stdin, read ahead by a daemon thread, until EOF or `end()`."""
+    """The bytes of the real stdin, read ahead by a daemon thread, until EOF or `end()`.
+
+    The thread reads until the real stdin ends; a process that stops serving earlier (a signal) exits
+    without waiting for it.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,7 +66,8 @@ class StdinFeed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        """Blocks until the next chunk (or the end) arrives; 0 bytes means EOF."""
         if not self._rest:
             if self._ended.is_set():
                 return 0
@@ -67,8 +75,9 @@ class StdinFeed(io.RawIOBase):
             if not self._rest:
                 self._ended.set()
                 return 0
-        size = min(len(buffer), len(self._rest))
-        buffer[:size] = self._rest[:size]
+        view = memoryview(buffer).cast("B")
+        size = min(len(view), len(self._rest))
+        view[:size] = self._rest[:size]
         self._rest = self._rest[size:]
         return size
 
