@@ -9,6 +9,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,11 @@ def test_config_for_every_host_is_ready_to_paste(host: str, monkeypatch: pytest.
         assert words[:4] == ["claude", "mcp", "add", "flux"]
         assert words[4:7] == ["--env", f"ACEDATACLOUD_API_TOKEN={TOKEN_PLACEHOLDER}", "--"]
         assert words[7:] == ["flux-mcp"]
+        return
+    if host == "codex":
+        server = tomllib.loads(text)["mcp_servers"]["flux"]
+        assert server["env"]["ACEDATACLOUD_API_TOKEN"] == TOKEN_PLACEHOLDER
+        assert (server["command"], server["args"]) == ("flux-mcp", [])
         return
     config = json.loads(text)
     if host == "vscode":

@@ -6,7 +6,7 @@ flux-mcp serve --transport http  serve MCP over streamable HTTP at /mcp
 flux-mcp demo "a white cat"      one full round trip, offline by default; saves the image
 flux-mcp emulator --port 8765    run the Flux API emulator alone
 flux-mcp doctor                  check Python, packages, settings, token and the upstream
-flux-mcp config cursor           print a ready-to-paste config for an MCP host
+flux-mcp config cursor           print a ready-to-paste config for an MCP host (--sandbox: offline)
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,17 +23,18 @@ from typing import Any
 
 import anyio
 from mcp_types import CallToolResult, TextContent
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from flux_mcp import __version__, hostconfig
 from flux_mcp.logs import configure_logging
 from flux_mcp.models import MODELS
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
+from flux_mcp.stdio import stdin_ended_by_signals
 
 logger = logging.getLogger("flux_mcp")
 
-SANDBOX_TOKEN = "sandbox-token"
+SANDBOX_LATENCY = 3.0  # seconds an offline job takes: long enough to see progress, short enough to wait
 EXAMPLES = """\
 examples:
   flux-mcp                                  serve over stdio (configure this in your MCP host)
@@ -43,7 +44,8 @@ examples:
   flux-mcp serve --transport http --port 8000
   flux-mcp emulator --port 8765 --latency 5
   flux-mcp doctor                           check token, network, settings; says how to fix each problem
-  flux-mcp config claude-desktop            config for a host (or claude-code, cursor, vscode, windsurf)
+  flux-mcp config claude-desktop            config for a host (or claude-code, cursor, vscode, windsurf,
+                                            gemini, codex); add --sandbox to try it without a token
 """
 
 
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return doctor.main()
     if args.command == "config":
-        return hostconfig.main(args.target_host)
+        return hostconfig.main(args.target_host, sandbox=args.sandbox or args.config_sandbox)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -71,8 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_emulator_forever(EmulatorConfig(latency=args.latency), host=args.host, port=args.port)
             return 0
-        anyio.run(_serve, settings, args)
-        return 0
+        return anyio.run(_serve, settings, args)
     except KeyboardInterrupt:
         return 130
 
@@ -108,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print a ready-to-paste config for an MCP host")
     config.add_argument(
         "target_host", metavar="HOST", choices=hostconfig.HOSTS, help=" | ".join(hostconfig.HOSTS)
+    )
+    config.add_argument(
+        "--sandbox",
+        dest="config_sandbox",
+        action="store_true",
+        help="a config that runs `flux-mcp --sandbox` (offline emulator, no token needed)",
     )
 
     emulator = commands.add_parser("emulator", help="run the Flux API emulator on loopback")
@@ -151,12 +158,22 @@ def _add_serve_options(parser: argparse.ArgumentParser, default: Any = None) -> 
     )
 
 
-async def _serve(settings: Settings, args: argparse.Namespace) -> None:
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.transport == "http":
         await _serve_http(settings, args)
-        return
-    async with _upstream(settings, sandbox=args.sandbox, latency=3.0) as effective:
-        await build_server(effective).run_stdio_async()
+        return 0
+    return await _serve_stdio(settings, args)
+
+
+async def _serve_stdio(settings: Settings, args: argparse.Namespace) -> int:
+    """Until stdin ends, or SIGINT/SIGTERM end it: 0, or 128 + the signal's number, as shells report it."""
+    with stdin_ended_by_signals() as stop:
+        async with _upstream(settings, sandbox=args.sandbox, latency=SANDBOX_LATENCY) as effective:
+            await build_server(effective).run_stdio_async()
+    if stop.received is None:
+        return 0
+    logger.info("stopped by %s", signal.Signals(stop.received).name)
+    return 128 + stop.received
 
 
 async def _serve_http(settings: Settings, args: argparse.Namespace) -> None:
@@ -165,7 +182,8 @@ async def _serve_http(settings: Settings, args: argparse.Namespace) -> None:
         updates["stateless"] = True
     if settings.save is None:
         updates["save"] = False  # over HTTP the users are remote: the server's disk is not theirs to fill
-    async with _upstream(settings.model_copy(update=updates), sandbox=args.sandbox, latency=3.0) as effective:
+    served = settings.model_copy(update=updates)
+    async with _upstream(served, sandbox=args.sandbox, latency=SANDBOX_LATENCY) as effective:
         from flux_mcp.http import StartupError, serve_http
 
         try:
@@ -175,29 +193,17 @@ async def _serve_http(settings: Settings, args: argparse.Namespace) -> None:
 
 
 @asynccontextmanager
-async def _upstream(settings: Settings, *, sandbox: bool, latency: float) -> AsyncIterator[Settings]:
-    """The settings to serve with: as given, or pointed at an in-process emulator.
-
-    The sandbox keeps its history in a throw-away folder (its emulator forgets its tasks on exit too),
-    and its images there unless FLUX_MCP_OUTPUT_DIR says otherwise: pictures of an emulator do not
-    belong in the user's Pictures folder.
-    """
+async def _upstream(
+    settings: Settings, *, sandbox: bool, latency: float, images: Path | None = None
+) -> AsyncIterator[Settings]:
+    """The settings to serve with: as given, or pointed at the offline sandbox (see flux_mcp.sandbox)."""
     if not sandbox:
         yield settings
         return
-    from flux_mcp.emulator import EmulatorConfig, serve_emulator
+    from flux_mcp.sandbox import serve_sandbox
 
-    with tempfile.TemporaryDirectory(prefix="flux-mcp-sandbox-") as scratch:
-        async with serve_emulator(EmulatorConfig(latency=latency)) as emulator:
-            logger.info("sandbox: Flux API emulator at %s", emulator.base_url)
-            yield settings.model_copy(
-                update={
-                    "api_base_url": emulator.base_url,
-                    "api_token": SecretStr(SANDBOX_TOKEN),
-                    "db": Path(scratch) / "history.db",
-                    "output_dir": settings.output_dir or Path(scratch) / "images",
-                }
-            )
+    async with serve_sandbox(settings, latency=latency, images=images) as effective:
+        yield effective
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -206,7 +212,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     out = args.out if args.out is not None else (settings.output_dir if args.live else Path("flux-mcp-demo"))
     settings = settings.model_copy(update={"save": True, "output_dir": out})
-    async with _upstream(settings, sandbox=not args.live, latency=args.latency) as effective:
+    async with _upstream(settings, sandbox=not args.live, latency=args.latency, images=out) as effective:
         server = build_server(effective)
         where = "the real Flux API" if args.live else "the offline emulator"
         print(f"Generating {args.prompt!r} with {args.model} on {where}…", file=sys.stderr)

@@ -41,11 +41,13 @@ from mcp.server.apps import Apps, ResourceCsp, ResourcePermissions, client_suppo
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
+    INVALID_PARAMS,
     CallToolResult,
     ContentBlock,
     ImageContent,
+    ListResourcesResult,
     ListToolsResult,
     ResourceLink,
     TextContent,
@@ -53,7 +55,7 @@ from mcp_types import (
 )
 from pydantic import BaseModel, Field, ValidationError
 
-from flux_mcp import __version__
+from flux_mcp import __version__, prompts
 from flux_mcp.client import FluxClient, FluxError, build_http_client, may_have_been_accepted
 from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, to_png
 from flux_mcp.models import (
@@ -153,12 +155,13 @@ def build_server(
         version=__version__,
         lifespan=lifespan,
         log_level=settings.log_level,
-        middleware=[check_tool_arguments, hide_ui_from_plain_clients],
+        middleware=[check_tool_arguments, check_prompt_arguments, hide_ui_from_plain_clients],
         extensions=[_gallery_app()],
     )
     _add_job_tools(server)
     _add_task_tools(server)
     _add_resources(server)
+    _add_prompts(server)
     return server
 
 
@@ -449,13 +452,22 @@ def _gallery_app() -> Apps:
 async def hide_ui_from_plain_clients(
     ctx: ServerRequestContext[Any, Any], call_next: CallNext
 ) -> HandlerResult:
-    """Clients that did not negotiate MCP Apps see the tool list exactly as it was before the gallery."""
+    """Clients that did not negotiate MCP Apps see the tools and resources as they were before the gallery.
+
+    The gallery page stays readable by its URI: a host may fetch it on a connection other than the
+    one that negotiated Apps, and to everyone else it is an inert page they were never told about.
+    """
     result = await call_next(ctx)
-    if ctx.method != "tools/list" or client_supports_apps(ctx):
+    if ctx.method not in ("tools/list", "resources/list") or client_supports_apps(ctx):
         return result
-    if isinstance(result, ListToolsResult):
+    if isinstance(result, ListToolsResult | ListResourcesResult):
         result = result.model_dump(by_alias=True, exclude_none=True, mode="json")
-    if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+    if not isinstance(result, dict):
+        return result
+    if ctx.method == "resources/list" and isinstance(result.get("resources"), list):
+        resources = [item for item in result["resources"] if not _is_ui_resource(item)]
+        return {**result, "resources": resources}
+    if not isinstance(result.get("tools"), list):
         return result
     tools = []
     for tool in result["tools"]:
@@ -466,6 +478,10 @@ async def hide_ui_from_plain_clients(
             {key: value for key, value in tool.items() if key != "_meta"} | ({"_meta": meta} if meta else {})
         )
     return {**result, "tools": tools}
+
+
+def _is_ui_resource(resource: Any) -> bool:
+    return isinstance(resource, dict) and str(resource.get("uri", "")).startswith("ui://")
 
 
 # --- resources --------------------------------------------------------------------------------
@@ -520,6 +536,26 @@ def _add_resources(server: MCPServer[AppState]) -> None:
             for name, info in MODELS.items()
         }
         return json.dumps(guide, indent=2)
+
+
+# --- prompts ----------------------------------------------------------------------------------
+
+
+def _add_prompts(server: MCPServer[AppState]) -> None:
+    for name, fn in prompts.PROMPTS.items():
+        description = " ".join((fn.__doc__ or "").split())
+        server.prompt(name=name, title=prompts.TITLES[name], description=description)(fn)
+
+
+async def check_prompt_arguments(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Bad prompt arguments are an invalid-params error naming each problem, not an internal error."""
+    params = ctx.params if ctx.method == "prompts/get" else None
+    if isinstance(params, dict) and isinstance(params.get("name"), str):
+        arguments = params.get("arguments")
+        problem = prompts.argument_problem(params["name"], arguments if isinstance(arguments, dict) else None)
+        if problem is not None:
+            raise MCPError(INVALID_PARAMS, f"Cannot get prompt {params['name']!r}: {problem}")
+    return await call_next(ctx)
 
 
 async def _known_image(caller: Caller, task_id: str, index: str) -> ImageInfo:

@@ -430,7 +430,7 @@ class ImageJobs:
                     "Not submitted: the server is shutting down while an identical request is still being "
                     "submitted by another call. list_tasks shows it and its task id once it has one."
                 )
-            await _sleep_until(anyio.current_time() + pause, None, self._stop)
+            await _sleep_until(anyio.current_time() + pause, [self._stop] if self._stop is not None else [])
             pause = min(pause * 2, SUBMITTING_POLL_MAX)
             entry = await self._history.row(entry.row_id)
 
@@ -450,6 +450,8 @@ class ImageJobs:
         task_id = earlier.task_id
         logger.info("continuing task %s: an identical call submitted it %.0f s ago", task_id, age)
         await progress(0.0, f"Continuing task {task_id}, submitted {ago(age)} by an identical call")
+        slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
+        seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
         try:
             snapshot = await self._client.retrieve(task_id)
         except TaskNotFoundError:
@@ -462,7 +464,9 @@ class ImageJobs:
             logger.warning("could not check task %s: %s", task_id, exc.message)
             snapshot = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING, trace_id=earlier.trace_id)
         just_submitted = age <= NOT_FOUND_GRACE_SECONDS
-        snapshot = await self._wait(snapshot, wait_seconds, progress, just_submitted=just_submitted, age=age)
+        snapshot = await self._wait(
+            snapshot, wait_seconds, progress, slot, just_submitted=just_submitted, age=age, wakeups_seen=seen
+        )
         result = task_result(snapshot, earlier.request, anyio.current_time() - started)
         result.attached, result.submitted_seconds_ago = True, round(age, 1)
         return await self._recorded(result)

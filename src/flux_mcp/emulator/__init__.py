@@ -4,6 +4,7 @@ It plays the third-party upstream, so it imports nothing else from flux_mcp.
 """
 
 from .app import create_app
+from .journal import TaskJournal
 from .runner import RunningEmulator, run_emulator_forever, serve_asgi, serve_emulator
 from .state import EmulatorConfig, EmulatorState, Fault, FaultKind, TaskRecord
 
@@ -13,6 +14,7 @@ __all__ = [
     "Fault",
     "FaultKind",
     "RunningEmulator",
+    "TaskJournal",
     "TaskRecord",
     "create_app",
     "run_emulator_forever",

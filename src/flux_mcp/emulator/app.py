@@ -135,7 +135,7 @@ class EmulatorRuntime:
             task_id = body.get("id")
             if not isinstance(task_id, str) or not task_id:
                 return self._error(400, "bad_request", "id must be a non-empty string")
-            task = state.tasks.get(task_id)
+            task = state.find_task(task_id, _base_url(request))
             if task is None:
                 return self._error(404, "not_found", "task not found")
             response = JSONResponse(task.record())
@@ -145,7 +145,8 @@ class EmulatorRuntime:
             if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
                 return self._error(400, "bad_request", "ids must be a list of task id strings")
             now = time.monotonic()
-            items = [state.tasks[item].record(now) for item in ids if item in state.tasks]
+            found = [state.find_task(item, _base_url(request)) for item in ids]
+            items = [task.record(now) for task in found if task is not None]
             response = JSONResponse({"items": items, "count": len(items)})
         else:
             return self._error(400, "bad_request", "action must be 'retrieve' or 'retrieve_batch'")
@@ -160,7 +161,7 @@ class EmulatorRuntime:
             return self._fault_response(fault)
         task_id: str = request.path_params["task_id"]
         index: int = request.path_params["index"]
-        task = self.state.tasks.get(task_id)
+        task = self.state.find_task(task_id, _base_url(request))
         if task is None or index >= task.count or task.status != "succeeded":
             return self._error(404, "not_found", "file not found")
         key = (task_id, index)
@@ -193,7 +194,7 @@ class EmulatorRuntime:
             width=width,
             height=height,
             count=parsed.count,
-            base_url=str(request.base_url).rstrip("/"),
+            base_url=_base_url(request),
             created_at=state.now_utc(),
             created_monotonic=now,
             finish_monotonic=now + state.plan_latency(),
@@ -201,7 +202,7 @@ class EmulatorRuntime:
             seeds=[state.new_seed() for _ in range(parsed.count)],
             callback_url=parsed.callback_url,
         )
-        state.tasks[task.id] = task
+        state.add_task(task)
         state.accepted += 1
         if task.callback_url:
             self._schedule_callback(task)
@@ -351,6 +352,10 @@ class DroppedConnection(Response):
         with anyio.move_on_after(2.0):
             while (await receive())["type"] != "http.disconnect":
                 pass
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
 
 
 async def _json_body(request: Request) -> Any:

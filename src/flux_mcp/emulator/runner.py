@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import uvicorn
@@ -18,12 +19,14 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from .app import EmulatorRuntime, create_app
+from .journal import TaskJournal
 from .state import EmulatorConfig, EmulatorState
 
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 10.0
 SHUTDOWN_GRACE = 2.0
+BACKLOG = 4096
 
 
 @dataclass
@@ -41,13 +44,27 @@ class RunningEmulator:
 
 @asynccontextmanager
 async def serve_emulator(
-    config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    config: EmulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    journal: Path | None = None,
 ) -> AsyncIterator[RunningEmulator]:
-    """Serve a fresh emulator on `host:port` (0 = any free port) for the duration of the block."""
-    state = EmulatorState(config if config is not None else EmulatorConfig())
-    app = create_app(state)
-    async with serve_asgi(app, host=host, port=port) as base_url:
-        yield RunningEmulator(base_url=base_url, state=state, app=app)
+    """Serve a fresh emulator on `host:port` (0 = any free port) for the duration of the block.
+
+    With `journal`, its tasks are kept in that file and it answers for the tasks of every other
+    emulator sharing the file (the sandbox's processes); without, they live in memory only.
+    A busy `port` raises OSError before anything is served.
+    """
+    tasks = TaskJournal(journal) if journal is not None else None
+    try:
+        state = EmulatorState(config if config is not None else EmulatorConfig(), journal=tasks)
+        app = create_app(state)
+        async with serve_asgi(app, host=host, port=port) as base_url:
+            yield RunningEmulator(base_url=base_url, state=state, app=app)
+    finally:
+        if tasks is not None:
+            tasks.close()
 
 
 @asynccontextmanager
@@ -187,13 +204,17 @@ def _uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         lifespan="off",
-        backlog=4096,
+        backlog=BACKLOG,
         timeout_keep_alive=30,
     )
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """Bind the listening socket up front: a busy port is an OSError here, not uvicorn's sys.exit."""
+    """Bind and listen up front: a busy port is an OSError here, not uvicorn's sys.exit.
+
+    Listening here too (uvicorn listens again, harmlessly) matters on Linux, where two sockets with
+    SO_REUSEADDR may both bind one port and only the second listen() fails.
+    """
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
     )[0]
@@ -204,6 +225,7 @@ def _bind(host: str, port: int) -> socket.socket:
         if os.name == "posix":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise

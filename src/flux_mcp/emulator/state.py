@@ -8,7 +8,10 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .journal import TaskJournal
 
 FaultKind = Literal[
     "429",
@@ -170,10 +173,25 @@ class EmulatorState:
     callback_failures: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     faults_applied: dict[str, int] = field(default_factory=dict)
+    journal: TaskJournal | None = None  # shared with other emulators (the sandbox); None: memory only
     rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.config.seed)
+
+    def add_task(self, task: TaskRecord) -> None:
+        self.tasks[task.id] = task
+        if self.journal is not None:
+            self.journal.add(task)
+
+    def find_task(self, task_id: str, base_url: str) -> TaskRecord | None:
+        """A task of this emulator, or of another one sharing its journal (served from `base_url`)."""
+        task = self.tasks.get(task_id)
+        if task is None and self.journal is not None:
+            task = self.journal.load(task_id, base_url)
+            if task is not None:
+                self.tasks[task_id] = task
+        return task
 
     def reset_counters(self) -> None:
         """Zero the counters; tasks and the fault script are kept."""
