@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import anyio
@@ -32,11 +32,10 @@ IPAddress = IPv4Address | IPv6Address
 Origin = tuple[str, str, int]  # scheme, host, port
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
-# Networks whose low 32 bits are an IPv4 address the packet ends up at: judged by that address too.
-_EMBEDDING_V4 = (
-    IPv6Network("::/96"),  # IPv4-compatible (deprecated): ::127.0.0.1
-    IPv6Network("64:ff9b::/96"),  # NAT64, well-known prefix
-)
+# IPv6 spellings of an IPv4 address (mapped; NAT64, whose DNS64 answers are how IPv6-only networks
+# reach IPv4 hosts): judged as that IPv4 address alone.
+_TRANSLATED = (IPv6Network("::ffff:0:0/96"), IPv6Network("64:ff9b::/96"))
+_COMPATIBLE = IPv6Network("::/96")  # deprecated IPv4-compatible form, ::127.0.0.1
 _NOT_PUBLIC: tuple[tuple[str, IPv4Network | IPv6Network], ...] = (
     ("shared address space (CGNAT)", IPv4Network("100.64.0.0/10")),
     ("local-use NAT64", IPv6Network("64:ff9b:1::/48")),
@@ -49,9 +48,13 @@ class ForbiddenAddress(Exception):
 
 def refusal(address: IPAddress) -> str | None:
     """Why a download may not connect to `address`; None for a public internet address."""
-    embedded = _embedded_ipv4(address)
-    if embedded is not None and (why := refusal(embedded)) is not None:
-        return f"{why} (inside an IPv6 address)"
+    if isinstance(address, IPv6Address):
+        if any(address in network for network in _TRANSLATED):
+            why = refusal(IPv4Address(int(address) & 0xFFFFFFFF))
+            return None if why is None else f"{why} (as IPv6)"
+        embedded = _embedded_ipv4(address)
+        if embedded is not None and (why := refusal(embedded)) is not None:
+            return f"{why} (inside an IPv6 address)"
     checks = (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),
@@ -75,11 +78,23 @@ def origin_of(url: httpx2.URL) -> Origin:
     return url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 0)
 
 
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses a TCP connection to `host` would use, as the system resolver answers."""
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [info[4][0] for info in infos]
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
 class GuardedBackend(httpcore2.AsyncNetworkBackend):
     """Resolves a host once, refuses it unless every address is public, and connects to what it checked."""
 
-    def __init__(self, inner: httpcore2.AsyncNetworkBackend | None = None) -> None:
+    def __init__(
+        self, inner: httpcore2.AsyncNetworkBackend | None = None, *, resolver: Resolver = resolve
+    ) -> None:
         self._inner = inner or httpcore2.AnyIOBackend()
+        self._resolve = resolver
 
     async def connect_tcp(
         self,
@@ -119,13 +134,16 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
     async def _checked_addresses(self, host: str, port: int, seconds: float | None) -> list[IPAddress]:
         try:
             with anyio.fail_after(seconds):
-                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                answers = await self._resolve(host, port)
         except TimeoutError:
             raise httpcore2.ConnectTimeout(f"looking up {host} took too long") from None
         except (OSError, UnicodeError):
             # Said the same way as a refusal: whether an internal name exists is itself internal.
             raise ForbiddenAddress(f"{host} does not resolve") from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        try:
+            addresses = list(dict.fromkeys(ipaddress.ip_address(answer) for answer in answers))
+        except ValueError:
+            raise ForbiddenAddress(f"{host} resolves to something that is not an IP address") from None
         for address in addresses:
             if (why := refusal(address)) is not None:
                 # One non-public answer refuses the host: a name answering both is a rebinding trick.
@@ -170,16 +188,12 @@ class DownloadTransport(httpx2.AsyncBaseTransport):
             await self._guarded.aclose()
 
 
-def _embedded_ipv4(address: IPAddress) -> IPv4Address | None:
-    """The IPv4 address an IPv6 address delivers to (mapped, compatible, 6to4, NAT64, Teredo)."""
-    if isinstance(address, IPv4Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (6to4, Teredo, IPv4-compatible), judged as well."""
     if address.sixtofour is not None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if any(address in network for network in _EMBEDDING_V4) and int(address) > 1:
-        return IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _COMPATIBLE and int(address) > 1:  # :: and ::1 are judged as themselves
+        return IPv4Address(int(address))
     return None

@@ -30,7 +30,7 @@ import re
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from http.cookiejar import Cookie, CookieJar, CookiePolicy
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import Any, TypeVar
 
 import anyio
@@ -174,7 +174,7 @@ def no_cookies() -> CookieJar:
     return CookieJar(policy=_RefuseCookies())
 
 
-class _RefuseCookies(CookiePolicy):
+class _RefuseCookies(DefaultCookiePolicy):
     def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
         return False
 
