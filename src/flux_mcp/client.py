@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_SHOWN_BODY = 300
-MAX_RESPONSE_BYTES = 2_000_000  # a task record is a few KB; a batch of 100 stays far below this
+MAX_RESPONSE_BYTES = 2_000_000  # a task record is a few KB; 50 of them with 4000-character prompts ~1 MB
 USER_AGENT = "flux-mcp"
 _TAGS = re.compile(r"<[^>]*>")
 
