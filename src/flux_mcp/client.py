@@ -27,13 +27,16 @@ import logging
 import math
 import random
 import re
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import Any, TypeVar
 
 import anyio
 import httpx2
 
+from flux_mcp.addresses import DownloadTransport
 from flux_mcp.models import ImageRequest, TaskError, TaskSnapshot, parse_task_record
 from flux_mcp.settings import Settings
 
@@ -45,6 +48,8 @@ MAX_SHOWN_BODY = 300
 TOKEN_PROBE_ID = "00000000-0000-0000-0000-000000000000"
 # Error codes that, on a request the upstream otherwise judged, still mean the token itself is refused.
 REFUSED_TOKEN_CODES = frozenset({"disabled"})
+MAX_RESPONSE_BYTES = 2_000_000  # a task record is a few KB; 50 of them with 4000-character prompts ~1 MB
+USER_AGENT = "flux-mcp"
 _TAGS = re.compile(r"<[^>]*>")
 
 
@@ -122,16 +127,69 @@ class Submission:
 
 def build_http_client(settings: Settings) -> httpx2.AsyncClient:
     """The one HTTP client a server shares across all calls: sized for hundreds of tasks at once."""
-    timeout = httpx2.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds))
+    headers = {"accept": "application/json", "user-agent": USER_AGENT}
+    return httpx2.AsyncClient(
+        timeout=http_timeout(settings),
+        limits=http_limits(settings),
+        headers=headers,
+        cookies=no_cookies(),
+        follow_redirects=False,
+    )
+
+
+def build_download_client(settings: Settings) -> httpx2.AsyncClient:
+    """The client image downloads use: connects only to public addresses (see `flux_mcp.addresses`).
+
+    The configured upstream's own origin is the one exception; no proxy from the environment is used
+    (a proxy would make the connection where the address rule cannot follow), nor any .netrc password.
+    """
+    transport = DownloadTransport(
+        trusted=settings.api_base_url,
+        allow_private=settings.allow_private_downloads,
+        limits=http_limits(settings),
+    )
+    return httpx2.AsyncClient(
+        transport=transport,
+        timeout=http_timeout(settings),
+        headers={"user-agent": USER_AGENT},
+        cookies=no_cookies(),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def http_timeout(settings: Settings) -> httpx2.Timeout:
+    """Per-phase timeouts; FluxClient also bounds each whole request by FLUX_MCP_HTTP_TIMEOUT_SECONDS."""
+    return httpx2.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds))
+
+
+def http_limits(settings: Settings) -> httpx2.Limits:
     # The pool matches the request gate in FluxClient: httpcore's pool scans every connection for
     # every queued request, so a pool much larger than the requests in flight costs quadratic time.
-    limits = httpx2.Limits(
+    return httpx2.Limits(
         max_connections=settings.max_concurrency,
         max_keepalive_connections=settings.max_concurrency,
         keepalive_expiry=30.0,
     )
-    headers = {"accept": "application/json", "user-agent": "flux-mcp"}
-    return httpx2.AsyncClient(timeout=timeout, limits=limits, headers=headers, follow_redirects=False)
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing: one client serves every user, so no answer may set state."""
+    return CookieJar(policy=_RefuseCookies())
+
+
+class _RefuseCookies(DefaultCookiePolicy):
+    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: urllib.request.Request) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: urllib.request.Request) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -160,8 +218,11 @@ class FluxClient:
         retry: RetryPolicy | None = None,
         gate: anyio.CapacityLimiter | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        deadline: float | None = None,
     ) -> None:
+        """`deadline` bounds each whole request; by default the HTTP client's timeout (from settings)."""
         self._http = http
+        self._deadline = deadline if deadline is not None else http.timeout.read
         self._base_url = base_url.rstrip("/")
         self._token = token
         self._retry = retry or RetryPolicy()
@@ -264,9 +325,21 @@ class FluxClient:
             raise MissingTokenError()
         headers = {"authorization": f"Bearer {self._token}", "content-type": "application/json"}
         url = self._base_url + path
+        progress = _Progress()
         try:
             async with self._gate:
-                response = await self._http.post(url, json=body, headers=headers)
+                # One bound on the whole exchange: httpx's timeouts are per read, so an upstream that
+                # trickles a byte at a time would otherwise hold this slot for as long as it likes.
+                with anyio.fail_after(self._deadline):
+                    response, content = await self._exchange(url, body, headers, progress)
+        except TimeoutError:
+            if not progress.sent:
+                raise NotSentError(
+                    f"Could not reach the Flux API at {self._base_url} within {self._deadline:g} s."
+                ) from None
+            raise ResponseLostError(
+                f"The Flux API did not answer within {self._deadline:g} s (FLUX_MCP_HTTP_TIMEOUT_SECONDS)."
+            ) from None
         except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
             raise NotSentError(
                 f"Could not connect to the Flux API at {self._base_url}: {_describe(exc)}"
@@ -275,29 +348,55 @@ class FluxClient:
             raise ResponseLostError(f"The Flux API did not answer in time ({_describe(exc)}).") from None
         except httpx2.TransportError as exc:
             raise ResponseLostError(f"The connection to the Flux API broke: {_describe(exc)}") from None
-        return self._decode(response)
+        return self._decode(response, content)
 
-    def _decode(self, response: httpx2.Response) -> dict[str, Any]:
-        data = _json_object(response)
+    async def _exchange(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], progress: _Progress
+    ) -> tuple[httpx2.Response, bytes]:
+        """Send the request and read the answer, refusing one larger than MAX_RESPONSE_BYTES."""
+        extensions = {"trace": progress.trace}
+        async with self._http.stream(
+            "POST", url, json=body, headers=headers, extensions=extensions
+        ) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                raise self._too_large(response)
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise self._too_large(response)  # leaving the block drops the connection
+                chunks.append(chunk)
+        return response, b"".join(chunks)
+
+    def _too_large(self, response: httpx2.Response) -> MalformedResponseError:
+        return MalformedResponseError(
+            f"The Flux API answered with more than {MAX_RESPONSE_BYTES // 1_000_000} MB, far more than a "
+            "task record takes; the answer was not read.",
+            status=response.status_code,
+        )
+
+    def _decode(self, response: httpx2.Response, content: bytes) -> dict[str, Any]:
+        data = _json_object(content)
         if response.is_success:
             if data is None:
                 raise MalformedResponseError(
                     f"The Flux API answered {response.status_code} with something that is not JSON: "
-                    f"{self._scrub(response.text)!r}",
+                    f"{self._scrub(_text(response, content))!r}",
                     status=response.status_code,
                 )
             if data.get("success") is False and not data.get("task_id") and "id" not in data:
-                raise self._error(response, data)
+                raise self._error(response, data, content)
             return data
-        raise self._error(response, data)
+        raise self._error(response, data, content)
 
-    def _error(self, response: httpx2.Response, data: dict[str, Any] | None) -> UpstreamError:
+    def _error(self, response: httpx2.Response, data: dict[str, Any] | None, content: bytes) -> UpstreamError:
         status = response.status_code
         error = (data or {}).get("error")
         code = self._clean(error.get("code") if isinstance(error, dict) else None)
         detail = error.get("message") if isinstance(error, dict) else error
         if not isinstance(detail, str) or not detail:
-            detail = code or (response.text if data is None else "") or response.reason_phrase
+            detail = code or (_text(response, content) if data is None else "") or response.reason_phrase
         detail = self._scrub(detail)
         trace_id = self._clean((data or {}).get("trace_id"))
         where = f" (trace id {trace_id})" if trace_id else ""
@@ -385,12 +484,27 @@ def _may_retry(exc: FluxError, retry_ambiguous: bool) -> bool:
     return retry_ambiguous
 
 
-def _json_object(response: httpx2.Response) -> dict[str, Any] | None:
+def _json_object(content: bytes) -> dict[str, Any] | None:
     try:
-        data = json.loads(response.content) if response.content else None
+        data = json.loads(content) if content else None
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _text(response: httpx2.Response, content: bytes) -> str:
+    return content.decode(response.charset_encoding or "utf-8", errors="replace")
+
+
+class _Progress:
+    """Follows one request through httpcore: once its headers start going out, it may have arrived."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_headers.started"):
+            self.sent = True
 
 
 def _retry_after(response: httpx2.Response) -> float | None:

@@ -39,6 +39,7 @@ from flux_mcp.client import (
     build_http_client,
 )
 from flux_mcp.settings import DEFAULT_BASE_URL, Settings
+from flux_mcp.store import make_private_folder
 
 MIN_PYTHON = (3, 11)
 PACKAGES = ("flux-mcp", "mcp", "httpx2", "pydantic")
@@ -275,7 +276,7 @@ def _probe_writable(folder: Path) -> None:
 
 def _count_history(path: Path) -> int:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(path.parent)  # the folder the server will use, with the mode it would give it
         return 0
     with closing(sqlite3.connect(path)) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import unicodedata
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import anyio
 import httpx2
 from PIL import Image
 
+from flux_mcp.addresses import ForbiddenAddress
 from flux_mcp.models import ImageInfo, TaskResult, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,14 @@ PREVIEW_MAX_BYTES = 150_000  # each preview, base64-encoded as it travels
 RESULT_PREVIEW_BUDGET = 600_000  # all previews of one result together
 LARGE_PREVIEW_MAX_BYTES = 1_500_000  # the gallery's full-size view (an app-only tool, not for the model)
 MAX_REDIRECTS = 5
+# Flux's largest outputs are about 4 megapixels; 40 keeps room for any model to come while refusing
+# decompression bombs long before Pillow's own limit (89 Mpx warns, 179 Mpx refuses), which lets a
+# 94 KB PNG decode to almost 1 GB. Any image Pillow would warn about is refused here before load().
+MAX_PIXELS = 40_000_000
+REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA"}
+# Pillow only warns (and decodes anyway) between its two limits: a warning in a log protects nothing.
+# Warning filters are process-wide in Python 3.11, so this one is set once, on import.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 CACHE_ENTRIES = 16
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
 
@@ -67,7 +77,11 @@ class Preview:
 
 
 class Downloader:
-    """Fetches images over the shared HTTP client: never sends credentials, never trusts the host."""
+    """Fetches images: never sends credentials, never trusts the host.
+
+    `http` is the client from `client.build_download_client`, whose connections reach only public
+    addresses; redirects are followed here, one checked hop at a time.
+    """
 
     def __init__(
         self, http: httpx2.AsyncClient, gate: anyio.CapacityLimiter, *, max_bytes: int, timeout: float
@@ -88,6 +102,8 @@ class Downloader:
                     data, content_type = await self._follow(url)
         except TimeoutError:
             raise ImageError(f"downloading {url} took longer than {self._timeout:.0f} s") from None
+        except ForbiddenAddress:
+            raise ImageError(refused(url)) from None
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise ImageError(f"could not download {url}: {type(exc).__name__}") from None
         if not (content_type.startswith("image/") or content_type in {"application/octet-stream", ""}):
@@ -100,7 +116,7 @@ class Downloader:
             with anyio.fail_after(min(self._timeout, 15.0)):
                 async with self._gate, self._open(url) as response:
                     return response.is_success
-        except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, ImageError):
+        except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, ImageError, ForbiddenAddress):
             return False
 
     async def _follow(self, url: str) -> tuple[bytes, str]:
@@ -299,20 +315,40 @@ def decode(
 ) -> Picture:
     """Check that the bytes are an image Pillow can decode, in a format we save as-is.
 
+    The declared size is checked before any pixel is decoded: a small file can declare a huge image.
     With `preview_side`, the preview is made from the same decode (decoding is most of the cost).
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
+            fmt, (width, height) = image.format or "", image.size
+            _check_declared(fmt, width, height, source)
+            if preview_side > 0:
+                image.draft(None, (preview_side, preview_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
             image.load()
-            fmt = image.format or ""
-            width, height = image.size
             preview = _preview_of(image, preview_side, preview_bytes) if preview_side > 0 else None
+    except ImageError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageError(_too_many_pixels(source)) from None
     except Exception:  # Pillow signals damage in many ways (OSError, SyntaxError, ValueError, …)
         raise ImageError(f"{source} is not a readable image") from None
-    if fmt not in FORMATS:
-        raise ImageError(f"{source} is a {fmt or 'unknown'} image; expected PNG, JPEG or WebP")
     extension, mime_type = FORMATS[fmt]
     return Picture(data, mime_type, extension, width, height, preview)
+
+
+def _check_declared(fmt: str, width: int, height: int, source: str) -> None:
+    """Refuse by what the header declares, before a single pixel is decoded."""
+    if fmt not in FORMATS:
+        raise ImageError(f"{source} is a {fmt or 'unknown'} image; expected PNG, JPEG or WebP")
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{_too_many_pixels(source)} (it declares {width}x{height})")
+
+
+def _too_many_pixels(source: str) -> str:
+    return (
+        f"{source} is over the {MAX_PIXELS // 1_000_000}-megapixel limit (Flux images are far smaller); "
+        "it was not decoded"
+    )
 
 
 def preview_budget(count: int) -> int:
@@ -322,12 +358,11 @@ def preview_budget(count: int) -> int:
 
 def _preview_of(source: Image.Image, max_side: int, max_bytes: int) -> Preview:
     """A JPEG no larger than `max_side` px whose base64 fits in `max_bytes`; shrinks until it does."""
-    image = source.convert("RGB")
+    image = _downscaled(source, max_side)
     side, quality = max_side, 85
     while True:
         thumbnail = image.copy()
-        # reducing_gap=1.0: box-reduce by the whole factor first (1024 -> 512 is one reduce(2)).
-        thumbnail.thumbnail((side, side), Image.Resampling.BICUBIC, reducing_gap=1.0)
+        thumbnail.thumbnail((side, side), Image.Resampling.BICUBIC)
         buffer = io.BytesIO()
         thumbnail.save(buffer, format="JPEG", quality=quality)
         encoded = buffer.getvalue()
@@ -337,6 +372,17 @@ def _preview_of(source: Image.Image, max_side: int, max_bytes: int) -> Preview:
             quality -= 15
         else:
             side = int(side * 0.75)
+
+
+def _downscaled(image: Image.Image, side: int) -> Image.Image:
+    """An RGB copy no larger than `side`: the full-size pixels are read once, by a box reduce."""
+    factor = max(image.size) // side
+    if image.mode not in REDUCIBLE_MODES:
+        image = image.convert("RGB")
+    small = image.reduce(factor) if factor > 1 else image
+    rgb = small.convert("RGB")
+    rgb.thumbnail((side, side), Image.Resampling.BICUBIC)
+    return rgb
 
 
 @dataclass(frozen=True)
@@ -393,6 +439,14 @@ def _write_new(folder: Path, stem: str, extension: str, data: bytes) -> Path:
             raise
         return path
     raise OSError(f"no free file name for {stem} in {folder}")
+
+
+def refused(url: str) -> str:
+    """Why a download was refused, saying nothing about the network beyond the URL itself."""
+    return (
+        f"refusing to download {url}: its host does not resolve to a public internet address "
+        "(loopback, private and link-local addresses are never fetched)"
+    )
 
 
 def _require_http(url: str) -> None:

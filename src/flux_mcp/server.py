@@ -56,7 +56,13 @@ from mcp_types import (
 from pydantic import BaseModel, Field, ValidationError
 
 from flux_mcp import __version__, prompts
-from flux_mcp.client import FluxClient, FluxError, build_http_client, may_have_been_accepted
+from flux_mcp.client import (
+    FluxClient,
+    FluxError,
+    build_download_client,
+    build_http_client,
+    may_have_been_accepted,
+)
 from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, to_png
 from flux_mcp.models import (
     FLUX_IMAGE_URI,
@@ -143,8 +149,8 @@ def build_server(
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         history = _open_history(settings)
         try:
-            async with build_http_client(settings) as http:
-                yield _app_state(settings, http, history, callbacks, stop)
+            async with build_http_client(settings) as http, build_download_client(settings) as downloads:
+                yield _app_state(settings, http, history, callbacks, stop, downloads=downloads)
         finally:
             history.close()
 
@@ -181,6 +187,8 @@ def _app_state(
     history: History,
     callbacks: CallbackHub | None,
     stop: anyio.Event | None,
+    *,
+    downloads: httpx2.AsyncClient,
 ) -> AppState:
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
@@ -199,7 +207,7 @@ def _app_state(
         )
 
     downloader = Downloader(
-        http,
+        downloads,
         gate,
         max_bytes=int(settings.max_download_mb * 1_000_000),
         timeout=settings.download_timeout_seconds,

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     db: Path | None = Field(None, description="History database file; unset = the user's data folder.")
     max_download_mb: float = Field(50.0, gt=0, description="Largest image download accepted, in MB.")
     download_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one image download.")
+    allow_private_downloads: bool = Field(
+        False,
+        description="Let image downloads reach loopback and private-network addresses (off: public only).",
+    )
     host: str = Field("127.0.0.1", description="HTTP bind address (serve --transport http).")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
     stateless: bool = Field(False, description="Serve HTTP without server-side sessions (for replicas).")

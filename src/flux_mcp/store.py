@@ -22,6 +22,11 @@ one versioned step at a time, inside a write transaction (so processes racing to
 History is kept, not pruned: one row is about a kilobyte, so years of use stay small; delete the
 file (FLUX_MCP_DB) to start over.
 
+Prompts are private: the data folder is created 0700 and the database 0600 before SQLite opens it
+(SQLite gives its -wal and -shm files the database's own mode). An existing folder keeps its mode
+(it may be one the user chose, such as a shared parent); existing database files are narrowed to
+0600. Saved images are the user's pictures and follow their umask like any file they create.
+
 Rows belong to an owner. On stdio and with server tokens there is one owner (""). With pass-through
 auth each caller's own API token identifies them, and the owner is a keyed hash of it (the key is
 random and kept in the database), so users never see each other's rows and no token is stored.
@@ -33,6 +38,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -69,6 +75,9 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks (owner, created_at DESC);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+IN_MEMORY = ":memory:"
+PRIVATE_FOLDER_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 SUBMITTING = "submitting"
 UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
 # Rows an identical call may continue; a `rejected` submission never reached the upstream's books.
@@ -147,7 +156,9 @@ class History:
     """The history database. Every method runs the SQL in a worker thread, one at a time."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != IN_MEMORY:
+            make_private_folder(path.parent)
+            _prepare_private_files(path)
         self.path = path
         self._lock = threading.RLock()  # re-entrant: _record holds it across its statements
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -406,6 +417,32 @@ class History:
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+
+def make_private_folder(folder: Path) -> None:
+    """Create `folder` if needed, enterable by its owner only (missing parents get the default mode)."""
+    folder.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+
+
+def _prepare_private_files(path: Path) -> None:
+    """The database and its -wal/-shm readable by their owner only, before SQLite opens them."""
+    for existing in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        _narrow(existing)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE_MODE))  # an empty file is a new database
+
+
+def _narrow(path: Path) -> None:
+    if os.name != "posix":
+        return  # Windows: the user's profile folder is already private; modes do not apply
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        try:
+            path.chmod(PRIVATE_FILE_MODE)
+        except PermissionError:
+            logger.warning("history file %s is readable by others and is not ours to change", path)
 
 
 def _entry(row: sqlite3.Row) -> HistoryEntry:
