@@ -36,6 +36,7 @@ RESULT_PREVIEW_BUDGET = 600_000  # all previews of one result together
 LARGE_PREVIEW_MAX_BYTES = 1_500_000  # the gallery's full-size view (an app-only tool, not for the model)
 MAX_REDIRECTS = 5
 CACHE_ENTRIES = 16
+MAX_PIXELS = 40_000_000  # the largest image decoded (a decompression-bomb bound)
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
 
 
@@ -281,6 +282,9 @@ def sidecar_metadata(result: TaskResult, image: ImageInfo) -> dict[str, Any]:
         "trace_id": result.trace_id,
         "url": image.url,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({"cost": result.cost.model_dump(exclude_none=True)} if result.cost is not None else {}),
+        **({"usage": result.usage} if result.usage is not None else {}),
+        **({"variation_of": result.variation_of} if result.variation_of else {}),
     }
 
 
