@@ -499,6 +499,8 @@ class PlatformClient:
                 f"The connection to the AceDataCloud platform broke: {_describe(exc)}"
             ) from None
         data = _json_object(response)
+        if response.is_success and data is None and _is_json_list(response):
+            data = {"items": json.loads(response.content)}  # a bare list of items
         if response.is_success and data is not None:
             return data
         raise self._error(response, data)
@@ -546,3 +548,10 @@ class PlatformClient:
 
     def _scrub(self, text: str) -> str:
         return scrub(text, [self._token] if self._token else [])
+
+
+def _is_json_list(response: httpx2.Response) -> bool:
+    try:
+        return isinstance(json.loads(response.content), list)
+    except ValueError:
+        return False

@@ -50,7 +50,8 @@ def _application(item: dict[str, Any]) -> ApplicationCredits | None:
         return None
     service = _service(item)
     name = _text(service.get("title")) or _text(service.get("alias")) or _text(service.get("name"))
-    name = name or _text(item.get("title")) or _text(item.get("name")) or _text(item.get("service_id")) or "?"
+    name = name or _text(item.get("service")) or _text(item.get("title")) or _text(item.get("name"))
+    name = name or _text(item.get("service_id")) or "?"
     return ApplicationCredits(
         service=name,
         remaining_amount=remaining,
