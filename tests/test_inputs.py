@@ -44,8 +44,10 @@ from flux_mcp.store import History
 from flux_mcp.uploads import UPLOAD_REUSE_SECONDS
 
 from .conftest import make_settings
+from .test_cli import run_cli
 from .test_http import CLIENT_TOKEN, http_service, mcp_client, token_settings
 from .test_tools import structured, text
+from .test_transports import Recorder, child_env, stderr_file, stdio_session
 
 pytestmark = pytest.mark.anyio
 
@@ -536,3 +538,44 @@ async def test_a_remembered_upload_is_reused_only_while_fresh(tmp_path: Path) ->
     history._execute("UPDATE uploads SET uploaded_at = uploaded_at - ?", (UPLOAD_REUSE_SECONDS + 1,))
     assert await history.uploaded(digest, max_age=UPLOAD_REUSE_SECONDS) is None
     history.close()
+
+
+# --- the whole story, as a user runs it -------------------------------------------------------------
+
+
+async def test_a_photo_in_the_home_folder_is_edited_in_one_call_over_stdio(tmp_path: Path) -> None:
+    """ "make my photo at ~/Pictures/cat.jpg look like a watercolor", against `flux-mcp --sandbox`."""
+    home = tmp_path / "home"
+    (home / "Pictures").mkdir(parents=True)
+    (home / "Pictures" / "cat.jpg").write_bytes(image_bytes("JPEG"))
+    recorder = Recorder()
+    with stderr_file(tmp_path) as errlog:
+        env = child_env(tmp_path, HOME=str(home))
+        if "PYTHONPATH" in os.environ:  # the code under test, not whatever is installed
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        async with stdio_session(["--sandbox"], env, errlog, recorder) as client:
+            result = await client.call_tool(
+                "edit_image",
+                {"prompt": "make it look like a watercolor", "image_url": "~/Pictures/cat.jpg"},
+                progress_callback=recorder.on_progress,
+            )
+    data = structured(result)
+    assert data["status"] == "succeeded" and data["model"] == "flux-kontext-pro", text(result)
+    assert close_to(corner_color(data["images"][0]["path"]), RED)
+    assert recorder.progress and not recorder.faults
+
+
+def test_demo_edits_a_local_file_offline(tmp_path: Path) -> None:
+    photo = tmp_path / "holiday" / "photo.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(image_bytes("JPEG", color=(30, 60, 200)))
+    out = tmp_path / "out"
+    elsewhere = {"FLUX_MCP_DB": str(tmp_path / "history.db"), "FLUX_MCP_INPUT_DIRS": str(tmp_path / "none")}
+    result = run_cli(
+        "demo", "--edit", str(photo), "make it a watercolor", "--out", str(out), "--latency", "0.5",
+        timeout=120, **elsewhere,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Editing" in result.stderr and "flux-kontext-pro" in result.stdout
+    (png,) = out.glob("*.png")
+    assert close_to(corner_color(str(png)), (30, 60, 200))

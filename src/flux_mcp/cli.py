@@ -248,7 +248,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
             print(f"Generated {image['url']} but could not save it: {image.get('warning')}", file=sys.stderr)
             return 1
         print(f"status: {data['status']}  task_id: {data['task_id']}")
-        print(f"model: {data['model']}  size: {data['size']}  seed: {image.get('seed')}")
+        print(f"model: {data['model']}  size: {data['size'] or 'default'}  seed: {image.get('seed')}")
         print(f"image: {image['url']}")
         print(f"saved: {image['path']}")
         return 0
