@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import os
+import socket
 import string
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -579,3 +580,18 @@ def test_demo_edits_a_local_file_offline(tmp_path: Path) -> None:
     assert "Editing" in result.stderr and "flux-kontext-pro" in result.stdout
     (png,) = out.glob("*.png")
     assert close_to(corner_color(str(png)), (30, 60, 200))
+
+
+async def test_an_unreachable_platform_is_reported_and_nothing_is_submitted(
+    emulator: RunningEmulator, pictures: Path
+) -> None:
+    (pictures / "cat.png").write_bytes(image_bytes("PNG"))
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = make_settings(emulator, input_dirs=str(pictures), platform_base_url=closed, max_retries=1)
+    async with Client(build_server(settings)) as client:
+        result = await edit(client, str(pictures / "cat.png"))
+    message = text(result)
+    assert result.is_error and "Could not connect" in message and "failed" in message, message
+    assert "nothing was billed" in message and emulator.state.submissions == 0

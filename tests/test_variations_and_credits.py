@@ -7,6 +7,7 @@ answers 403 `used_up` once the balance is spent.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
 from flux_mcp.models import parse_cost, parse_task_record
 from flux_mcp.server import build_server
 
-from .conftest import make_settings
+from .conftest import TOKEN, make_settings
+from .test_http import http_service, mcp_client
+from .test_inputs import image_bytes
 from .test_tools import structured, text
 
 pytestmark = pytest.mark.anyio
@@ -245,3 +248,25 @@ async def test_credits_are_read_again_after_a_rate_limit(client: Client, emulato
     emulator.state.faults.append(Fault("429", endpoint="applications"))
     result = await client.call_tool("get_credits", {})
     assert not result.is_error and emulator.state.platform.application_lookups == 2
+
+
+async def test_pass_through_callers_upload_and_read_credits_with_their_own_token(
+    emulator: RunningEmulator,
+) -> None:
+    alice = "sk-alice-1111111111"
+    emulator.state.config.tokens = frozenset({alice, TOKEN})
+    emulator.state.platform.balance = 3.0
+    png = base64.b64encode(image_bytes("PNG")).decode()
+    async with (
+        http_service(make_settings(emulator, auth="passthrough")) as base_url,
+        mcp_client(base_url, alice) as client,
+    ):
+        edited = await client.call_tool(
+            "edit_image", {"prompt": "night", "image_url": f"data:image/png;base64,{png}"}
+        )
+        credits = await client.call_tool("get_credits", {})
+    assert structured(edited)["status"] == "succeeded", text(edited)
+    assert structured(credits)["flux"][0]["remaining_amount"] == 2.5
+    [upload] = emulator.state.platform.uploads.values()
+    assert upload.token == alice
+    assert TOKEN not in emulator.state.tokens_seen and alice not in text(credits) + text(edited)

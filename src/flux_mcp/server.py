@@ -782,9 +782,9 @@ def _caller(ctx: AnyContext) -> Caller:
         return Caller(state, state.jobs)
     token = bearer_token(ctx.headers.get("authorization"))
     if token is None:  # the HTTP gate refuses such requests; this is the second line
-        return Caller(state, state.jobs_for("", "anonymous"), "anonymous")
+        return Caller(state, state.jobs_for("", "anonymous"), "anonymous", token="")
     owner = state.history.owner_of(token)
-    return Caller(state, state.jobs_for(token, owner), owner)
+    return Caller(state, state.jobs_for(token, owner), owner, token=token)
 
 
 def bearer_token(header: str | None) -> str | None:
