@@ -110,9 +110,7 @@ class AppState:
     jobs: ImageJobs  # with the server's own token
     jobs_for: Callable[[str, str], ImageJobs]  # (a caller's token, its owner) -> jobs with that token
     sources: ImageSources  # edit inputs: checked, uploaded once
-    platform_for: Callable[
-        [str | None], PlatformClient
-    ]  # a caller's token (None: the server's) -> uploads, balance
+    platform_for: Callable[[str | None], PlatformClient]  # uploads and balance, with a caller's token
 
 
 @dataclass
