@@ -224,6 +224,7 @@ async def test_edit_of_a_local_file(emulator: RunningEmulator, pictures: Path, f
     # The emulated Flux API fetched the uploaded file and drew its result from it.
     assert task.source_image == upload.data
     assert close_to(corner_color(data["images"][0]["path"]), RED)
+    assert (data["images"][0]["width"], data["images"][0]["height"]) == (512, 384)  # the input's 4:3 kept
     assert counts(emulator) == (1, 1)
 
 

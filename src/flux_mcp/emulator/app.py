@@ -20,7 +20,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .images import PngCache, render_png
-from .platform import EditInputError, fetch_edit_input, is_loopback_url, platform_routes, render_edit_png
+from .platform import (
+    EditInputError,
+    fetch_edit_input,
+    input_dimensions,
+    is_loopback_url,
+    platform_routes,
+    render_edit_png,
+)
 from .state import EmulatorState, Endpoint, Fault, TaskRecord
 from .validation import BadRequest, ImageRequest, pixel_dimensions, validate_image_request
 
@@ -115,6 +122,8 @@ class EmulatorRuntime:
         force_failure = fault is not None and fault.kind == "fail_task"
         task = self._accept(request, body, parsed, force_failure=force_failure)
         task.source_image = source
+        if source is not None and body.get("size") is None:  # an edit without a size keeps the input's shape
+            task.width, task.height = input_dimensions(source, state.config.image_long_side)
         task.cost = cost if state.platform.report_cost else None
 
         if fault is not None and fault.kind == "500":

@@ -177,6 +177,14 @@ def render_edit_png(source: bytes, width: int, height: int, prompt: str) -> byte
     return out.getvalue()
 
 
+def input_dimensions(source: bytes, long_side: int) -> tuple[int, int]:
+    """The input's aspect ratio at `long_side` pixels on its longer side."""
+    with Image.open(io.BytesIO(source)) as image:
+        width, height = image.size
+    scale = long_side / max(width, height, 1)
+    return max(8, round(width * scale)), max(8, round(height * scale))
+
+
 def _application(service: dict[str, str], remaining: float, used: float) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, service["alias"])),
