@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,7 +45,7 @@ from flux_mcp.server import build_server
 from flux_mcp.store import History
 from flux_mcp.uploads import UPLOAD_REUSE_SECONDS
 
-from .conftest import make_settings
+from .conftest import TOKEN, make_settings
 from .test_cli import run_cli
 from .test_http import CLIENT_TOKEN, http_service, mcp_client, token_settings
 from .test_tools import structured, text
@@ -596,3 +597,28 @@ async def test_an_unreachable_platform_is_reported_and_nothing_is_submitted(
     message = text(result)
     assert result.is_error and "Could not connect" in message and "failed" in message, message
     assert "nothing was billed" in message and emulator.state.submissions == 0
+
+
+# --- the emulated platform, as a client sees it -----------------------------------------------------
+
+
+async def test_the_emulated_upload_endpoint(emulator: RunningEmulator) -> None:
+    png = image_bytes("PNG")
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    emulator.state.platform.max_upload_bytes = 1000
+    async with httpx2.AsyncClient(base_url=emulator.base_url) as http:
+        ok = await http.post("/api/v1/files/", files={"file": ("a b.png", png, "image/png")}, headers=auth)
+        assert ok.status_code == 200 and ok.json()["file_url"].startswith(emulator.base_url)
+        served = await http.get(ok.json()["file_url"])
+        assert served.content == png and served.headers["content-type"] == "image/png"
+        too_big = await http.post("/api/v1/files/", files={"file": ("b.png", b"x" * 5000)}, headers=auth)
+        no_file = await http.post("/api/v1/files/", files={"other": ("c.png", png)}, headers=auth)
+        no_token = await http.post("/api/v1/files/", files={"file": ("d.png", png)})
+        unknown = await http.get("/files/uploads/nope/a.png")
+    assert (too_big.status_code, no_file.status_code, no_token.status_code, unknown.status_code) == (
+        413,
+        400,
+        401,
+        404,
+    )
+    assert len(emulator.state.platform.uploads) == 1 and emulator.state.platform.upload_requests == 4
