@@ -52,6 +52,7 @@ def make_settings(emulator: RunningEmulator, **overrides: Any) -> Settings:
         "db": scratch / "history.db",
         "api_token": TOKEN,
         "api_base_url": emulator.base_url,
+        "platform_base_url": emulator.base_url,
         "wait_seconds": 10.0,
         "poll_min_seconds": 0.05,
         "poll_max_seconds": 0.2,

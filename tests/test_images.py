@@ -301,25 +301,33 @@ async def test_edit_an_earlier_result_by_its_flux_uri(client: Client, emulator: 
     assert sent == first["images"][0]["url"]
 
 
-async def test_edit_of_an_expired_result_says_so(client: Client, emulator: RunningEmulator) -> None:
-    first = structured(await client.call_tool("generate_image", {"prompt": "a cat"}))
-    emulator.state.faults.append(Fault("403", endpoint="files"))
-    result = await client.call_tool(
-        "edit_image", {"prompt": "night", "image_url": f"flux://images/{first['task_id']}/0"}
-    )
-    assert result.is_error and "expired" in text(result)
-    assert emulator.state.submissions == 1
+async def test_edit_of_an_expired_result_that_was_not_saved_says_so(emulator: RunningEmulator) -> None:
+    async with Client(build_server(make_settings(emulator, save=False))) as client:
+        first = structured(await client.call_tool("generate_image", {"prompt": "a cat"}))
+        emulator.state.faults.append(Fault("403", endpoint="files"))
+        result = await client.call_tool(
+            "edit_image", {"prompt": "night", "image_url": f"flux://images/{first['task_id']}/0"}
+        )
+    assert result.is_error and "expired" in text(result) and "not saved" in text(result)
+    assert emulator.state.submissions == 1 and emulator.state.platform.upload_requests == 0
 
 
 @pytest.mark.parametrize(
-    "path", ["/home/me/cat.png", "file:///tmp/cat.png", "C:\\cat.png", "~/cat.png", "./cat.png"]
+    ("path", "reason"),
+    [
+        ("/home/me/cat.png", "outside the folders"),
+        ("file:///tmp/cat.png", "outside the folders"),
+        ("C:\\cat.png", "Windows path"),
+        ("~/no-such-cat.png", "no file"),
+        ("./cat.png", "relative path"),
+    ],
 )
 async def test_local_files_are_refused_with_the_reason(
-    client: Client, emulator: RunningEmulator, path: str
+    client: Client, emulator: RunningEmulator, path: str, reason: str
 ) -> None:
     result = await client.call_tool("edit_image", {"prompt": "night", "image_url": path})
-    assert result.is_error and "public" in text(result) and "URL" in text(result)
-    assert emulator.state.submissions == 0
+    assert result.is_error and reason in text(result), text(result)
+    assert emulator.state.submissions == 0 and emulator.state.platform.upload_requests == 0
 
 
 async def test_an_unusable_history_file_does_not_stop_the_server(

@@ -36,7 +36,15 @@ def structured(result: CallToolResult) -> dict[str, Any]:
 
 async def test_tool_list_schemas_and_annotations(client: Client) -> None:
     tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"generate_image", "edit_image", "get_task", "get_tasks", "list_tasks"}
+    assert set(tools) == {
+        "generate_image",
+        "edit_image",
+        "generate_variations",
+        "get_task",
+        "get_tasks",
+        "list_tasks",
+        "get_credits",
+    }
 
     generate = tools["generate_image"].input_schema["properties"]
     assert generate["count"]["minimum"] == 1 and generate["count"]["maximum"] == 4
@@ -48,7 +56,12 @@ async def test_tool_list_schemas_and_annotations(client: Client) -> None:
 
     edit = tools["edit_image"].input_schema["properties"]
     assert "flux-2-klein" not in edit["model"]["enum"] and edit["model"]["default"] == "flux-kontext-pro"
-    assert edit["image_url"]["format"] == "uri"
+    # Every accepted form of the image, each with an example (paths are not URIs: no "format": "uri").
+    described = edit["image_url"]["description"]
+    examples = ("https://", "flux://images/", "~/Pictures/cat.jpg", "C:\\Users", "file:///", "data:image/")
+    for example in examples:
+        assert example in described, example
+    assert "format" not in edit["image_url"]
     assert tools["get_tasks"].input_schema["properties"]["task_ids"]["maxItems"] == 50
 
     for name, tool in tools.items():
@@ -78,7 +91,7 @@ async def test_tool_list_schemas_and_annotations(client: Client) -> None:
 async def test_server_lists_tools_without_a_token(emulator: RunningEmulator) -> None:
     settings = make_settings(emulator, api_token=None)
     async with Client(build_server(settings)) as client:
-        assert len((await client.list_tools()).tools) == 5
+        assert len((await client.list_tools()).tools) == 7
         result = await client.call_tool("generate_image", {"prompt": "a cat"})
     assert result.is_error and "ACEDATACLOUD_API_TOKEN" in text(result)
     assert emulator.state.submissions == 0

@@ -112,9 +112,15 @@ REFUSED = [
     pytest.param("generate_image", {"prompt": "x" * 4001}, ["prompt", "4000"], id="long-prompt"),
     pytest.param(
         "edit_image",
-        {"prompt": "night", "image_url": "file:///etc/passwd"},
-        ["image_url", "http"],
-        id="file-url",
+        {"prompt": "night", "image_url": "ftp://example.com/cat.png"},
+        ["image_url", "scheme", "http"],
+        id="ftp-url",
+    ),
+    pytest.param(
+        "edit_image",
+        {"prompt": "night", "image_url": "data:text/plain;base64,aGVsbG8="},
+        ["image_url", "data:", "image"],
+        id="data-url-not-an-image",
     ),
     pytest.param(
         "edit_image", {"prompt": "night", "image_url": "not a url"}, ["image_url", "http"], id="not-a-url"

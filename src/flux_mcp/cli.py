@@ -4,6 +4,7 @@ flux-mcp                         serve MCP over stdio (what desktop hosts run)
 flux-mcp --sandbox               the same, against a built-in offline emulator (no token, no network)
 flux-mcp serve --transport http  serve MCP over streamable HTTP at /mcp
 flux-mcp demo "a white cat"      one full round trip, offline by default; saves the image
+flux-mcp demo --edit PATH "..."  the same for an edit of a local image
 flux-mcp emulator --port 8765    run the Flux API emulator alone
 flux-mcp doctor                  check Python, packages, settings, token and the upstream
 flux-mcp config cursor           print a ready-to-paste config for an MCP host (--sandbox: offline)
@@ -41,6 +42,7 @@ examples:
   flux-mcp --sandbox                        serve over stdio against the offline emulator
   flux-mcp demo "a white siamese cat"       offline round trip, saves the image
   flux-mcp demo "a lighthouse" --live       the same against the real API (needs ACEDATACLOUD_API_TOKEN)
+  flux-mcp demo --edit ~/Pictures/cat.jpg "make it a watercolor"   edit a local image, offline
   flux-mcp serve --transport http --port 8000
   flux-mcp emulator --port 8765 --latency 5
   flux-mcp doctor                           check token, network, settings; says how to fix each problem
@@ -95,7 +97,10 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="one full round trip: submit, wait with progress, save the image")
     demo.add_argument("prompt", nargs="?", default="a white siamese cat", help="what to draw")
-    demo.add_argument("--model", default="flux-dev", choices=sorted(MODELS), help="Flux model")
+    demo.add_argument("--model", default=None, choices=sorted(MODELS), help="Flux model")
+    demo.add_argument(
+        "--edit", metavar="PATH", default=None, help="edit this local image (PNG, JPEG or WebP) instead"
+    )
     demo.add_argument("--live", action="store_true", help="use the real API (needs ACEDATACLOUD_API_TOKEN)")
     demo.add_argument(
         "--out",
@@ -212,18 +217,19 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     out = args.out if args.out is not None else (settings.output_dir if args.live else Path("flux-mcp-demo"))
     settings = settings.model_copy(update={"save": True, "output_dir": out})
+    if args.edit is not None:  # the file named on the command line may be read, wherever it is
+        folders = [*settings.input_folders(), Path(_demo_call(args)[1]["image_url"]).parent]
+        settings = settings.model_copy(update={"input_dirs": os.pathsep.join(map(str, folders))})
     async with _upstream(settings, sandbox=not args.live, latency=args.latency, images=out) as effective:
         server = build_server(effective)
         where = "the real Flux API" if args.live else "the offline emulator"
-        print(f"Generating {args.prompt!r} with {args.model} on {where}…", file=sys.stderr)
+        tool, arguments = _demo_call(args)
+        doing = f"Editing {args.edit}" if args.edit else "Generating"
+        print(f"{doing} {args.prompt!r} with {arguments['model']} on {where}…", file=sys.stderr)
         from mcp import Client
 
         async with Client(server) as client:
-            result = await client.call_tool(
-                "generate_image",
-                {"prompt": args.prompt, "model": args.model},
-                progress_callback=_print_progress,
-            )
+            result = await client.call_tool(tool, arguments, progress_callback=_print_progress)
             while _status(result) == "pending":
                 task_id = _structured(result)["task_id"]
                 result = await client.call_tool(
@@ -239,10 +245,18 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
             print(f"Generated {image['url']} but could not save it: {image.get('warning')}", file=sys.stderr)
             return 1
         print(f"status: {data['status']}  task_id: {data['task_id']}")
-        print(f"model: {data['model']}  size: {data['size']}  seed: {image.get('seed')}")
+        print(f"model: {data['model']}  size: {data['size'] or 'default'}  seed: {image.get('seed')}")
         print(f"image: {image['url']}")
         print(f"saved: {image['path']}")
         return 0
+
+
+def _demo_call(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The demo's one tool call: generate_image, or edit_image of a local file (given as an absolute path)."""
+    if args.edit is None:
+        return "generate_image", {"prompt": args.prompt, "model": args.model or "flux-dev"}
+    path = str(Path(args.edit).expanduser().absolute())
+    return "edit_image", {"prompt": args.prompt, "image_url": path, "model": args.model or "flux-kontext-pro"}
 
 
 async def _print_progress(progress: float, total: float | None, message: str | None) -> None:

@@ -409,7 +409,9 @@ class FluxClient:
             )
         if code == "used_up" or status == 402:
             return RequestRejectedError(
-                f"Your AceDataCloud balance is used up ({detail}). Top up at https://platform.acedata.cloud.",
+                f"Your AceDataCloud balance is used up ({detail}); nothing was generated. Add credits at "
+                "https://platform.acedata.cloud (your Flux application's page), then try again; get_credits "
+                "shows what is left.",
                 **kwargs,
             )
         retry_after = _retry_after(response)
@@ -487,7 +489,7 @@ def _may_retry(exc: FluxError, retry_ambiguous: bool) -> bool:
 def _json_object(content: bytes) -> dict[str, Any] | None:
     try:
         data = json.loads(content) if content else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser follows
         return None
     return data if isinstance(data, dict) else None
 
@@ -524,3 +526,166 @@ def _describe(exc: httpx2.HTTPError) -> str:
 
 def _with_id(snapshot: TaskSnapshot, task_id: str) -> TaskSnapshot:
     return replace(snapshot, task_id=task_id)
+
+
+# --- The AceDataCloud platform: file uploads and balances ------------------------------------------
+
+
+class PlatformClient:
+    """The platform beside the Flux API, with the same token and the same retry rules.
+
+    An upload makes an edit's local or inline image fetchable by the Flux API; the applications list
+    carries the account's balances. Neither costs anything, but an upload is still not repeated
+    blindly after it may have arrived: the caller is told what happened instead.
+    """
+
+    def __init__(
+        self,
+        http: httpx2.AsyncClient,
+        base_url: str,
+        token: str | None,
+        *,
+        retry: RetryPolicy | None = None,
+        gate: anyio.CapacityLimiter | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._retry = retry or RetryPolicy()
+        self._gate = gate or anyio.CapacityLimiter(32)
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(
+        cls,
+        http: httpx2.AsyncClient,
+        settings: Settings,
+        *,
+        gate: anyio.CapacityLimiter,
+        token: str | None = None,
+    ) -> PlatformClient:
+        if token is None and settings.api_token is not None:
+            token = settings.api_token.get_secret_value()
+        retry = RetryPolicy(max_retries=settings.max_retries, max_delay=settings.retry_max_seconds)
+        return cls(http, settings.platform_base_url, token, retry=retry, gate=gate)
+
+    async def upload(self, data: bytes, filename: str, mime_type: str) -> str:
+        """Upload one file; its public `file_url`. Retried only when it provably did not arrive."""
+        files = {"file": (filename, data, mime_type)}
+        answer = await self._with_retries(
+            lambda: self._send("POST", "/api/v1/files/", files=files), retry_ambiguous=False
+        )
+        file_url = answer.get("file_url")
+        if not isinstance(file_url, str) or not file_url.startswith(("http://", "https://")):
+            raise MalformedResponseError(
+                "The AceDataCloud platform took the upload but returned no file_url.", status=200
+            )
+        return file_url
+
+    async def applications(self) -> list[dict[str, Any]]:
+        """The account's applications (each with its balance), as the platform lists them."""
+        answer = await self._with_retries(
+            lambda: self._send("GET", "/api/v1/applications/"), retry_ambiguous=True
+        )
+        items = answer.get("items", answer.get("results"))
+        if not isinstance(items, list):
+            raise MalformedResponseError(
+                "The AceDataCloud platform listed the applications in a shape flux-mcp does not know.",
+                status=200,
+            )
+        return [item for item in items if isinstance(item, dict)]
+
+    async def _with_retries(
+        self, call: Callable[[], Awaitable[dict[str, Any]]], *, retry_ambiguous: bool
+    ) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except (NotSentError, RateLimitedError, ServerError, ResponseLostError) as exc:
+                retry_after = getattr(exc, "retry_after", None)
+                too_long = retry_after is not None and retry_after > self._retry.max_delay
+                if attempt >= self._retry.max_retries or too_long or not _may_retry(exc, retry_ambiguous):
+                    raise
+                delay = self._retry.delay(attempt, retry_after)
+                logger.info("platform: retrying after %s (%.1fs)", type(exc).__name__, delay)
+                await self._sleep(delay)
+                attempt += 1
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if not self._token:
+            raise MissingTokenError()
+        headers = {"authorization": f"Bearer {self._token}"}
+        try:
+            async with self._gate:
+                response = await self._http.request(method, self._base_url + path, headers=headers, **kwargs)
+        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
+            raise NotSentError(
+                f"Could not connect to the AceDataCloud platform at {self._base_url}: {_describe(exc)}"
+            ) from None
+        except httpx2.TimeoutException as exc:
+            raise ResponseLostError(
+                f"The AceDataCloud platform did not answer in time ({_describe(exc)})."
+            ) from None
+        except httpx2.TransportError as exc:
+            raise ResponseLostError(
+                f"The connection to the AceDataCloud platform broke: {_describe(exc)}"
+            ) from None
+        data = _json_object(response.content)
+        if response.is_success and data is None and _is_json_list(response):
+            data = {"items": json.loads(response.content)}  # a bare list of items
+        if response.is_success and data is not None:
+            return data
+        raise self._error(response, data)
+
+    def _error(self, response: httpx2.Response, data: dict[str, Any] | None) -> UpstreamError:
+        status = response.status_code
+        error = (data or {}).get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        code = self._scrub(code) if isinstance(code, str) else None
+        detail = error.get("message") if isinstance(error, dict) else error or (data or {}).get("detail")
+        if not isinstance(detail, str) or not detail:
+            detail = code or (response.text if data is None else "") or response.reason_phrase
+        detail = self._scrub(detail)
+        kwargs: dict[str, Any] = {"status": status, "code": code}
+        if response.is_success:
+            return MalformedResponseError(
+                f"The AceDataCloud platform answered {status} with something that is not JSON: {detail!r}",
+                **kwargs,
+            )
+        if status in (401, 403) and code != "used_up":
+            return AuthenticationError(
+                f"The AceDataCloud platform refused the token ({code or status}: {detail}). Check "
+                "ACEDATACLOUD_API_TOKEN in this MCP server's environment.",
+                **kwargs,
+            )
+        retry_after = _retry_after(response)
+        if status == 429:
+            wait = f"{retry_after:.0f} s" if retry_after is not None else "a minute"
+            return RateLimitedError(
+                f"The AceDataCloud platform is rate limiting requests; try again in {wait}.",
+                retry_after=retry_after,
+                **kwargs,
+            )
+        if status == 413:
+            return RequestRejectedError(
+                f"The AceDataCloud platform refused the file as too large ({detail}).", **kwargs
+            )
+        if 400 <= status < 500:
+            return RequestRejectedError(f"The AceDataCloud platform refused the request: {detail}", **kwargs)
+        return ServerError(
+            f"The AceDataCloud platform failed with HTTP {status}: {detail}",
+            retry_after=retry_after,
+            **kwargs,
+        )
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, [self._token] if self._token else [])
+
+
+def _is_json_list(response: httpx2.Response) -> bool:
+    try:
+        return isinstance(json.loads(response.content), list)
+    except (ValueError, RecursionError):
+        return False

@@ -46,6 +46,7 @@ REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA"}
 # Warning filters are process-wide in Python 3.11, so this one is set once, on import.
 warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 CACHE_ENTRIES = 16
+MAX_PIXELS = 40_000_000  # the largest image decoded (a decompression-bomb bound)
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
 
 
@@ -297,6 +298,9 @@ def sidecar_metadata(result: TaskResult, image: ImageInfo) -> dict[str, Any]:
         "trace_id": result.trace_id,
         "url": image.url,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({"cost": result.cost.model_dump(exclude_none=True)} if result.cost is not None else {}),
+        **({"usage": result.usage} if result.usage is not None else {}),
+        **({"variation_of": result.variation_of} if result.variation_of else {}),
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,12 +22,19 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    HttpUrl,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from flux_mcp.inputs import (
+    ACCEPTED_FORMATS,
+    MAX_IMAGE_URL_CHARS,
+    MAX_INPUT_BYTES,
+    RemoteImage,
+    parse_image_input,
+)
+from flux_mcp.inputs import FLUX_IMAGE_URI as FLUX_IMAGE_URI  # its home moved to inputs
 
 # --- The model catalogue -------------------------------------------------------------------
 
@@ -181,36 +189,27 @@ ImageUrlArg = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=4096,
-        json_schema_extra={"format": "uri"},
+        max_length=MAX_IMAGE_URL_CHARS,
         description=(
-            "The image to edit: a public http(s) URL, or flux://images/{task_id}/{index} for an image "
-            "from an earlier result of this server. Local file paths cannot be used: the Flux API needs "
-            "a public URL."
+            "The image to edit, in any of these forms:\n"
+            "- a public http(s) URL: https://cdn.example.com/photo.png\n"
+            "- an image from an earlier result of this server: flux://images/{task_id}/{index}, "
+            "e.g. flux://images/226eb763-9eab/0\n"
+            "- a local file (stdio only, inside the allowed folders): /home/you/Pictures/cat.jpg, "
+            "~/Pictures/cat.jpg, C:\\Users\\you\\Pictures\\cat.jpg, file:///home/you/cat.jpg or "
+            "file:///C:/Users/you/cat.jpg\n"
+            "- the image itself: data:image/png;base64,iVBORw0KGgo...\n"
+            f"Files and data: URLs must be {ACCEPTED_FORMATS}, at most {MAX_INPUT_BYTES // 1_000_000} MB; "
+            "they are uploaded to AceDataCloud once so the Flux API can fetch them."
         ),
     ),
 ]
-FLUX_IMAGE_URI = re.compile(r"^flux://images/([A-Za-z0-9_-]{1,128})/([0-9]{1,2})$")
-_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
 
 
 def check_image_url(value: str) -> str:
-    """An http(s) URL or a flux://images/... reference; anything else is refused with the reason."""
-    value = value.strip()
-    if FLUX_IMAGE_URI.match(value):
-        return value
-    scheme = value.split(":", 1)[0].lower() if ":" in value else ""
-    if scheme in ("http", "https"):
-        try:
-            return str(_HTTP_URL.validate_python(value))
-        except ValidationError:
-            raise ValueError(f"{value!r} is not a valid http(s) URL") from None
-    if scheme == "file" or value.startswith(("/", "~", ".", "\\")) or re.match(r"^[A-Za-z]:[\\/]", value):
-        raise ValueError(
-            "a local file cannot be edited: the Flux API fetches the image itself, so it needs a public "
-            "http(s) URL (or flux://images/{task_id}/{index} for an image this server made)"
-        )
-    raise ValueError("image_url must be a public http(s) URL or flux://images/{task_id}/{index}")
+    """One of the accepted image forms (see `inputs`); anything else is refused with the reason."""
+    parsed = parse_image_input(value)
+    return parsed.url if isinstance(parsed, RemoteImage) else value.strip()
 
 
 WaitSecondsArg = Annotated[
@@ -279,6 +278,15 @@ class GenerateImageArgs(_Arguments):
         )
 
 
+class VariationArgs(GenerateImageArgs):
+    """generate_image's arguments for more images like an earlier task (built from the history)."""
+
+    variation_of: str
+
+    def to_request(self) -> ImageRequest:
+        return super().to_request().model_copy(update={"variation_of": self.variation_of})
+
+
 class EditImageArgs(_Arguments):
     prompt: Prompt
     image_url: ImageUrlArg
@@ -330,8 +338,45 @@ class ListTasksArgs(_Arguments):
     query: QueryArg = None
 
 
+PROMPT_SUFFIX_MAX_CHARS = 500
+VariationSourceArg = Annotated[
+    TaskIdArg, Field(description="The earlier task to vary (its task_id, from a result or list_tasks).")
+]
+VariationCountArg = Annotated[
+    int,
+    Field(ge=1, le=MAX_COUNT, description=f"How many new images to make (1-{MAX_COUNT})."),
+]
+PromptSuffixArg = Annotated[
+    str | None,
+    Field(
+        max_length=PROMPT_SUFFIX_MAX_CHARS,
+        description='Words added to the earlier prompt to steer the variations, e.g. "at sunset".',
+    ),
+]
+
+
+class GenerateVariationsArgs(_Arguments):
+    task_id: VariationSourceArg
+    count: VariationCountArg = 2
+    prompt_suffix: PromptSuffixArg = None
+    wait_seconds: WaitSecondsArg = None
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _no_bool_count(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("count must be a whole number from 1 to 4")
+        return value
+
+
+class GetCreditsArgs(_Arguments):
+    pass
+
+
 TOOL_ARGUMENTS: dict[str, type[_Arguments]] = {
     "list_tasks": ListTasksArgs,
+    "generate_variations": GenerateVariationsArgs,
+    "get_credits": GetCreditsArgs,
     "generate_image": GenerateImageArgs,
     "edit_image": EditImageArgs,
     "get_task": GetTaskArgs,
@@ -366,6 +411,8 @@ class ImageRequest(BaseModel):
     size: str | None = None
     count: int | None = None
     image_url: str | None = None
+    # Ours, not the API's: the task this one varies. Kept in the history's request, never sent.
+    variation_of: str | None = None
 
     def fingerprint(self) -> str:
         """What makes two submissions the same job: a hash of this validated request, nothing else.
@@ -378,7 +425,7 @@ class ImageRequest(BaseModel):
         return "v1:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     def body(self, *, callback_url: str | None = None) -> dict[str, Any]:
-        payload = self.model_dump(exclude_none=True)
+        payload = self.model_dump(exclude_none=True, exclude={"variation_of"})
         if callback_url is not None:
             payload["callback_url"] = callback_url
         else:
@@ -415,6 +462,14 @@ class TaskError(BaseModel):
     message: str = Field(description="What went wrong, as the upstream said it.")
 
 
+class Cost(BaseModel):
+    """What the upstream says a task cost, when it says so."""
+
+    amount: float = Field(description="What was charged, in `currency`.")
+    currency: str | None = Field(None, description='Unit of the amounts, e.g. "credit".')
+    list_amount: float | None = Field(None, description="The list price before any discount.")
+
+
 class ImageInfo(BaseModel):
     index: int = Field(description="Position of the image in the task's result, from 0.")
     url: str = Field(description="Full-size image URL on the upstream's host. Such URLs expire: save soon.")
@@ -437,6 +492,8 @@ class TaskSnapshot:
     trace_id: str | None = None
     request: dict[str, Any] | None = None
     elapsed_seconds: float | None = None
+    cost: Cost | None = None
+    usage: dict[str, Any] | None = None
 
 
 def parse_task_record(record: dict[str, Any]) -> TaskSnapshot:
@@ -454,6 +511,8 @@ def parse_task_record(record: dict[str, Any]) -> TaskSnapshot:
         "trace_id": trace_id,
         "request": request,
         "elapsed_seconds": elapsed_seconds,
+        "cost": parse_cost(_get(response, "cost") or record.get("cost")),
+        "usage": _plain_object(_get(response, "usage") or record.get("usage")),
     }
     finished = record.get("finished_at") is not None
     state = str(record.get("state") or "").lower()
@@ -493,6 +552,41 @@ def parse_error(error: Any) -> TaskError:
     if isinstance(error, str) and error.strip():
         return TaskError(code="api_error", message=error.strip())
     return TaskError(code="api_error", message="the upstream reported a failure without a reason")
+
+
+def parse_cost(cost: Any) -> Cost | None:
+    """`cost: {amount, currency, list_amount}` when it is there and numeric; never invented."""
+    if not isinstance(cost, dict):
+        return None
+    amount, listed = _number(cost.get("amount")), _number(cost.get("list_amount"))
+    if amount is None:
+        return None
+    currency = cost.get("currency")
+    return Cost(
+        amount=amount, currency=currency[:40] if isinstance(currency, str) else None, list_amount=listed
+    )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _plain_object(value: Any) -> dict[str, Any] | None:
+    """An upstream `usage` object as it is, if it is a small object of plain values."""
+    if not isinstance(value, dict) or not value or len(value) > 20:
+        return None
+    plain = (str, int, float, bool, type(None))
+    kept = {str(key)[:60]: item for key, item in value.items() if isinstance(item, plain)}
+    return kept or None
 
 
 def _looks_like_result(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -537,6 +631,11 @@ class TaskResult(BaseModel):
     submitted_seconds_ago: float | None = Field(
         None, description="With attached: how long before this call the continued task was submitted."
     )
+    cost: Cost | None = Field(None, description="What the upstream charged, when it says.")
+    usage: dict[str, Any] | None = Field(
+        None, description="The upstream's usage figures, when it gives them."
+    )
+    variation_of: str | None = Field(None, description="The task this one is a variation of, if it is one.")
 
 
 class TaskBatchResult(BaseModel):
@@ -544,3 +643,23 @@ class TaskBatchResult(BaseModel):
 
     tasks: list[TaskResult] = Field(description="One entry per task the upstream knows, in the order asked.")
     missing: list[str] = Field(default_factory=list, description="Requested ids the upstream does not know.")
+
+
+class ApplicationCredits(BaseModel):
+    """One application of the AceDataCloud account: a service and its balance."""
+
+    service: str = Field(description="The service the application is for, e.g. Flux.")
+    remaining_amount: float | None = Field(None, description="Balance left, in `unit`.")
+    used_amount: float | None = Field(None, description="Spent so far, in `unit`.")
+    unit: str | None = Field(None, description="Unit of the amounts, when the platform names it.")
+    application_id: str | None = Field(None, description="The application's id in the AceDataCloud console.")
+
+
+class CreditsResult(BaseModel):
+    """Structured content of get_credits."""
+
+    flux: list[ApplicationCredits] = Field(description="The account's Flux application(s).")
+    others: list[ApplicationCredits] = Field(
+        default_factory=list, description="The account's other applications, briefly."
+    )
+    top_up_url: str = Field(description="Where to add credits.")

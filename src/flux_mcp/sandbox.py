@@ -81,6 +81,7 @@ async def serve_sandbox(
         yield settings.model_copy(
             update={
                 "api_base_url": emulator.base_url,
+                "platform_base_url": emulator.base_url,
                 "api_token": SecretStr(SANDBOX_TOKEN),
                 "db": places.history,
                 "output_dir": folder,

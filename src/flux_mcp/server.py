@@ -41,6 +41,7 @@ from mcp.server.apps import Apps, ResourceCsp, ResourcePermissions, client_suppo
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.server.mcpserver.resolve import Resolve
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INVALID_PARAMS,
@@ -48,6 +49,7 @@ from mcp_types import (
     ContentBlock,
     ImageContent,
     ListResourcesResult,
+    ListRootsResult,
     ListToolsResult,
     ResourceLink,
     TextContent,
@@ -59,17 +61,22 @@ from flux_mcp import __version__, prompts
 from flux_mcp.client import (
     FluxClient,
     FluxError,
+    PlatformClient,
     build_download_client,
     build_http_client,
     may_have_been_accepted,
 )
+from flux_mcp.credits import credits_text, summarize_credits
 from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, to_png
+from flux_mcp.inputs import ImageInputError
 from flux_mcp.models import (
-    FLUX_IMAGE_URI,
     MAX_COUNT,
     MODELS,
+    PROMPT_MAX_CHARS,
     TOOL_ARGUMENTS,
+    Cost,
     CountArg,
+    CreditsResult,
     EditImageArgs,
     EditModelArg,
     GenerateImageArgs,
@@ -78,6 +85,7 @@ from flux_mcp.models import (
     ImageUrlArg,
     LimitArg,
     Prompt,
+    PromptSuffixArg,
     QueryArg,
     SizeArg,
     StatusFilterArg,
@@ -86,14 +94,20 @@ from flux_mcp.models import (
     TaskIdsArg,
     TaskResult,
     TaskStatus,
+    VariationArgs,
+    VariationCountArg,
+    VariationSourceArg,
     WaitSecondsArg,
     default_size,
     explain_validation_error,
+    parse_cost,
 )
+from flux_mcp.roots import client_roots, root_folders
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry
 from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, PollSchedule, ago
 from flux_mcp.ui import GALLERY_URI, gallery_html
+from flux_mcp.uploads import ImageSources, InputPolicy, UploadFailedError
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +116,9 @@ Generate and edit images with Flux models. generate_image and edit_image wait on
 the result and return the finished images (with small previews and saved files). A job takes 10 s \
 to 2 minutes: if it is not done within the wait limit the result has status "pending" and a \
 task_id; call get_task with that task_id to keep waiting (a pending result is not an error: do not \
-submit the prompt again). list_tasks finds earlier generations."""
+submit the prompt again). list_tasks finds earlier generations. edit_image also takes a \
+local file path (e.g. ~/Pictures/cat.jpg) or a data: URL; generate_variations makes more of an \
+earlier result; get_credits shows the balance left."""
 # In each job tool's description too: several frameworks pass the tools to their model, not the instructions.
 TIMEOUT_ADVICE = (
     "If a call times out on your side, the job may still be running: call it again with the same "
@@ -125,6 +141,8 @@ class AppState:
     keeper: ImageKeeper
     jobs: ImageJobs  # with the server's own token
     jobs_for: Callable[[str, str], ImageJobs]  # (a caller's token, its owner) -> jobs with that token
+    sources: ImageSources  # edit inputs: checked, uploaded once
+    platform_for: Callable[[str | None], PlatformClient]  # uploads and balance, with a caller's token
 
 
 @dataclass
@@ -134,6 +152,10 @@ class Caller:
     state: AppState
     jobs: ImageJobs
     owner: str = ""
+    token: str | None = None  # a pass-through caller's own token; None: the server's
+
+    def platform(self) -> PlatformClient:
+        return self.state.platform_for(self.token)
 
 
 def build_server(
@@ -214,7 +236,19 @@ def _app_state(
     )
     folder = settings.image_folder() if settings.saves_images() else None
     keeper = ImageKeeper(downloader, folder=folder, preview_size=settings.preview_size)
-    return AppState(settings, history, keeper, jobs=jobs_for(None), jobs_for=jobs_for)
+
+    def platform_for(token: str | None) -> PlatformClient:
+        return PlatformClient.from_settings(http, settings, gate=gate, token=token)
+
+    return AppState(
+        settings,
+        history,
+        keeper,
+        jobs=jobs_for(None),
+        jobs_for=jobs_for,
+        sources=ImageSources(history, keeper),
+        platform_for=platform_for,
+    )
 
 
 def _longest_submission(settings: Settings) -> float:
@@ -281,17 +315,66 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         prompt: Prompt,
         image_url: ImageUrlArg,
         ctx: AnyContext,
+        roots: Annotated[ListRootsResult | None, Resolve(client_roots)],
         model: EditModelArg = "flux-kontext-pro",
         size: SizeArg = None,
         wait_seconds: WaitSecondsArg = None,
     ) -> Annotated[CallToolResult, TaskResult]:
         """Edit an existing image following a prompt, e.g. "make the sky stormy".
 
-        image_url is a public http(s) URL or flux://images/{task_id}/{index} from an earlier result. Waits on
-        the server like generate_image; a "pending" result means: call get_task with its task_id.
+        image_url is a public http(s) URL, flux://images/{task_id}/{index} from an earlier result, a local
+        file (e.g. ~/Pictures/cat.jpg or C:\\Users\\you\\cat.jpg; stdio only) or a data:image/...;base64 URL.
+        Files are checked, then uploaded to AceDataCloud once. Waits on the server like generate_image; a
+        "pending" result means: call get_task with its task_id.
         """
         args = {"prompt": prompt, "image_url": image_url, "model": model, "size": size}
-        return await _run_job(ctx, "edit_image", EditImageArgs, {**args, "wait_seconds": wait_seconds})
+        arguments = {**args, "wait_seconds": wait_seconds}
+        return await _run_job(ctx, "edit_image", EditImageArgs, arguments, root_folders(roots))
+
+    @server.tool(
+        name="generate_variations",
+        meta=UI_META,
+        title="Variations of a result",
+        annotations=BILLED.model_copy(update={"title": "More images like an earlier Flux result"}),
+    )
+    @_clean_doc
+    async def generate_variations(
+        task_id: VariationSourceArg,
+        ctx: AnyContext,
+        count: VariationCountArg = 2,
+        prompt_suffix: PromptSuffixArg = None,
+        wait_seconds: WaitSecondsArg = None,
+    ) -> Annotated[CallToolResult, TaskResult]:
+        """New images from an earlier result's prompt, model and size (new seeds), e.g. "more like that one".
+
+        prompt_suffix adds words to steer them ("at night"). Waits and returns like generate_image; the new
+        task is linked to its source in the history. Each call is billed.
+        """
+        caller = _caller(ctx)
+        try:
+            arguments = await _variation_arguments(caller, task_id, count, prompt_suffix)
+        except ValueError as exc:
+            return error_result(str(exc))
+        arguments["wait_seconds"] = wait_seconds
+        return await _run_job(ctx, "generate_variations", VariationArgs, arguments)
+
+    @server.tool(
+        name="get_credits",
+        title="Credits left",
+        annotations=LOOKUP.model_copy(update={"title": "AceDataCloud credits left"}),
+    )
+    @_clean_doc
+    async def get_credits(ctx: AnyContext) -> Annotated[CallToolResult, CreditsResult]:
+        """The AceDataCloud balance: credits left and used on the Flux application (others briefly). Free."""
+        try:
+            applications = await _caller(ctx).platform().applications()
+        except FluxError as exc:
+            return error_result(f"Could not read the balance: {exc.message}")
+        credits = summarize_credits(applications)
+        return CallToolResult(
+            content=[TextContent(type="text", text=credits_text(credits))],
+            structured_content=credits.model_dump(mode="json"),
+        )
 
 
 def _add_task_tools(server: MCPServer[AppState]) -> None:
@@ -372,6 +455,8 @@ class HistoryItem(BaseModel):
     created_at: str = Field(description="When it was submitted (UTC).")
     images: list[ImageInfo] = Field(default_factory=list)
     error: str | None = None
+    cost: Cost | None = Field(None, description="What the upstream charged, when it said.")
+    variation_of: str | None = Field(None, description="The task this one is a variation of, if any.")
 
 
 class HistoryList(BaseModel):
@@ -389,6 +474,8 @@ def history_item(entry: HistoryEntry) -> HistoryItem:
         created_at=entry.as_dict()["created_at"],
         images=images,
         error=entry.error,
+        cost=parse_cost((entry.result or {}).get("cost")),
+        variation_of=entry.request.get("variation_of"),
     )
 
 
@@ -578,7 +665,11 @@ async def _known_image(caller: Caller, task_id: str, index: str) -> ImageInfo:
 
 
 async def _run_job(
-    ctx: AnyContext, tool: str, schema: type[GenerateImageArgs | EditImageArgs], arguments: dict[str, Any]
+    ctx: AnyContext,
+    tool: str,
+    schema: type[GenerateImageArgs | EditImageArgs],
+    arguments: dict[str, Any],
+    roots: list[Path] | None = None,
 ) -> CallToolResult:
     try:
         args = schema.model_validate(arguments)
@@ -586,11 +677,13 @@ async def _run_job(
         return error_result(explain_validation_error(tool, exc))
     caller = _caller(ctx)
     request = args.to_request()
-    if request.image_url is not None and FLUX_IMAGE_URI.match(request.image_url):
+    if request.image_url is not None:
         try:
-            request.image_url = await _resolve_flux_image(caller, request.image_url)
-        except ImageError as exc:
-            return error_result(f"Cannot edit {request.image_url}: {exc}")
+            request.image_url = await _fetchable_image(ctx, caller, request.image_url, roots or [])
+        except UploadFailedError as exc:
+            return error_result(f"Cannot edit that image: {exc}")
+        except ImageInputError as exc:
+            return error_result(f"Cannot edit that image: {exc}. Nothing was uploaded or submitted.")
     progress = _progress_reporter(ctx)
     ticket = JobTicket()
     work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket)  # noqa: E731
@@ -600,21 +693,51 @@ async def _run_job(
     return shown
 
 
-async def _resolve_flux_image(caller: Caller, uri: str) -> str:
-    """flux://images/{task}/{i} -> the upstream URL the API can fetch, if it has not expired."""
-    match = FLUX_IMAGE_URI.match(uri)
-    assert match is not None
-    try:
-        image = await _known_image(caller, match.group(1), match.group(2))
-    except ResourceError as exc:
-        raise ImageError(str(exc)) from None
-    if not await caller.state.keeper.is_reachable(image.url):
-        raise ImageError(
-            "its upstream URL has expired, and the Flux API can only fetch public URLs. Upload the saved "
-            f"file ({image.path or 'not saved'}) somewhere public and pass that URL, or generate the "
-            "image again."
+async def _fetchable_image(ctx: AnyContext, caller: Caller, image_url: str, roots: list[Path]) -> str:
+    """Any accepted image_url -> a URL the Flux API can fetch (uploading a checked file once)."""
+
+    async def find_image(task_id: str, index: int) -> ImageInfo:
+        try:
+            return await _known_image(caller, task_id, str(index))
+        except ResourceError as exc:
+            raise ImageInputError(str(exc)) from None
+
+    policy = InputPolicy(
+        over_http=ctx.headers is not None, folders=[*roots, *caller.state.settings.input_folders()]
+    )
+    sources = caller.state.sources
+    return await sources.url_for(
+        image_url, policy, platform=caller.platform(), find_image=find_image, owner=caller.owner
+    )
+
+
+async def _variation_arguments(
+    caller: Caller, task_id: str, count: int, prompt_suffix: str | None
+) -> dict[str, Any]:
+    """generate_image arguments for more images like an earlier task of this server's history."""
+    entry = await caller.state.history.get(task_id, caller.owner)
+    if entry is None:
+        raise ValueError(
+            f"No task {task_id!r} in this server's history. generate_variations varies an earlier result of "
+            "this server: list_tasks shows them (get_task brings in a task made elsewhere)."
         )
-    return image.url
+    if entry.request.get("action") == "edit" or entry.request.get("image_url"):
+        raise ValueError(
+            f"Task {task_id} is an edit of an image; variations re-run a text prompt. For another take on "
+            "the edit, call edit_image again with the same image and prompt."
+        )
+    if not entry.prompt or not entry.model:
+        raise ValueError(f"The prompt or model of task {task_id} is not known here, so it cannot be varied.")
+    prompt = f"{entry.prompt.rstrip()} {prompt_suffix.strip()}" if prompt_suffix else entry.prompt
+    if len(prompt) > PROMPT_MAX_CHARS:
+        raise ValueError(f"prompt_suffix makes the prompt longer than {PROMPT_MAX_CHARS} characters.")
+    return {
+        "prompt": prompt,
+        "model": entry.model,
+        "size": entry.size,
+        "count": count,
+        "variation_of": task_id,
+    }
 
 
 async def _guarded(
@@ -722,6 +845,8 @@ def _summary(result: TaskResult) -> str:
             f"Generated {count} image{plural} with {about} in {result.elapsed_seconds:.1f} s. "
             f"task_id: {result.task_id}"
         ]
+        if result.cost is not None:
+            lines.append(f"Cost: {describe_cost(result.cost)}")
         for image in result.images:
             seed = f" (seed {image.seed})" if image.seed is not None else ""
             lines.append(f"{image.index + 1}. {image.url}{seed}")
@@ -741,6 +866,13 @@ def _summary(result: TaskResult) -> str:
     return f"Task {result.task_id} failed: {reason}. You may retry with a changed prompt or another model."
 
 
+def describe_cost(cost: Cost) -> str:
+    """`0.5 credit (list price 0.6)`"""
+    unit = f" {cost.currency}" if cost.currency else ""
+    listed = f" (list price {cost.list_amount:g})" if cost.list_amount not in (None, cost.amount) else ""
+    return f"{cost.amount:g}{unit}{listed}"
+
+
 def error_result(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
@@ -753,9 +885,9 @@ def _caller(ctx: AnyContext) -> Caller:
         return Caller(state, state.jobs)
     token = bearer_token(ctx.headers.get("authorization"))
     if token is None:  # the HTTP gate refuses such requests; this is the second line
-        return Caller(state, state.jobs_for("", "anonymous"), "anonymous")
+        return Caller(state, state.jobs_for("", "anonymous"), "anonymous", token="")
     owner = state.history.owner_of(token)
-    return Caller(state, state.jobs_for(token, owner), owner)
+    return Caller(state, state.jobs_for(token, owner), owner, token=token)
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BASE_URL = "https://api.acedata.cloud"
+DEFAULT_PLATFORM_URL = "https://platform.acedata.cloud"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 AuthMode = Literal["tokens", "passthrough", "none"]
 
@@ -32,6 +33,18 @@ class Settings(BaseSettings):
         DEFAULT_BASE_URL,
         validation_alias="ACEDATACLOUD_API_BASE_URL",
         description="Base URL of the Flux REST API.",
+    )
+    platform_base_url: str = Field(
+        DEFAULT_PLATFORM_URL,
+        validation_alias="ACEDATACLOUD_PLATFORM_BASE_URL",
+        description="Base URL of the AceDataCloud platform: file uploads (edit inputs) and balances.",
+    )
+    input_dirs: str | None = Field(
+        None,
+        description=(
+            "Folders local edit inputs may come from, separated by os.pathsep (: or ; on Windows), besides "
+            "the client's MCP roots; unset = the home folder. Local files are never read over HTTP."
+        ),
     )
     wait_seconds: float = Field(
         45.0,
@@ -102,6 +115,12 @@ class Settings(BaseSettings):
     def history_path(self) -> Path:
         return (self.db or default_data_dir() / "history.db").expanduser()
 
+    def input_folders(self) -> list[Path]:
+        """Where local edit inputs may be read from (besides the client's roots)."""
+        if self.input_dirs is None:
+            return [Path.home()]
+        return [Path(part.strip()).expanduser() for part in self.input_dirs.split(os.pathsep) if part.strip()]
+
     @field_validator("api_token", mode="before")
     @classmethod
     def _blank_token_is_none(cls, value: object) -> object:
@@ -113,6 +132,14 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError("ACEDATACLOUD_API_BASE_URL must start with http:// or https://")
+        return value
+
+    @field_validator("platform_base_url")
+    @classmethod
+    def _platform_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("ACEDATACLOUD_PLATFORM_BASE_URL must start with http:// or https://")
         return value
 
     @field_validator("public_url")

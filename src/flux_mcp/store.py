@@ -78,6 +78,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 IN_MEMORY = ":memory:"
 PRIVATE_FOLDER_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+# Edit inputs uploaded to the platform, by content: one upload per distinct file while its URL is fresh.
+UPLOADS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    owner TEXT NOT NULL DEFAULT '',
+    sha256 TEXT NOT NULL,
+    file_url TEXT NOT NULL,
+    uploaded_at REAL NOT NULL,
+    PRIMARY KEY (owner, sha256)
+);
+"""
 SUBMITTING = "submitting"
 UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
 # Rows an identical call may continue; a `rejected` submission never reached the upstream's books.
@@ -167,6 +177,7 @@ class History:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
+            self._db.executescript(UPLOADS_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('owner_key', ?)", (secrets.token_hex(32),))
             self._owner_key = self._db.execute("SELECT value FROM meta WHERE key='owner_key'").fetchone()[0]
             self._db.execute(
@@ -417,6 +428,22 @@ class History:
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+    async def uploaded(self, sha256: str, owner: str = "", *, max_age: float) -> str | None:
+        """The file URL an upload of this content got less than `max_age` seconds ago, if any."""
+        rows = await self._run(
+            self._query,
+            "SELECT file_url FROM uploads WHERE owner=? AND sha256=? AND uploaded_at>?",
+            (owner, sha256, time.time() - max_age),
+        )
+        return str(rows[0]["file_url"]) if rows else None
+
+    async def remember_upload(self, sha256: str, file_url: str, owner: str = "") -> None:
+        await self._run(
+            self._execute,
+            "INSERT OR REPLACE INTO uploads (owner, sha256, file_url, uploaded_at) VALUES (?, ?, ?, ?)",
+            (owner, sha256, file_url, time.time()),
+        )
 
 
 def make_private_folder(folder: Path) -> None:

@@ -387,7 +387,8 @@ class ImageJobs:
         snapshot = await self._wait(
             snapshot, wait_seconds, progress, slot, just_submitted=False, age=age, wakeups_seen=seen
         )
-        request = snapshot.request or (entry.request if entry is not None else None)
+        # The upstream's copy of the request wins; ours adds what it never saw (variation_of).
+        request = {**(entry.request if entry is not None else {}), **(snapshot.request or {})}
         return await self._recorded(task_result(snapshot, request, anyio.current_time() - started))
 
     async def lookup(self, task_ids: list[str]) -> TaskBatchResult:
@@ -570,6 +571,9 @@ def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: 
         elapsed_seconds=round(elapsed, 2),
         trace_id=snapshot.trace_id,
         error=snapshot.error,
+        cost=snapshot.cost,
+        usage=snapshot.usage,
+        variation_of=_str(request.get("variation_of")),
     )
     if snapshot.status is TaskStatus.PENDING:
         result.next_step = (

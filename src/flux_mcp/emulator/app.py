@@ -20,6 +20,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .images import PngCache, render_png
+from .platform import (
+    EditInputError,
+    fetch_edit_input,
+    input_dimensions,
+    is_loopback_url,
+    platform_routes,
+    render_edit_png,
+)
 from .state import EmulatorState, Endpoint, Fault, TaskRecord
 from .validation import BadRequest, ImageRequest, pixel_dimensions, validate_image_request
 
@@ -46,6 +54,7 @@ def create_app(state: EmulatorState | None = None) -> Starlette:
             Route("/flux/images", runtime.images, methods=["POST"]),
             Route("/flux/tasks", runtime.tasks, methods=["POST"]),
             Route("/files/{task_id}/{index:int}.png", runtime.file, methods=["GET"]),
+            *platform_routes(runtime),
         ],
         exception_handlers={404: _http_error, 405: _http_error},
     )
@@ -104,8 +113,18 @@ class EmulatorRuntime:
         except BadRequest as exc:
             return self._error(400, "bad_request", str(exc))
         assert isinstance(body, dict)
+        try:
+            source = await self._edit_input(parsed)
+        except EditInputError as exc:
+            return self._error(400, "bad_request", str(exc))
+        if (cost := state.platform.charge(parsed.count)) is None:
+            return self._error(403, "used_up", "the balance of this application is used up")
         force_failure = fault is not None and fault.kind == "fail_task"
         task = self._accept(request, body, parsed, force_failure=force_failure)
+        task.source_image = source
+        if source is not None and body.get("size") is None:  # an edit without a size keeps the input's shape
+            task.width, task.height = input_dimensions(source, state.config.image_long_side)
+        task.cost = cost if state.platform.report_cost else None
 
         if fault is not None and fault.kind == "500":
             return self._error(500, "api_error", "fetch failed", trace_id=task.trace_id)
@@ -167,15 +186,28 @@ class EmulatorRuntime:
         key = (task_id, index)
         data = self.png_cache.get(key)
         if data is None:
-            data = await anyio.to_thread.run_sync(
-                render_png, task.width, task.height, task.seeds[index], task.prompt
-            )
+            if task.source_image is not None:
+                data = await anyio.to_thread.run_sync(
+                    render_edit_png, task.source_image, task.width, task.height, task.prompt
+                )
+            else:
+                data = await anyio.to_thread.run_sync(
+                    render_png, task.width, task.height, task.seeds[index], task.prompt
+                )
             self.png_cache.put(key, data)
         if fault is not None and fault.kind == "drop_after":
             return DroppedConnection(self, cut_body=data, media_type="image/png")
         return Response(data, media_type="image/png", headers={"cache-control": "public, max-age=86400"})
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    async def _edit_input(self, parsed: ImageRequest) -> bytes | None:
+        """An edit's image, downloaded like the real API does (loopback URLs only: a test upstream)."""
+        if parsed.image_url is None or not is_loopback_url(parsed.image_url):
+            return None
+        if self._http is None:
+            self._http = httpx2.AsyncClient(timeout=CALLBACK_TIMEOUT, trust_env=False)
+        return await fetch_edit_input(self._http, parsed.image_url, self.state.platform.max_upload_bytes)
 
     def _accept(
         self, request: Request, body: dict[str, Any], parsed: ImageRequest, *, force_failure: bool

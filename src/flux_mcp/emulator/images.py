@@ -19,7 +19,15 @@ def render_png(width: int, height: int, seed: int, prompt: str) -> bytes:
     grid.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(_GRID * _GRID)])
     # Bilinear upscaling of a tiny grid gives a smooth gradient for almost no CPU.
     image = grid.resize((width, height), Image.Resampling.BILINEAR)
+    caption(image, prompt)
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
 
+
+def caption(image: Image.Image, prompt: str) -> None:
+    """Write the prompt's first words in a black box at the top left."""
+    width, height = image.size
     draw = ImageDraw.Draw(image)
     font_size = max(10, min(width, height) // 24)
     font = ImageFont.load_default(size=font_size)
@@ -29,10 +37,6 @@ def render_png(width: int, height: int, seed: int, prompt: str) -> bytes:
     pad = margin // 2
     draw.rectangle((left - pad, top - pad, right + pad, bottom + pad), fill="black")
     draw.text((margin, margin), text, fill="white", font=font)
-
-    out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=1)
-    return out.getvalue()
 
 
 class PngCache:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from .journal import TaskJournal
 
+from .platform import PlatformState
+
 FaultKind = Literal[
     "429",
     "500",
@@ -30,7 +32,7 @@ FaultKind = Literal[
     "fail_task",
     "slow",
 ]
-Endpoint = Literal["images", "tasks", "files"]
+Endpoint = Literal["images", "tasks", "files", "uploads", "applications"]
 TaskState = Literal["running", "succeeded", "failed"]
 
 RANDOM_FAULT_KINDS: tuple[FaultKind, ...] = ("429", "500", "503", "drop_before", "drop_after")
@@ -86,6 +88,8 @@ class TaskRecord:
     seeds: list[int]
     callback_url: str | None = None
     record_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+    cost: dict[str, Any] | None = None  # what the platform charged, as results report it
+    source_image: bytes | None = None  # an edit's input, as fetched from its image_url
 
     @property
     def duration(self) -> float:
@@ -113,7 +117,9 @@ class TaskRecord:
                 "error": {"code": "api_error", "message": FAILURE_MESSAGE},
             }
         inference = round(self.duration / max(self.count, 1), 3)
+        charged = {"cost": self.cost, "usage": {"images": self.count}} if self.cost is not None else {}
         return {
+            **charged,
             "success": True,
             "task_id": self.id,
             "trace_id": self.trace_id,
@@ -174,6 +180,7 @@ class EmulatorState:
     rejected: dict[str, int] = field(default_factory=dict)
     faults_applied: dict[str, int] = field(default_factory=dict)
     journal: TaskJournal | None = None  # shared with other emulators (the sandbox); None: memory only
+    platform: PlatformState = field(default_factory=PlatformState)
     rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -200,6 +207,7 @@ class EmulatorState:
         self.tokens_seen.clear()
         self.rejected.clear()
         self.faults_applied.clear()
+        self.platform.reset()
 
     def next_fault(self, endpoint: Endpoint) -> Fault | None:
         """Pop the first scripted fault for `endpoint`, else maybe draw one from `error_rates`."""
