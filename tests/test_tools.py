@@ -41,7 +41,8 @@ async def test_tool_list_schemas_and_annotations(client: Client) -> None:
     generate = tools["generate_image"].input_schema["properties"]
     assert generate["count"]["minimum"] == 1 and generate["count"]["maximum"] == 4
     # Defaults are published in the description: OpenAI strict mode refuses a `default` keyword.
-    assert "flux-2-pro" in generate["model"]["enum"] and "Default: flux-dev." in generate["model"]["description"]
+    assert "flux-2-pro" in generate["model"]["enum"]
+    assert "Default: flux-dev." in generate["model"]["description"]
     assert "flux-2-pro" in generate["model"]["description"]  # one line of guidance per model
     assert generate["prompt"]["minLength"] == 1 and generate["prompt"]["maxLength"] >= 1000
     assert "aspect ratio" in generate["size"]["description"]
