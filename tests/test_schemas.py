@@ -9,7 +9,6 @@ functions. The old pydantic shapes are put through the same checks to show they 
 from __future__ import annotations
 
 import copy
-import re
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -27,7 +26,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import ValidationError
 
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.models import ASPECT_RATIOS, MODELS, TOOL_ARGUMENTS, check_image_url
+from flux_mcp.models import ASPECT_RATIOS, MODELS, TOOL_ARGUMENTS
 from flux_mcp.schemas import portable_schema
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
@@ -59,8 +58,8 @@ def tools_of(kind: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_both_kinds_of_client_are_covered() -> None:
-    assert set(published("plain")) == set(TOOL_ARGUMENTS)
-    assert set(published("apps")) == set(TOOL_ARGUMENTS) | {"preview_image"}
+    assert set(TOOL_ARGUMENTS) <= set(published("plain"))
+    assert set(published("apps")) == set(published("plain")) | {"preview_image"}
 
 
 # --- OpenAI strict function calling --------------------------------------------------------------
@@ -89,8 +88,9 @@ def test_a_strict_model_knows_what_to_send_for_every_optional_argument(kind: str
 
 
 def test_every_default_is_in_the_description() -> None:
-    for name, schema in tools_of("plain"):
-        for field, info in TOOL_ARGUMENTS[name].model_fields.items():
+    for name, arguments in TOOL_ARGUMENTS.items():
+        schema = published("plain")[name]
+        for field, info in arguments.model_fields.items():
             if info.is_required() or info.default is None:
                 continue
             assert f"Default: {info.default}." in schema["properties"][field]["description"], (name, field)
@@ -244,6 +244,7 @@ async def test_a_strict_models_call_with_every_argument_gets_the_defaults(emulat
         assert refused.is_error and "status" in text(refused)
 
 
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=10))
 IMAGE_URLS = [
     "https://cdn.example.com/a.png",
     "HTTP://example.com/x",
@@ -287,7 +288,7 @@ def tool_call(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     required = [field for field, info in fields.items() if info.is_required()]
     others = [field for field in fields if field not in required]
     optional = draw(st.lists(st.sampled_from(others), unique=True)) if others else []
-    return name, {field: draw(ARGUMENT_VALUES[field]) for field in [*required, *optional]}
+    return name, {field: draw(ARGUMENT_VALUES.get(field, ANY_VALUE)) for field in [*required, *optional]}
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -300,20 +301,3 @@ def test_every_call_the_server_accepts_fits_the_published_schema(call: tuple[str
     except ValidationError:
         return
     jsonschema.Draft202012Validator(published("plain")[name]).validate(arguments)
-
-
-@pytest.mark.parametrize("url", IMAGE_URLS)
-def test_the_image_url_pattern_admits_every_url_the_server_takes(url: str) -> None:
-    pattern = re.compile(published("plain")["edit_image"]["properties"]["image_url"]["pattern"])
-    try:
-        check_image_url(url)
-    except ValueError:
-        return
-    assert pattern.search(url), url
-
-
-def test_the_image_url_pattern_tells_a_model_what_is_refused() -> None:
-    pattern = re.compile(published("plain")["edit_image"]["properties"]["image_url"]["pattern"])
-    assert not any(
-        pattern.search(url) for url in ("/tmp/a.png", "file:///etc/passwd", "C:\\a.png", "ftp://x/a")
-    )

@@ -175,15 +175,12 @@ CountArg = Annotated[
     int,
     Field(ge=1, le=MAX_COUNT, description=f"How many images to generate (1-{MAX_COUNT})."),
 ]
-# What the image_url schema publishes: a hint for models and clients that check arguments, never
-# stricter than check_image_url (which also strips spaces, and is what actually decides).
-IMAGE_URL_PATTERN = r"^\s*([Hh][Tt][Tt][Pp][Ss]?:|flux://images/)"
 ImageUrlArg = Annotated[
     str,
     Field(
         min_length=1,
         max_length=4096,
-        json_schema_extra={"pattern": IMAGE_URL_PATTERN},
+        json_schema_extra={"format": "uri"},
         description=(
             "The image to edit: a public http(s) URL, or flux://images/{task_id}/{index} for an image "
             "from an earlier result of this server. Local file paths cannot be used: the Flux API needs "
