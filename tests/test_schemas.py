@@ -34,12 +34,12 @@ from flux_mcp.settings import Settings
 from . import schema_rules as rules
 from .conftest import make_settings
 
-CLIENTS = ["plain", "apps"]
+CLIENTS = ["plain", "legacy", "apps"]  # legacy: protocol 2025-11-25, as many hosts still speak it
 
 
 @cache
 def published(kind: str) -> dict[str, dict[str, Any]]:
-    """tools/list as a plain or an MCP Apps client gets it: tool name -> input schema."""
+    """tools/list as a plain, legacy-protocol or MCP Apps client gets it: tool name -> input schema."""
 
     async def listing() -> dict[str, dict[str, Any]]:
         scratch = Path(tempfile.mkdtemp(prefix="flux-mcp-schemas-"))
@@ -47,7 +47,8 @@ def published(kind: str) -> dict[str, dict[str, Any]]:
         extensions = (
             [mcp.client.advertise(EXTENSION_ID, {"mimeTypes": [APP_MIME_TYPE]})] if kind == "apps" else []
         )
-        async with Client(server, extensions=extensions) as client:
+        mode = "legacy" if kind == "legacy" else "auto"
+        async with Client(server, extensions=extensions, mode=mode) as client:
             return {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
 
     return anyio.run(listing)
@@ -60,6 +61,7 @@ def tools_of(kind: str) -> list[tuple[str, dict[str, Any]]]:
 def test_both_kinds_of_client_are_covered() -> None:
     assert set(TOOL_ARGUMENTS) <= set(published("plain"))
     assert set(published("apps")) == set(published("plain")) | {"preview_image"}
+    assert published("legacy") == published("plain")
 
 
 # --- OpenAI strict function calling --------------------------------------------------------------
