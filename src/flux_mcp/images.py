@@ -29,13 +29,17 @@ import httpx2
 from PIL import Image
 
 from flux_mcp.addresses import ForbiddenAddress
-from flux_mcp.models import ImageInfo, TaskResult, TaskStatus
+from flux_mcp.models import ImageInfo, PreviewChoice, TaskResult, TaskStatus
 
 logger = logging.getLogger(__name__)
 
 PREVIEW_MAX_BYTES = 150_000  # each preview, base64-encoded as it travels
 RESULT_PREVIEW_BUDGET = 600_000  # all previews of one result together
 LARGE_PREVIEW_MAX_BYTES = 1_500_000  # the gallery's full-size view (an app-only tool, not for the model)
+# preview="small": for frameworks that paste a tool result, base64 and all, into the model's text.
+SMALL_PREVIEW_SIDE = 256
+SMALL_PREVIEW_MAX_BYTES = 16_000
+SMALL_RESULT_PREVIEW_BUDGET = 40_000
 MAX_REDIRECTS = 5
 # Flux's largest outputs are about 4 megapixels; 40 keeps room for any model to come while refusing
 # decompression bombs long before Pillow's own limit (89 Mpx warns, 179 Mpx refuses), which lets a
@@ -158,6 +162,27 @@ class Downloader:
 
 
 @dataclass(frozen=True)
+class PreviewSize:
+    """How large the inline previews of one result may be."""
+
+    side: int  # longest side in pixels; 0: no previews
+    max_bytes: int = PREVIEW_MAX_BYTES  # each preview, base64-encoded
+    result_budget: int = RESULT_PREVIEW_BUDGET  # all previews of one result together
+
+    @classmethod
+    def chosen(cls, choice: PreviewChoice, default_side: int) -> PreviewSize:
+        if choice == "none":
+            return cls(0)
+        if choice == "small":
+            side = min(SMALL_PREVIEW_SIDE, default_side)
+            return cls(side, SMALL_PREVIEW_MAX_BYTES, SMALL_RESULT_PREVIEW_BUDGET)
+        return cls(default_side)
+
+    def per_image(self, count: int) -> int:
+        return preview_budget(count, self.max_bytes, self.result_budget)
+
+
+@dataclass(frozen=True)
 class KeptImage:
     info: ImageInfo
     preview: Preview | None
@@ -187,16 +212,15 @@ class ImageKeeper:
     async def is_reachable(self, url: str) -> bool:
         return await self._downloader.reachable(url)
 
-    @property
-    def active(self) -> bool:
-        return self._folder is not None or self._preview_size > 0
-
-    async def keep(self, result: TaskResult, saved: dict[int, str]) -> list[KeptImage]:
-        """Save (or reuse the saved file of) every image of `result`, then preview them all."""
-        if result.status is not TaskStatus.SUCCEEDED or not self.active:
+    async def keep(
+        self, result: TaskResult, saved: dict[int, str], preview: PreviewChoice = "default"
+    ) -> list[KeptImage]:
+        """Save (or reuse the saved file of) every image of `result`, then preview them as chosen."""
+        size = PreviewSize.chosen(preview, self._preview_size)
+        if result.status is not TaskStatus.SUCCEEDED or (self._folder is None and size.side == 0):
             return [KeptImage(image, None) for image in result.images]
         pictures: dict[int, Picture | ImageError] = {}
-        each = preview_budget(len(result.images))
+        each = (size.side, size.per_image(len(result.images)))
 
         async def one(image: ImageInfo) -> None:
             pictures[image.index] = await self._picture(result, image, saved.get(image.index), each)
@@ -232,16 +256,16 @@ class ImageKeeper:
         return picture
 
     async def _picture(
-        self, result: TaskResult, image: ImageInfo, saved_path: str | None, preview_bytes: int
+        self, result: TaskResult, image: ImageInfo, saved_path: str | None, preview: tuple[int, int]
     ) -> Picture | ImageError:
         key = (result.task_id, image.index)
         # One image is fetched and saved by one call at a time: two get_task calls for the same task
         # (an assistant and the gallery, say) must not download it twice or save two copies.
         async with self._locks.setdefault(key, anyio.Lock()):
             try:
-                picture = await self._saved_picture(saved_path or self._saved.get(key), preview_bytes)
+                picture = await self._saved_picture(saved_path or self._saved.get(key), preview)
                 if picture is None:
-                    picture = await self._download_and_save(result, image, preview_bytes)
+                    picture = await self._download_and_save(result, image, preview)
                 else:
                     image.path = saved_path or self._saved.get(key)
             except ImageError as exc:
@@ -253,20 +277,22 @@ class ImageKeeper:
         image.width, image.height = picture.width, picture.height
         return picture
 
-    async def _saved_picture(self, path: str | None, preview_bytes: int) -> Picture | None:
+    async def _saved_picture(self, path: str | None, preview: tuple[int, int]) -> Picture | None:
         """The saved file, if it is still there and still an image (else it is fetched again)."""
         if not path or not await anyio.Path(path).is_file():
             return None
         try:
-            return await self._decode(await anyio.Path(path).read_bytes(), path, preview_bytes)
+            return await self._decode(await anyio.Path(path).read_bytes(), path, preview)
         except ImageError:
             logger.warning("saved image %s no longer decodes; fetching it again", path)
             return None
 
-    async def _download_and_save(self, result: TaskResult, image: ImageInfo, preview_bytes: int) -> Picture:
+    async def _download_and_save(
+        self, result: TaskResult, image: ImageInfo, preview: tuple[int, int]
+    ) -> Picture:
         cached = self._cache.get((result.task_id, image.index))
         data = cached.data if cached is not None else await self._downloader.fetch_bytes(image.url)
-        picture = await self._decode(data, image.url, preview_bytes)
+        picture = await self._decode(data, image.url, preview)
         if self._folder is None:
             self._remember(result.task_id, image.index, picture)
             return picture
@@ -277,10 +303,10 @@ class ImageKeeper:
         image.path = str(stored.path)
         return picture
 
-    async def _decode(self, data: bytes, source: str, preview_bytes: int) -> Picture:
+    async def _decode(self, data: bytes, source: str, preview: tuple[int, int]) -> Picture:
         """One decode checks the image and makes its preview; a few at a time bounds CPU and memory."""
-        side = self._preview_size
-        return await anyio.to_thread.run_sync(decode, data, source, side, preview_bytes, limiter=self._cpu)
+        side, max_bytes = preview  # side 0: checked, not previewed
+        return await anyio.to_thread.run_sync(decode, data, source, side, max_bytes, limiter=self._cpu)
 
     def _remember(self, task_id: str, index: int, picture: Picture) -> None:
         self._cache[(task_id, index)] = picture
@@ -355,9 +381,11 @@ def _too_many_pixels(source: str) -> str:
     )
 
 
-def preview_budget(count: int) -> int:
+def preview_budget(
+    count: int, max_bytes: int = PREVIEW_MAX_BYTES, result_budget: int = RESULT_PREVIEW_BUDGET
+) -> int:
     """Bytes (base64) one preview may take when a result has `count` images."""
-    return min(PREVIEW_MAX_BYTES, RESULT_PREVIEW_BUDGET // max(count, 1))
+    return min(max_bytes, result_budget // max(count, 1))
 
 
 def _preview_of(source: Image.Image, max_side: int, max_bytes: int) -> Preview:

@@ -176,8 +176,8 @@ SizeArg = Annotated[
         description=(
             "Output size. flux-dev and flux-pro: 1024x1024, 1024x1792, 1792x1024 (or WIDTHxHEIGHT with sides "
             f"{PIXEL_MIN}-{PIXEL_MAX} in multiples of {PIXEL_STEP}) or an aspect ratio. All other models: an "
-            f"aspect ratio only, one of {', '.join(ASPECT_RATIOS)}. Omit for the default "
-            "(1024x1024 or 1:1)."
+            f"aspect ratio only, one of {', '.join(ASPECT_RATIOS)}. Omit (or null) for "
+            "the default (1024x1024 or 1:1)."
         ),
     ),
 ]
@@ -219,8 +219,21 @@ WaitSecondsArg = Annotated[
         le=3600,
         description=(
             "How long to wait for the result in this call, in seconds; capped by the server's limit "
-            "(FLUX_MCP_WAIT_SECONDS). 0 returns the task id at once. Omit to use the server's limit."
+            "(FLUX_MCP_WAIT_SECONDS). 0 returns the task id at once. Omit (or null) to use the server's "
+            "limit."
         ),
+    ),
+]
+PreviewChoice = Literal["none", "small", "default"]
+PreviewArg = Annotated[
+    PreviewChoice | None,
+    Field(
+        description=(
+            "Inline preview images in the result. default: the server's preview size (512 px unless "
+            "FLUX_MCP_PREVIEW_SIZE says otherwise); small: 256 px and a few KB each, for frameworks that "
+            "paste tool results into the model's text; none: no image at all (the text, structured content "
+            "and links stay). Omit (or null) for the server's choice (FLUX_MCP_PREVIEW)."
+        )
     ),
 ]
 TaskIdArg = Annotated[
@@ -242,10 +255,16 @@ LimitArg = Annotated[int, Field(ge=1, le=100, description="How many, newest firs
 HistoryStatus = Literal["succeeded", "pending", "failed", "submitting", "unknown", "rejected"]
 StatusFilterArg = Annotated[
     HistoryStatus | None,
-    Field(description="Only tasks in this state (unknown: the submission may have been billed, no task id)."),
+    Field(
+        description=(
+            "Only tasks in this state (unknown: the submission may have been billed, no task id). "
+            "Omit (or null) for every state."
+        )
+    ),
 ]
 QueryArg = Annotated[
-    str | None, Field(max_length=200, description="Only tasks whose prompt contains this text.")
+    str | None,
+    Field(max_length=200, description="Only tasks whose prompt contains this text. Omit (or null) for all."),
 ]
 
 
@@ -259,6 +278,7 @@ class GenerateImageArgs(_Arguments):
     size: SizeArg = None
     count: CountArg = 1
     wait_seconds: WaitSecondsArg = None
+    preview: PreviewArg = None
 
     @field_validator("count", mode="before")
     @classmethod
@@ -293,6 +313,7 @@ class EditImageArgs(_Arguments):
     model: EditModelArg = "flux-kontext-pro"
     size: SizeArg = None
     wait_seconds: WaitSecondsArg = None
+    preview: PreviewArg = None
 
     @field_validator("image_url")
     @classmethod
@@ -326,6 +347,7 @@ class EditImageArgs(_Arguments):
 class GetTaskArgs(_Arguments):
     task_id: TaskIdArg
     wait_seconds: WaitSecondsArg = None
+    preview: PreviewArg = None
 
 
 class GetTasksArgs(_Arguments):
@@ -360,6 +382,7 @@ class GenerateVariationsArgs(_Arguments):
     count: VariationCountArg = 2
     prompt_suffix: PromptSuffixArg = None
     wait_seconds: WaitSecondsArg = None
+    preview: PreviewArg = None
 
     @field_validator("count", mode="before")
     @classmethod

@@ -84,6 +84,8 @@ from flux_mcp.models import (
     ImageInfo,
     ImageUrlArg,
     LimitArg,
+    PreviewArg,
+    PreviewChoice,
     Prompt,
     PromptSuffixArg,
     QueryArg,
@@ -103,6 +105,7 @@ from flux_mcp.models import (
     parse_cost,
 )
 from flux_mcp.roots import client_roots, root_folders
+from flux_mcp.schemas import portable_schema
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry
 from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, PollSchedule, ago
@@ -183,7 +186,12 @@ def build_server(
         version=__version__,
         lifespan=lifespan,
         log_level=settings.log_level,
-        middleware=[check_tool_arguments, check_prompt_arguments, hide_ui_from_plain_clients],
+        middleware=[
+            check_tool_arguments,
+            check_prompt_arguments,
+            hide_ui_from_plain_clients,
+            publish_portable_schemas,
+        ],
         extensions=[_gallery_app()],
     )
     _add_job_tools(server)
@@ -293,6 +301,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         size: SizeArg = None,
         count: CountArg = 1,
         wait_seconds: WaitSecondsArg = None,
+        preview: PreviewArg = None,
     ) -> Annotated[CallToolResult, TaskResult]:
         """Generate images from a text prompt with a Flux model and return the finished images.
 
@@ -301,8 +310,9 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         with it to keep waiting. Each call is billed, except that a call identical to an earlier one whose
         result was never received continues that task.
         """
-        args = {"prompt": prompt, "model": model, "size": size, "count": count, "wait_seconds": wait_seconds}
-        return await _run_job(ctx, "generate_image", GenerateImageArgs, args)
+        args = {"prompt": prompt, "model": model, "size": size, "count": count}
+        waiting = {"wait_seconds": wait_seconds, "preview": preview}
+        return await _run_job(ctx, "generate_image", GenerateImageArgs, {**args, **waiting})
 
     @server.tool(
         name="edit_image",
@@ -319,6 +329,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         model: EditModelArg = "flux-kontext-pro",
         size: SizeArg = None,
         wait_seconds: WaitSecondsArg = None,
+        preview: PreviewArg = None,
     ) -> Annotated[CallToolResult, TaskResult]:
         """Edit an existing image following a prompt, e.g. "make the sky stormy".
 
@@ -328,7 +339,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         "pending" result means: call get_task with its task_id.
         """
         args = {"prompt": prompt, "image_url": image_url, "model": model, "size": size}
-        arguments = {**args, "wait_seconds": wait_seconds}
+        arguments = {**args, "wait_seconds": wait_seconds, "preview": preview}
         return await _run_job(ctx, "edit_image", EditImageArgs, arguments, root_folders(roots))
 
     @server.tool(
@@ -344,6 +355,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         count: VariationCountArg = 2,
         prompt_suffix: PromptSuffixArg = None,
         wait_seconds: WaitSecondsArg = None,
+        preview: PreviewArg = None,
     ) -> Annotated[CallToolResult, TaskResult]:
         """New images from an earlier result's prompt, model and size (new seeds), e.g. "more like that one".
 
@@ -355,7 +367,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
             arguments = await _variation_arguments(caller, task_id, count, prompt_suffix)
         except ValueError as exc:
             return error_result(str(exc))
-        arguments["wait_seconds"] = wait_seconds
+        arguments.update(wait_seconds=wait_seconds, preview=preview)
         return await _run_job(ctx, "generate_variations", VariationArgs, arguments)
 
     @server.tool(
@@ -386,7 +398,7 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
     )
     @_clean_doc
     async def get_task(
-        task_id: TaskIdArg, ctx: AnyContext, wait_seconds: WaitSecondsArg = None
+        task_id: TaskIdArg, ctx: AnyContext, wait_seconds: WaitSecondsArg = None, preview: PreviewArg = None
     ) -> Annotated[CallToolResult, TaskResult]:
         """Get a generation task by id, waiting (with progress) for it to finish up to the wait limit.
 
@@ -395,7 +407,7 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
         caller = _caller(ctx)
         progress = _progress_reporter(ctx)
         work = lambda: caller.jobs.resume(task_id, wait_seconds, progress)  # noqa: E731
-        return await _guarded("get_task", work, lambda result: present(caller, result, ctx))
+        return await _guarded("get_task", work, lambda result: present(caller, result, ctx, preview))
 
     @server.tool(
         name="get_tasks",
@@ -544,6 +556,24 @@ def _gallery_app() -> Apps:
     return apps
 
 
+async def publish_portable_schemas(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Every tool's input schema as every framework and provider accepts it (see `schemas`)."""
+    result = await call_next(ctx)
+    if ctx.method != "tools/list":
+        return result
+    if isinstance(result, ListToolsResult):
+        result = result.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+        return result
+    tools = [
+        {**tool, "inputSchema": portable_schema(tool["inputSchema"])}
+        if isinstance(tool, dict) and isinstance(tool.get("inputSchema"), dict)
+        else tool
+        for tool in result["tools"]
+    ]
+    return {**result, "tools": tools}
+
+
 async def hide_ui_from_plain_clients(
     ctx: ServerRequestContext[Any, Any], call_next: CallNext
 ) -> HandlerResult:
@@ -687,7 +717,7 @@ async def _run_job(
     progress = _progress_reporter(ctx)
     ticket = JobTicket()
     work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket)  # noqa: E731
-    shown = await _guarded(tool, work, lambda result: present(caller, result, ctx))
+    shown = await _guarded(tool, work, lambda result: present(caller, result, ctx, args.preview))
     if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
         await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
     return shown
@@ -767,12 +797,20 @@ def _maybe_billed(message: str) -> str:
     )
 
 
-async def present(caller: Caller, result: TaskResult, ctx: AnyContext | None = None) -> CallToolResult:
-    """Text summary, inline previews and resource links; files saved and history updated first."""
+async def present(
+    caller: Caller, result: TaskResult, ctx: AnyContext | None = None, preview: PreviewChoice | None = None
+) -> CallToolResult:
+    """Text summary, inline previews and resource links; files saved and history updated first.
+
+    `preview` is the call's choice of inline previews (None: the server's, FLUX_MCP_PREVIEW). The text
+    alone always says what happened and what to do next: some frameworks show the model nothing else.
+    """
+    settings = caller.state.settings
     kept: list[KeptImage] = []
     if result.status is TaskStatus.SUCCEEDED:
         history = caller.state.history
-        kept = await caller.state.keeper.keep(result, await _saved_paths(caller, result.task_id))
+        saved = await _saved_paths(caller, result.task_id)
+        kept = await caller.state.keeper.keep(result, saved, preview or settings.preview)
         result.images = [_with_uri(result.task_id, image.info) for image in kept]
         await history.record(result, caller.owner)
     if ctx is not None:
@@ -783,15 +821,8 @@ async def present(caller: Caller, result: TaskResult, ctx: AnyContext | None = N
             content.append(
                 ImageContent(type="image", data=image.preview.base64(), mime_type=image.preview.mime_type)
             )
-        content.append(
-            ResourceLink(
-                type="resource_link",
-                uri=info.resource_uri or "",
-                name=f"image {info.index + 1} of task {result.task_id}",
-                mime_type="image/png",
-                description=info.path or info.url,
-            )
-        )
+        if settings.resource_links:
+            content.append(image_link(result.task_id, info))
     shown = CallToolResult(
         content=content,
         structured_content=result.model_dump(mode="json"),
@@ -800,6 +831,21 @@ async def present(caller: Caller, result: TaskResult, ctx: AnyContext | None = N
     if result.status in FINISHED:
         await caller.state.history.deliver(caller.owner, task_ids=[result.task_id])
     return shown
+
+
+def image_link(task_id: str, image: ImageInfo) -> ResourceLink:
+    """A link to the full-size image, for hosts that read it (resources/read) or offer it to the user.
+
+    langchain-mcp-adapters turns every resource link into an image or file block whose URL is this
+    flux:// URI, which OpenAI and Anthropic cannot fetch: FLUX_MCP_RESOURCE_LINKS=false leaves links out.
+    """
+    return ResourceLink(
+        type="resource_link",
+        uri=image.resource_uri or f"flux://images/{task_id}/{image.index}",
+        name=f"image {image.index + 1} of task {task_id}",
+        mime_type="image/png",
+        description=image.path or image.url,
+    )
 
 
 async def _saved_paths(caller: Caller, task_id: str) -> dict[int, str]:

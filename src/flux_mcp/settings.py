@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flux_mcp.models import PreviewChoice
+
 DEFAULT_BASE_URL = "https://api.acedata.cloud"
 DEFAULT_PLATFORM_URL = "https://platform.acedata.cloud"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -64,6 +66,12 @@ class Settings(BaseSettings):
     )
     retry_max_seconds: float = Field(20.0, ge=0, description="Longest single pause before a retry.")
     preview_size: int = Field(512, ge=0, le=2048, description="Longest side of inline previews; 0 = none.")
+    preview: PreviewChoice = Field(
+        "default", description="Inline previews when a call does not choose: default, small or none."
+    )
+    resource_links: bool = Field(
+        True, description="Put a resource link to each full-size image in results (off for langchain)."
+    )
     save: bool | None = Field(
         None, description="Save images to output_dir; unset = yes on stdio, no over HTTP."
     )
@@ -158,6 +166,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return value.strip().lower() or None
         return value
+
+    @field_validator("preview", mode="before")
+    @classmethod
+    def _lower_preview(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod
