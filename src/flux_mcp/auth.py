@@ -333,11 +333,14 @@ def discovery_routes(settings: Settings, mcp_path: str) -> list[Route]:
 def resource_metadata(settings: Settings) -> ProtectedResourceMetadata:
     """RFC 9728: this resource (the audience its tokens carry) and the authorization server for it."""
     scopes = settings.oauth_required_scopes()
-    return ProtectedResourceMetadata(
-        resource=AnyHttpUrl(settings.oauth_audience_url() or ""),
-        authorization_servers=[AnyHttpUrl(settings.oauth_issuer or "")],
-        scopes_supported=scopes or None,
-        resource_name="Flux images (flux-mcp)",
+    # Validated from strings, so that the model keeps the URLs exactly as configured (no added slash).
+    return ProtectedResourceMetadata.model_validate(
+        {
+            "resource": settings.oauth_audience_url(),
+            "authorization_servers": [settings.oauth_issuer],
+            "scopes_supported": scopes or None,
+            "resource_name": "Flux images (flux-mcp)",
+        }
     )
 
 
