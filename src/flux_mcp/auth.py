@@ -9,14 +9,19 @@ MCP sessions are bound to.
                   When the upstream cannot decide (down, rate limiting, garbled answer) the request is
                   answered 503 with Retry-After and nothing is kept: an outage neither locks real users
                   out for longer than it lasts nor lets an unknown token in.
+    oauth         the token is an access token of FLUX_MCP_OAUTH_ISSUER for this server (oauth.py); the
+                  person is its issuer and `sub`, and the server's own AceDataCloud token pays
     none          no credentials
 
-An identity is a keyed hash of the credential (the key is random per process), so two holders of different
-tokens never share a session, and nothing kept in memory can be turned back into a token.
+With server tokens and pass-through an identity is a keyed hash of the credential (the key is random per
+process), so two holders of different tokens never share a session, and nothing kept in memory can be
+turned back into a token. With OAuth it is the person (`store.person_owner`), so a refreshed token keeps
+its sessions and history.
 
 OAuth clients (mcp-remote, hosts with OAuth built in) answer a 401 by probing the discovery paths below.
-This server takes a static bearer token, and every one of those paths says so in a 404 a bridge prints.
-`discovery_endpoints` is a table so that an OAuth mode can serve real metadata at some of them.
+In oauth mode the RFC 9728 paths serve this resource's metadata, naming the authorization server, and
+every 401 points at it (`resource_metadata`). Otherwise this server takes a static bearer token, and
+every one of those paths says so in a 404 a bridge prints.
 """
 
 from __future__ import annotations
@@ -29,19 +34,30 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
+from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.routes import build_resource_metadata_url, cors_middleware
+from mcp.shared.auth import ProtectedResourceMetadata
+from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from flux_mcp.client import FluxClient, FluxError, RateLimitedError, ServerError, build_http_client
 from flux_mcp.settings import AuthMode, Settings
+from flux_mcp.store import person_owner
+
+if TYPE_CHECKING:
+    from flux_mcp.oauth import OAuthVerifier, Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +86,17 @@ class Admission:
     identity: str = ""  # who the request is for, when accepted
     retry_after: float = UNDECIDED_RETRY_SECONDS  # when undecided
     reason: str = ""  # when undecided: what went wrong upstream (never carries the token)
+    token: AccessToken | None = None  # oauth, when accepted: what the access token says
+    refusal: Refusal | None = None  # oauth, when refused: why
 
     @property
     def user(self) -> AuthenticatedUser:
         """The identity as the MCP SDK's session manager compares it (the SDK binds sessions to it).
 
-        Its `token` is the identity too: the secret itself never leaves the request's header.
+        Its `token` is a keyed hash (or the identity): the secret itself never leaves the request's header.
         """
+        if self.token is not None:  # client, issuer and subject: the person, whichever token they present
+            return AuthenticatedUser(self.token)
         return AuthenticatedUser(AccessToken(token=self.identity, client_id=self.identity, scopes=[]))
 
 
@@ -85,9 +105,15 @@ class Credentials:
 
     def __init__(self, settings: Settings) -> None:
         self.mode: AuthMode = settings.auth_mode()
+        self._settings = settings
         self._key = secrets.token_bytes(32)
         self._tokens = [token.encode() for token in settings.client_tokens()]
         self.verifier = PassThroughVerifier(settings, self.identity) if self.mode == "passthrough" else None
+        self.oauth: OAuthVerifier | None = None
+        if self.mode == "oauth":
+            from flux_mcp.oauth import OAuthVerifier  # PyJWT is the `oauth` extra: only this mode needs it
+
+            self.oauth = OAuthVerifier(settings, self.identity)
 
     def identity(self, token: str) -> str:
         return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()[:32]
@@ -95,6 +121,8 @@ class Credentials:
     async def admit(self, token: str) -> Admission:
         if self.verifier is not None:
             return await self.verifier.admit(token)
+        if self.oauth is not None:
+            return await self._admit_access_token(self.oauth, token)
         candidate = token.encode()
         # Compare against every token without stopping early, in constant time per comparison.
         matches = [hmac.compare_digest(candidate, known) for known in self._tokens]
@@ -102,13 +130,34 @@ class Credentials:
             return Admission(Verdict.ACCEPTED, identity=self.identity(token))
         return Admission(Verdict.REFUSED)
 
+    async def _admit_access_token(self, oauth: OAuthVerifier, token: str) -> Admission:
+        from flux_mcp.oauth import IssuerUnavailable
+
+        try:
+            checked = await oauth.check(token)
+        except IssuerUnavailable as exc:
+            logger.warning("cannot check an access token now: %s", exc)
+            return Admission(Verdict.UNDECIDED, reason=str(exc))
+        if isinstance(checked, AccessToken):
+            person = person_owner(oauth.issuer, checked.subject or "")
+            return Admission(Verdict.ACCEPTED, identity=person, token=checked)
+        logger.info("refused an access token: %s", checked.description)
+        return Admission(Verdict.REFUSED, refusal=checked)
+
+    def refused(self, admission: Admission | None) -> Response:
+        """The answer to a request without a token (`admission` None) or with a refused one."""
+        if self.mode == "oauth":
+            return oauth_refused(self._settings, admission.refusal if admission else None)
+        return unauthorized(self.mode, missing=admission is None)
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """What the checks need while the service runs (the upstream client of pass-through)."""
-        if self.verifier is None:
+        """What the checks need while the service runs (the client of pass-through or of the issuer)."""
+        checker = self.verifier or self.oauth
+        if checker is None:
             yield
             return
-        async with self.verifier.running():
+        async with checker.running():
             yield
 
 
@@ -238,12 +287,11 @@ def unauthorized(mode: AuthMode, *, missing: bool) -> Response:
     )
 
 
-def undecided(admission: Admission) -> Response:
+def undecided(admission: Admission, mode: AuthMode) -> Response:
     seconds = math.ceil(admission.retry_after)
-    message = (
-        f"flux-mcp cannot check your AceDataCloud token right now ({admission.reason}). "
-        f"Try again in {seconds} s."
-    )
+    token = "access token" if mode == "oauth" else "AceDataCloud token"
+    message = f"flux-mcp cannot check your {token} right now ({admission.reason}). Try again in {seconds} s."
+
     return JSONResponse(
         {"error": "upstream_unavailable", "message": message},
         status_code=503,
@@ -251,19 +299,90 @@ def undecided(admission: Admission) -> Response:
     )
 
 
-def discovery_endpoints(
-    settings: Settings, mcp_path: str
-) -> dict[str, Callable[[Request], Awaitable[Response]]]:
-    """What each OAuth discovery path answers in this auth mode: today, a 404 that says what to send."""
+def discovery_routes(settings: Settings, mcp_path: str) -> list[Route]:
+    """What each OAuth discovery path answers in this auth mode.
+
+    In oauth mode, the RFC 9728 paths serve the protected-resource metadata (with the SDK's handler and
+    CORS, so browser-based clients can read it); the others say where the authorization server is.
+    Otherwise every path answers a 404 that says what to send.
+    """
     mode = settings.auth_mode()
 
-    async def static_bearer_only(request: Request) -> Response:
-        base = settings.public_url or str(request.base_url).rstrip("/")
-        sent = "authorization" in request.headers  # OAuth bridges pass their custom headers here too
-        message = _no_oauth_message(mode, base + mcp_path, token_sent=sent)
+    async def not_here(request: Request) -> Response:
+        if mode == "oauth":
+            message = (
+                f"flux-mcp is an OAuth resource server, not an authorization server: sign in with "
+                f"{settings.oauth_issuer} (see {resource_metadata_url(settings)})."
+            )
+        else:
+            base = settings.public_url or str(request.base_url).rstrip("/")
+            sent = "authorization" in request.headers  # OAuth bridges pass their custom headers here too
+            message = _no_oauth_message(mode, base + mcp_path, token_sent=sent)
         return JSONResponse({"error": "not_found", "error_description": message}, status_code=404)
 
-    return dict.fromkeys(oauth_discovery_paths(mcp_path), static_bearer_only)
+    metadata_paths = protected_resource_paths(settings, mcp_path) if mode == "oauth" else []
+    routes = []
+    if metadata_paths:
+        handler = ProtectedResourceMetadataHandler(resource_metadata(settings))
+        metadata = cors_middleware(handler.handle, ["GET"])
+        routes = [Route(path, metadata, methods=["GET", "OPTIONS"]) for path in metadata_paths]
+    others = [path for path in oauth_discovery_paths(mcp_path) if path not in metadata_paths]
+    return [*routes, *(Route(path, not_here, methods=["GET", "POST"]) for path in others)]
+
+
+def resource_metadata(settings: Settings) -> ProtectedResourceMetadata:
+    """RFC 9728: this resource (the audience its tokens carry) and the authorization server for it."""
+    scopes = settings.oauth_required_scopes()
+    # Validated from strings, so that the model keeps the URLs exactly as configured (no added slash).
+    return ProtectedResourceMetadata.model_validate(
+        {
+            "resource": settings.oauth_audience_url(),
+            "authorization_servers": [settings.oauth_issuer],
+            "scopes_supported": scopes or None,
+            "resource_name": "Flux images (flux-mcp)",
+        }
+    )
+
+
+def resource_metadata_url(settings: Settings) -> str:
+    """Where the metadata is, as RFC 9728 §3.1 derives it from the resource (and `resource_metadata` says)."""
+    return str(build_resource_metadata_url(AnyHttpUrl(settings.oauth_audience_url() or "")))
+
+
+def protected_resource_paths(settings: Settings, mcp_path: str) -> list[str]:
+    """The root and the /mcp-suffixed forms clients probe, and the form derived from the resource."""
+    paths = ["/.well-known/oauth-protected-resource", f"/.well-known/oauth-protected-resource{mcp_path}"]
+    derived = urlsplit(resource_metadata_url(settings)).path
+    return paths if derived in paths else [*paths, derived]
+
+
+def oauth_refused(settings: Settings, refusal: Refusal | None) -> Response:
+    """401/403 with an RFC 6750 challenge that points at the metadata (RFC 9728 §5.1).
+
+    Without any token there is no error code (RFC 6750 §3.1). A person the server does not admit gets a
+    403 without a challenge: signing in again, or with more scopes, would not change the answer.
+    """
+    scopes = settings.oauth_required_scopes()
+    challenge = f'Bearer realm="{REALM}", resource_metadata="{resource_metadata_url(settings)}"'
+    if scopes:
+        challenge += f', scope="{" ".join(scopes)}"'
+    if refusal is None:
+        message = (
+            f"No access token was sent. Sign in with {settings.oauth_issuer}: OAuth clients discover how "
+            f"at {resource_metadata_url(settings)}."
+        )
+        return JSONResponse(
+            {"error": "unauthorized", "message": message},
+            status_code=401,
+            headers={"WWW-Authenticate": challenge},
+        )
+    headers = {}
+    if refusal.error != "access_denied":
+        description = _header_safe(refusal.description)
+        error = f'error="{refusal.error}", error_description="{description}"'
+        headers["WWW-Authenticate"] = f"{challenge}, {error}"
+    body = {"error": refusal.error, "error_description": refusal.description, "message": refusal.description}
+    return JSONResponse(body, status_code=refusal.status, headers=headers)
 
 
 def oauth_discovery_paths(mcp_path: str) -> tuple[str, ...]:

@@ -3,8 +3,11 @@
     GET  /healthz                    no auth; version, and whether an upstream token is configured
     POST /mcp (and GET/DELETE)       MCP streamable HTTP, behind bearer auth
     POST /callbacks/flux/{secret}    the upstream's task callbacks; the per-task secret is the auth
+    GET  /.well-known/oauth-protected-resource[/mcp]
+                                     with FLUX_MCP_AUTH=oauth: RFC 9728 metadata naming the issuer
     /.well-known/oauth-…, /register, /authorize, /token
-                                     404 saying this server takes a static bearer token (auth.py)
+                                     404 saying this server takes a static bearer token, or (oauth)
+                                     where the authorization server is (auth.py)
 
 Every request meets the Host/Origin rules (DNS rebinding), whatever its route. Auth has three
 modes (auth.py). With server tokens (`FLUX_MCP_AUTH_TOKENS`) a client must present one of them and the
@@ -12,13 +15,15 @@ server pays upstream with its own `ACEDATACLOUD_API_TOKEN`. With pass-through (`
 each client presents its own AceDataCloud token, verified once with the upstream and then used for its
 calls only, never logged or stored. In both, a request without valid credentials gets a 401 before any
 MCP processing, each session belongs to the credential that opened it, and one credential holds at most
-FLUX_MCP_MAX_SESSIONS_PER_CLIENT sessions. `none` (loopback, or behind a proxy that authenticates) checks
-nothing.
+FLUX_MCP_MAX_SESSIONS_PER_CLIENT sessions. With OAuth (`FLUX_MCP_AUTH=oauth`, oauth.py) clients present
+access tokens of the organisation's authorization server; sessions, limits and history are per person,
+and the server's own token pays. `none` (loopback, or behind a proxy that authenticates) checks nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -43,7 +48,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flux_mcp import __version__
-from flux_mcp.auth import Credentials, Verdict, discovery_endpoints, unauthorized, undecided
+from flux_mcp.auth import Credentials, Verdict, discovery_routes, undecided
 from flux_mcp.logs import hold_back_payload_loggers
 from flux_mcp.server import bearer_token, build_server
 from flux_mcp.settings import Settings
@@ -148,6 +153,8 @@ def check_http_settings(settings: Settings, *, allow_unauthenticated: bool) -> N
     mode = settings.auth_mode()
     if mode == "tokens" and not settings.client_tokens():
         raise StartupError("FLUX_MCP_AUTH=tokens needs FLUX_MCP_AUTH_TOKENS (comma-separated bearer tokens).")
+    if mode == "oauth":
+        check_oauth_settings(settings)
     if is_loopback(settings.host) or allow_unauthenticated:
         return
     if mode == "none":
@@ -162,6 +169,41 @@ def check_http_settings(settings: Settings, *, allow_unauthenticated: bool) -> N
             "holds any AceDataCloud token could use this server and its address. Set FLUX_MCP_AUTH_TOKENS, "
             "bind to 127.0.0.1, or pass --allow-unauthenticated if a proxy in front authenticates your users."
         )
+
+
+def check_oauth_settings(settings: Settings) -> None:
+    """FLUX_MCP_AUTH=oauth needs an issuer and an audience, both URLs a token can be checked against."""
+    if settings.oauth_issuer is None:
+        raise StartupError(
+            "FLUX_MCP_AUTH=oauth needs FLUX_MCP_OAUTH_ISSUER: the issuer URL of your authorization server "
+            "(for Keycloak https://<host>/realms/<realm>), as its tokens carry it in `iss`."
+        )
+    audience = settings.oauth_audience_url()
+    if audience is None:
+        raise StartupError(
+            "FLUX_MCP_AUTH=oauth needs this server's URL as the audience of its tokens: set "
+            "FLUX_MCP_PUBLIC_URL (https://flux.example.com) or FLUX_MCP_OAUTH_AUDIENCE."
+        )
+    for name, url in (
+        ("FLUX_MCP_OAUTH_ISSUER", settings.oauth_issuer),
+        ("FLUX_MCP_OAUTH_AUDIENCE", audience),
+        ("FLUX_MCP_OAUTH_INTROSPECTION_URL", settings.oauth_introspection_url),
+    ):
+        if url is not None and not _https_or_loopback(url):
+            raise StartupError(f"{name} must be an https:// URL (http:// only on loopback); it is {url!r}.")
+    if bool(settings.oauth_client_id) != (settings.oauth_client_secret is not None):
+        raise StartupError("Set both FLUX_MCP_OAUTH_CLIENT_ID and FLUX_MCP_OAUTH_CLIENT_SECRET, or neither.")
+    if importlib.util.find_spec("jwt") is None:
+        raise StartupError("FLUX_MCP_AUTH=oauth needs PyJWT: pip install 'flux-mcp[oauth]'.")
+
+
+def _https_or_loopback(url: str) -> bool:
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if scheme == "https":
+        return bool(host)
+    return scheme == "http" and is_loopback(host)
 
 
 def is_loopback(host: str) -> bool:
@@ -242,14 +284,14 @@ class BearerGate:
             return
         presented = bearer_token(_header(scope, b"authorization"))
         if presented is None:
-            await unauthorized(mode, missing=True)(scope, receive, send)
+            await self.credentials.refused(None)(scope, receive, send)
             return
         admission = await self.credentials.admit(presented)
         if admission.verdict is Verdict.REFUSED:
-            await unauthorized(mode, missing=False)(scope, receive, send)
+            await self.credentials.refused(admission)(scope, receive, send)
             return
         if admission.verdict is Verdict.UNDECIDED:
-            await undecided(admission)(scope, receive, send)
+            await undecided(admission, mode)(scope, receive, send)
             return
         scope = {**scope, "user": admission.user, "auth": AuthCredentials()}
         if self.sessions is None or not _may_open_session(scope):
@@ -418,11 +460,10 @@ def _routes(settings: Settings, hub: CallbackHub | None) -> list[Route]:
         logger.info("callback received for task %s", slot.task_id or "(submission not yet answered)")
         return JSONResponse({"ok": True})
 
-    discovery = discovery_endpoints(settings, MCP_PATH)
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/callbacks/flux/{secret}", callback, methods=["POST"]),
-        *(Route(path, answer, methods=["GET", "POST"]) for path, answer in discovery.items()),
+        *discovery_routes(settings, MCP_PATH),
     ]
 
 

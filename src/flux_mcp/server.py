@@ -38,6 +38,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import anyio
 import httpx2
 from mcp.server.apps import Apps, ResourceCsp, ResourcePermissions, client_supports_apps
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
@@ -56,6 +57,7 @@ from mcp_types import (
     ToolAnnotations,
 )
 from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
 
 from flux_mcp import __version__, prompts
 from flux_mcp.client import (
@@ -107,7 +109,7 @@ from flux_mcp.models import (
 from flux_mcp.roots import client_roots, root_folders
 from flux_mcp.schemas import portable_schema
 from flux_mcp.settings import Settings
-from flux_mcp.store import History, HistoryEntry
+from flux_mcp.store import History, HistoryEntry, person_owner
 from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, PollSchedule, ago
 from flux_mcp.ui import GALLERY_URI, gallery_html
 from flux_mcp.uploads import ImageSources, InputPolicy, UploadFailedError
@@ -143,7 +145,7 @@ class AppState:
     history: History
     keeper: ImageKeeper
     jobs: ImageJobs  # with the server's own token
-    jobs_for: Callable[[str, str], ImageJobs]  # (a caller's token, its owner) -> jobs with that token
+    jobs_for: Callable[[str | None, str], ImageJobs]  # (a caller's token or None, its owner) -> jobs
     sources: ImageSources  # edit inputs: checked, uploaded once
     platform_for: Callable[[str | None], PlatformClient]  # uploads and balance, with a caller's token
 
@@ -924,16 +926,35 @@ def error_result(message: str) -> CallToolResult:
 
 
 def _caller(ctx: AnyContext) -> Caller:
-    """The server's own token, or with pass-through auth over HTTP the caller's bearer token."""
+    """The server's own token, or with pass-through auth over HTTP the caller's bearer token.
+
+    With OAuth the server's token pays, and the history is the signed-in person's (the HTTP gate put
+    their verified access token into the request as the SDK's `AuthenticatedUser`).
+    """
     state = ctx.request_context.lifespan_context
     assert isinstance(state, AppState)
-    if state.settings.auth_mode() != "passthrough" or ctx.headers is None:
+    mode = state.settings.auth_mode()
+    if mode == "oauth" and ctx.headers is not None:
+        return _signed_in_caller(state, ctx)
+    if mode != "passthrough" or ctx.headers is None:
         return Caller(state, state.jobs)
     token = bearer_token(ctx.headers.get("authorization"))
     if token is None:  # the HTTP gate refuses such requests; this is the second line
         return Caller(state, state.jobs_for("", "anonymous"), "anonymous", token="")
     owner = state.history.owner_of(token)
     return Caller(state, state.jobs_for(token, owner), owner, token=token)
+
+
+def _signed_in_caller(state: AppState, ctx: AnyContext) -> Caller:
+    request = ctx.request_context.request
+    user = request.scope.get("user") if isinstance(request, Request) else None
+    access = user.access_token if isinstance(user, AuthenticatedUser) else None
+    issuer = (access.claims or {}).get("iss") if access is not None else None
+    if access is None or not access.subject or not isinstance(issuer, str):
+        # The HTTP gate refuses such requests; this is the second line: no token, so nothing is billed.
+        return Caller(state, state.jobs_for("", "anonymous"), "anonymous", token="")
+    owner = person_owner(issuer, access.subject)
+    return Caller(state, state.jobs_for(None, owner), owner)
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -20,7 +20,7 @@ from flux_mcp.models import PreviewChoice
 DEFAULT_BASE_URL = "https://api.acedata.cloud"
 DEFAULT_PLATFORM_URL = "https://platform.acedata.cloud"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-AuthMode = Literal["tokens", "passthrough", "none"]
+AuthMode = Literal["tokens", "passthrough", "oauth", "none"]
 
 
 class Settings(BaseSettings):
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     )
     auth: AuthMode | None = Field(
         None,
-        description="HTTP auth: tokens, passthrough or none; unset = tokens if FLUX_MCP_AUTH_TOKENS is set.",
+        description="HTTP auth: tokens, passthrough, oauth or none; unset = tokens if auth_tokens is set.",
     )
     auth_tokens: SecretStr | None = Field(
         None, description="Comma-separated bearer tokens HTTP clients must send."
@@ -102,6 +102,21 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None,
         description="URL at which the upstream reaches this server; enables callbacks instead of polling.",
+    )
+    oauth_issuer: str | None = Field(
+        None, description="FLUX_MCP_AUTH=oauth: issuer URL of the authorization server (RFC 8414 / OIDC)."
+    )
+    oauth_audience: str | None = Field(
+        None, description="Audience access tokens must carry (this server's URL); unset = the public URL."
+    )
+    oauth_scopes: str | None = Field(None, description="Scopes every access token needs, space-separated.")
+    oauth_introspection_url: str | None = Field(
+        None, description="Check tokens by RFC 7662 introspection at this URL instead of as JWTs."
+    )
+    oauth_client_id: str | None = Field(None, description="Client ID this server introspects with.")
+    oauth_client_secret: SecretStr | None = Field(None, description="Its client secret.")
+    oauth_allowed: str | None = Field(
+        None, description="Comma-separated subjects or verified emails who may use it; unset = anyone."
     )
 
     def auth_mode(self) -> AuthMode:
@@ -113,6 +128,18 @@ class Settings(BaseSettings):
         if self.auth_tokens is None:
             return []
         return [token.strip() for token in self.auth_tokens.get_secret_value().split(",") if token.strip()]
+
+    def oauth_audience_url(self) -> str | None:
+        """The audience tokens must be issued for, which is also this resource's RFC 9728 identifier."""
+        return self.oauth_audience or self.public_url
+
+    def oauth_required_scopes(self) -> list[str]:
+        return (self.oauth_scopes or "").split()
+
+    def oauth_allowed_people(self) -> frozenset[str]:
+        """Subjects as given, emails lower-cased; empty = every valid token."""
+        entries = (entry.strip() for entry in (self.oauth_allowed or "").split(","))
+        return frozenset(entry.lower() if "@" in entry else entry for entry in entries if entry)
 
     def saves_images(self) -> bool:
         return True if self.save is None else self.save
@@ -159,6 +186,11 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("FLUX_MCP_PUBLIC_URL must start with http:// or https://")
         return value
+
+    @field_validator("oauth_issuer", "oauth_audience", "oauth_introspection_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return (value.strip() or None) if isinstance(value, str) else value
 
     @field_validator("auth", mode="before")
     @classmethod

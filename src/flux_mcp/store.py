@@ -29,7 +29,9 @@ Prompts are private: the data folder is created 0700 and the database 0600 befor
 
 Rows belong to an owner. On stdio and with server tokens there is one owner (""). With pass-through
 auth each caller's own API token identifies them, and the owner is a keyed hash of it (the key is
-random and kept in the database), so users never see each other's rows and no token is stored.
+random and kept in the database), so users never see each other's rows and no token is stored. With
+OAuth the owner is the person: `person_owner` of the issuer and the token's `sub` (readable, so that an
+operator can find or delete one person's rows; never a token), the same on every replica.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ SUBMITTING = "submitting"
 UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
 # Rows an identical call may continue; a `rejected` submission never reached the upstream's books.
 CONTINUABLE = (SUBMITTING, "pending", "succeeded", "failed", UNKNOWN)
+
+
+def person_owner(issuer: str, subject: str) -> str:
+    """The owner of an OAuth user's rows: namespaced, so it can never equal a token hash (hex) or ""."""
+    return f"oauth:{issuer} {subject}"
 
 
 @dataclass(frozen=True)
