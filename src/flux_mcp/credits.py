@@ -7,10 +7,9 @@ item belongs to is read from whichever of its usual fields is there (`service.ti
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from flux_mcp.models import ApplicationCredits, CreditsResult
+from flux_mcp.models import ApplicationCredits, CreditsResult, finite_number
 
 TOP_UP_URL = "https://platform.acedata.cloud"
 
@@ -45,7 +44,7 @@ def credits_text(credits: CreditsResult) -> str:
 
 
 def _application(item: dict[str, Any]) -> ApplicationCredits | None:
-    remaining, used = _amount(item.get("remaining_amount")), _amount(item.get("used_amount"))
+    remaining, used = finite_number(item.get("remaining_amount")), finite_number(item.get("used_amount"))
     if remaining is None and used is None:
         return None
     service = _service(item)
@@ -79,17 +78,6 @@ def _figures(app: ApplicationCredits) -> str:
     )
     used = f", {app.used_amount:g}{unit} used" if app.used_amount is not None else ""
     return remaining + used
-
-
-def _amount(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _text(value: Any) -> str | None:

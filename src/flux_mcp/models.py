@@ -581,7 +581,7 @@ def parse_cost(cost: Any) -> Cost | None:
     """`cost: {amount, currency, list_amount}` when it is there and numeric; never invented."""
     if not isinstance(cost, dict):
         return None
-    amount, listed = _number(cost.get("amount")), _number(cost.get("list_amount"))
+    amount, listed = finite_number(cost.get("amount")), finite_number(cost.get("list_amount"))
     if amount is None:
         return None
     currency = cost.get("currency")
@@ -590,7 +590,8 @@ def parse_cost(cost: Any) -> Cost | None:
     )
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A finite number from an upstream field that may be a number, a numeric string, or anything else."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
