@@ -174,6 +174,10 @@ async def http_endpoint(emulator: RunningEmulator, **overrides: Any) -> AsyncIte
 # --- the frameworks ----------------------------------------------------------------------------
 
 
+def require(module: str, package: str) -> None:
+    pytest.importorskip(module, reason=f"{package} is not installed (pip install -e '.[test,frameworks]')")
+
+
 class Framework(Protocol):
     name: str
 
@@ -188,7 +192,7 @@ class PydanticAI:
     name = "pydantic-ai"
 
     def __init__(self) -> None:
-        pytest.importorskip("pydantic_ai.mcp", reason="pydantic-ai-slim[mcp] not installed (.[frameworks])")
+        require("pydantic_ai.mcp", "pydantic-ai-slim[mcp]")
 
     def toolset(self, endpoint: Endpoint, **options: Any) -> Any:
         from fastmcp.client.transports import StdioTransport
@@ -245,7 +249,7 @@ class OpenAIAgents:
     name = "openai-agents"
 
     def __init__(self) -> None:
-        pytest.importorskip("agents.mcp", reason="openai-agents is not installed (.[frameworks])")
+        require("agents.mcp", "openai-agents")
         from agents import set_tracing_disabled
 
         set_tracing_disabled(True)  # tracing would export to the network
@@ -352,6 +356,99 @@ def _openai_result(tool: str, output: Any) -> Seen:
 
 
 FRAMEWORKS: dict[str, Callable[[], Framework]] = {"pydantic-ai": PydanticAI, "openai-agents": OpenAIAgents}
+
+
+# The README's other two frameworks on mcp 2.x, driven through their snippets (stdio) only.
+
+
+class GoogleADK:
+    """google-adk's McpToolset in an LlmAgent whose model is a scripted BaseLlm, run by InMemoryRunner."""
+
+    name = "google-adk"
+
+    def __init__(self) -> None:
+        require("google.adk.tools.mcp_tool", "google-adk[mcp]")
+
+    def model(self, script: Script) -> Any:
+        from google.adk.models.base_llm import BaseLlm
+        from google.adk.models.llm_response import LlmResponse
+        from google.genai import types
+
+        class ScriptedLlm(BaseLlm):
+            model: str = "scripted"
+
+            async def generate_content_async(
+                self, llm_request: Any, stream: bool = False
+            ) -> AsyncIterator[Any]:
+                declarations = [tool.function_declarations or [] for tool in llm_request.config.tools or []]
+                script.tools = {
+                    declaration.name: ToolSpec(
+                        declaration.description or "", declaration.parameters_json_schema
+                    )
+                    for group in declarations
+                    for declaration in group
+                }
+                for part in llm_request.contents[-1].parts or []:
+                    if part.function_response is not None:
+                        response = part.function_response
+                        script.seen.append(_adk_result(response.name, response.response or {}))
+                call = script.next_call()
+                if call is None:
+                    part = types.Part(text=script.final)
+                else:
+                    part = types.Part(function_call=types.FunctionCall(name=call[0], args=call[1]))
+                yield LlmResponse(content=types.Content(role="model", parts=[part]))
+
+        return ScriptedLlm()
+
+    async def run(self, agent: Any, prompt: str) -> str:
+        from google.adk.runners import InMemoryRunner
+        from google.genai import types
+
+        runner = InMemoryRunner(agent=agent)
+        session = await runner.session_service.create_session(app_name=runner.app_name, user_id="user")
+        message = types.Content(role="user", parts=[types.Part(text=prompt)])
+        answer = ""
+        async for event in runner.run_async(user_id="user", session_id=session.id, new_message=message):
+            texts = [part.text for part in (event.content.parts or []) if part.text] if event.content else []
+            answer = " ".join(texts) or answer
+        return answer
+
+
+def _adk_result(tool: str, response: dict[str, Any]) -> Seen:
+    """ADK hands the model the whole CallToolResult as a dict (as JSON text, base64 previews included)."""
+    blocks = response.get("content", [])
+    texts = [block["text"] for block in blocks if block.get("type") == "text"]
+    images = [base64.b64decode(block["data"]) for block in blocks if block.get("type") == "image"]
+    if "error" in response:  # ADK's own wrapping of a failed call
+        texts.append(str(response["error"]))
+    return Seen(tool, "\n".join(texts), images, bool(response.get("isError") or "error" in response))
+
+
+class LlamaIndex:
+    """llama-index-tools-mcp's converted tools (McpToolSpec over BasicMCPClient), called as an agent would.
+
+    A llama-index agent calls `tool.acall(**arguments)` and gives its LLM `ToolOutput.content`: that text
+    is what is recorded. The calls follow a Script; no LLM loop is needed for that.
+    """
+
+    name = "llama-index"
+
+    def __init__(self) -> None:
+        require("llama_index.tools.mcp", "llama-index-tools-mcp")
+
+    async def call_tools(self, client: Any, script: Script) -> None:
+        from llama_index.tools.mcp import McpToolSpec
+
+        tools = {tool.metadata.name: tool for tool in await McpToolSpec(client=client).to_tool_list_async()}
+        script.tools = {
+            name: ToolSpec(tool.metadata.description, tool.metadata.get_parameters_dict())
+            for name, tool in tools.items()
+        }
+        while (call := script.next_call()) is not None:
+            output = await tools[call[0]].acall(**call[1])
+            flagged = bool(getattr(output.raw_output, "is_error", False))
+            script.seen.append(Seen(call[0], output.content, [], flagged))
 
 
 # --- README snippets ---------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 pydantic-ai and openai-agents (both on mcp 2.x) load the tools, call them and hand the results to
 the model; the scripted model records what it was handed (see agent_frameworks.py). One test per
 behaviour over HTTP; over stdio the README's snippets run one conversation with all of them, with
-the LLM swapped for the scripted model. A framework that is not
-installed (`pip install -e ".[test,frameworks]"`) skips its tests with the reason.
+the LLM swapped for the scripted model. The google-adk and llama-index snippets (also on mcp 2.x) run
+the same conversation. A framework that is not installed (`pip install -e ".[test,frameworks]"`)
+skips its tests with the reason. The retry rule after a client timeout: test_frameworks_retry.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .agent_frameworks import (
     FRAMEWORKS,
     Endpoint,
     Framework,
+    GoogleADK,
+    LlamaIndex,
     OpenAIAgents,
     PydanticAI,
     Script,
@@ -189,3 +192,44 @@ async def test_readme_openai_agents_snippet_over_stdio(emulator: RunningEmulator
     assert snippet["printed"] == ["Here it is."]
     assert snippet["flux"].client_session_timeout_seconds > 45  # above the server's default wait
     check_whole_conversation(script, emulator)
+
+
+async def test_readme_google_adk_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
+    driver = GoogleADK()
+    snippet = run_snippet("google-adk")
+    toolset, agent = snippet["flux"], snippet["root_agent"]
+    params = toolset._connection_params  # the snippet's StdioConnectionParams
+    server = params.server_params
+    server.command, server.args = local_flux_launch(server.command, server.args)
+    server.env = {**(server.env or {}), **stdio_env(emulator, tmp_path)}
+    script = whole_conversation()
+    agent.model = driver.model(script)
+    try:
+        answer = await driver.run(agent, "Draw a lighthouse at dusk.")
+    finally:
+        await toolset.close()
+
+    assert answer == "Here it is."
+    assert params.timeout > 45  # StdioConnectionParams.timeout is the call timeout: above the wait
+    check_whole_conversation(script, emulator)
+    assert script.seen[0].flagged_error and not script.seen[1].flagged_error
+
+
+async def test_readme_llama_index_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
+    driver = LlamaIndex()
+    snippet = run_snippet("llama-index")
+    client = snippet["flux"]
+    client.command_or_url, client.args = local_flux_launch(client.command_or_url, client.args)
+    client.env = {**(client.env or {}), **stdio_env(emulator, tmp_path)}
+    script = whole_conversation()
+    await driver.call_tools(client, script)
+
+    assert client.timeout > 45  # BasicMCPClient(timeout=) is the call timeout: above the wait
+    assert set(script.tools) >= CORE_TOOLS
+    refused, finished, pending = [seen for seen in script.seen if seen.tool == "generate_image"]
+    assert refused.flagged_error and "flux-dev" in refused.text, refused.text
+    # llama-index gives its LLM the whole result as text (previews included, unless FLUX_MCP_PREVIEW says no).
+    assert "Generated 1 image" in finished.text, finished.text[:500]
+    assert "get_task" in pending.text and script.last("get_task").task_id() == pending.task_id()
+    assert "Generated 1 image" in script.last("get_task").text
+    assert emulator.state.submissions == 2
