@@ -1,4 +1,4 @@
-"""Drivers for agent frameworks (pydantic-ai, openai-agents) with offline scripted models.
+"""Drivers for agent frameworks (pydantic-ai, openai-agents, google-adk, llama-index), offline models.
 
 Each framework connects to flux-mcp as its users connect it: its own stdio client launching the
 `flux-mcp` console script, or its own streamable-HTTP client. A scripted model stands in for the
@@ -60,6 +60,9 @@ class Seen:
     images: list[bytes] = field(default_factory=list)
     flagged_error: bool = False  # the framework marked it as an error (pydantic-ai); openai-agents cannot
 
+    def __str__(self) -> str:
+        return f"{self.tool}: {self.text[:200]!r} + {len(self.images)} images"
+
     def task_id(self) -> str:
         match = TASK_ID.search(self.text)
         assert match is not None, f"no task id in what the model saw: {self.text!r}"
@@ -91,7 +94,7 @@ class Script:
 
     def last(self, tool: str) -> Seen:
         matches = [seen for seen in self.seen if seen.tool == tool]
-        assert matches, f"the model never saw a {tool} result; it saw {self.seen!r}"
+        assert matches, f"the model never saw a {tool} result; it saw {[str(seen) for seen in self.seen]}"
         return matches[-1]
 
 
@@ -222,8 +225,12 @@ class PydanticAI:
     async def converse(self, endpoint: Endpoint, script: Script, **options: Any) -> str:
         from pydantic_ai import Agent
 
-        agent = Agent(self.model(script), toolsets=[self.toolset(endpoint, **options)])
-        result = await agent.run("Draw what the script says.")
+        toolset = self.toolset(endpoint, **options)
+        try:
+            result = await Agent(self.model(script), toolsets=[toolset]).run("Draw what the script says.")
+        finally:
+            if isinstance(endpoint, Stdio):  # fastmcp keeps a stdio server alive after the run otherwise
+                await toolset.client.transport.disconnect()
         return str(result.output)
 
 
