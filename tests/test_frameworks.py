@@ -143,17 +143,19 @@ def whole_conversation() -> Script:
     )
 
 
-def check_whole_conversation(script: Script, emulator: RunningEmulator) -> None:
+def check_whole_conversation(script: Script, emulator: RunningEmulator, *, previews: int = 1) -> None:
+    """`previews`: images the model sees per finished result (0 when the snippet turns previews off)."""
     assert set(script.tools) >= CORE_TOOLS
     assert script.tools["generate_image"].schema["required"] == ["prompt"]
     refused, finished, pending = [seen for seen in script.seen if seen.tool == "generate_image"]
     assert "flux-dev" in refused.text and not refused.images, refused.text
-    assert "Generated 1 image" in finished.text and len(finished.images) == 1, finished.text
-    decode_image(finished.images[0])
+    assert "Generated 1 image" in finished.text and len(finished.images) == previews, finished.text
+    for image in finished.images:
+        decode_image(image)
     assert not pending.images and "get_task" in pending.text, pending.text
     resumed = script.last("get_task")
     assert resumed.task_id() == pending.task_id()
-    assert "Generated 1 image" in resumed.text and len(resumed.images) == 1, resumed.text
+    assert "Generated 1 image" in resumed.text and len(resumed.images) == previews, resumed.text
     assert emulator.state.submissions == 2
 
 
@@ -211,7 +213,9 @@ async def test_readme_google_adk_snippet_over_stdio(emulator: RunningEmulator, t
 
     assert answer == "Here it is."
     assert params.timeout > 45  # StdioConnectionParams.timeout is the call timeout: above the wait
-    check_whole_conversation(script, emulator)
+    # The snippet sets FLUX_MCP_PREVIEW=none: ADK pastes results into the model's text, so no base64.
+    check_whole_conversation(script, emulator, previews=0)
+    assert all(len(seen.text) < 3000 for seen in script.seen), [len(seen.text) for seen in script.seen]
     assert script.seen[0].flagged_error and not script.seen[1].flagged_error
 
 
