@@ -103,7 +103,7 @@ from flux_mcp.models import (
     explain_validation_error,
     parse_cost,
 )
-from flux_mcp.roots import client_roots, root_folders
+from flux_mcp.roots import client_roots, keyframe_roots, root_folders
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry
 from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, PollSchedule, ago
@@ -397,7 +397,7 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
     async def generate_video(
         prompt: Prompt,
         ctx: AnyContext,
-        roots: Annotated[ListRootsResult | None, Resolve(client_roots)],
+        roots: Annotated[ListRootsResult | None, Resolve(keyframe_roots)],
         mode: ModeArg = "t2v",
         keyframes: KeyframesArg = None,
         start_video: StartVideoArg = None,
