@@ -24,6 +24,7 @@ pending result is never a delivered one (get_task, or the same call again, picks
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import logging
@@ -45,8 +46,10 @@ from mcp.server.mcpserver.resolve import Resolve
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INVALID_PARAMS,
+    BlobResourceContents,
     CallToolResult,
     ContentBlock,
+    EmbeddedResource,
     ImageContent,
     ListResourcesResult,
     ListRootsResult,
@@ -570,7 +573,10 @@ def _history_line(item: HistoryItem) -> str:
 
 UI_META = {"ui": {"resourceUri": GALLERY_URI}}
 FINISHED = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)  # outcomes that count as delivered once returned
-APP_ONLY_TOOLS = {"preview_image"}
+APP_ONLY_TOOLS = {"preview_image", "play_video"}
+# The gallery plays a video from its bytes (its CSP fetches nothing); a tool result must stay under the
+# 1 MiB an SSE event may carry (SDK-NOTES), so larger videos are opened as files instead.
+PLAYABLE_MAX_BYTES = 700_000
 
 
 def _gallery_app() -> Apps:
@@ -619,6 +625,34 @@ def _gallery_app() -> Apps:
                 "height": preview.height,
             },
         )
+
+    @apps.tool(
+        resource_uri=GALLERY_URI,
+        visibility=["app"],
+        name="play_video",
+        title="Video for the gallery",
+        annotations=LOOKUP.model_copy(update={"title": "Video for the gallery", "open_world_hint": False}),
+    )
+    @_clean_doc
+    async def play_video(
+        task_id: TaskIdArg,
+        ctx: AnyContext,
+        index: Annotated[int, Field(ge=0, le=9, description="Video index in the task.")] = 0,
+    ) -> CallToolResult:
+        """The MP4 of an earlier video result, for the gallery's player (small videos only)."""
+        caller = _caller(ctx)
+        try:
+            video = await _known_video(caller, task_id, str(index))
+            data = await caller.state.videos.full_video(video)
+        except (ResourceError, ImageError) as exc:
+            return error_result(str(exc))
+        if len(data) > PLAYABLE_MAX_BYTES:
+            where = video.path or video.url
+            return error_result(f"The video is too large to play here ({len(data) / 1e6:.1f} MB): open {where}")
+        resource = BlobResourceContents(
+            uri=video_uri(task_id, index), mime_type="video/mp4", blob=base64.b64encode(data).decode("ascii")
+        )
+        return CallToolResult(content=[EmbeddedResource(type="resource", resource=resource)])
 
     return apps
 
