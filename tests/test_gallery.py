@@ -43,7 +43,8 @@ UI_TOOLS = {"generate_image", "edit_image", "get_task", "list_tasks"}
 SIZE_BUDGET = 25_000
 BROWSER_DIR = Path(__file__).parent / "browser"
 BROWSER_TIMEOUT = 180.0
-SCREENSHOTS = [f"gallery{suffix}.png" for suffix in ("", "-dark", "-narrow", "-pending", "-history", "-video")]
+SHOTS = ("", "-dark", "-narrow", "-pending", "-history", "-video")
+SCREENSHOTS = [f"gallery{suffix}.png" for suffix in SHOTS]
 
 
 def apps_client(server: Any) -> Client:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from mcp import Client
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent
 from pydantic import ValidationError
@@ -46,14 +48,20 @@ def check_mp4(path: Path, seconds: float) -> None:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             assert stream.codec_context.name == "h264"
-            assert container.duration is not None and container.duration / 1e6 == pytest.approx(seconds, abs=0.2)
-            assert sum(1 for _ in container.decode(stream)) == round(seconds * float(stream.average_rate or 0))
+            assert container.duration is not None and container.duration / 1e6 == pytest.approx(
+                seconds, abs=0.2
+            )
+            assert sum(1 for _ in container.decode(stream)) == round(
+                seconds * float(stream.average_rate or 0)
+            )
 
 
 async def test_text_to_video_saves_a_playable_mp4_with_sidecar_and_history(
     client: Client, emulator: RunningEmulator
 ) -> None:
-    result = await client.call_tool("generate_video", {"prompt": "a paper boat on a rainy street", "duration": 6})
+    result = await client.call_tool(
+        "generate_video", {"prompt": "a paper boat on a rainy street", "duration": 6}
+    )
     assert not result.is_error, text(result)
     got = data(result)
     assert got["kind"] == "video" and got["status"] == "succeeded"
@@ -70,7 +78,9 @@ async def test_text_to_video_saves_a_playable_mp4_with_sidecar_and_history(
     [link] = [block for block in result.content if isinstance(block, ResourceLink)]
     assert link.mime_type == "video/mp4" and str(link.uri) == video["resource_uri"]
     body = emulator.state.tasks[got["task_id"]].request
-    assert body["mode"] == "t2v" and body["model"] == "flux-3" and "kind" not in body and body["async"] is True
+    assert (
+        body["mode"] == "t2v" and body["model"] == "flux-3" and "kind" not in body and body["async"] is True
+    )
     listing = data(await client.call_tool("list_tasks", {}))
     [item] = listing["tasks"]
     assert item["kind"] == "video" and item["videos"][0]["path"] == str(path)
@@ -85,7 +95,9 @@ async def test_the_video_resource_serves_the_mp4(client: Client) -> None:
     assert raw == Path(got["videos"][0]["path"]).read_bytes()
     assert mp4_info(raw).seconds == pytest.approx(5, abs=0.2)
     templates = (await client.list_resource_templates()).resource_templates
-    assert any(t.uri_template == "flux://videos/{task_id}/{index}" and t.mime_type == "video/mp4" for t in templates)
+    assert any(
+        t.uri_template == "flux://videos/{task_id}/{index}" and t.mime_type == "video/mp4" for t in templates
+    )
 
 
 @needs_pyav
@@ -135,9 +147,13 @@ async def test_image_to_video_from_a_flux_image_of_an_earlier_generate_image(
 async def test_video_to_video_from_an_earlier_video_and_draft_enhance(
     client: Client, emulator: RunningEmulator
 ) -> None:
-    draft = data(await client.call_tool("generate_video", {"prompt": "a quick sketch of rain", "draft": True}))
+    draft = data(
+        await client.call_tool("generate_video", {"prompt": "a quick sketch of rain", "draft": True})
+    )
     draft_id = draft["videos"][0]["draft_task_id"]
-    assert draft_id and "draft_enhance" in text(await client.call_tool("get_task", {"task_id": draft["task_id"]}))
+    assert draft_id and "draft_enhance" in text(
+        await client.call_tool("get_task", {"task_id": draft["task_id"]})
+    )
     enhanced = await client.call_tool(
         "generate_video", {"prompt": "rain, full quality", "mode": "draft_enhance", "draft_task_id": draft_id}
     )
@@ -145,7 +161,12 @@ async def test_video_to_video_from_an_earlier_video_and_draft_enhance(
     assert emulator.state.tasks[data(enhanced)["task_id"]].request["draft_task_id"] == draft_id
     v2v = await client.call_tool(
         "generate_video",
-        {"prompt": "now at night", "mode": "v2v", "start_video": draft["videos"][0]["resource_uri"], "duration": 15},
+        {
+            "prompt": "now at night",
+            "mode": "v2v",
+            "start_video": draft["videos"][0]["resource_uri"],
+            "duration": 15,
+        },
     )
     assert not v2v.is_error, text(v2v)
     assert emulator.state.tasks[data(v2v)["task_id"]].request["start_video"] == draft["videos"][0]["url"]
@@ -201,7 +222,9 @@ async def test_an_unknown_flux_video_is_refused_before_submitting(
 @given(
     mode=st.sampled_from(["t2v", "i2v", "v2v", "draft_enhance"]),
     duration=st.one_of(st.none(), st.just("auto"), st.integers(-5, 30)),
-    frames=st.one_of(st.none(), st.lists(st.tuples(st.floats(-2, 25, allow_nan=False), st.booleans()), max_size=12)),
+    frames=st.one_of(
+        st.none(), st.lists(st.tuples(st.floats(-2, 25, allow_nan=False), st.booleans()), max_size=12)
+    ),
     start=st.booleans(),
     draft_id=st.booleans(),
 )
@@ -311,3 +334,17 @@ async def test_models_guide_says_video_edit_and_upscale_are_unavailable(client: 
     schema = tools["generate_video"].input_schema
     assert set(schema["properties"]) == set(GenerateVideoArgs.model_fields)
     assert schema["properties"]["mode"]["enum"] == ["t2v", "i2v", "v2v", "draft_enhance"]
+
+
+def test_demo_video_makes_a_playable_mp4_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flux_mcp.cli import main
+
+    code = main(
+        ["demo", "--video", "a paper boat on a rainy street", "--out", str(tmp_path), "--latency", "0.2"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    [saved] = tmp_path.glob("*.mp4")
+    assert f"saved: {saved}" in out and "flux-3" in out
+    check_mp4(saved, 5)
+    assert json.loads(saved.with_suffix(".json").read_text())["kind"] == "video"

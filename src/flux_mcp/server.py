@@ -648,7 +648,8 @@ def _gallery_app() -> Apps:
             return error_result(str(exc))
         if len(data) > PLAYABLE_MAX_BYTES:
             where = video.path or video.url
-            return error_result(f"The video is too large to play here ({len(data) / 1e6:.1f} MB): open {where}")
+            size = f"{len(data) / 1e6:.1f} MB"
+            return error_result(f"The video is too large to play here ({size}): open {where}")
         resource = BlobResourceContents(
             uri=video_uri(task_id, index), mime_type="video/mp4", blob=base64.b64encode(data).decode("ascii")
         )
