@@ -33,6 +33,7 @@ from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.ui import GALLERY_URI, gallery_html
+from flux_mcp.video_files import poster_available
 
 from .conftest import make_settings
 
@@ -42,7 +43,8 @@ UI_TOOLS = {"generate_image", "edit_image", "get_task", "list_tasks"}
 SIZE_BUDGET = 25_000
 BROWSER_DIR = Path(__file__).parent / "browser"
 BROWSER_TIMEOUT = 180.0
-SCREENSHOTS = [f"gallery{suffix}.png" for suffix in ("", "-dark", "-narrow", "-pending", "-history")]
+SHOTS = ("", "-dark", "-narrow", "-pending", "-history", "-video")
+SCREENSHOTS = [f"gallery{suffix}.png" for suffix in SHOTS]
 
 
 def apps_client(server: Any) -> Client:
@@ -218,10 +220,16 @@ async def test_gallery_in_a_browser(emulator: RunningEmulator, settings: Setting
     history = steps["history"]
     assert history["tasks"] >= 6 and len(history["thumbs"]) >= 3 and all(history["thumbs"])
     assert all(history["opened"])
+    # The video plays: metadata loaded, frames decoded, its clock moving; the poster was shown first.
+    video = steps["video"]
+    assert video["status"] == "succeeded" and video["kind"] == "video" and video["src"] == "blob:"
+    assert video["readyState"] >= 2 and video["currentTime"] > 0 and video["width"] > 0
+    assert abs(video["duration"] - 5) < 0.2 and video["poster"] == poster_available()
+    assert "play_video" in report["tools"]
     assert not report.get("console"), report["console"]
 
-    # Upstream submissions: generate, variations, edit, dark, pending, failed.
-    assert emulator.state.submissions == 6
+    # Upstream submissions: generate, variations, edit, dark, pending, failed, video.
+    assert emulator.state.submissions == 7
     stable = BROWSER_DIR / "output"
     stable.mkdir(exist_ok=True)
     for name in SCREENSHOTS:

@@ -9,6 +9,7 @@ functions. The old pydantic shapes are put through the same checks to show they 
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.models import ASPECT_RATIOS, MODELS, TOOL_ARGUMENTS
 from flux_mcp.schemas import portable_schema
-from flux_mcp.server import build_server
+from flux_mcp.server import APP_ONLY_TOOLS, build_server
 from flux_mcp.settings import Settings
 
 from . import schema_rules as rules
@@ -60,7 +61,7 @@ def tools_of(kind: str) -> list[tuple[str, dict[str, Any]]]:
 
 def test_both_kinds_of_client_are_covered() -> None:
     assert set(TOOL_ARGUMENTS) <= set(published("plain"))
-    assert set(published("apps")) == set(published("plain")) | {"preview_image"}
+    assert set(published("apps")) == set(published("plain")) | APP_ONLY_TOOLS
     assert published("legacy") == published("plain")
 
 
@@ -95,7 +96,8 @@ def test_every_default_is_in_the_description() -> None:
         for field, info in arguments.model_fields.items():
             if info.is_required() or info.default is None:
                 continue
-            assert f"Default: {info.default}." in schema["properties"][field]["description"], (name, field)
+            default = info.default if isinstance(info.default, str) else json.dumps(info.default)  # as sent
+            assert f"Default: {default}." in schema["properties"][field]["description"], (name, field)
 
 
 # --- Gemini (google-adk) and smolagents ----------------------------------------------------------

@@ -40,6 +40,7 @@ async def test_tool_list_schemas_and_annotations(client: Client) -> None:
         "generate_image",
         "edit_image",
         "generate_variations",
+        "generate_video",
         "get_task",
         "get_tasks",
         "list_tasks",
@@ -94,7 +95,7 @@ async def test_tool_list_schemas_and_annotations(client: Client) -> None:
 async def test_server_lists_tools_without_a_token(emulator: RunningEmulator) -> None:
     settings = make_settings(emulator, api_token=None)
     async with Client(build_server(settings)) as client:
-        assert len((await client.list_tools()).tools) == 7
+        assert len((await client.list_tools()).tools) == 8
         result = await client.call_tool("generate_image", {"prompt": "a cat"})
     assert result.is_error and "ACEDATACLOUD_API_TOKEN" in text(result)
     assert emulator.state.submissions == 0

@@ -5,6 +5,7 @@ flux-mcp --sandbox               the same, against a built-in offline emulator (
 flux-mcp serve --transport http  serve MCP over streamable HTTP at /mcp
 flux-mcp demo "a white cat"      one full round trip, offline by default; saves the image
 flux-mcp demo --edit PATH "..."  the same for an edit of a local image
+flux-mcp demo --video "..."      the same for a short video (an MP4, saved)
 flux-mcp emulator --port 8765    run the Flux API emulator alone
 flux-mcp doctor                  check Python, packages, settings, token and the upstream
 flux-mcp config cursor           print a ready-to-paste config for an MCP host (--sandbox: offline)
@@ -43,6 +44,7 @@ examples:
   flux-mcp demo "a white siamese cat"       offline round trip, saves the image
   flux-mcp demo "a lighthouse" --live       the same against the real API (needs ACEDATACLOUD_API_TOKEN)
   flux-mcp demo --edit ~/Pictures/cat.jpg "make it a watercolor"   edit a local image, offline
+  flux-mcp demo --video "a paper boat on a rainy street"            a short MP4, offline
   flux-mcp serve --transport http --port 8000
   flux-mcp emulator --port 8765 --latency 5
   flux-mcp doctor                           check token, network, settings; says how to fix each problem
@@ -101,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--edit", metavar="PATH", default=None, help="edit this local image (PNG, JPEG or WebP) instead"
     )
+    demo.add_argument("--video", action="store_true", help="make a short video (MP4) instead of an image")
     demo.add_argument("--live", action="store_true", help="use the real API (needs ACEDATACLOUD_API_TOKEN)")
     demo.add_argument(
         "--out",
@@ -225,7 +228,8 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         where = "the real Flux API" if args.live else "the offline emulator"
         tool, arguments = _demo_call(args)
         doing = f"Editing {args.edit}" if args.edit else "Generating"
-        print(f"{doing} {args.prompt!r} with {arguments['model']} on {where}…", file=sys.stderr)
+        model = arguments.get("model", "flux-3")
+        print(f"{doing} {args.prompt!r} with {model} on {where}…", file=sys.stderr)
         from mcp import Client
 
         async with Client(server) as client:
@@ -240,6 +244,8 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
             print(f"Failed: {_text(result)}", file=sys.stderr)
             return 1
         data = _structured(result)
+        if data.get("kind") == "video":
+            return _report_video(data, _text(result))
         image = data["images"][0]
         if not image.get("path"):
             print(f"Generated {image['url']} but could not save it: {image.get('warning')}", file=sys.stderr)
@@ -251,8 +257,27 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+def _report_video(data: dict[str, Any], summary: str) -> int:
+    video = data["videos"][0]
+    if not video.get("path"):
+        print(f"Generated {video['url']} but could not save it: {video.get('warning')}", file=sys.stderr)
+        return 1
+    print(f"status: {data['status']}  task_id: {data['task_id']}")
+    shape = f"{video.get('width')}x{video.get('height')}  {video.get('fps')} fps"
+    print(f"model: {data['model']}  {video.get('seconds')} s  {shape}  {video.get('size_bytes')} bytes")
+    print(f"video: {video['url']}")
+    print(f"saved: {video['path']}")
+    if "no poster frame" in summary:
+        print("poster: none (pip install 'flux-mcp[video]' for one)")
+    return 0
+
+
 def _demo_call(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The demo's one tool call: generate_image, or edit_image of a local file (given as an absolute path)."""
+    """The demo's one tool call: generate_image, edit_image of a local file (an absolute path), or a video."""
+    if args.video:
+        if args.edit is not None:
+            raise SystemExit("flux-mcp demo: choose --video or --edit, not both")
+        return "generate_video", {"prompt": args.prompt}
     if args.edit is None:
         return "generate_image", {"prompt": args.prompt, "model": args.model or "flux-dev"}
     path = str(Path(args.edit).expanduser().absolute())

@@ -39,6 +39,7 @@ import httpx2
 from flux_mcp.addresses import DownloadTransport
 from flux_mcp.models import ImageRequest, TaskError, TaskSnapshot, parse_task_record
 from flux_mcp.settings import Settings
+from flux_mcp.videos import VideoRequest
 
 logger = logging.getLogger(__name__)
 
@@ -244,10 +245,12 @@ class FluxClient:
         retry = RetryPolicy(max_retries=settings.max_retries, max_delay=settings.retry_max_seconds)
         return cls(http, settings.api_base_url, token, retry=retry, gate=gate)
 
-    async def submit(self, request: ImageRequest, *, callback_url: str | None = None) -> Submission:
-        """Submit a job without waiting for it. Never resubmits after the upstream may have accepted."""
+    async def submit(
+        self, request: ImageRequest | VideoRequest, *, callback_url: str | None = None
+    ) -> Submission:
+        """Submit a job to its endpoint without waiting. Never resubmits once the upstream may have it."""
         body = request.body(callback_url=callback_url)
-        data = await self._with_retries(lambda: self._post("/flux/images", body), retry_ambiguous=False)
+        data = await self._with_retries(lambda: self._post(request.endpoint, body), retry_ambiguous=False)
         task_id = data.get("task_id")
         if not isinstance(task_id, str) or not task_id:
             # The upstream answered 2xx without a task id: we cannot know what it did, so say so.

@@ -99,20 +99,26 @@ class Downloader:
     async def fetch(self, url: str) -> Picture:
         return await anyio.to_thread.run_sync(decode, await self.fetch_bytes(url), url)
 
-    async def fetch_bytes(self, url: str) -> bytes:
-        """The bytes at `url`, checked for scheme, size and content type but not yet decoded."""
+    async def fetch_bytes(self, url: str, *, media: str = "image", max_bytes: int | None = None) -> bytes:
+        """The bytes at `url`, checked for scheme, size and content type but not yet decoded.
+
+        `media` is the content type's first part the answer must have ("image", or "video" with its own
+        `max_bytes`); every download goes through the same address policy and redirect checks.
+        """
+        limit = max_bytes if max_bytes is not None else self._max_bytes
         try:
             with anyio.fail_after(self._timeout):
                 async with self._gate:
-                    data, content_type = await self._follow(url)
+                    data, content_type = await self._follow(url, media, limit)
         except TimeoutError:
             raise ImageError(f"downloading {url} took longer than {self._timeout:.0f} s") from None
         except ForbiddenAddress:
             raise ImageError(refused(url)) from None
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise ImageError(f"could not download {url}: {type(exc).__name__}") from None
-        if not (content_type.startswith("image/") or content_type in {"application/octet-stream", ""}):
-            raise ImageError(f"{url} is not an image (content type {content_type!r})")
+        if not (content_type.startswith(f"{media}/") or content_type in {"application/octet-stream", ""}):
+            article = "an" if media[0] in "aeiou" else "a"
+            raise ImageError(f"{url} is not {article} {media} (content type {content_type!r})")
         return data
 
     async def reachable(self, url: str) -> bool:
@@ -124,41 +130,40 @@ class Downloader:
         except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, ImageError, ForbiddenAddress):
             return False
 
-    async def _follow(self, url: str) -> tuple[bytes, str]:
-        async with self._open(url) as response:
+    async def _follow(self, url: str, media: str = "image", limit: int = 0) -> tuple[bytes, str]:
+        limit = limit or self._max_bytes
+        async with self._open(url, media) as response:
             if response.status_code in (403, 404, 410):
-                raise ImageError(f"the image at {url} is gone (HTTP {response.status_code}); it has expired")
+                status = response.status_code
+                raise ImageError(f"the {media} at {url} is gone (HTTP {status}); it has expired")
             if not response.is_success:
                 raise ImageError(f"downloading {url} failed with HTTP {response.status_code}")
             declared = int(response.headers.get("content-length") or 0)
-            if declared > self._max_bytes:
-                raise ImageError(f"the image at {url} is larger than the {self._max_mb()} MB limit")
+            if declared > limit:
+                raise ImageError(f"the {media} at {url} is larger than the {limit / 1_000_000:g} MB limit")
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            return await self._read_capped(response, url), content_type
+            return await self._read_capped(response, url, media, limit), content_type
 
     @asynccontextmanager
-    async def _open(self, url: str) -> AsyncIterator[httpx2.Response]:
+    async def _open(self, url: str, media: str = "image") -> AsyncIterator[httpx2.Response]:
         """GET with redirects followed by hand, so every hop is checked to be http(s)."""
         for _ in range(MAX_REDIRECTS + 1):
             _require_http(url)
-            async with self._http.stream("GET", url, headers={"accept": "image/*"}) as response:
+            async with self._http.stream("GET", url, headers={"accept": f"{media}/*"}) as response:
                 if not response.is_redirect:
                     yield response
                     return
                 url = str(response.url.join(response.headers.get("location", "")))
         raise ImageError(f"too many redirects while downloading {url}")
 
-    async def _read_capped(self, response: httpx2.Response, url: str) -> bytes:
+    async def _read_capped(self, response: httpx2.Response, url: str, media: str, limit: int) -> bytes:
         chunks, size = [], 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
-            if size > self._max_bytes:
-                raise ImageError(f"the image at {url} is larger than the {self._max_mb()} MB limit")
+            if size > limit:
+                raise ImageError(f"the {media} at {url} is larger than the {limit / 1_000_000:g} MB limit")
             chunks.append(chunk)
         return b"".join(chunks)
-
-    def _max_mb(self) -> str:
-        return f"{self._max_bytes / 1_000_000:g}"
 
 
 @dataclass(frozen=True)

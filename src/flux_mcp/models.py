@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -428,6 +428,7 @@ def explain_validation_error(tool: str, error: ValidationError) -> str:
 class ImageRequest(BaseModel):
     """The JSON body of `POST /flux/images`, already validated."""
 
+    endpoint: ClassVar[str] = "/flux/images"
     action: Literal["generate", "edit"]
     prompt: str
     model: str
@@ -504,6 +505,22 @@ class ImageInfo(BaseModel):
     warning: str | None = Field(None, description="Why the image could not be saved or previewed, if so.")
 
 
+class VideoInfo(BaseModel):
+    index: int = Field(description="Position of the video in the task's result, from 0.")
+    url: str = Field(description="The MP4 on the upstream's host. Such URLs expire: save soon.")
+    seconds: float | None = Field(None, description="Duration in seconds, as the upstream reports it.")
+    width: int | None = Field(None, description="Width in pixels.")
+    height: int | None = Field(None, description="Height in pixels.")
+    fps: float | None = Field(None, description="Frames per second.")
+    draft_task_id: str | None = Field(
+        None, description="With a draft: pass it to generate_video(mode='draft_enhance') for the full video."
+    )
+    path: str | None = Field(None, description="Absolute path of the saved MP4, when saved.")
+    resource_uri: str | None = Field(None, description="flux://videos/... URI: read it for the MP4.")
+    size_bytes: int | None = Field(None, description="Size of the MP4 in bytes, once downloaded.")
+    warning: str | None = Field(None, description="Why the video could not be saved or previewed, if so.")
+
+
 @dataclass(frozen=True)
 class TaskSnapshot:
     """What the upstream currently knows about one task."""
@@ -517,6 +534,7 @@ class TaskSnapshot:
     elapsed_seconds: float | None = None
     cost: Cost | None = None
     usage: dict[str, Any] | None = None
+    videos: tuple[VideoInfo, ...] = ()
 
 
 def parse_task_record(record: dict[str, Any]) -> TaskSnapshot:
@@ -542,8 +560,9 @@ def parse_task_record(record: dict[str, Any]) -> TaskSnapshot:
     success = _get(response, "success")
     if success is True:
         images = parse_images(_get(response, "data"))
-        if images:
-            return TaskSnapshot(status=TaskStatus.SUCCEEDED, images=images, **common)
+        videos = parse_videos(_get(response, "data"))
+        if images or videos:
+            return TaskSnapshot(status=TaskStatus.SUCCEEDED, images=images, videos=videos, **common)
         if finished:
             error = TaskError(code="no_images", message="the task finished without any image")
             return TaskSnapshot(status=TaskStatus.FAILED, error=error, **common)
@@ -564,6 +583,36 @@ def parse_images(data: Any) -> tuple[ImageInfo, ...]:
             seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
             images.append(ImageInfo(index=len(images), url=url, seed=seed))
     return tuple(images)
+
+
+def parse_videos(data: Any) -> tuple[VideoInfo, ...]:
+    """`data[]` of a video task: `video_url`, `seconds`, `width`, `height`, `fps`, `draft_task_id`."""
+    if not isinstance(data, list):
+        return ()
+    videos: list[VideoInfo] = []
+    for item in data:
+        url = _get(item, "video_url")
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            width, height = _positive_int(_get(item, "width")), _positive_int(_get(item, "height"))
+            seconds, fps = finite_number(_get(item, "seconds")), finite_number(_get(item, "fps"))
+            draft = _get(item, "draft_task_id")
+            videos.append(
+                VideoInfo(
+                    index=len(videos),
+                    url=url,
+                    seconds=seconds if seconds is not None and seconds > 0 else None,
+                    width=width,
+                    height=height,
+                    fps=fps if fps is not None and fps > 0 else None,
+                    draft_task_id=draft[:128] if isinstance(draft, str) and draft else None,
+                )
+            )
+    return tuple(videos)
+
+
+def _positive_int(value: Any) -> int | None:
+    number = finite_number(value)
+    return int(number) if number is not None and number >= 1 and number.is_integer() else None
 
 
 def parse_error(error: Any) -> TaskError:
@@ -660,6 +709,10 @@ class TaskResult(BaseModel):
         None, description="The upstream's usage figures, when it gives them."
     )
     variation_of: str | None = Field(None, description="The task this one is a variation of, if it is one.")
+    kind: Literal["image", "video"] = Field("image", description="What the task makes: images or a video.")
+    videos: list[VideoInfo] = Field(
+        default_factory=list, description="Finished videos (generate_video), empty unless succeeded."
+    )
 
 
 class TaskBatchResult(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context
@@ -70,3 +71,12 @@ def _names_a_local_file(image_url: str) -> bool:
         return isinstance(parse_image_input(image_url), LocalImage)
     except ImageInputError:
         return False
+
+
+async def keyframe_roots(keyframes: Any, ctx: Context) -> ListRootsResult | ListRoots | None:  # type: ignore[type-arg]
+    """client_roots for generate_video: asked for when a keyframe (or a [seconds, image] pair's) is a file."""
+    for frame in keyframes if isinstance(keyframes, list | tuple) else []:
+        image = frame[-1] if isinstance(frame, list | tuple) and frame else frame
+        if isinstance(image, str) and _names_a_local_file(image):
+            return await client_roots(image, ctx)
+    return None

@@ -24,6 +24,7 @@ pending result is never a delivered one (get_task, or the same call again, picks
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import logging
@@ -46,8 +47,10 @@ from mcp.server.mcpserver.resolve import Resolve
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INVALID_PARAMS,
+    BlobResourceContents,
     CallToolResult,
     ContentBlock,
+    EmbeddedResource,
     ImageContent,
     ListResourcesResult,
     ListRootsResult,
@@ -101,18 +104,37 @@ from flux_mcp.models import (
     VariationArgs,
     VariationCountArg,
     VariationSourceArg,
+    VideoInfo,
     WaitSecondsArg,
     default_size,
     explain_validation_error,
     parse_cost,
 )
-from flux_mcp.roots import client_roots, root_folders
+from flux_mcp.roots import client_roots, keyframe_roots, root_folders
 from flux_mcp.schemas import portable_schema
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry, person_owner
 from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, PollSchedule, ago
 from flux_mcp.ui import GALLERY_URI, gallery_html
 from flux_mcp.uploads import ImageSources, InputPolicy, UploadFailedError
+from flux_mcp.video_files import NO_POSTER, KeptVideo, VideoKeeper, poster_available
+from flux_mcp.videos import (
+    FLUX_VIDEO_URI,
+    VIDEO_GUIDE,
+    AudioArg,
+    DraftArg,
+    DraftTaskIdArg,
+    DurationArg,
+    GenerateVideoArgs,
+    KeyframesArg,
+    ModeArg,
+    ResolutionArg,
+    StartVideoArg,
+    VideoAspectArg,
+    VideoRequest,
+    is_video_request,
+    video_uri,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +145,9 @@ to 2 minutes: if it is not done within the wait limit the result has status "pen
 task_id; call get_task with that task_id to keep waiting (a pending result is not an error: do not \
 submit the prompt again). list_tasks finds earlier generations. edit_image also takes a \
 local file path (e.g. ~/Pictures/cat.jpg) or a data: URL; generate_variations makes more of an \
-earlier result; get_credits shows the balance left."""
+earlier result; get_credits shows the balance left. generate_video makes a short MP4 (flux-3) from a \
+prompt, from keyframe images (e.g. flux://images/{task_id}/0 of an earlier result: "animate it") or \
+from a video; it waits and resumes the same way."""
 # In each job tool's description too: several frameworks pass the tools to their model, not the instructions.
 TIMEOUT_ADVICE = (
     "If a call times out on your side, the job may still be running: call it again with the same "
@@ -148,6 +172,7 @@ class AppState:
     jobs_for: Callable[[str | None, str], ImageJobs]  # (a caller's token or None, its owner) -> jobs
     sources: ImageSources  # edit inputs: checked, uploaded once
     platform_for: Callable[[str | None], PlatformClient]  # uploads and balance, with a caller's token
+    videos: VideoKeeper
 
 
 @dataclass
@@ -250,6 +275,12 @@ def _app_state(
     def platform_for(token: str | None) -> PlatformClient:
         return PlatformClient.from_settings(http, settings, gate=gate, token=token)
 
+    videos = VideoKeeper(
+        downloader,
+        folder=folder,
+        preview_size=settings.preview_size,
+        max_bytes=int(settings.max_video_download_mb * 1_000_000),
+    )
     return AppState(
         settings,
         history,
@@ -258,6 +289,7 @@ def _app_state(
         jobs_for=jobs_for,
         sources=ImageSources(history, keeper),
         platform_for=platform_for,
+        videos=videos,
     )
 
 
@@ -373,6 +405,50 @@ def _add_job_tools(server: MCPServer[AppState]) -> None:
         return await _run_job(ctx, "generate_variations", VariationArgs, arguments)
 
     @server.tool(
+        name="generate_video",
+        meta=UI_META,
+        title="Generate a video",
+        annotations=BILLED.model_copy(update={"title": "Generate a video with Flux (flux-3)"}),
+    )
+    @_clean_doc_with_timeout_advice
+    async def generate_video(
+        prompt: Prompt,
+        ctx: AnyContext,
+        roots: Annotated[ListRootsResult | None, Resolve(keyframe_roots)],
+        mode: ModeArg = "t2v",
+        keyframes: KeyframesArg = None,
+        start_video: StartVideoArg = None,
+        draft_task_id: DraftTaskIdArg = None,
+        duration: DurationArg = None,
+        resolution: ResolutionArg = None,
+        aspect_ratio: VideoAspectArg = None,
+        draft: DraftArg = False,
+        generate_audio: AudioArg = None,
+        wait_seconds: WaitSecondsArg = None,
+    ) -> Annotated[CallToolResult, TaskResult]:
+        """Make a short video (MP4, flux-3, beta upstream) and return it: URL, saved file, a poster frame.
+
+        mode t2v: from the prompt; i2v: animate keyframes (e.g. ["flux://images/{task_id}/0"] to animate
+        an earlier picture); v2v: transform start_video; draft_enhance: the full version of a draft=true
+        result (its draft_task_id). Video jobs take minutes: the call waits with progress up to the wait
+        limit; a "pending" result means: call get_task with its task_id. Each call is billed.
+        """
+        arguments = {
+            "prompt": prompt,
+            "mode": mode,
+            "keyframes": keyframes,
+            "start_video": start_video,
+            "draft_task_id": draft_task_id,
+            "duration": duration,
+            "resolution": resolution,
+            "aspect_ratio": aspect_ratio,
+            "draft": draft,
+            "generate_audio": generate_audio,
+            "wait_seconds": wait_seconds,
+        }
+        return await _run_video_job(ctx, arguments, root_folders(roots))
+
+    @server.tool(
         name="get_credits",
         title="Credits left",
         annotations=LOOKUP.model_copy(update={"title": "AceDataCloud credits left"}),
@@ -471,6 +547,8 @@ class HistoryItem(BaseModel):
     error: str | None = None
     cost: Cost | None = Field(None, description="What the upstream charged, when it said.")
     variation_of: str | None = Field(None, description="The task this one is a variation of, if any.")
+    kind: Literal["image", "video"] = Field("image", description="What the task makes.")
+    videos: list[VideoInfo] = Field(default_factory=list, description="With kind video: the videos.")
 
 
 class HistoryList(BaseModel):
@@ -479,6 +557,7 @@ class HistoryList(BaseModel):
 
 def history_item(entry: HistoryEntry) -> HistoryItem:
     images = [ImageInfo.model_validate(image) for image in (entry.result or {}).get("images", [])]
+    videos = [VideoInfo.model_validate(video) for video in (entry.result or {}).get("videos", [])]
     return HistoryItem(
         task_id=entry.task_id,
         status=entry.status,
@@ -490,11 +569,14 @@ def history_item(entry: HistoryEntry) -> HistoryItem:
         error=entry.error,
         cost=parse_cost((entry.result or {}).get("cost")),
         variation_of=entry.request.get("variation_of"),
+        kind="video" if is_video_request(entry.request) or videos else "image",
+        videos=videos,
     )
 
 
 def _history_line(item: HistoryItem) -> str:
-    where = ", ".join(image.path or image.url for image in item.images)
+    files: list[ImageInfo | VideoInfo] = [*item.images, *item.videos]
+    where = ", ".join(file.path or file.url for file in files)
     prompt = (item.prompt or "")[:80]
     return f"{item.created_at} {item.status:<10} {item.task_id or '(no task id)'} {prompt!r}" + (
         f" -> {where}" if where else ""
@@ -505,7 +587,10 @@ def _history_line(item: HistoryItem) -> str:
 
 UI_META = {"ui": {"resourceUri": GALLERY_URI}}
 FINISHED = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)  # outcomes that count as delivered once returned
-APP_ONLY_TOOLS = {"preview_image"}
+APP_ONLY_TOOLS = {"preview_image", "play_video"}
+# The gallery plays a video from its bytes (its CSP fetches nothing); a tool result must stay under the
+# 1 MiB an SSE event may carry (SDK-NOTES), so larger videos are opened as files instead.
+PLAYABLE_MAX_BYTES = 700_000
 
 
 def _gallery_app() -> Apps:
@@ -554,6 +639,35 @@ def _gallery_app() -> Apps:
                 "height": preview.height,
             },
         )
+
+    @apps.tool(
+        resource_uri=GALLERY_URI,
+        visibility=["app"],
+        name="play_video",
+        title="Video for the gallery",
+        annotations=LOOKUP.model_copy(update={"title": "Video for the gallery", "open_world_hint": False}),
+    )
+    @_clean_doc
+    async def play_video(
+        task_id: TaskIdArg,
+        ctx: AnyContext,
+        index: Annotated[int, Field(ge=0, le=9, description="Video index in the task.")] = 0,
+    ) -> CallToolResult:
+        """The MP4 of an earlier video result, for the gallery's player (small videos only)."""
+        caller = _caller(ctx)
+        try:
+            video = await _known_video(caller, task_id, str(index))
+            data = await caller.state.videos.full_video(video)
+        except (ResourceError, ImageError) as exc:
+            return error_result(str(exc))
+        if len(data) > PLAYABLE_MAX_BYTES:
+            where = video.path or video.url
+            size = f"{len(data) / 1e6:.1f} MB"
+            return error_result(f"The video is too large to play here ({size}): open {where}")
+        resource = BlobResourceContents(
+            uri=video_uri(task_id, index), mime_type="video/mp4", blob=base64.b64encode(data).decode("ascii")
+        )
+        return CallToolResult(content=[EmbeddedResource(type="resource", resource=resource)])
 
     return apps
 
@@ -646,6 +760,21 @@ def _add_resources(server: MCPServer[AppState]) -> None:
         return await anyio.to_thread.run_sync(to_png, picture)
 
     @server.resource(
+        "flux://videos/{task_id}/{index}",
+        name="video",
+        title="A generated video",
+        description="The MP4 of a finished generate_video task: the saved file, or fetched when not saved.",
+        mime_type="video/mp4",
+    )
+    async def video_resource(task_id: str, index: str, ctx: AnyContext) -> bytes:
+        caller = _caller(ctx)
+        video = await _known_video(caller, task_id, index)
+        try:
+            return await caller.state.videos.full_video(video)
+        except ImageError as exc:
+            raise ResourceError(str(exc)) from None
+
+    @server.resource(
         "flux://models",
         name="models",
         title="Flux model guide",
@@ -653,7 +782,7 @@ def _add_resources(server: MCPServer[AppState]) -> None:
         mime_type="application/json",
     )
     def models_resource() -> str:
-        guide = {
+        guide: dict[str, dict[str, Any]] = {
             name: {
                 "guide": info.guide,
                 "can_edit": info.can_edit,
@@ -661,6 +790,14 @@ def _add_resources(server: MCPServer[AppState]) -> None:
                 "default_size": default_size(name),
             }
             for name, info in MODELS.items()
+        }
+        guide["flux-3"] = {
+            "guide": VIDEO_GUIDE,
+            "can_edit": False,
+            "video": True,
+            "tool": "generate_video",
+            "modes": ["t2v", "i2v", "v2v", "draft_enhance"],
+            "unavailable_upstream": ["edit", "upscale"],
         }
         return json.dumps(guide, indent=2)
 
@@ -683,6 +820,14 @@ async def check_prompt_arguments(ctx: ServerRequestContext[Any, Any], call_next:
         if problem is not None:
             raise MCPError(INVALID_PARAMS, f"Cannot get prompt {params['name']!r}: {problem}")
     return await call_next(ctx)
+
+
+async def _known_video(caller: Caller, task_id: str, index: str) -> VideoInfo:
+    entry = await caller.state.history.get(task_id, caller.owner)
+    videos = (entry.result or {}).get("videos", []) if entry is not None else []
+    if not (index.isascii() and index.isdecimal()) or int(index) >= len(videos):
+        raise ResourceError(f"No video {index} of task {task_id!r} in this server's history.")
+    return VideoInfo.model_validate(videos[int(index)])
 
 
 async def _known_image(caller: Caller, task_id: str, index: str) -> ImageInfo:
@@ -723,6 +868,45 @@ async def _run_job(
     if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
         await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
     return shown
+
+
+async def _run_video_job(ctx: AnyContext, arguments: dict[str, Any], roots: list[Path]) -> CallToolResult:
+    """generate_video: validate, turn every input into a URL the API can fetch, then wait like images."""
+    try:
+        args = GenerateVideoArgs.model_validate(arguments)
+    except ValidationError as exc:
+        return error_result(explain_validation_error("generate_video", exc))
+    caller = _caller(ctx)
+    request = args.to_request()
+    try:
+        request = await _fetchable_video_inputs(ctx, caller, request, roots)
+    except UploadFailedError as exc:
+        return error_result(f"Cannot use that input: {exc}")
+    except ImageInputError as exc:
+        return error_result(f"Cannot use that input: {exc}. Nothing was uploaded or submitted.")
+    progress = _progress_reporter(ctx)
+    ticket = JobTicket()
+    work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket)  # noqa: E731
+    shown = await _guarded("generate_video", work, lambda result: present(caller, result, ctx))
+    if ticket.undecided_row is not None:
+        await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
+    return shown
+
+
+async def _fetchable_video_inputs(
+    ctx: AnyContext, caller: Caller, request: VideoRequest, roots: list[Path]
+) -> VideoRequest:
+    """Keyframes as edit_image's images are (uploaded once if local), a flux://videos start as its URL."""
+    urls = [await _fetchable_image(ctx, caller, url, roots) for url in request.keyframe_urls()]
+    request = request.with_keyframe_urls(urls)
+    start = FLUX_VIDEO_URI.match(request.start_video or "")
+    if start is not None:
+        try:
+            video = await _known_video(caller, start.group(1), start.group(2))
+        except ResourceError as exc:
+            raise ImageInputError(str(exc)) from None
+        request = request.model_copy(update={"start_video": video.url})
+    return request
 
 
 async def _fetchable_image(ctx: AnyContext, caller: Caller, image_url: str, roots: list[Path]) -> str:
@@ -808,6 +992,8 @@ async def present(
     alone always says what happened and what to do next: some frameworks show the model nothing else.
     """
     settings = caller.state.settings
+    if result.kind == "video":
+        return await present_video(caller, result, ctx, preview)
     kept: list[KeptImage] = []
     if result.status is TaskStatus.SUCCEEDED:
         history = caller.state.history
@@ -850,10 +1036,58 @@ def image_link(task_id: str, image: ImageInfo) -> ResourceLink:
     )
 
 
-async def _saved_paths(caller: Caller, task_id: str) -> dict[int, str]:
+async def present_video(
+    caller: Caller, result: TaskResult, ctx: AnyContext | None, preview: PreviewChoice | None
+) -> CallToolResult:
+    """A video result: summary, a poster frame (with PyAV), a video/mp4 resource link; saved and recorded.
+
+    The poster is the video's preview: `preview` (or FLUX_MCP_PREVIEW) `none` leaves it out.
+    """
+    settings = caller.state.settings
+    show_poster = (preview or settings.preview) != "none"
+    kept: list[KeptVideo] = []
+    if result.status is TaskStatus.SUCCEEDED:
+        kept = await caller.state.videos.keep(result, await _saved_paths(caller, result.task_id, "videos"))
+        result.videos = [
+            video.info.model_copy(update={"resource_uri": video_uri(result.task_id, video.info.index)})
+            for video in kept
+        ]
+        await caller.state.history.record(result, caller.owner)
+    if ctx is not None:
+        await _log_outcome(ctx, result)
+    posters = any(video.poster is not None for video in kept)
+    note = f"\nNote: {NO_POSTER}." if kept and not posters and not poster_available() else ""
+    content: list[ContentBlock] = [TextContent(type="text", text=summarize(result) + note)]
+    for video, info in zip(kept, result.videos, strict=True):
+        if video.poster is not None and show_poster:
+            content.append(
+                ImageContent(type="image", data=video.poster.base64(), mime_type=video.poster.mime_type)
+            )
+        if not settings.resource_links:
+            continue
+        content.append(
+            ResourceLink(
+                type="resource_link",
+                uri=info.resource_uri or "",
+                name=f"video {info.index + 1} of task {result.task_id}",
+                mime_type="video/mp4",
+                description=info.path or info.url,
+            )
+        )
+    shown = CallToolResult(
+        content=content,
+        structured_content=result.model_dump(mode="json"),
+        is_error=result.status is TaskStatus.FAILED,
+    )
+    if result.status in FINISHED:
+        await caller.state.history.deliver(caller.owner, task_ids=[result.task_id])
+    return shown
+
+
+async def _saved_paths(caller: Caller, task_id: str, files: str = "images") -> dict[int, str]:
     entry = await caller.state.history.get(task_id, caller.owner)
-    images = (entry.result or {}).get("images", []) if entry is not None else []
-    return {image["index"]: image["path"] for image in images if image.get("path")}
+    items = (entry.result or {}).get(files, []) if entry is not None else []
+    return {item["index"]: item["path"] for item in items if item.get("path")}
 
 
 def _with_uri(task_id: str, image: ImageInfo) -> ImageInfo:
@@ -886,6 +1120,8 @@ def summarize(result: TaskResult) -> str:
 
 def _summary(result: TaskResult) -> str:
     about = " ".join(part for part in (result.model, f"({result.size})" if result.size else "") if part)
+    if result.status is TaskStatus.SUCCEEDED and result.kind == "video":
+        return _video_summary(result)
     if result.status is TaskStatus.SUCCEEDED:
         count = len(result.images)
         plural = "s" if count != 1 else ""
@@ -912,6 +1148,36 @@ def _summary(result: TaskResult) -> str:
     error = result.error
     reason = f"{error.message} ({error.code})" if error else "no reason given"
     return f"Task {result.task_id} failed: {reason}. You may retry with a changed prompt or another model."
+
+
+def _video_summary(result: TaskResult) -> str:
+    lines = [
+        f"Generated a video with {result.model or 'flux-3'} in {result.elapsed_seconds:.1f} s. "
+        f"task_id: {result.task_id}"
+    ]
+    if result.cost is not None:
+        lines.append(f"Cost: {describe_cost(result.cost)}")
+    for video in result.videos:
+        facts = [
+            f"{video.seconds:g} s" if video.seconds else None,
+            f"{video.width}x{video.height}" if video.width and video.height else None,
+            f"{video.fps:g} fps" if video.fps else None,
+            f"{video.size_bytes / 1_000_000:.1f} MB" if video.size_bytes else None,
+        ]
+        shown = ", ".join(fact for fact in facts if fact)
+        lines.append(f"{video.index + 1}. {video.url}" + (f" ({shown})" if shown else ""))
+        if video.path:
+            lines.append(f"   saved: {video.path}")
+        if video.draft_task_id:
+            lines.append(
+                f"   draft: for the full version call generate_video with mode draft_enhance and "
+                f'draft_task_id "{video.draft_task_id}"'
+            )
+        if video.warning:
+            lines.append(f"   note: {video.warning}")
+    if not any(video.path for video in result.videos):
+        lines.append("Video URLs expire; download the ones you want to keep.")
+    return "\n".join(lines)
 
 
 def describe_cost(cost: Cost) -> str:

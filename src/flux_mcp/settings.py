@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     output_dir: Path | None = Field(None, description="Folder for saved images; unset = Pictures/flux-mcp.")
     db: Path | None = Field(None, description="History database file; unset = the user's data folder.")
     max_download_mb: float = Field(50.0, gt=0, description="Largest image download accepted, in MB.")
+    max_video_download_mb: float = Field(
+        300.0, gt=0, description="Largest video (MP4) download accepted, in MB (generate_video results)."
+    )
     download_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one image download.")
     allow_private_downloads: bool = Field(
         False,

@@ -421,11 +421,12 @@ class History:
         fresh = result.model_dump(mode="json")
         rows = self._query("SELECT result FROM tasks WHERE task_id=? AND owner=?", (result.task_id, owner))
         earlier = json.loads(rows[0]["result"]) if rows and rows[0]["result"] else {}
-        known = {image["index"]: image for image in earlier.get("images", [])}
-        for image in fresh["images"]:
-            for key in ("path", "resource_uri", "width", "height"):
-                if image.get(key) is None and known.get(image["index"], {}).get(key) is not None:
-                    image[key] = known[image["index"]][key]
+        for files in ("images", "videos"):
+            known = {item["index"]: item for item in earlier.get(files, [])}
+            for item in fresh.get(files, []):
+                for key in ("path", "resource_uri", "width", "height", "size_bytes"):
+                    if item.get(key) is None and known.get(item["index"], {}).get(key) is not None:
+                        item[key] = known[item["index"]][key]
         return fresh
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:

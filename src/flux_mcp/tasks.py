@@ -70,6 +70,7 @@ from flux_mcp.models import (
     images_asked,
 )
 from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry
+from flux_mcp.videos import MAX_VIDEOS, VideoRequest, is_video_request
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ class ImageJobs:
 
     async def run(
         self,
-        request: ImageRequest,
+        request: ImageRequest | VideoRequest,
         wait_seconds: float | None,
         progress: ProgressFn = no_progress,
         ticket: JobTicket | None = None,
@@ -401,7 +402,7 @@ class ImageJobs:
             missing=[task_id for task_id in unique_ids if task_id not in by_id],
         )
 
-    async def _claim(self, request: ImageRequest) -> Claim:
+    async def _claim(self, request: ImageRequest | VideoRequest) -> Claim:
         """The history row this call submits with, or the undelivered identical submission it continues.
 
         An identical submission still in flight elsewhere is waited for (the history is polled: the other
@@ -473,7 +474,11 @@ class ImageJobs:
         return await self._recorded(result)
 
     async def _submit(
-        self, request: ImageRequest, slot: CallbackSlot | None, row: int | None, ticket: JobTicket
+        self,
+        request: ImageRequest | VideoRequest,
+        slot: CallbackSlot | None,
+        row: int | None,
+        ticket: JobTicket,
     ) -> Submission:
         """Submit, with the history row written first: an accepted task can always be found again."""
         callback_url = slot.url if slot is not None else None
@@ -575,10 +580,12 @@ def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: 
         usage=snapshot.usage,
         variation_of=_str(request.get("variation_of")),
     )
+    if is_video_request(request) or snapshot.videos:
+        result.kind, result.videos, result.images = "video", list(snapshot.videos[:MAX_VIDEOS]), []
     if snapshot.status is TaskStatus.PENDING:
         result.next_step = (
-            f'The image is still being generated. Call get_task with task_id "{snapshot.task_id}" '
-            "to wait for it."
+            f"The {result.kind} is still being generated. Call get_task with task_id "
+            f'"{snapshot.task_id}" to wait for it.'
         )
     return result
 

@@ -8,7 +8,7 @@ const MIME = "text/html;profile=mcp-app";
 const theme = new URLSearchParams(location.search).get("theme") || "light";
 document.body.classList.toggle("dark", theme === "dark");
 
-// What a real host derives from the resource's _meta.ui.csp: only inline code and data:/blob: images.
+// What a real host derives from the resource's _meta.ui.csp: only inline code and data:/blob: images and media.
 function cspFor(csp = {}) {
   const list = (domains) => (domains || []).join(" ");
   return [
@@ -16,6 +16,8 @@ function cspFor(csp = {}) {
     "script-src 'unsafe-inline'",
     "style-src 'unsafe-inline'",
     `img-src data: blob: ${list(csp.resourceDomains)}`.trim(),
+    // resourceDomains maps to media-src as well (ext-apps McpUiResourceCsp); local data:/blob: as for images.
+    `media-src data: blob: ${list(csp.resourceDomains)}`.trim(),
     `connect-src ${list(csp.connectDomains) || "'none'"}`,
     `frame-src ${list(csp.frameDomains) || "'none'"}`,
     `base-uri ${list(csp.baseUriDomains) || "'none'"}`,

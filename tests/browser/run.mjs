@@ -174,6 +174,21 @@ async function main() {
       await screenshot(page, join(outDir, "gallery-history.png"));
       await page.close();
     }
+    // 5. A video result plays: the poster first, then the MP4 itself loads and its clock moves.
+    {
+      const { page, frame } = await openHost(context);
+      const video = await page.evaluate(() => window.host.run("generate_video", { prompt: "a paper boat on a rainy street" }));
+      await frame.waitForFunction(() => document.querySelector(".card video")?.readyState >= 2, null, { timeout: STEP_TIMEOUT });
+      await frame.evaluate(() => document.querySelector(".card video").play());
+      await frame.waitForFunction(() => document.querySelector(".card video").currentTime > 0, null, { timeout: STEP_TIMEOUT });
+      const played = await frame.evaluate(() => {
+        const player = document.querySelector(".card video");
+        return { readyState: player.readyState, currentTime: player.currentTime, duration: player.duration, width: player.videoWidth, poster: player.poster.startsWith("data:image/"), src: player.src.slice(0, 5) };
+      });
+      step("video", { status: video.status, kind: video.kind, ...played });
+      await screenshot(page, join(outDir, "gallery-video.png"));
+      await page.close();
+    }
   } catch (error) {
     report.error = String(error?.stack || error);
     // What the gallery itself showed at that moment: status bars and error messages.

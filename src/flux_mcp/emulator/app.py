@@ -30,6 +30,7 @@ from .platform import (
 )
 from .state import EmulatorState, Endpoint, Fault, TaskRecord
 from .validation import BadRequest, ImageRequest, pixel_dimensions, validate_image_request
+from .videos import ACTIONS_UNAVAILABLE, VideoJob, render_mp4, validate_video_request, video_shape
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ def create_app(state: EmulatorState | None = None) -> Starlette:
         routes=[
             Route("/healthz", runtime.healthz, methods=["GET"]),
             Route("/flux/images", runtime.images, methods=["POST"]),
+            Route("/flux/videos", runtime.videos, methods=["POST"]),
             Route("/flux/tasks", runtime.tasks, methods=["POST"]),
             Route("/files/{task_id}/{index:int}.png", runtime.file, methods=["GET"]),
+            Route("/files/videos/{task_id}/{index:int}.mp4", runtime.video_file, methods=["GET"]),
             *platform_routes(runtime),
         ],
         exception_handlers={404: _http_error, 405: _http_error},
@@ -136,6 +139,40 @@ class EmulatorRuntime:
             return DroppedConnection(self, cut_body=None)
         return JSONResponse(task.result(), status_code=500 if task.failed else 200)
 
+    async def videos(self, request: Request) -> Response:
+        """POST /flux/videos: the same faults, auth, charging and async/callback rules as images."""
+        state = self.state
+        state.submissions += 1
+        state.video_submissions += 1
+        token = self._note_token(request)
+        fault = await self._take_fault("videos")
+        if fault is not None and fault.kind not in ("500", "drop_after", "fail_task"):
+            return self._fault_response(fault)
+        if (denied := self._check_auth(token)) is not None:
+            return denied
+        body = await _json_body(request)
+        if isinstance(body, dict) and body.get("action") in ACTIONS_UNAVAILABLE:  # as upstream: no charge
+            return self._error(503, "service_unavailable", f"video {body['action']} is not available yet")
+        try:
+            job = validate_video_request(body, known_draft=self._is_finished_draft)
+        except BadRequest as exc:
+            return self._error(400, "bad_request", str(exc))
+        assert isinstance(body, dict)
+        if (cost := state.platform.charge(1)) is None:
+            return self._error(403, "used_up", "the balance of this application is used up")
+        force_failure = fault is not None and fault.kind == "fail_task"
+        task = self._accept_video(request, body, job, force_failure=force_failure)
+        task.cost = cost if state.platform.report_cost else None
+        if fault is not None and fault.kind == "500":
+            return self._error(500, "api_error", "fetch failed", trace_id=task.trace_id)
+        if fault is not None and fault.kind == "drop_after":
+            return DroppedConnection(self, cut_body=_json_bytes({"task_id": task.id}))
+        if job.is_async or job.callback_url:
+            return JSONResponse({"task_id": task.id})
+        if not await self._wait_until(task.finish_monotonic):
+            return DroppedConnection(self, cut_body=None)
+        return JSONResponse(task.result(), status_code=500 if task.failed else 200)
+
     async def tasks(self, request: Request) -> Response:
         state = self.state
         state.polls += 1
@@ -199,7 +236,65 @@ class EmulatorRuntime:
             return DroppedConnection(self, cut_body=data, media_type="image/png")
         return Response(data, media_type="image/png", headers={"cache-control": "public, max-age=86400"})
 
+    async def video_file(self, request: Request) -> Response:
+        self.state.file_downloads += 1
+        fault = await self._take_fault("files")
+        if fault is not None and fault.kind not in ("drop_after", "fail_task"):
+            return self._fault_response(fault)
+        task_id: str = request.path_params["task_id"]
+        task = self.state.find_task(task_id, _base_url(request))
+        video = task.video if task is not None else None
+        if task is None or video is None or request.path_params["index"] != 0 or task.status != "succeeded":
+            return self._error(404, "not_found", "file not found")
+        key = (f"video:{task_id}", 0)
+        data = self.png_cache.get(key)
+        if data is None:
+            data = await anyio.to_thread.run_sync(
+                render_mp4, video.seconds, video.width, video.height, task.seeds[0], task.prompt
+            )
+            self.png_cache.put(key, data)
+        if fault is not None and fault.kind == "drop_after":
+            return DroppedConnection(self, cut_body=data, media_type="video/mp4")
+        return Response(data, media_type="video/mp4", headers={"cache-control": "public, max-age=86400"})
+
     # -- helpers -----------------------------------------------------------------------------------
+
+    def _is_finished_draft(self, task_id: Any) -> bool:
+        task = self.state.tasks.get(task_id) if isinstance(task_id, str) else None
+        video = task.video if task is not None else None
+        return video is not None and video.draft and task is not None and task.status == "succeeded"
+
+    def _accept_video(
+        self, request: Request, body: dict[str, Any], job: VideoJob, *, force_failure: bool
+    ) -> TaskRecord:
+        state = self.state
+        now = time.monotonic()
+        shape = video_shape(job)
+        task = TaskRecord(
+            id=str(uuid.uuid4()),
+            trace_id=str(uuid.uuid4()),
+            request=dict(body),
+            action="generate",
+            prompt=job.prompt,
+            model="flux-3",
+            size=f"{shape.width}x{shape.height}",
+            width=shape.width,
+            height=shape.height,
+            count=1,
+            base_url=_base_url(request),
+            created_at=state.now_utc(),
+            created_monotonic=now,
+            finish_monotonic=now + state.plan_latency(),
+            failed=force_failure or state.decide_failure(),
+            seeds=[state.new_seed()],
+            callback_url=job.callback_url,
+            video=shape,
+        )
+        state.add_task(task)
+        state.accepted += 1
+        if task.callback_url:
+            self._schedule_callback(task)
+        return task
 
     async def _edit_input(self, parsed: ImageRequest) -> bytes | None:
         """An edit's image, downloaded like the real API does (loopback URLs only: a test upstream)."""

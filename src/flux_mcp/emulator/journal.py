@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .state import TaskRecord
+from .videos import shape_of_request
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -115,6 +116,7 @@ class TaskJournal:
             failed=bool(failed),
             seeds=seed_list,
             record_id=record_id,
+            video=shape_of_request(json.loads(request)),
         )
 
     def close(self) -> None:

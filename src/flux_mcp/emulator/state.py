@@ -32,7 +32,7 @@ FaultKind = Literal[
     "fail_task",
     "slow",
 ]
-Endpoint = Literal["images", "tasks", "files", "uploads", "applications"]
+Endpoint = Literal["images", "videos", "tasks", "files", "uploads", "applications"]
 TaskState = Literal["running", "succeeded", "failed"]
 
 RANDOM_FAULT_KINDS: tuple[FaultKind, ...] = ("429", "500", "503", "drop_before", "drop_after")
@@ -66,6 +66,17 @@ class Fault:
     delay: float = 0.0
 
 
+@dataclass(frozen=True)
+class VideoShape:
+    """What an emulated video task makes: an MP4 of this length and size."""
+
+    seconds: int
+    width: int
+    height: int
+    fps: int
+    draft: bool = False
+
+
 @dataclass
 class TaskRecord:
     """A task the emulator accepted. Its state is derived from the clock, never advanced by a loop."""
@@ -90,6 +101,7 @@ class TaskRecord:
     record_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     cost: dict[str, Any] | None = None  # what the platform charged, as results report it
     source_image: bytes | None = None  # an edit's input, as fetched from its image_url
+    video: VideoShape | None = None  # a /flux/videos task: the MP4 it makes
 
     @property
     def duration(self) -> float:
@@ -107,6 +119,9 @@ class TaskRecord:
     def image_url(self, index: int) -> str:
         return f"{self.base_url}/files/{self.id}/{index}.png"
 
+    def video_url(self, index: int) -> str:
+        return f"{self.base_url}/files/videos/{self.id}/{index}.mp4"
+
     def result(self) -> dict[str, Any]:
         """The finished task's response: the blocking call's body, the callback payload, `response`."""
         if self.failed:
@@ -116,6 +131,8 @@ class TaskRecord:
                 "trace_id": self.trace_id,
                 "error": {"code": "api_error", "message": FAILURE_MESSAGE},
             }
+        if self.video is not None:
+            return self._video_result(self.video)
         inference = round(self.duration / max(self.count, 1), 3)
         charged = {"cost": self.cost, "usage": {"images": self.count}} if self.cost is not None else {}
         return {
@@ -134,6 +151,18 @@ class TaskRecord:
             ],
         }
 
+    def _video_result(self, video: VideoShape) -> dict[str, Any]:
+        charged = {"cost": self.cost, "usage": {"seconds": video.seconds}} if self.cost is not None else {}
+        item = {
+            "video_url": self.video_url(0),
+            "seconds": video.seconds,
+            "width": video.width,
+            "height": video.height,
+            "fps": video.fps,
+            **({"draft_task_id": self.id} if video.draft else {}),
+        }
+        return {**charged, "success": True, "task_id": self.id, "trace_id": self.trace_id, "data": [item]}
+
     def record(self, now: float | None = None) -> dict[str, Any]:
         """The task as POST /flux/tasks returns it."""
         created = self.created_at.isoformat(timespec="milliseconds")
@@ -148,7 +177,7 @@ class TaskRecord:
             "started_at": created,
             "request": dict(self.request),
             "trace_id": self.trace_id,
-            "type": "images",
+            "type": "videos" if self.video is not None else "images",
         }
         state = self.status_at(time.monotonic() if now is None else now)
         if state == "running":
@@ -169,7 +198,8 @@ class EmulatorState:
     config: EmulatorConfig = field(default_factory=EmulatorConfig)
     faults: deque[Fault] = field(default_factory=deque)
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
-    submissions: int = 0
+    submissions: int = 0  # POSTs to /flux/images and /flux/videos
+    video_submissions: int = 0
     accepted: int = 0
     polls: int = 0
     batch_polls: int = 0
@@ -202,7 +232,7 @@ class EmulatorState:
 
     def reset_counters(self) -> None:
         """Zero the counters; tasks and the fault script are kept."""
-        self.submissions = self.accepted = self.polls = self.batch_polls = 0
+        self.submissions = self.accepted = self.polls = self.batch_polls = self.video_submissions = 0
         self.file_downloads = self.callbacks_sent = self.callback_failures = 0
         self.tokens_seen.clear()
         self.rejected.clear()
@@ -212,7 +242,7 @@ class EmulatorState:
     def next_fault(self, endpoint: Endpoint) -> Fault | None:
         """Pop the first scripted fault for `endpoint`, else maybe draw one from `error_rates`."""
         fault = self._pop_scripted(endpoint)
-        if fault is None and endpoint == "images":
+        if fault is None and endpoint in ("images", "videos"):
             fault = self._draw_random()
         if fault is not None:
             self.faults_applied[fault.kind] = self.faults_applied.get(fault.kind, 0) + 1
