@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from mcp.server.mcpserver.exceptions import ToolError
 
-class HistoryUnavailableError(Exception):
-    """The shared history does not answer; `message` says where and why (never a password)."""
+
+class HistoryUnavailableError(ToolError):
+    """The shared history does not answer; `message` says where and why (never a password).
+
+    A ToolError, so that a tool it escapes from answers with this message (the SDK's tool error), never
+    "Error executing tool"."""
 
     def __init__(self, where: str, reason: str) -> None:
         self.where, self.reason = where, reason
