@@ -866,7 +866,10 @@ async def present(caller: Caller, result: TaskResult, ctx: AnyContext | None = N
 
 
 async def _saved_paths(caller: Caller, task_id: str) -> dict[int, str]:
-    entry = await caller.state.history.get(task_id, caller.owner)
+    try:
+        entry = await caller.state.history.get(task_id, caller.owner)
+    except HistoryUnavailableError:  # the images are here already: answer with them, recorded later
+        return {}
     images = (entry.result or {}).get("images", []) if entry is not None else []
     return {image["index"]: image["path"] for image in images if image.get("path")}
 

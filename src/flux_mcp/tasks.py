@@ -72,7 +72,7 @@ from flux_mcp.models import (
     TaskStatus,
     images_asked,
 )
-from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry
+from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry, HistoryUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ class ImageJobs:
         slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
         seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
         snapshot = await self._client.retrieve(task_id)
-        entry = await self._history.get(task_id, self._owner) if self._history is not None else None
+        entry = await self._known(task_id)
         # Continue the poll schedule from the task's age, not from zero (0 if this server did not submit it).
         age = max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
         snapshot = await self._wait(
@@ -449,6 +449,15 @@ class ImageJobs:
         # The upstream's copy of the request wins; ours adds what it never saw (variation_of).
         request = {**(entry.request if entry is not None else {}), **(snapshot.request or {})}
         return await self._recorded(task_result(snapshot, request, anyio.current_time() - started))
+
+    async def _known(self, task_id: str) -> HistoryEntry | None:
+        """The history's row of a task; None when there is none, or the history cannot be reached (the
+        upstream still has the task, so get_task goes on without it)."""
+        try:
+            return await self._history.get(task_id, self._owner) if self._history is not None else None
+        except HistoryUnavailableError as exc:
+            logger.warning("looking up task %s without the history: %s", task_id, exc.reason)
+            return None
 
     async def lookup(self, task_ids: list[str]) -> TaskBatchResult:
         snapshots = await self._client.retrieve_batch(task_ids)
