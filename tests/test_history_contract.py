@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from flux_mcp.models import ImageInfo, TaskResult, TaskStatus
-from flux_mcp.store import SUBMITTING, UNKNOWN, History, HistoryUnavailableError
+from flux_mcp.store import SUBMITTING, UNKNOWN, Claim, History, HistoryUnavailableError
 from flux_mcp.store_postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from tests.pgcluster import free_port
 
@@ -135,10 +135,10 @@ async def test_identical_claims_at_once_make_one_row(history: History) -> None:
 async def test_two_histories_on_one_database_claim_once_and_agree_on_owners(location: str) -> None:
     async for first in open_history(location):
         async for second in open_history(location):
-            claims = []
+            claims: list[Claim] = []
 
-            async def claim(history: History) -> None:
-                claims.append(await history.claim(REQUEST, "fp", since=0))
+            async def claim(history: History, into: list[Claim] = claims) -> None:
+                into.append(await history.claim(REQUEST, "fp", since=0))
 
             async with anyio.create_task_group() as group:
                 for index in range(10):

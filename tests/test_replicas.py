@@ -18,6 +18,7 @@ from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
+from flux_mcp.tasks import CallbackHub
 from tests.pgcluster import PostgresCluster
 from tests.replicas import TOKEN, Replica, callback_router, health, run_replicas, wait_healthy
 
@@ -178,3 +179,30 @@ async def test_the_database_stopped_mid_run_gives_clear_errors_and_loses_nothing
             }
     finally:
         cluster.remove()
+
+
+async def test_callback_urls_verify_on_every_hub_with_the_key_and_forgeries_nowhere() -> None:
+    key = b"k" * 32
+    holder, other = CallbackHub("https://flux.example", key=key), CallbackHub("https://flux.example", key=key)
+    stranger = CallbackHub("https://flux.example")  # its own random key
+    relayed: list[str] = []
+
+    async def relay(message: str) -> None:
+        relayed.append(message)
+
+    other.relay = stranger.relay = relay
+    slot = holder.open()
+    holder.bind(slot, "task-1")
+    secret = slot.url.rsplit("/", 1)[1]
+    slot_id, mac = secret.split(".")
+    forged = f"{slot_id}.{'0' * len(mac)}"
+    assert holder.knows(secret) and other.knows(secret) and not stranger.knows(secret)
+    assert not any(hub.knows(forged) for hub in (holder, other, stranger))
+    assert not await other.receive(forged, {}) and not await stranger.receive(secret, {})
+    assert await other.receive(secret, {"task_id": "task-1"})
+    assert relayed == [f"{slot_id} task-1"] and mac not in relayed[0]  # never the signature
+    holder.relayed(relayed[0])
+    assert slot.wakeups == 1
+    await other.receive(secret, {"task_id": "someone-elses-task"})
+    holder.relayed(relayed[-1])
+    assert slot.wakeups == 1  # a body naming another task wakes nothing
