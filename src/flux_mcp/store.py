@@ -201,13 +201,19 @@ class History:
         backend = PostgresBackend(url)
         await backend.open()
         history = cls(backend=backend)
+        failure: BaseException | None = None
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(history._keep_trying)
                 if on_notify is not None:
                     group.start_soon(backend.listen, on_notify)
-                yield history
+                try:
+                    yield history
+                except BaseException as exc:  # re-raised as itself, not inside an ExceptionGroup
+                    failure = exc
                 group.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
         finally:
             with anyio.CancelScope(shield=True):
                 await backend.aclose()
