@@ -15,7 +15,7 @@ RUN useradd --create-home --uid 10001 flux
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install . && rm -rf /app/src
+RUN pip install ".[postgres]" && rm -rf /app/src
 
 USER flux
 ENV FLUX_MCP_DB=/home/flux/.local/share/flux-mcp/history.db

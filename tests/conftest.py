@@ -14,6 +14,7 @@ from mcp import Client
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
+from tests.pgcluster import ClusterUnavailable, PostgresCluster
 
 TOKEN = "sk-test-SECRET-7f3a9c1e"
 
@@ -71,3 +72,20 @@ def settings(emulator: RunningEmulator) -> Settings:
 async def client(settings: Settings) -> AsyncIterator[Client]:
     async with Client(build_server(settings)) as connected:
         yield connected
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throw-away PostgreSQL cluster for the session (skipped, with the reason, if none can start)."""
+    try:
+        cluster = PostgresCluster()
+    except ClusterUnavailable as exc:
+        pytest.skip(f"PostgreSQL is not available here: {exc}")
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A fresh, empty database in the session's cluster."""
+    return postgres_cluster.create_database()

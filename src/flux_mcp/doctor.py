@@ -39,7 +39,7 @@ from flux_mcp.client import (
     build_http_client,
 )
 from flux_mcp.settings import DEFAULT_BASE_URL, Settings
-from flux_mcp.store import make_private_folder
+from flux_mcp.store import History, HistoryUnavailableError, make_private_folder
 
 MIN_PYTHON = (3, 11)
 PACKAGES = ("flux-mcp", "mcp", "httpx2", "pydantic")
@@ -256,6 +256,10 @@ async def check_history(ctx: DoctorContext) -> CheckResult:
     settings = ctx.settings
     if settings is None:
         return skip("history: not checked (settings invalid)")
+    if (problem := settings.history_problem()) is not None:
+        return fail(f"history: {problem}", "fix the setting named above")
+    if (url := settings.history_url()) is not None:
+        return await _check_shared_history(url)
     path = settings.history_path()
     try:
         count = await anyio.to_thread.run_sync(_count_history, path)
@@ -265,6 +269,18 @@ async def check_history(ctx: DoctorContext) -> CheckResult:
             "set FLUX_MCP_DB to a file in a writable folder, or move the damaged file aside",
         )
     return ok(f"history: {path} ({count} tasks)")
+
+
+async def _check_shared_history(url: str) -> CheckResult:
+    try:
+        async with History.connect(url) as history:
+            await history.probe()
+            where = history.where
+    except HistoryUnavailableError as exc:
+        return fail(f"history: {exc.where} cannot be reached ({exc.reason})", "check FLUX_MCP_DATABASE_URL")
+    except ModuleNotFoundError:
+        return fail("history: FLUX_MCP_DATABASE_URL is set", "pip install 'flux-mcp[postgres]'")
+    return ok(f"history: {where} answers (schema up to date)")
 
 
 def _probe_writable(folder: Path) -> None:

@@ -1,8 +1,10 @@
 """Serving over streamable HTTP: the MCP endpoint behind auth, a health check, and the callback receiver.
 
-    GET  /healthz                    no auth; version, and whether an upstream token is configured
+    GET  /healthz                    no auth; version, whether an upstream token is configured, and
+                                     whether the history answers (503 with the reason when it does not)
     POST /mcp (and GET/DELETE)       MCP streamable HTTP, behind bearer auth
-    POST /callbacks/flux/{secret}    the upstream's task callbacks; the per-task secret is the auth
+    POST /callbacks/flux/{secret}    the upstream's task callbacks; the signed per-task secret is the auth
+                                     (with PostgreSQL, any replica accepts it and wakes the one waiting)
     GET  /.well-known/oauth-protected-resource[/mcp]
                                      with FLUX_MCP_AUTH=oauth: RFC 9728 metadata naming the issuer
     /.well-known/oauth-…, /register, /authorize, /token
@@ -50,8 +52,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flux_mcp import __version__
 from flux_mcp.auth import Credentials, Verdict, discovery_routes, undecided
 from flux_mcp.logs import hold_back_payload_loggers
-from flux_mcp.server import bearer_token, build_server
+from flux_mcp.server import HistoryProbe, bearer_token, build_server
 from flux_mcp.settings import Settings
+from flux_mcp.store import HistoryUnavailableError
 from flux_mcp.tasks import CallbackHub
 
 logger = logging.getLogger(__name__)
@@ -132,15 +135,16 @@ def build_http_app(
     hold_back_payload_loggers()
     if settings.auth_mode() != "passthrough" and settings.api_token is None:
         logger.warning("ACEDATACLOUD_API_TOKEN is not set: every tool call will fail until it is")
-    hub = CallbackHub(settings.public_url) if settings.public_url else None
-    server = build_server(settings, callbacks=hub, stop=stop)
+    hub = CallbackHub(settings.public_url, key=settings.callback_secret()) if settings.public_url else None
+    probe = HistoryProbe()
+    server = build_server(settings, callbacks=hub, stop=stop, probe=probe)
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
         transport_security=transport_security(settings),
         host=settings.host,
     )
-    app.router.routes.extend(_routes(settings, hub))
+    app.router.routes.extend(_routes(settings, hub, probe))
     credentials = Credentials(settings)
     _run_beside(app, credentials.running)
     sessions = None
@@ -150,6 +154,8 @@ def build_http_app(
 
 
 def check_http_settings(settings: Settings, *, allow_unauthenticated: bool) -> None:
+    if (problem := settings.history_problem()) is not None:
+        raise StartupError(problem)
     mode = settings.auth_mode()
     if mode == "tokens" and not settings.client_tokens():
         raise StartupError("FLUX_MCP_AUTH=tokens needs FLUX_MCP_AUTH_TOKENS (comma-separated bearer tokens).")
@@ -430,17 +436,20 @@ def _route_path(scope: Scope) -> str:
     return path
 
 
-def _routes(settings: Settings, hub: CallbackHub | None) -> list[Route]:
+def _routes(settings: Settings, hub: CallbackHub | None, probe: HistoryProbe) -> list[Route]:
     async def healthz(request: Request) -> Response:
+        history = await probe.report()
         return JSONResponse(
             {
-                "status": "ok",
+                "status": "ok" if history["ok"] else "unavailable",
                 "version": __version__,
                 "upstream_token_configured": settings.api_token is not None,
                 "auth": settings.auth_mode(),
                 "stateless": settings.stateless,
                 "callbacks": hub is not None,
-            }
+                "history": history,
+            },
+            status_code=200 if history["ok"] else 503,
         )
 
     async def callback(request: Request) -> Response:
@@ -454,10 +463,14 @@ def _routes(settings: Settings, hub: CallbackHub | None) -> list[Route]:
         if payload is None:
             return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
         # Only a wake-up: the waiting call re-reads the task upstream; the body is never a result.
-        slot = hub.deliver(secret, payload)
-        if slot is None:
+        try:
+            accepted = await hub.receive(secret, payload)
+        except HistoryUnavailableError as exc:  # the relay to the other replicas is down: ask for a retry
+            logger.warning("callback not relayed: %s", exc.reason)
+            return JSONResponse({"error": "history unavailable; retry later"}, status_code=503)
+        if not accepted:
             return _not_found()
-        logger.info("callback received for task %s", slot.task_id or "(submission not yet answered)")
+        logger.info("callback received")
         return JSONResponse({"ok": True})
 
     return [

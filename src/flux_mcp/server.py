@@ -113,7 +113,7 @@ from flux_mcp.models import (
 from flux_mcp.roots import client_roots, keyframe_roots, root_folders
 from flux_mcp.schemas import portable_schema
 from flux_mcp.settings import Settings
-from flux_mcp.store import History, HistoryEntry, person_owner
+from flux_mcp.store import History, HistoryEntry, HistoryUnavailableError, person_owner
 from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, PollSchedule, ago
 from flux_mcp.ui import GALLERY_URI, gallery_html
 from flux_mcp.uploads import ImageSources, InputPolicy, UploadFailedError
@@ -188,23 +188,48 @@ class Caller:
         return self.state.platform_for(self.token)
 
 
+@dataclass
+class HistoryProbe:
+    """The running server's history, for health checks outside MCP (`/healthz`)."""
+
+    history: History | None = None
+
+    async def report(self) -> dict[str, Any]:
+        """`{"backend", "ok", "reason"?}`: ok when the history answers right now."""
+        history = self.history
+        if history is None:
+            return {"backend": None, "ok": False, "reason": "the server is starting or stopping"}
+        try:
+            await history.probe()
+        except HistoryUnavailableError as exc:
+            return {"backend": history.kind, "ok": False, "reason": f"{history.where}: {exc.reason}"}
+        return {"backend": history.kind, "ok": True}
+
+
 def build_server(
-    settings: Settings, *, callbacks: CallbackHub | None = None, stop: anyio.Event | None = None
+    settings: Settings,
+    *,
+    callbacks: CallbackHub | None = None,
+    stop: anyio.Event | None = None,
+    probe: HistoryProbe | None = None,
 ) -> MCPServer[AppState]:
     """A complete flux-mcp server for these settings.
 
     With `callbacks`, tasks finish on the upstream's callback; when `stop` is set (shutdown), every
-    waiting call returns its task as pending at once.
+    waiting call returns its task as pending at once. `probe` is given the history while it is open.
     """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        history = _open_history(settings)
-        try:
-            async with build_http_client(settings) as http, build_download_client(settings) as downloads:
-                yield _app_state(settings, http, history, callbacks, stop, downloads=downloads)
-        finally:
-            history.close()
+        async with open_history(settings, callbacks) as history:
+            if probe is not None:
+                probe.history = history
+            try:
+                async with build_http_client(settings) as http, build_download_client(settings) as downloads:
+                    yield _app_state(settings, http, history, callbacks, stop, downloads=downloads)
+            finally:
+                if probe is not None:
+                    probe.history = None
 
     server: MCPServer[AppState] = MCPServer(
         "flux-mcp",
@@ -226,6 +251,42 @@ def build_server(
     _add_resources(server)
     _add_prompts(server)
     return server
+
+
+@asynccontextmanager
+async def open_history(settings: Settings, callbacks: CallbackHub | None = None) -> AsyncIterator[History]:
+    """The history the settings name: the SQLite file, or the PostgreSQL database shared by replicas.
+
+    On PostgreSQL, callbacks for slots another replica holds are relayed through it (NOTIFY), and the
+    ones other replicas relay wake this replica's slots.
+    """
+    problem = settings.history_problem()
+    if problem is not None:
+        raise RuntimeError(problem)
+    url = settings.history_url()
+    if url is None:
+        history = _open_history(settings)
+        try:
+            yield history
+        finally:
+            history.close()
+        return
+    try:
+        connect = History.connect(url, on_notify=callbacks.relayed if callbacks is not None else None)
+        async with connect as shared:
+            if callbacks is not None:
+                callbacks.relay = shared.notify
+            try:
+                yield shared
+            finally:
+                if callbacks is not None:
+                    callbacks.relay = None
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("psycopg", "psycopg_pool"):
+            raise
+        raise RuntimeError(
+            "FLUX_MCP_DATABASE_URL needs the PostgreSQL driver: pip install 'flux-mcp[postgres]'"
+        ) from exc
 
 
 def _open_history(settings: Settings) -> History:
@@ -961,6 +1022,8 @@ async def _guarded(
 ) -> CallToolResult:
     try:
         return await render(await work())
+    except HistoryUnavailableError as exc:
+        return error_result(exc.message)
     except FluxError as exc:
         billed = not tool.startswith("get_") and may_have_been_accepted(exc)
         return error_result(_maybe_billed(exc.message) if billed else exc.message)
@@ -1085,7 +1148,10 @@ async def present_video(
 
 
 async def _saved_paths(caller: Caller, task_id: str, files: str = "images") -> dict[int, str]:
-    entry = await caller.state.history.get(task_id, caller.owner)
+    try:
+        entry = await caller.state.history.get(task_id, caller.owner)
+    except HistoryUnavailableError:  # the files are here already: answer with them, recorded later
+        return {}
     items = (entry.result or {}).get(files, []) if entry is not None else []
     return {item["index"]: item["path"] for item in items if item.get("path")}
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flux_mcp.models import PreviewChoice
@@ -21,6 +21,8 @@ DEFAULT_BASE_URL = "https://api.acedata.cloud"
 DEFAULT_PLATFORM_URL = "https://platform.acedata.cloud"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 AuthMode = Literal["tokens", "passthrough", "oauth", "none"]
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+MIN_CALLBACK_KEY_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -76,7 +78,21 @@ class Settings(BaseSettings):
         None, description="Save images to output_dir; unset = yes on stdio, no over HTTP."
     )
     output_dir: Path | None = Field(None, description="Folder for saved images; unset = Pictures/flux-mcp.")
-    db: Path | None = Field(None, description="History database file; unset = the user's data folder.")
+    db: Path | None = Field(
+        None,
+        description="History database file (or a postgresql:// URL); unset = the user's data folder.",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="postgresql://…: the history in PostgreSQL, shared by replicas (the postgres extra).",
+    )
+    callback_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key that signs callback URLs so that any replica can verify them (at least 32 characters); "
+            "required with PostgreSQL and FLUX_MCP_PUBLIC_URL; unset = a random key per process."
+        ),
+    )
     max_download_mb: float = Field(50.0, gt=0, description="Largest image download accepted, in MB.")
     max_video_download_mb: float = Field(
         300.0, gt=0, description="Largest video (MP4) download accepted, in MB (generate_video results)."
@@ -153,11 +169,52 @@ class Settings(BaseSettings):
     def history_path(self) -> Path:
         return (self.db or default_data_dir() / "history.db").expanduser()
 
+    def history_url(self) -> str | None:
+        """The PostgreSQL history's URL (a secret: it may hold a password), or None for the SQLite file."""
+        url = self.database_url.get_secret_value().strip() if self.database_url is not None else ""
+        return url or None
+
+    def history_problem(self) -> str | None:
+        """What is wrong with the history settings, naming no secret (pydantic would echo the value)."""
+        url = self.history_url()
+        if url is not None and not url.strip().startswith(POSTGRES_SCHEMES):
+            return "FLUX_MCP_DATABASE_URL must start with postgresql:// (or postgres://)."
+        key = self.callback_key.get_secret_value() if self.callback_key is not None else None
+        if key is not None and len(key.strip()) < MIN_CALLBACK_KEY_LENGTH:
+            return (
+                f"FLUX_MCP_CALLBACK_KEY must be at least {MIN_CALLBACK_KEY_LENGTH} characters "
+                "(for example the output of: openssl rand -hex 32)."
+            )
+        if url is not None and self.public_url and key is None:
+            return (
+                "FLUX_MCP_CALLBACK_KEY is required with a PostgreSQL history and FLUX_MCP_PUBLIC_URL: every "
+                "replica must verify the callback URLs the others hand out. Give all replicas the same key "
+                "(for example the output of: openssl rand -hex 32)."
+            )
+        return None
+
+    def callback_secret(self) -> bytes | None:
+        """The shared key callback URLs are signed with, or None (then each process draws its own)."""
+        if self.callback_key is None or not self.callback_key.get_secret_value().strip():
+            return None
+        return self.callback_key.get_secret_value().strip().encode()
+
     def input_folders(self) -> list[Path]:
         """Where local edit inputs may be read from (besides the client's roots)."""
         if self.input_dirs is None:
             return [Path.home()]
         return [Path(part.strip()).expanduser() for part in self.input_dirs.split(os.pathsep) if part.strip()]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _database_url_in_db(cls, values: Any) -> Any:
+        """FLUX_MCP_DB=postgresql://… means the same as FLUX_MCP_DATABASE_URL."""
+        if isinstance(values, dict):
+            db = values.get("db")
+            if isinstance(db, str) and db.strip().startswith(POSTGRES_SCHEMES):  # not a file path
+                values = {**values, "db": None}
+                values.setdefault("database_url", db.strip())
+        return values
 
     @field_validator("api_token", mode="before")
     @classmethod

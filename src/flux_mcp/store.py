@@ -1,37 +1,37 @@
-"""Local history of every task this server submitted, in SQLite (stdlib, WAL mode).
+"""Local history of every task this server submitted: the rules, over SQLite or PostgreSQL.
 
 A row is written *before* the upstream is asked (status `submitting`), gets its task id the
 moment the upstream answers, and follows the task to its end: status, result, saved file paths.
 So a restart loses nothing: a pending task is still listed, and `get_task` completes it. A row
 left in `submitting` means a server stopped between asking and hearing back (killed, crashed, power
-cut): the upstream may or may not have the task. Opening the history turns such rows into `unknown`
+cut): the upstream may or may not have the task. Opening a SQLite history turns such rows into `unknown`
 ("may have been billed"), the same status an ambiguous submit failure gets, so they are reported
 honestly, never dropped. A process that is still submitting when another opens the same file is not
-hurt by this: its own answer (task id, or failure) rewrites the row by its id a moment later.
+hurt by this: its own answer (task id, or failure) rewrites the row by its id a moment later. A shared
+PostgreSQL history, which replicas open all the time, does that only to rows older than
+STALE_SUBMITTING_SECONDS; younger ones are settled by the retry rule's own bound (tasks.py).
 
 Each row also says which request it is (`fingerprint`, `ImageRequest.fingerprint`) and whether any
 caller has received its outcome yet (`delivered_at`). That is what lets an identical retry continue a
 job instead of paying for it again (the rule is in tasks.py); `claim` decides it atomically, in one
-`BEGIN IMMEDIATE` transaction, so two identical calls at the same moment (in one process, or in two
-processes sharing this file) make one submission. Rows written before these columns existed have no
-fingerprint and are never continued.
+transaction (SQLite's `BEGIN IMMEDIATE`; PostgreSQL's advisory lock on the owner and fingerprint), so
+two identical calls at the same moment (in one process, in two processes sharing a file, or on two
+replicas) make one submission. Rows written before these columns existed have no fingerprint and are
+never continued.
 
-The file carries its schema version (`PRAGMA user_version`); opening an older file migrates it in place,
-one versioned step at a time, inside a write transaction (so processes racing to open it do not collide).
+The rules live here once; the backends only run statements: `store_sqlite` (one file, the embedded
+default) and `store_postgres` (`FLUX_MCP_DATABASE_URL`, shared by replicas, with LISTEN/NOTIFY to relay
+callbacks between them). When PostgreSQL cannot be reached every call that needs it raises
+`HistoryUnavailableError`, except the writes that follow a submission (`submitted`, `submit_failed`,
+`record`): those are kept in order in memory and written first thing once the database answers, so a
+task id the upstream gave is never lost to an outage the process outlives.
 
 History is kept, not pruned: one row is about a kilobyte, so years of use stay small; delete the
 file (FLUX_MCP_DB) to start over.
 
-Prompts are private: the data folder is created 0700 and the database 0600 before SQLite opens it
-(SQLite gives its -wal and -shm files the database's own mode). An existing folder keeps its mode
-(it may be one the user chose, such as a shared parent); existing database files are narrowed to
-0600. Saved images are the user's pictures and follow their umask like any file they create.
-
 Rows belong to an owner. On stdio and with server tokens there is one owner (""). With pass-through
 auth each caller's own API token identifies them, and the owner is a keyed hash of it (the key is
-random and kept in the database), so users never see each other's rows and no token is stored. With
-OAuth the owner is the person: `person_owner` of the issuer and the token's `sub` (readable, so that an
-operator can find or delete one person's rows; never a token), the same on every replica.
+random and kept in the database), so users never see each other's rows and no token is stored.
 """
 
 from __future__ import annotations
@@ -40,91 +40,90 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
 from flux_mcp.models import TaskResult
+from flux_mcp.store_errors import HistoryUnavailableError
+from flux_mcp.store_sqlite import (
+    IN_MEMORY,
+    PRIVATE_FILE_MODE,
+    PRIVATE_FOLDER_MODE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UPLOADS_SCHEMA,
+    SqliteBackend,
+    make_private_folder,
+)
+
+__all__ = [
+    "IN_MEMORY",
+    "PRIVATE_FILE_MODE",
+    "PRIVATE_FOLDER_MODE",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "UPLOADS_SCHEMA",
+    "Claim",
+    "History",
+    "HistoryEntry",
+    "HistoryUnavailableError",
+    "make_private_folder",
+]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    owner TEXT NOT NULL DEFAULT '',
-    task_id TEXT,
-    status TEXT NOT NULL,
-    action TEXT,
-    model TEXT,
-    prompt TEXT,
-    size TEXT,
-    request TEXT NOT NULL,
-    result TEXT,
-    trace_id TEXT,
-    error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    UNIQUE (task_id, owner)
-);
-CREATE INDEX IF NOT EXISTS tasks_created ON tasks (owner, created_at DESC);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-IN_MEMORY = ":memory:"
-PRIVATE_FOLDER_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
-# Edit inputs uploaded to the platform, by content: one upload per distinct file while its URL is fresh.
-UPLOADS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    owner TEXT NOT NULL DEFAULT '',
-    sha256 TEXT NOT NULL,
-    file_url TEXT NOT NULL,
-    uploaded_at REAL NOT NULL,
-    PRIMARY KEY (owner, sha256)
-);
-"""
 SUBMITTING = "submitting"
 UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
 # Rows an identical call may continue; a `rejected` submission never reached the upstream's books.
 CONTINUABLE = (SUBMITTING, "pending", "succeeded", "failed", UNKNOWN)
-
-
-def person_owner(issuer: str, subject: str) -> str:
-    """The owner of an OAuth user's rows: namespaced, so it can never equal a token hash (hex) or ""."""
-    return f"oauth:{issuer} {subject}"
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One step of the history file's schema: columns added to `tasks` when missing, then statements."""
-
-    version: int
-    columns: dict[str, str]
-    statements: tuple[str, ...] = ()
-
-
-MIGRATIONS = (
-    Migration(
-        1,  # retry attachment: which request a row is, and whether a caller has received its outcome
-        {"fingerprint": "TEXT", "delivered_at": "REAL"},
-        (
-            "CREATE INDEX IF NOT EXISTS tasks_undelivered ON tasks (owner, fingerprint, created_at) "
-            "WHERE delivered_at IS NULL",
-        ),
-    ),
-)
-SCHEMA_VERSION = MIGRATIONS[-1].version
 INTERRUPTED = (
     "the server stopped while submitting this (killed or crashed before the Flux API answered); the API "
     "may have the task and may have billed it: check your AceDataCloud console before submitting it again"
 )
+# On a shared history a row this old still `submitting` belongs to a replica that died mid-submit.
+STALE_SUBMITTING_SECONDS = 3600.0
+READY_RETRY_SECONDS = (0.5, 10.0)  # first and longest pause between attempts to reach the database
+MAX_DEFERRED_WRITES = 10_000
+
+OWNER_KEY_INSERT = "INSERT INTO meta (key, value) VALUES ('owner_key', ?) ON CONFLICT (key) DO NOTHING"
+OWNER_KEY_SELECT = "SELECT value FROM meta WHERE key='owner_key'"
+SWEEP_INTERRUPTED = "UPDATE tasks SET status=?, error=?, updated_at=? WHERE status=? AND created_at<?"
+ROW_COLUMNS = "owner, status, action, model, prompt, size, request, fingerprint, created_at, updated_at"
+TASK_COLUMNS = (
+    "owner, task_id, status, model, prompt, size, request, result, trace_id, error, created_at, updated_at"
+)
+
+
+class Statements(Protocol):
+    """What a backend runs: SQL with `?` placeholders; rows read by column name."""
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]: ...
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+
+class Backend(Statements, Protocol):
+    kind: str  # "sqlite" or "postgresql"
+    shared: bool  # other replicas use the same database (and hear `notify`)
+    where: str  # a description for messages: a path, or host/port/db; never a password
+
+    def transaction(self, lock: str | None = None) -> AbstractAsyncContextManager[Statements]: ...
+
+    async def probe(self) -> None: ...
+
+    async def notify(self, payload: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -169,52 +168,120 @@ class Claim:
     earlier: HistoryEntry | None  # None: the row is new (status submitting) and this call submits
 
 
-class History:
-    """The history database. Every method runs the SQL in a worker thread, one at a time."""
+def person_owner(issuer: str, subject: str) -> str:
+    """The owner of an OAuth user's rows: namespaced, so it can never equal a token hash (hex) or ""."""
+    return f"oauth:{issuer} {subject}"
 
-    def __init__(self, path: Path) -> None:
-        if str(path) != IN_MEMORY:
-            make_private_folder(path.parent)
-            _prepare_private_files(path)
+
+class History:
+    """The history: its rules, over one backend. `History(path)` opens a SQLite file (the default);
+    `History.connect(url)` a shared PostgreSQL database."""
+
+    def __init__(self, path: Path | None = None, *, backend: Backend | None = None) -> None:
         self.path = path
-        self._lock = threading.RLock()  # re-entrant: _record holds it across its statements
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-            self._db.executescript(UPLOADS_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('owner_key', ?)", (secrets.token_hex(32),))
-            self._owner_key = self._db.execute("SELECT value FROM meta WHERE key='owner_key'").fetchone()[0]
-            self._db.execute(
-                "UPDATE tasks SET status=?, error=?, updated_at=? WHERE status=?",
-                (UNKNOWN, INTERRUPTED, time.time(), SUBMITTING),
-            )
+        self._owner_key: str | None = None
+        if backend is None:
+            if path is None:
+                raise ValueError("History needs a path or a backend")
+            sqlite = SqliteBackend(path)
+            self._owner_key = _prepare_now(sqlite)
+            backend = sqlite
+        self._backend: Backend = backend
+        self._deferred: list[Callable[[], Awaitable[None]]] = []
+        self._deferred_lock = anyio.Lock()
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, url: str, *, on_notify: Callable[[str], Awaitable[None] | None] | None = None
+    ) -> AsyncIterator[History]:
+        """A history in the PostgreSQL database at `url`, for the duration of the block.
+
+        It is returned at once, reachable or not; until the database answers, a background task keeps
+        trying (and calls fail with HistoryUnavailableError). With `on_notify`, every `notify` any
+        replica sends reaches it.
+        """
+        from flux_mcp.store_postgres import PostgresBackend  # the `postgres` extra, needed only here
+
+        backend = PostgresBackend(url)
+        await backend.open()
+        history = cls(backend=backend)
+        failure: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(history._keep_trying)
+                if on_notify is not None:
+                    group.start_soon(backend.listen, on_notify)
+                try:
+                    yield history
+                except BaseException as exc:  # re-raised as itself, not inside an ExceptionGroup
+                    failure = exc
+                group.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+        finally:
+            with anyio.CancelScope(shield=True):
+                await backend.aclose()
+
+    @property
+    def kind(self) -> str:
+        return self._backend.kind
+
+    @property
+    def shared(self) -> bool:
+        """Whether other replicas share this history (and hear `notify`)."""
+        return self._backend.shared
+
+    @property
+    def where(self) -> str:
+        return self._backend.where
 
     def owner_of(self, token: str) -> str:
         """A stable name for whoever holds this token, from which the token cannot be recovered."""
+        if self._owner_key is None:
+            raise HistoryUnavailableError(self.where, "not reached since this server started")
         return hmac.new(self._owner_key.encode(), token.encode(), hashlib.sha256).hexdigest()[:32]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._backend.close()
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
+
+    async def probe(self) -> None:
+        """Raise HistoryUnavailableError unless the history answers (and has caught up) now."""
+        await self._backend.probe()
+        await self._ready()
+
+    async def notify(self, payload: str) -> None:
+        """Tell every replica sharing this history (`connect(on_notify=...)`); a no-op on SQLite."""
+        await self._backend.notify(payload)
 
     async def begin(self, request: dict[str, Any], owner: str = "") -> int:
         """Record a submission about to be made; returns the row id to complete it with."""
-        row_id: int = await self._run(self._insert, request, owner, None)
-        return row_id
+        await self._ready()
+        return await _insert(self._backend, request, owner, None)
 
     async def claim(
         self, request: dict[str, Any], fingerprint: str, owner: str = "", *, since: float
     ) -> Claim:
         """The newest row since `since` with this fingerprint whose outcome no caller has received, if any;
         otherwise a new `submitting` row for this call to submit with. Atomic across processes."""
-        claim: Claim = await self._run(self._claim, request, fingerprint, owner, since)
-        return claim
+        await self._ready()
+        async with self._backend.transaction(lock=f"claim:{owner}:{fingerprint}") as tx:
+            rows = await tx.fetch(
+                "SELECT * FROM tasks WHERE owner=? AND fingerprint=? AND delivered_at IS NULL "
+                f"AND created_at>=? AND status IN ({', '.join('?' * len(CONTINUABLE))}) "
+                "ORDER BY created_at DESC, id DESC LIMIT 1",
+                (owner, fingerprint, since, *CONTINUABLE),
+            )
+            if rows:
+                return Claim(rows[0]["id"], _entry(rows[0]))
+            return Claim(await _insert(tx, request, owner, fingerprint), None)
 
     async def row(self, row_id: int) -> HistoryEntry | None:
-        rows = await self._run(self._query, "SELECT * FROM tasks WHERE id=?", (row_id,))
+        await self._ready()
+        rows = await self._backend.fetch("SELECT * FROM tasks WHERE id=?", (row_id,))
         return _entry(rows[0]) if rows else None
 
     async def deliver(
@@ -223,53 +290,61 @@ class History:
         """Note that a caller is being given these rows' outcomes (called last, just before answering).
 
         A call cancelled while this runs will not send its answer, so it takes its own mark back. A mark
-        that cannot be written (database locked) only costs a later identical call a re-run it did not
-        need, so it is logged, never allowed to fail the answer.
+        that cannot be written (database locked or unreachable) only costs a later identical call a re-run
+        it did not need, so it is logged, never allowed to fail the answer.
         """
         if not task_ids and not row_ids:
             return
         stamp = time.time()
         try:
-            await self._run(self._deliver, stamp, owner, list(task_ids), list(row_ids))
+            await self._ready()
+            await self._deliver(stamp, owner, list(task_ids), list(row_ids))
             await anyio.lowlevel.checkpoint_if_cancelled()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, HistoryUnavailableError) as exc:
             logger.warning("could not note a delivered result in the history: %s", exc)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await self._run(
-                    self._execute,
-                    "UPDATE tasks SET delivered_at=NULL WHERE owner=? AND delivered_at=?",
-                    (owner, stamp),
+                await self._backend.execute(
+                    "UPDATE tasks SET delivered_at=NULL WHERE owner=? AND delivered_at=?", (owner, stamp)
                 )
             raise
 
     async def submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
-        await self._run(self._submitted, row_id, task_id, trace_id)
+        # A task id is news no caller has had yet, even if one was told this submission's fate was unknown.
+        stamp = time.time()
+        await self._durable(
+            "the task id of a submission",
+            lambda: self._backend.execute(
+                "UPDATE tasks SET task_id=?, status='pending', trace_id=?, error=NULL, delivered_at=NULL, "
+                "updated_at=? WHERE id=?",
+                (task_id, trace_id, stamp, row_id),
+            ),
+        )
 
     async def submit_failed(self, row_id: int, error: str, *, maybe_accepted: bool) -> None:
-        status = UNKNOWN if maybe_accepted else "rejected"
-        await self._run(
-            self._execute,
-            "UPDATE tasks SET status=?, error=?, updated_at=? WHERE id=?",
-            (status, error, time.time(), row_id),
+        status, stamp = (UNKNOWN if maybe_accepted else "rejected"), time.time()
+        await self._durable(
+            "a failed submission",
+            lambda: self._backend.execute(
+                "UPDATE tasks SET status=?, error=?, updated_at=? WHERE id=?", (status, error, stamp, row_id)
+            ),
         )
 
     async def abandoned(self, row_id: int) -> None:
         """A row still `submitting` after any submission would have ended: its process died mid-submit."""
-        await self._run(
-            self._execute,
+        await self._ready()
+        await self._backend.execute(
             "UPDATE tasks SET status=?, error=?, updated_at=? WHERE id=? AND status=?",
             (UNKNOWN, INTERRUPTED, time.time(), row_id, SUBMITTING),
         )
 
     async def record(self, result: TaskResult, owner: str = "") -> None:
         """Store the latest known state of a task (inserting it if this server never saw it)."""
-        await self._run(self._record, result, owner)
+        await self._durable(f"the state of task {result.task_id}", lambda: self._record(result, owner))
 
     async def get(self, task_id: str, owner: str = "") -> HistoryEntry | None:
-        rows = await self._run(
-            self._query, "SELECT * FROM tasks WHERE task_id=? AND owner=?", (task_id, owner)
-        )
+        await self._ready()
+        rows = await self._backend.fetch("SELECT * FROM tasks WHERE task_id=? AND owner=?", (task_id, owner))
         return _entry(rows[0]) if rows else None
 
     async def recent(
@@ -283,123 +358,79 @@ class History:
             sql += " AND prompt LIKE ? ESCAPE '\\'"
             params.append("%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        rows = await self._run(self._query, sql, (*params, limit))
+        await self._ready()
+        rows = await self._backend.fetch(sql, (*params, limit))
         return [_entry(row) for row in rows]
 
-    async def _run(self, function: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(function, *args)
-
-    def _migrate(self) -> None:
-        self._db.executescript(SCHEMA)
-        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-            return
-        self._db.execute("BEGIN IMMEDIATE")  # re-read the version under the write lock: one migrator wins
-        try:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            for step in MIGRATIONS:
-                if step.version > version:
-                    self._apply(step)
-            if version < SCHEMA_VERSION:
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    def _apply(self, step: Migration) -> None:
-        present = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        for column, kind in step.columns.items():
-            if column not in present:
-                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
-        for statement in step.statements:
-            self._db.execute(statement)
-
-    def _insert(self, request: dict[str, Any], owner: str, fingerprint: str | None) -> int:
-        now = time.time()
-        cursor = self._execute(
-            "INSERT INTO tasks (owner, status, action, model, prompt, size, request, fingerprint, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                owner,
-                SUBMITTING,
-                request.get("action"),
-                request.get("model"),
-                request.get("prompt"),
-                request.get("size"),
-                json.dumps(request),
-                fingerprint,
-                now,
-                now,
-            ),
+    async def uploaded(self, sha256: str, owner: str = "", *, max_age: float) -> str | None:
+        """The file URL an upload of this content got less than `max_age` seconds ago, if any."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            "SELECT file_url FROM uploads WHERE owner=? AND sha256=? AND uploaded_at>?",
+            (owner, sha256, time.time() - max_age),
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return str(rows[0]["file_url"]) if rows else None
 
-    def _claim(self, request: dict[str, Any], fingerprint: str, owner: str, since: float) -> Claim:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._query(
-                    "SELECT * FROM tasks WHERE owner=? AND fingerprint=? AND delivered_at IS NULL "
-                    f"AND created_at>=? AND status IN ({', '.join('?' * len(CONTINUABLE))}) "
-                    "ORDER BY created_at DESC, id DESC LIMIT 1",
-                    (owner, fingerprint, since, *CONTINUABLE),
-                )
-                claim = Claim(rows[0]["id"], _entry(rows[0])) if rows else None
-                if claim is None:
-                    claim = Claim(self._insert(request, owner, fingerprint), None)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return claim
-
-    def _submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
-        # A task id is news no caller has had yet, even if one was told this submission's fate was unknown.
-        self._execute(
-            "UPDATE tasks SET task_id=?, status='pending', trace_id=?, error=NULL, delivered_at=NULL, "
-            "updated_at=? WHERE id=?",
-            (task_id, trace_id, time.time(), row_id),
+    async def remember_upload(self, sha256: str, file_url: str, owner: str = "") -> None:
+        await self._ready()
+        await self._backend.execute(
+            "INSERT INTO uploads (owner, sha256, file_url, uploaded_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (owner, sha256) DO UPDATE SET file_url=excluded.file_url, "
+            "uploaded_at=excluded.uploaded_at",
+            (owner, sha256, file_url, time.time()),
         )
 
-    def _deliver(self, stamp: float, owner: str, task_ids: list[str], row_ids: list[int]) -> None:
+    # -- the SQLite file, synchronously (tests that age rows) --------------------------------------
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
+        return self._sqlite().execute_now(sql, params)
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Mapping[str, Any]]:
+        return self._sqlite().fetch_now(sql, params)
+
+    def _sqlite(self) -> SqliteBackend:
+        if not isinstance(self._backend, SqliteBackend):
+            raise TypeError("only a SQLite history is reachable synchronously")
+        return self._backend
+
+    # -- rules -------------------------------------------------------------------------------------
+
+    async def _deliver(self, stamp: float, owner: str, task_ids: list[str], row_ids: list[int]) -> None:
         tasks, rows = ", ".join("?" * len(task_ids)) or "NULL", ", ".join("?" * len(row_ids)) or "NULL"
-        self._execute(
+        await self._backend.execute(
             f"UPDATE tasks SET delivered_at=? WHERE owner=? AND delivered_at IS NULL "
             f"AND (task_id IN ({tasks}) OR id IN ({rows}))",
             (stamp, owner, *task_ids, *row_ids),
         )
 
-    def _record(self, result: TaskResult, owner: str) -> None:
-        with self._lock:  # read, update or insert as one step: concurrent records of a task must not race
-            self._record_locked(result, owner)
-
-    def _record_locked(self, result: TaskResult, owner: str) -> None:
-        now = time.time()
-        payload = json.dumps(self._keep_files(result, owner))
-        error = result.error.message if result.error else None
-        updated = self._execute(
-            "UPDATE tasks SET status=?, result=?, trace_id=COALESCE(?, trace_id), error=?, "
-            "model=COALESCE(model, ?), prompt=COALESCE(prompt, ?), size=COALESCE(size, ?), updated_at=? "
-            "WHERE task_id=? AND owner=?",
-            (
-                result.status.value,
-                payload,
-                result.trace_id,
-                error,
-                result.model,
-                result.prompt,
-                result.size,
-                now,
-                result.task_id,
-                owner,
-            ),
-        )
-        if updated.rowcount == 0:
+    async def _record(self, result: TaskResult, owner: str) -> None:
+        # Read, update or insert as one step: concurrent records of a task (two replicas) must not race.
+        async with self._backend.transaction(lock=f"task:{owner}:{result.task_id}") as tx:
+            now = time.time()
+            payload = json.dumps(await _keep_files(tx, result, owner))
+            error = result.error.message if result.error else None
+            updated = await tx.execute(
+                "UPDATE tasks SET status=?, result=?, trace_id=COALESCE(?, trace_id), error=?, "
+                "model=COALESCE(model, ?), prompt=COALESCE(prompt, ?), size=COALESCE(size, ?), updated_at=? "
+                "WHERE task_id=? AND owner=?",
+                (
+                    result.status.value,
+                    payload,
+                    result.trace_id,
+                    error,
+                    result.model,
+                    result.prompt,
+                    result.size,
+                    now,
+                    result.task_id,
+                    owner,
+                ),
+            )
+            if updated:
+                return
             request = {"model": result.model, "prompt": result.prompt, "size": result.size}
-            self._execute(
-                "INSERT INTO tasks (owner, task_id, status, model, prompt, size, request, result, trace_id, "
-                "error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            await tx.execute(
+                f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 12)})",
                 (
                     owner,
                     result.task_id,
@@ -416,71 +447,101 @@ class History:
                 ),
             )
 
-    def _keep_files(self, result: TaskResult, owner: str) -> dict[str, Any]:
-        """The result to store, still naming the files an earlier record of it saved."""
-        fresh = result.model_dump(mode="json")
-        rows = self._query("SELECT result FROM tasks WHERE task_id=? AND owner=?", (result.task_id, owner))
-        earlier = json.loads(rows[0]["result"]) if rows and rows[0]["result"] else {}
-        for files in ("images", "videos"):
-            known = {item["index"]: item for item in earlier.get(files, [])}
-            for item in fresh.get(files, []):
-                for key in ("path", "resource_uri", "width", "height", "size_bytes"):
-                    if item.get(key) is None and known.get(item["index"], {}).get(key) is not None:
-                        item[key] = known[item["index"]][key]
-        return fresh
+    async def _durable(self, what: str, write: Callable[[], Awaitable[Any]]) -> None:
+        """Write now, or (the database unreachable) keep the write, in order, until it answers again."""
+        async with self._deferred_lock:
+            if not self._deferred:
+                try:
+                    await write()
+                    return
+                except HistoryUnavailableError as exc:
+                    logger.warning("history unreachable; %s is kept until it answers: %s", what, exc.reason)
+            if len(self._deferred) >= MAX_DEFERRED_WRITES:
+                raise HistoryUnavailableError(self.where, "too many writes waiting for it")
+            self._deferred.append(write)
 
-    def _execute(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, params)
+    async def _ready(self) -> None:
+        """Before any use: the owner key read and every kept write written (raises while unreachable)."""
+        if self._owner_key is not None and not self._deferred:
+            return
+        if self._owner_key is None:
+            self._owner_key = await _prepare(self._backend)
+        async with self._deferred_lock:
+            while self._deferred:
+                await self._deferred[0]()
+                self._deferred.pop(0)
+                if not self._deferred:
+                    logger.info("history reachable again: every kept write is written")
 
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
-
-    async def uploaded(self, sha256: str, owner: str = "", *, max_age: float) -> str | None:
-        """The file URL an upload of this content got less than `max_age` seconds ago, if any."""
-        rows = await self._run(
-            self._query,
-            "SELECT file_url FROM uploads WHERE owner=? AND sha256=? AND uploaded_at>?",
-            (owner, sha256, time.time() - max_age),
-        )
-        return str(rows[0]["file_url"]) if rows else None
-
-    async def remember_upload(self, sha256: str, file_url: str, owner: str = "") -> None:
-        await self._run(
-            self._execute,
-            "INSERT OR REPLACE INTO uploads (owner, sha256, file_url, uploaded_at) VALUES (?, ?, ?, ?)",
-            (owner, sha256, file_url, time.time()),
-        )
-
-
-def make_private_folder(folder: Path) -> None:
-    """Create `folder` if needed, enterable by its owner only (missing parents get the default mode)."""
-    folder.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+    async def _keep_trying(self) -> None:
+        """Reach the database until it answers once (the owner key), then catch up after outages."""
+        pause = READY_RETRY_SECONDS[0]
+        while True:
+            try:
+                await self._ready()
+            except HistoryUnavailableError as exc:
+                logger.warning("%s (retrying in %.1f s)", exc.message, pause)
+                await anyio.sleep(pause)
+                pause = min(pause * 2, READY_RETRY_SECONDS[1])
+                continue
+            pause = READY_RETRY_SECONDS[0]
+            await anyio.sleep(READY_RETRY_SECONDS[1])
 
 
-def _prepare_private_files(path: Path) -> None:
-    """The database and its -wal/-shm readable by their owner only, before SQLite opens them."""
-    for existing in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        _narrow(existing)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE_MODE))  # an empty file is a new database
+async def _insert(db: Statements, request: dict[str, Any], owner: str, fingerprint: str | None) -> int:
+    now = time.time()
+    rows = await db.fetch(
+        f"INSERT INTO tasks ({ROW_COLUMNS}) VALUES ({', '.join('?' * 10)}) RETURNING id",
+        (
+            owner,
+            SUBMITTING,
+            request.get("action"),
+            request.get("model"),
+            request.get("prompt"),
+            request.get("size"),
+            json.dumps(request),
+            fingerprint,
+            now,
+            now,
+        ),
+    )
+    return int(rows[0]["id"])
 
 
-def _narrow(path: Path) -> None:
-    if os.name != "posix":
-        return  # Windows: the user's profile folder is already private; modes do not apply
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return
-    if mode & 0o077:
-        try:
-            path.chmod(PRIVATE_FILE_MODE)
-        except PermissionError:
-            logger.warning("history file %s is readable by others and is not ours to change", path)
+async def _keep_files(db: Statements, result: TaskResult, owner: str) -> dict[str, Any]:
+    """The result to store, still naming the files an earlier record of it saved."""
+    fresh = result.model_dump(mode="json")
+    rows = await db.fetch("SELECT result FROM tasks WHERE task_id=? AND owner=?", (result.task_id, owner))
+    earlier = json.loads(rows[0]["result"]) if rows and rows[0]["result"] else {}
+    for files in ("images", "videos"):
+        known = {item["index"]: item for item in earlier.get(files, [])}
+        for item in fresh.get(files, []):
+            for key in ("path", "resource_uri", "width", "height", "size_bytes"):
+                if item.get(key) is None and known.get(item["index"], {}).get(key) is not None:
+                    item[key] = known[item["index"]][key]
+    return fresh
 
 
-def _entry(row: sqlite3.Row) -> HistoryEntry:
+def _prepare_now(sqlite: SqliteBackend) -> str:
+    """Opening a SQLite history: its owner key, and rows a dead process left `submitting` made `unknown`."""
+    sqlite.execute_now(OWNER_KEY_INSERT, (secrets.token_hex(32),))
+    key = str(sqlite.fetch_now(OWNER_KEY_SELECT)[0]["value"])
+    now = time.time()
+    sqlite.execute_now(SWEEP_INTERRUPTED, (UNKNOWN, INTERRUPTED, now, SUBMITTING, now + 1))
+    return key
+
+
+async def _prepare(backend: Backend) -> str:
+    """Reaching a shared history: its owner key, and only long-abandoned `submitting` rows made `unknown`."""
+    await backend.execute(OWNER_KEY_INSERT, (secrets.token_hex(32),))
+    key = str((await backend.fetch(OWNER_KEY_SELECT))[0]["value"])
+    now = time.time()
+    stale = now - STALE_SUBMITTING_SECONDS
+    await backend.execute(SWEEP_INTERRUPTED, (UNKNOWN, INTERRUPTED, now, SUBMITTING, stale))
+    return key
+
+
+def _entry(row: Mapping[str, Any]) -> HistoryEntry:
     return HistoryEntry(
         row_id=row["id"],
         task_id=row["task_id"],

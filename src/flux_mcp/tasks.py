@@ -40,8 +40,11 @@ asked for.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -69,7 +72,7 @@ from flux_mcp.models import (
     TaskStatus,
     images_asked,
 )
-from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry
+from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry, HistoryUnavailableError
 from flux_mcp.videos import MAX_VIDEOS, VideoRequest, is_video_request
 
 logger = logging.getLogger(__name__)
@@ -153,23 +156,30 @@ class CallbackSlot:
 
 
 class CallbackHub:
-    """Per-task callback URLs with secrets, and the waiting calls they wake.
+    """Per-task callback URLs, signed, and the waiting calls they wake.
 
-    The secret is the only thing that makes a callback URL valid: a POST naming an unknown secret, or a
-    task other than the one the secret was issued for, is refused and changes nothing. An accepted one
-    only wakes the waiting calls: its body is never read as a result.
+    A URL names a slot and carries an HMAC of it under the hub's key (FLUX_MCP_CALLBACK_KEY, or a random
+    key per process): a POST whose signature does not verify, or naming a task other than the one the
+    slot was bound to, is refused and changes nothing. An accepted one only wakes the waiting calls: its
+    body is never read as a result. Replicas sharing a key and a PostgreSQL history verify each other's
+    URLs; a callback for a slot another replica holds is handed to `relay` (NOTIFY), and every replica's
+    `relayed` wakes the slot if it holds it. The relayed message names the slot and the task the body
+    named, never the signature.
     """
 
-    def __init__(self, public_url: str) -> None:
+    def __init__(self, public_url: str, key: bytes | None = None) -> None:
         self._base = public_url.rstrip("/") + "/callbacks/flux/"
-        self._slots: dict[str, CallbackSlot] = {}
+        self._key = key if key is not None else secrets.token_bytes(32)
+        self._slots: dict[str, CallbackSlot] = {}  # by slot id
         self._by_task: dict[str, CallbackSlot] = {}
+        self.relay: Callable[[str], Awaitable[None]] | None = None
 
     def open(self) -> CallbackSlot:
         self._expire()
-        secret = secrets.token_urlsafe(24)
+        slot_id = secrets.token_urlsafe(18)
+        secret = f"{slot_id}.{self._sign(slot_id)}"
         slot = CallbackSlot(secret=secret, url=self._base + secret, created=anyio.current_time())
-        self._slots[secret] = slot
+        self._slots[slot_id] = slot
         return slot
 
     def bind(self, slot: CallbackSlot, task_id: str) -> None:
@@ -177,31 +187,80 @@ class CallbackHub:
         self._by_task[task_id] = slot
 
     def knows(self, secret: str) -> bool:
-        return secret in self._slots
+        """Whether a callback to this secret is accepted here (held here, or relayed to who holds it)."""
+        slot_id = self._verified(secret)
+        return slot_id is not None and (slot_id in self._slots or self.relay is not None)
 
     def for_task(self, task_id: str) -> CallbackSlot | None:
         return self._by_task.get(task_id)
 
     def close(self, slot: CallbackSlot) -> None:
-        self._slots.pop(slot.secret, None)
+        self._slots.pop(_slot_id(slot.secret), None)
         if slot.task_id is not None:
             self._by_task.pop(slot.task_id, None)
 
     def deliver(self, secret: str, payload: dict[str, Any]) -> CallbackSlot | None:
-        """Wake the calls waiting on this secret's task; None when the callback must be refused.
+        """Wake the calls waiting on this secret's task here; None when the callback must be refused.
 
         The body is looked at only to refuse one that names another task (as `task_id` or `id`).
         """
-        slot = self._slots.get(secret)
+        slot_id = self._verified(secret)
+        slot = self._slots.get(slot_id) if slot_id is not None else None
         if slot is None or _names_another_task(payload, slot.task_id):
             return None
         slot.wake()
         return slot
 
+    async def receive(self, secret: str, payload: dict[str, Any]) -> bool:
+        """Deliver here, or relay to the replica holding the slot; False when the callback is refused."""
+        slot_id = self._verified(secret)
+        if slot_id is None:
+            return False
+        if slot_id in self._slots:
+            return self.deliver(secret, payload) is not None
+        if self.relay is None:
+            return False
+        await self.relay(f"{slot_id} {_named_task(payload)}".rstrip())
+        return True
+
+    def relayed(self, message: str) -> None:
+        """A callback another replica accepted: wake the slot if this replica holds it."""
+        slot_id, _, named = message.partition(" ")
+        slot = self._slots.get(slot_id)
+        if slot is None or (named and slot.task_id is not None and named != slot.task_id):
+            return
+        slot.wake()
+
+    def _sign(self, slot_id: str) -> str:
+        return hmac.new(self._key, slot_id.encode(), hashlib.sha256).hexdigest()[:CALLBACK_MAC_HEX]
+
+    def _verified(self, secret: str) -> str | None:
+        slot_id, dot, mac = secret.partition(".")
+        if not dot or not slot_id or not hmac.compare_digest(mac.encode(), self._sign(slot_id).encode()):
+            return None
+        return slot_id
+
     def _expire(self) -> None:
         oldest = anyio.current_time() - CALLBACK_TTL_SECONDS
         for slot in [slot for slot in self._slots.values() if slot.created < oldest]:
             self.close(slot)
+
+
+CALLBACK_MAC_HEX = 32  # 128 bits of HMAC-SHA256 in each callback URL
+SAFE_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _slot_id(secret: str) -> str:
+    return secret.partition(".")[0]
+
+
+def _named_task(payload: dict[str, Any]) -> str:
+    """The one task a callback body names, for the relay; `?` (matches no task) if it names odd ones."""
+    named = {value for key in ("task_id", "id") if isinstance(value := payload.get(key), str) and value}
+    if not named:
+        return ""
+    (only,) = named if len(named) == 1 else ("?",)
+    return only if SAFE_TASK_ID.fullmatch(only) else "?"
 
 
 def _names_another_task(payload: dict[str, Any], task_id: str | None) -> bool:
@@ -382,7 +441,7 @@ class ImageJobs:
         slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
         seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
         snapshot = await self._client.retrieve(task_id)
-        entry = await self._history.get(task_id, self._owner) if self._history is not None else None
+        entry = await self._known(task_id)
         # Continue the poll schedule from the task's age, not from zero (0 if this server did not submit it).
         age = max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
         snapshot = await self._wait(
@@ -391,6 +450,15 @@ class ImageJobs:
         # The upstream's copy of the request wins; ours adds what it never saw (variation_of).
         request = {**(entry.request if entry is not None else {}), **(snapshot.request or {})}
         return await self._recorded(task_result(snapshot, request, anyio.current_time() - started))
+
+    async def _known(self, task_id: str) -> HistoryEntry | None:
+        """The history's row of a task; None when there is none, or the history cannot be reached (the
+        upstream still has the task, so get_task goes on without it)."""
+        try:
+            return await self._history.get(task_id, self._owner) if self._history is not None else None
+        except HistoryUnavailableError as exc:
+            logger.warning("looking up task %s without the history: %s", task_id, exc.reason)
+            return None
 
     async def lookup(self, task_ids: list[str]) -> TaskBatchResult:
         snapshots = await self._client.retrieve_batch(task_ids)
