@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,8 +64,9 @@ def replica_env(
     key: str,
     **extra: str,
 ) -> dict[str, str]:
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "PYTHONPATH") if name in os.environ}
+    env = {name: os.environ[name] for name in ("PATH", "PYTHONPATH") if name in os.environ}
     env.update(
+        HOME=str(scratch),  # nothing of a replica's lands in the real home folder
         ACEDATACLOUD_API_TOKEN=TOKEN,
         ACEDATACLOUD_API_BASE_URL=emulator.base_url,
         ACEDATACLOUD_PLATFORM_BASE_URL=emulator.base_url,
@@ -152,11 +153,13 @@ async def wait_healthy(replica: Replica, *, within: float = READY_TIMEOUT_SECOND
 class CallbackRouter:
     """The load balancer's part in callbacks: each one the upstream sends goes to `choose()`'s replicas.
 
-    `delivered` lists, per callback, the names of the replicas it was handed to and when (monotonic).
+    `delivered` lists, per callback, the names of the replicas it was handed to and when (monotonic);
+    `statuses`, the HTTP status each of those replicas answered.
     """
 
     choose: Callable[[], Sequence[Replica]]
     delivered: list[tuple[list[str], float]]
+    statuses: list[int] = field(default_factory=list)
     url: str = ""
 
 
@@ -176,7 +179,8 @@ async def callback_router(choose: Callable[[], Sequence[Replica]]) -> AsyncItera
                     content=body,
                     headers={"content-type": "application/json"},
                 )
-                status = min(status, answer.status_code) if status != 502 else answer.status_code
+                router.statuses.append(answer.status_code)
+                status = answer.status_code
             return Response(status_code=status)
 
         app = Starlette(routes=[Route("/callbacks/flux/{secret}", forward, methods=["POST"])])

@@ -79,6 +79,8 @@ async def test_callback_on_replica_b_wakes_the_call_on_a_without_polling(
         data = structured(result)
         assert data["status"] == "succeeded", text(result)
         assert [names for names, _ in router.delivered] == [["B"]]  # the callback reached B only
+        await wait_for(lambda: len(router.statuses) == 1)  # B's answer may trail A's: it relayed first
+        assert router.statuses == [200]  # B accepted A's callback URL
         assert slow_emulator.state.polls == 1  # 0 polls: only the re-read after the wake-up
         listed = structured(await call(c, "list_tasks", {}))
         assert [(t["task_id"], t["status"]) for t in listed["tasks"]] == [(data["task_id"], "succeeded")]
@@ -97,6 +99,8 @@ async def test_the_same_callback_on_two_replicas_is_recorded_once(
         data = structured(result)
         assert data["status"] == "succeeded", text(result)
         assert [names for names, _ in router.delivered] == [["B", "C"]]
+        await wait_for(lambda: len(router.statuses) == 2)
+        assert router.statuses == [200, 200]
         assert task_rows(postgres_url, data["task_id"]) == [("succeeded", data["task_id"])]
         assert slow_emulator.state.polls == 1 and slow_emulator.state.submissions == 1
 
