@@ -66,9 +66,10 @@ from flux_mcp.models import (
     default_size,
     explain_validation_error,
 )
+from flux_mcp.poller import Pollers, PollSchedule, running_pollers
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry
-from flux_mcp.tasks import CallbackHub, ImageJobs, PollSchedule
+from flux_mcp.tasks import CallbackHub, ImageJobs
 from flux_mcp.ui import GALLERY_URI, gallery_html
 
 logger = logging.getLogger(__name__)
@@ -118,8 +119,8 @@ def build_server(
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         history = _open_history(settings)
         try:
-            async with build_http_client(settings) as http:
-                yield _app_state(settings, http, history, callbacks, stop)
+            async with build_http_client(settings) as http, running_pollers() as pollers:
+                yield _app_state(settings, http, history, callbacks, stop, pollers)
         finally:
             history.close()
 
@@ -155,6 +156,7 @@ def _app_state(
     history: History,
     callbacks: CallbackHub | None,
     stop: anyio.Event | None,
+    pollers: Pollers,
 ) -> AppState:
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
@@ -165,6 +167,7 @@ def _app_state(
             client,
             max_wait=settings.wait_seconds,
             schedule=schedule,
+            pollers=pollers,
             history=history,
             owner=owner,
             callbacks=callbacks,

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .images import PngCache, render_png
-from .state import EmulatorState, Endpoint, Fault, TaskRecord
+from .state import EmulatorState, Endpoint, Fault, TaskRead, TaskRecord
 from .validation import BadRequest, ImageRequest, pixel_dimensions, validate_image_request
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class EmulatorRuntime:
         return JSONResponse(task.result(), status_code=500 if task.failed else 200)
 
     async def tasks(self, request: Request) -> Response:
+        arrived = time.monotonic()
         state = self.state
         state.polls += 1
         token = self._note_token(request)
@@ -135,6 +136,7 @@ class EmulatorRuntime:
             task_id = body.get("id")
             if not isinstance(task_id, str) or not task_id:
                 return self._error(400, "bad_request", "id must be a non-empty string")
+            state.task_reads.append(TaskRead(arrived, token, (task_id,)))
             task = state.tasks.get(task_id)
             if task is None:
                 return self._error(404, "not_found", "task not found")
@@ -144,6 +146,7 @@ class EmulatorRuntime:
             ids = body.get("ids")
             if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
                 return self._error(400, "bad_request", "ids must be a list of task id strings")
+            state.task_reads.append(TaskRead(arrived, token, tuple(ids)))
             now = time.monotonic()
             items = [state.tasks[item].record(now) for item in ids if item in state.tasks]
             response = JSONResponse({"items": items, "count": len(items)})
