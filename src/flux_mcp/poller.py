@@ -164,16 +164,19 @@ class Watch:
 def round_time(watches: list[Watch]) -> float:
     """When the next request must go (inf: none is due; -inf: a look was asked for).
 
-    The earliest due look, or a little later when others fall due within MERGE_WINDOW of its pause.
+    At the earliest due look, or later when others fall due soon after: a due look waits for others at
+    most MERGE_WINDOW of its own pause, and never past its waiters' deadline margin.
     """
     if any(watch.forced for watch in watches):
         return -math.inf
     due = sorted((watch for watch in watches if watch.triggers()), key=lambda watch: watch.next_due)
-    if not due:
-        return math.inf
-    first = due[0]
-    end = min(first.next_due + MERGE_WINDOW * first.pause, max(first.deadlines))
-    return max(watch.next_due for watch in due if watch.next_due <= end)
+    send_at, latest = math.inf, math.inf
+    for watch in due:
+        if watch.next_due > latest:
+            break
+        send_at = watch.next_due
+        latest = min(latest, watch.next_due + MERGE_WINDOW * watch.pause, max(watch.deadlines))
+    return send_at
 
 
 def plan_requests(watches: list[Watch], now: float) -> list[list[Watch]]:

@@ -118,16 +118,16 @@ class EmulatorRuntime:
         return JSONResponse(task.result(), status_code=500 if task.failed else 200)
 
     async def tasks(self, request: Request) -> Response:
-        arrived = time.monotonic()
         state = self.state
         state.polls += 1
         token = self._note_token(request)
+        body = await _json_body(request)
+        state.task_reads.append(TaskRead.of(time.monotonic(), token, body))  # faulted ones too
         fault = await self._take_fault("tasks")
         if fault is not None and fault.kind not in ("drop_after", "fail_task"):
             return self._fault_response(fault)
         if (denied := self._check_auth(token)) is not None:
             return denied
-        body = await _json_body(request)
         if not isinstance(body, dict):
             return self._error(400, "bad_request", "request body must be a JSON object")
         action = body.get("action")
@@ -136,7 +136,6 @@ class EmulatorRuntime:
             task_id = body.get("id")
             if not isinstance(task_id, str) or not task_id:
                 return self._error(400, "bad_request", "id must be a non-empty string")
-            state.task_reads.append(TaskRead(arrived, token, (task_id,)))
             task = state.tasks.get(task_id)
             if task is None:
                 return self._error(404, "not_found", "task not found")
@@ -146,7 +145,6 @@ class EmulatorRuntime:
             ids = body.get("ids")
             if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
                 return self._error(400, "bad_request", "ids must be a list of task id strings")
-            state.task_reads.append(TaskRead(arrived, token, tuple(ids)))
             now = time.monotonic()
             items = [state.tasks[item].record(now) for item in ids if item in state.tasks]
             response = JSONResponse({"items": items, "count": len(items)})

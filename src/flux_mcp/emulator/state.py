@@ -64,11 +64,19 @@ class Fault:
 
 @dataclass(frozen=True)
 class TaskRead:
-    """One POST /flux/tasks as it arrived: when (monotonic), with which bearer token, for which ids."""
+    """One POST /flux/tasks as it arrived (answered or not): when (monotonic), token, action, ids."""
 
     at: float
     token: str | None
+    action: str | None
     ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, at: float, token: str | None, body: Any) -> TaskRead:
+        body = body if isinstance(body, dict) else {}
+        action = body.get("action") if isinstance(body.get("action"), str) else None
+        named = body.get("ids") if isinstance(body.get("ids"), list) else [body.get("id")]
+        return cls(at, token, action, tuple(item for item in named if isinstance(item, str)))
 
 
 @dataclass
