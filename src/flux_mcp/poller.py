@@ -7,18 +7,25 @@ loop runs only while it has something to watch, so an idle poller sends nothing 
 
 When it looks, and at what:
 - Each task keeps its own schedule (`PollSchedule`: a first look `first` s after the submit, then pauses
-  of 35% of its age, at most `cap`). Requests go out only when a task's own look is due, so a lone task
+  of 35% of its age, at most `cap`). A request goes out when a task's own look is due, so a lone task
   costs exactly what it cost when each call polled for itself, at the same moments.
 - Looks falling due close together share requests: when the earliest is due, the poller waits for the
-  others falling due within MERGE_WINDOW of that task's pause (a due look is at most 10% of its pause
+  others falling due within MERGE_WINDOW of their own pause (a due look is at most 10% of its pause
   late) and reads them together: `retrieve_batch` with at most MAX_BATCH ids (`retrieve` for one task).
 - A request with room left takes riders: other waiting tasks whose look is not due yet, the most
   overdue first (the largest share of their pause since they were last looked at), none looked at less
   than `first` s before. A ride is free and leaves the rider's own schedule where it was (a look taken
   early that moved the schedule would see a task finishing just after it one pause late); when a ride
   shows the task done, its waiters wake then.
-So a poller never sends more requests than its tasks' own schedules would, and a task waiting in
-company is looked at more often.
+- What sharing saves is spent on the same tasks: a due look that shared its request with d-1 others
+  cost its task 1/d of a request, and the rest is that task's savings. When no look is due, the poller
+  sends an extra request for the most overdue tasks that can pay an equal share of it from their
+  savings (riders that saved nothing fill it), none looked at less than `first` s before. So tasks
+  submitted together, whose looks fall due together, are looked at every `first` s instead of every
+  35% of their age.
+So no task ever costs more requests than its own schedule would (nor does the poller: a request's cost
+is always shared out in full), a lone task costs exactly that, and a task waiting in company is looked
+at more often.
 
 Rules kept from the calls that polled for themselves:
 - No look right before a call's deadline (the `get_task` that follows looks first thing): a task whose
@@ -67,6 +74,7 @@ TRANSIENT = (TransportError, ServerError, MalformedResponseError, RateLimitedErr
 NOT_FOUND_GRACE_SECONDS = 10.0
 # A look that is due waits at most this share of its task's pause for others falling due, to share a request.
 MERGE_WINDOW = 0.1
+EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,8 @@ class Watch:
         self.forced = False  # a look was asked for (a callback's wake-up)
         self.in_flight = False
         self.deadlines: list[float] = []  # per waiter: the last moment a look is worth sending for it
+        # Requests its own due looks did not cost because they shared them: spent on extra looks at it.
+        self.savings = 0.0
         self.poke: Callable[[], None] = lambda: None
 
     def look_soon(self) -> None:
@@ -124,13 +134,20 @@ class Watch:
 
     def triggers(self) -> bool:
         """Whether its own schedule may send a request: not when its every waiter is about to leave."""
-        return self.next_due < max(self.deadlines, default=-math.inf)
+        return self.next_due < self.look_until()
+
+    def look_until(self) -> float:
+        return max(self.deadlines, default=-math.inf)
 
     def due(self, now: float) -> bool:
         return self.forced or (self.triggers() and self.next_due <= now)
 
     def may_ride(self, now: float) -> bool:
-        return now - self.last_look >= self.schedule.first
+        return now >= self.rides_from()
+
+    def rides_from(self) -> float:
+        """The first moment it may be looked at again outside its own schedule."""
+        return self.last_look + self.schedule.first
 
     def overdue(self, now: float) -> float:
         """The share of its pause that has passed since its last look (1 = its own look is due)."""
@@ -161,12 +178,60 @@ class Watch:
         self.settled.set()
 
 
-def round_time(watches: list[Watch]) -> float:
-    """When the next request must go (inf: none is due; -inf: a look was asked for).
+def next_request_at(watches: list[Watch], now: float) -> float:
+    """When the next request must go (inf: nothing to send until something changes)."""
+    return min(_due_round_at(watches), _extra_round_at(watches, now))
 
-    At the earliest due look, or later when others fall due soon after: a due look waits for others at
-    most MERGE_WINDOW of its own pause, and never past its waiters' deadline margin.
+
+def plan_requests(watches: list[Watch], now: float) -> list[list[Watch]]:
+    """The requests to send at `now`, and who pays for them (`Watch.savings`).
+
+    Every due look (asked-for ones first), MAX_BATCH per request, the last request's room given to
+    riders, the most overdue first; its due looks share its cost, so each saves the rest of a request.
+    With no look due: one extra request, paid in equal shares by tasks that saved enough, when some
+    task has been waiting `first` s since its last look.
     """
+    due = sorted((w for w in watches if w.due(now)), key=lambda watch: (not watch.forced, watch.next_due))
+    if not due:
+        extra = extra_round(watches, now)
+        _pay_extra(extra)
+        return [extra] if extra else []
+    room = -len(due) % MAX_BATCH
+    waiting = (w for w in watches if not w.due(now) and w.may_ride(now))
+    chosen = due + sorted(waiting, key=lambda watch: watch.overdue(now), reverse=True)[:room]
+    requests = [chosen[start : start + MAX_BATCH] for start in range(0, len(chosen), MAX_BATCH)]
+    for request in requests:
+        sharing = [watch for watch in request if watch.due(now)]
+        for watch in sharing:
+            watch.savings += 1 - 1 / len(sharing)
+    return requests
+
+
+def extra_round(watches: list[Watch], now: float) -> list[Watch]:
+    """A request no due look needs: the most overdue tasks that can pay a share, filled with riders
+    that have saved nothing (and so pay nothing); [] when nobody can pay."""
+    ready = [w for w in watches if w.may_ride(now) and now < w.look_until()]
+    ready.sort(key=lambda watch: watch.overdue(now), reverse=True)
+    payers = [watch for watch in ready if watch.savings > EPSILON][:MAX_BATCH]
+    while payers and min(watch.savings for watch in payers) < 1 / len(payers) - EPSILON:
+        payers = [watch for watch in payers if watch.savings >= 1 / len(payers) - EPSILON]
+    if not payers:
+        return []
+    riders = [watch for watch in ready if watch.savings <= EPSILON]
+    return payers + riders[: MAX_BATCH - len(payers)]
+
+
+def _pay_extra(request: list[Watch]) -> None:
+    payers = [watch for watch in request if watch.savings > EPSILON]
+    for watch in payers:
+        left = watch.savings - 1 / len(payers)
+        watch.savings = left if left > EPSILON else 0.0
+
+
+def _due_round_at(watches: list[Watch]) -> float:
+    """At the earliest due look, or later when others fall due soon after: a due look waits for others at
+    most MERGE_WINDOW of its own pause, and never past its waiters' deadline margin; -inf when a look
+    was asked for."""
     if any(watch.forced for watch in watches):
         return -math.inf
     due = sorted((watch for watch in watches if watch.triggers()), key=lambda watch: watch.next_due)
@@ -175,19 +240,15 @@ def round_time(watches: list[Watch]) -> float:
         if watch.next_due > latest:
             break
         send_at = watch.next_due
-        latest = min(latest, watch.next_due + MERGE_WINDOW * watch.pause, max(watch.deadlines))
+        latest = min(latest, watch.next_due + MERGE_WINDOW * watch.pause, watch.look_until())
     return send_at
 
 
-def plan_requests(watches: list[Watch], now: float) -> list[list[Watch]]:
-    """The requests to send at `now`: every due look (asked-for ones first), MAX_BATCH per request,
-    and the last request's room given to riders, the most overdue first."""
-    due = sorted((w for w in watches if w.due(now)), key=lambda watch: (not watch.forced, watch.next_due))
-    room = -len(due) % MAX_BATCH
-    waiting = (w for w in watches if not w.due(now) and w.may_ride(now))
-    riders = sorted(waiting, key=lambda watch: watch.overdue(now), reverse=True)[:room]
-    chosen = due + riders
-    return [chosen[start : start + MAX_BATCH] for start in range(0, len(chosen), MAX_BATCH)]
+def _extra_round_at(watches: list[Watch], now: float) -> float:
+    if extra_round(watches, now):
+        return now
+    savers = (watch for watch in watches if watch.savings > EPSILON and watch.rides_from() > now)
+    return min((watch.rides_from() for watch in savers), default=math.inf)
 
 
 class Poller:
@@ -249,7 +310,7 @@ class Poller:
                 self._changed = anyio.Event()
                 now = anyio.current_time()
                 ready = [w for w in self._watches.values() if not (w.in_flight or w.settled.is_set())]
-                send_at = max(round_time(ready), self._hold_until)
+                send_at = max(next_request_at(ready, now), self._hold_until)
                 if send_at <= now:
                     for request in plan_requests(ready, now):
                         self._send(request, now)
