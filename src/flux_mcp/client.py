@@ -120,8 +120,10 @@ class Submission:
 def build_http_client(settings: Settings) -> httpx2.AsyncClient:
     """The one HTTP client a server shares across all calls: sized for hundreds of tasks at once."""
     timeout = httpx2.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds))
-    # The pool matches the request gate in FluxClient: httpcore's pool scans every connection for
-    # every queued request, so a pool much larger than the requests in flight costs quadratic time.
+    # The pool matches the request gate in FluxClient. httpcore2 assigns requests in O(N+M), but each
+    # request start and end still probes every idle pooled connection (`has_expired`, a socket poll):
+    # re-measured with httpx2 2.16, 200 calls at once take 1.75x the latency with the gate at 16 and
+    # 2.13x at 1024 (docs/benchmarks.md, measurement 2), so the gate and pool of 16 stay.
     limits = httpx2.Limits(
         max_connections=settings.max_concurrency,
         max_keepalive_connections=settings.max_concurrency,
