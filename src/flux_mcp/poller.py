@@ -76,7 +76,7 @@ TRANSIENT = (TransportError, ServerError, MalformedResponseError, RateLimitedErr
 NOT_FOUND_GRACE_SECONDS = 10.0
 # A look that is due waits at most this share of its task's pause for others falling due, to share a request.
 MERGE_WINDOW = 0.1
-EPSILON = 1e-9
+EPSILON = 1e-9  # savings below this are float residue, not savings
 
 
 @dataclass(frozen=True)
