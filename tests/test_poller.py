@@ -150,8 +150,7 @@ watch_states = st.lists(
 async def test_every_due_look_is_sent_and_riders_only_fill_the_room(
     states: list[tuple[float, float, bool, bool]],
 ) -> None:
-    """(next due, last look, asked for, leaving): the due looks all go (and those due within the merge
-    window), riders never add a request."""
+    """(next due, last look, asked for, leaving): the due looks all go, riders never add a request."""
     now = 0.0
     watches = []
     for index, (next_due, last_look, forced, leaving) in enumerate(states):
@@ -161,12 +160,12 @@ async def test_every_due_look_is_sent_and_riders_only_fill_the_room(
         watches.append(watch)
     requests = plan_requests(watches, now)
     chosen = [watch for request in requests for watch in request]
-    due = [watch for watch in watches if watch.due(now) or watch.due_soon(now)]
-    assert len(requests) == math.ceil(len(due) / MAX_BATCH)  # nobody has savings: no extra request
+    due = [watch for watch in watches if watch.due(now)]
+    assert len(requests) == math.ceil(len(due) / MAX_BATCH)
     assert all(len(request) <= MAX_BATCH for request in requests)
     assert len({id(watch) for watch in chosen}) == len(chosen)
     assert {id(watch) for watch in due} <= {id(watch) for watch in chosen}
-    riders = [watch for watch in chosen if not (watch.due(now) or watch.due_soon(now))]
+    riders = [watch for watch in chosen if not watch.due(now)]
     assert all(watch.may_ride(now) for watch in riders)
     assert not any(watch.next_due <= now and watch.triggers() for watch in riders)
 
@@ -181,19 +180,6 @@ async def test_a_ride_does_not_move_the_riders_own_schedule() -> None:
         watch.looked_at(11.0)
     assert old.next_due == 14.0 and old.last_look == 11.0
     assert young.next_due == 11.0 + SCHEDULE.pause(2.0)
-
-
-async def test_a_look_due_just_after_a_request_is_taken_early_and_moves_its_schedule() -> None:
-    young = watch_at("young", 0.0)  # due at 2.0; waits at most 0.2 s for others
-    old = watch_at("old", -4.5, age=20.0)  # pause 7 s: due at 2.5, within 10% of its pause after 2.0
-    later = watch_at("later", -1.0, age=20.0)  # due at 6.0: only a rider
-    assert next_request_at([young, old, later], 0.0) == pytest.approx(2.0)
-    (request,) = plan_requests([young, old, later], 2.0)
-    assert [watch.task_id for watch in request] == ["young", "old", "later"]
-    for watch in request:
-        watch.looked_at(2.0)
-    assert old.next_due == pytest.approx(2.0 + SCHEDULE.pause(26.5)) and later.next_due == 6.0
-    assert young.savings == old.savings == 0.5 and later.savings == 0.0  # the rider paid nothing
 
 
 async def test_looks_due_close_together_wait_for_each_other_but_not_past_a_deadline() -> None:

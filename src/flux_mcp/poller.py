@@ -11,9 +11,7 @@ When it looks, and at what:
   costs exactly what it cost when each call polled for itself, at the same moments.
 - Looks falling due close together share requests: when the earliest is due, the poller waits for the
   others falling due within MERGE_WINDOW of their own pause (a due look is at most 10% of its pause
-  late), takes along those falling due within MERGE_WINDOW after that (at most 10% early, and never
-  before a task's first look, so a job that ends right at it is still seen by it), and reads them
-  together: `retrieve_batch` with at most MAX_BATCH ids (`retrieve` for one task).
+  late) and reads them together: `retrieve_batch` with at most MAX_BATCH ids (`retrieve` for one task).
 - A request with room left takes riders: other waiting tasks whose look is not due yet, the most
   overdue first (the largest share of their pause since they were last looked at), none looked at less
   than `first` s before. A ride is free and leaves the rider's own schedule where it was (a look taken
@@ -144,13 +142,6 @@ class Watch:
     def due(self, now: float) -> bool:
         return self.forced or (self.triggers() and self.next_due <= now)
 
-    def due_soon(self, now: float) -> bool:
-        """Its own look falls due within MERGE_WINDOW of its pause: taken now, it shares a request."""
-        return self.triggers() and self._own_look_at(now) and self.may_ride(now)
-
-    def _own_look_at(self, now: float) -> bool:
-        return self.next_due - MERGE_WINDOW * self.pause <= now
-
     def may_ride(self, now: float) -> bool:
         return now >= self.rides_from()
 
@@ -163,8 +154,8 @@ class Watch:
         return (now - self.last_look) / self.pause
 
     def looked_at(self, now: float) -> None:
-        """A look is on its way: its own schedule moves on only if this was its own (due or due soon) look."""
-        if self.triggers() and self._own_look_at(now):
+        """A look is on its way: its own schedule moves on only if this was its own due look."""
+        if self.triggers() and self.next_due <= now:
             self.pause = self.schedule.pause(now - self.born)
             self.next_due = now + self.pause
         self.last_look = now
@@ -200,19 +191,17 @@ def plan_requests(watches: list[Watch], now: float) -> list[list[Watch]]:
     With no look due: one extra request, paid in equal shares by tasks that saved enough, when some
     task has been waiting `first` s since its last look.
     """
-    due = [watch for watch in watches if watch.due(now) or watch.due_soon(now)]
-    due.sort(key=lambda watch: (not watch.forced, watch.next_due))
+    due = sorted((w for w in watches if w.due(now)), key=lambda watch: (not watch.forced, watch.next_due))
     if not due:
         extra = extra_round(watches, now)
         _pay_extra(extra)
         return [extra] if extra else []
     room = -len(due) % MAX_BATCH
-    sharing_ids = {id(watch) for watch in due}
-    waiting = (w for w in watches if id(w) not in sharing_ids and w.may_ride(now))
+    waiting = (w for w in watches if not w.due(now) and w.may_ride(now))
     chosen = due + sorted(waiting, key=lambda watch: watch.overdue(now), reverse=True)[:room]
     requests = [chosen[start : start + MAX_BATCH] for start in range(0, len(chosen), MAX_BATCH)]
     for request in requests:
-        sharing = [watch for watch in request if id(watch) in sharing_ids]
+        sharing = [watch for watch in request if watch.due(now)]
         for watch in sharing:
             watch.savings += 1 - 1 / len(sharing)
     return requests
