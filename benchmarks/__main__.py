@@ -15,11 +15,11 @@ from typing import Any
 
 import anyio
 
-from benchmarks import coldstart, concurrency, memory, overhead, payload, replicas, report, turns
+from benchmarks import coldstart, concurrency, memory, overhead, payload, poller, replicas, report, turns
 from benchmarks import vendor as vendor_server
 from benchmarks.common import FULL, QUICK, Profile
 
-SECTIONS = ("overhead", "concurrency", "turns", "payload", "cold_start", "memory", "replicas")
+SECTIONS = ("overhead", "concurrency", "turns", "payload", "cold_start", "memory", "poller", "replicas")
 RowsFn = Callable[[dict[str, Any]], tuple[list[report.Row], dict[str, Any]]]
 
 
@@ -77,6 +77,7 @@ async def run_all(profile: Profile, vs_vendor: bool, only: set[str]) -> Outcome:
         ("payload", lambda: payload.measure(vendor), report.payload_rows),
         ("cold_start", lambda: coldstart.measure(profile, vendor), report.cold_start_rows),
         ("memory", lambda: memory.measure(profile), report.memory_rows),
+        ("poller", lambda: poller.measure(profile), report.poller_rows),
         ("replicas", lambda: replicas.measure(profile), replicas.rows),
     ]
     for name, measure, rows_of in plan:

@@ -41,6 +41,9 @@ class Profile:
     cold_starts: int
     memory_tasks: int
     memory_latency: float
+    poller_tasks: int
+    poller_scale: float
+    poller_stream_tasks: int
 
 
 FULL = Profile(
@@ -57,6 +60,9 @@ FULL = Profile(
     cold_starts=10,
     memory_tasks=200,
     memory_latency=5.0,
+    poller_tasks=200,
+    poller_scale=1 / 5,
+    poller_stream_tasks=24,
 )
 QUICK = Profile(
     quick=True,
@@ -72,6 +78,9 @@ QUICK = Profile(
     cold_starts=3,
     memory_tasks=100,
     memory_latency=1.5,
+    poller_tasks=50,
+    poller_scale=1 / 10,
+    poller_stream_tasks=12,
 )
 
 

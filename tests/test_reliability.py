@@ -327,11 +327,16 @@ async def test_upstream_requests_in_flight_never_exceed_max_concurrency(tmp_path
     async def images(request: Request) -> Response:
         return await slowly(JSONResponse({"task_id": (await request.json())["prompt"]}))
 
+    def record(base_url: str, task_id: str) -> dict[str, Any]:
+        data = [{"image_url": f"{base_url.rstrip('/')}/img/{task_id}.png", "seed": 1}]
+        return {"id": task_id, "finished_at": "x", "response": {"success": True, "data": data}}
+
     async def tasks(request: Request) -> Response:
-        task_id = (await request.json())["id"]
-        data = [{"image_url": f"{str(request.base_url).rstrip('/')}/img/{task_id}.png", "seed": 1}]
-        record = {"id": task_id, "finished_at": "x", "response": {"success": True, "data": data}}
-        return await slowly(JSONResponse(record))
+        body = await request.json()
+        if body["action"] == "retrieve_batch":  # the poller reads waiting tasks together
+            items = [record(str(request.base_url), task_id) for task_id in body["ids"]]
+            return await slowly(JSONResponse({"items": items, "count": len(items)}))
+        return await slowly(JSONResponse(record(str(request.base_url), body["id"])))
 
     async def image(request: Request) -> Response:
         return await slowly(Response(png, media_type="image/png"))

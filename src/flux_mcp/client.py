@@ -22,6 +22,7 @@ retried after any transient failure. No error message ever contains the token.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -165,8 +166,10 @@ def http_timeout(settings: Settings) -> httpx2.Timeout:
 
 
 def http_limits(settings: Settings) -> httpx2.Limits:
-    # The pool matches the request gate in FluxClient: httpcore's pool scans every connection for
-    # every queued request, so a pool much larger than the requests in flight costs quadratic time.
+    # The pool matches the request gate in FluxClient. httpcore2 assigns requests in O(N+M), but each
+    # request start and end still probes every idle pooled connection (`has_expired`, a socket poll):
+    # re-measured with httpx2 2.16, 200 calls at once take 1.75x the latency with the gate at 16 and
+    # 2.13x at 1024 (docs/benchmarks.md, measurement 2), so the gate and pool of 16 stay.
     return httpx2.Limits(
         max_connections=settings.max_concurrency,
         max_keepalive_connections=settings.max_concurrency,
@@ -245,6 +248,10 @@ class FluxClient:
         retry = RetryPolicy(max_retries=settings.max_retries, max_delay=settings.retry_max_seconds)
         return cls(http, settings.api_base_url, token, retry=retry, gate=gate)
 
+    def token_key(self) -> str:
+        """A name for this client's upstream and token that reveals neither: who may share a request."""
+        return hashlib.sha256(f"{self._base_url}\n{self._token or ''}".encode()).hexdigest()
+
     async def submit(
         self, request: ImageRequest | VideoRequest, *, callback_url: str | None = None
     ) -> Submission:
@@ -264,7 +271,7 @@ class FluxClient:
 
     async def retrieve(self, task_id: str) -> TaskSnapshot:
         body = {"action": "retrieve", "id": task_id}
-        unknown = f"No task with id {task_id!r} is known to the Flux API; check the id."
+        unknown = unknown_task_message(task_id)
         try:
             data = await self._with_retries(lambda: self._post("/flux/tasks", body), retry_ambiguous=True)
         except TaskNotFoundError as exc:
@@ -472,6 +479,10 @@ def scrub_snapshot(snapshot: TaskSnapshot, secrets: list[str]) -> TaskSnapshot:
         error = TaskError(code=scrub(error.code, secrets), message=scrub(error.message, secrets))
     trace_id = scrub(snapshot.trace_id, secrets) or None if snapshot.trace_id else None
     return replace(snapshot, error=error, trace_id=trace_id)
+
+
+def unknown_task_message(task_id: str) -> str:
+    return f"No task with id {task_id!r} is known to the Flux API; check the id."
 
 
 def may_have_been_accepted(exc: FluxError) -> bool:

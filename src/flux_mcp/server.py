@@ -110,11 +110,12 @@ from flux_mcp.models import (
     explain_validation_error,
     parse_cost,
 )
+from flux_mcp.poller import Pollers, PollSchedule, running_pollers
 from flux_mcp.roots import client_roots, keyframe_roots, root_folders
 from flux_mcp.schemas import portable_schema
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry, HistoryUnavailableError, person_owner
-from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, PollSchedule, ago
+from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, ago
 from flux_mcp.ui import GALLERY_URI, gallery_html
 from flux_mcp.uploads import ImageSources, InputPolicy, UploadFailedError
 from flux_mcp.video_files import NO_POSTER, KeptVideo, VideoKeeper, poster_available
@@ -225,8 +226,12 @@ def build_server(
             if probe is not None:
                 probe.history = history
             try:
-                async with build_http_client(settings) as http, build_download_client(settings) as downloads:
-                    yield _app_state(settings, http, history, callbacks, stop, downloads=downloads)
+                async with (
+                    build_http_client(settings) as http,
+                    build_download_client(settings) as downloads,
+                    running_pollers() as pollers,
+                ):
+                    yield _app_state(settings, http, history, callbacks, stop, pollers, downloads=downloads)
             finally:
                 if probe is not None:
                     probe.history = None
@@ -305,6 +310,7 @@ def _app_state(
     history: History,
     callbacks: CallbackHub | None,
     stop: anyio.Event | None,
+    pollers: Pollers,
     *,
     downloads: httpx2.AsyncClient,
 ) -> AppState:
@@ -317,6 +323,7 @@ def _app_state(
             client,
             max_wait=settings.wait_seconds,
             schedule=schedule,
+            pollers=pollers,
             history=history,
             owner=owner,
             callbacks=callbacks,

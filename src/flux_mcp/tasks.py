@@ -1,12 +1,14 @@
-"""Waiting for Flux tasks: submit asynchronously, poll with backoff, report progress, stop on budget.
+"""Waiting for Flux tasks: submit asynchronously, wait for the poller, report progress, stop on budget.
 
 A tool call never blocks blindly and never polls in the chat. `ImageJobs.run` submits with
-`async: true`, then waits on the server: it looks at the task after ~2 s, then at intervals of
-35% of the task's age (at most FLUX_MCP_POLL_MAX_SECONDS; get_task carries on from the task's
-age), sends progress at least every 5 s, and returns the moment the images exist. When the
+`async: true`, then waits on the server: the poller of its token (`flux_mcp.poller`) looks at the
+task after ~2 s, then at intervals of 35% of the task's age (at most FLUX_MCP_POLL_MAX_SECONDS;
+get_task carries on from the task's age), together with the token's other waiting tasks, and wakes
+the call the moment the images exist; the call sends progress at least every 5 s. When the
 call's budget runs out it returns a normal `pending` result
 with the task id; `ImageJobs.resume` (the `get_task` tool) waits the same way. Cancelling a
-call stops the waiting, never the task: the upstream keeps it and `get_task` still finds it.
+call stops its waiting, never the task nor other calls waiting on it: the upstream keeps it and
+`get_task` still finds it.
 
 A retry never pays twice. Clients time tool calls out on their own clock (openai-agents and google-adk
 after 5 s by default) while the job goes on upstream, and a model that is told "error, try again"
@@ -31,11 +33,11 @@ caller still gets its task id.
 
 A callback is a wake-up, never a result: whoever learns a callback URL (in pass-through mode, any
 user who reads their own task record upstream) can POST anything to it. The woken call re-reads the
-task from the upstream with its own token and uses only that answer; a re-read that still says
-pending (an early or forged callback) is tried once more, then the call waits on the fallback
-schedule. Wake-ups cost at most one re-read per slot every WAKEUP_MIN_INTERVAL seconds, however many
-arrive. Whatever the upstream (or anyone) sends, a result carries at most the images its request
-asked for.
+task from the upstream with its own token (a look its poller makes at once) and uses only that
+answer; a re-read that still says pending (an early or forged callback) is tried once more, then the
+call waits on the fallback schedule. Wake-ups cost at most one re-read per slot every
+WAKEUP_MIN_INTERVAL seconds, however many arrive. Whatever the upstream (or anyone) sends, a result
+carries at most the images its request asked for.
 """
 
 from __future__ import annotations
@@ -53,17 +55,7 @@ from typing import Any
 
 import anyio
 
-from flux_mcp.client import (
-    FluxClient,
-    FluxError,
-    MalformedResponseError,
-    RateLimitedError,
-    ServerError,
-    Submission,
-    TaskNotFoundError,
-    TransportError,
-    may_have_been_accepted,
-)
+from flux_mcp.client import FluxClient, FluxError, Submission, TaskNotFoundError, may_have_been_accepted
 from flux_mcp.models import (
     ImageRequest,
     TaskBatchResult,
@@ -72,15 +64,13 @@ from flux_mcp.models import (
     TaskStatus,
     images_asked,
 )
+from flux_mcp.poller import NOT_FOUND_GRACE_SECONDS, TRANSIENT, Pollers, PollSchedule, Watch
 from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry, HistoryUnavailableError
 from flux_mcp.videos import MAX_VIDEOS, VideoRequest, is_video_request
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], Awaitable[None]]
-TRANSIENT = (TransportError, ServerError, MalformedResponseError, RateLimitedError)
-# Right after a submit the task store may not show the task yet; until then "not found" is not final.
-NOT_FOUND_GRACE_SECONDS = 10.0
 # An identical call is continued only if it was submitted within this horizon; older ones are re-runs.
 ATTACH_HORIZON_SECONDS = 24 * 3600.0
 # How long a submission may take (every attempt's HTTP timeout and the pauses between), when the
@@ -103,23 +93,6 @@ class JobTicket:
 
     # The answer tells its caller that this history row's submission may have been billed.
     undecided_row: int | None = None
-
-
-@dataclass(frozen=True)
-class PollSchedule:
-    """Pauses between looks at a task: a fraction of the task's age.
-
-    A finished task is seen at most ~35% of its age late, while a 2-minute job costs ~15 looks instead
-    of ~30 with a fixed 5 s cap (docs/benchmarks.md, measurement 3).
-    """
-
-    first: float = 2.0
-    fraction: float = 0.35
-    cap: float = 15.0
-
-    def pause(self, age: float) -> float:
-        """The pause before the next look at a task submitted `age` seconds ago."""
-        return min(max(age * self.fraction, self.first), self.cap)
 
 
 # With callbacks, polling is only the fallback for a callback that never comes.
@@ -270,11 +243,14 @@ def _names_another_task(payload: dict[str, Any], task_id: str | None) -> bool:
 
 
 class TaskWaiter:
-    """Waits for one task until it finishes or the budget runs out: woken by callbacks, or by polling."""
+    """Waits for one task until it finishes or the budget runs out: woken by its token's poller."""
 
-    def __init__(self, client: FluxClient, schedule: PollSchedule, stop: anyio.Event | None = None) -> None:
+    def __init__(
+        self, client: FluxClient, schedule: PollSchedule, pollers: Pollers, stop: anyio.Event | None = None
+    ) -> None:
         self._client = client
         self._schedule = schedule
+        self._pollers = pollers
         self._stop = stop
 
     async def wait(
@@ -291,63 +267,51 @@ class TaskWaiter:
         """The task as the upstream last showed it; `wakeups_seen`: the slot's wake-ups already answered."""
         started = anyio.current_time()
         deadline = started + budget
-        margin = min(DEADLINE_MARGIN_SECONDS, budget / 10)
+        # No look at (or just before) the deadline: the get_task that follows looks first thing,
+        # so it would be a double.
+        look_until = deadline - min(DEADLINE_MARGIN_SECONDS, budget / 10)
         schedule = CALLBACK_FALLBACK if slot is not None else self._schedule
-        next_look = started + schedule.pause(age)
-        last = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING)
+        pending = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING)
         retried = False
-        while True:
-            now = anyio.current_time()
-            if now >= deadline or self._stopping():
-                return last
-            await self._pause(min(next_look, deadline, now + HEARTBEAT_SECONDS), slot, wakeups_seen)
-            if self._stopping():
-                logger.info("shutting down: task %s is returned as pending", task_id)
-                return last
-            now = anyio.current_time()
-            elapsed = now - started
-            if slot is not None and now < deadline and _wakeup_due(slot, wakeups_seen, now):
-                # The first wake-up is read twice, WAKEUP_MIN_INTERVAL apart, should the first re-read
-                # say pending: the upstream may call back just before its task record shows the result.
-                wakeups_seen = slot.wakeups if retried else slot.wakeups - 1
-                slot.last_reread, retried = now, True
-                last = await self._look(task_id, last, just_submitted=just_submitted, elapsed=elapsed)
-                if last.status is not TaskStatus.PENDING:
-                    return last
-            # No look at (or just before) the deadline: the get_task that follows looks first thing,
-            # so it would be a double.
-            elif now >= next_look and deadline - now > margin:
-                last = await self._look(task_id, last, just_submitted=just_submitted, elapsed=elapsed)
-                if last.status is not TaskStatus.PENDING:
-                    return last
-                next_look = now + schedule.pause(age + elapsed)
-            await progress(elapsed, f"Generating… {elapsed:.0f} s elapsed (task {task_id})")
+        with self._pollers.watching(
+            self._client,
+            task_id,
+            schedule=schedule,
+            age=age,
+            just_submitted=just_submitted,
+            look_until=look_until,
+        ) as watch:
+            while True:
+                if watch.settled.is_set():
+                    return watch.outcome()
+                if self._stopping():
+                    logger.info("shutting down: task %s is returned as pending", task_id)
+                    return watch.snapshot or pending
+                now = anyio.current_time()
+                if now >= deadline:
+                    return watch.snapshot or pending
+                if slot is not None and _wakeup_due(slot, wakeups_seen, now):
+                    # The first wake-up is read twice, WAKEUP_MIN_INTERVAL apart, should the first re-read
+                    # say pending: the upstream may call back just before its task record shows the result.
+                    wakeups_seen = slot.wakeups if retried else slot.wakeups - 1
+                    slot.last_reread, retried = now, True
+                    watch.look_soon()
+                await self._pause(min(deadline, now + HEARTBEAT_SECONDS), watch, slot, wakeups_seen)
+                if not (watch.settled.is_set() or self._stopping()):
+                    elapsed = anyio.current_time() - started
+                    await progress(elapsed, f"Generating… {elapsed:.0f} s elapsed (task {task_id})")
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
 
-    async def _pause(self, moment: float, slot: CallbackSlot | None, wakeups_seen: int) -> None:
-        """Sleep until `moment`, a wake-up that may be acted on, or shutdown, whichever is first."""
-        events = [self._stop] if self._stop is not None else []
+    async def _pause(self, moment: float, watch: Watch, slot: CallbackSlot | None, wakeups_seen: int) -> None:
+        """Sleep until `moment`, a look at the task, a wake-up that may be acted on, or shutdown."""
+        events = [watch.next_look()] + ([self._stop] if self._stop is not None else [])
         if slot is not None and slot.wakeups > wakeups_seen:
             moment = min(moment, slot.last_reread + WAKEUP_MIN_INTERVAL)  # a wake-up waiting its turn
         elif slot is not None:
             events.append(slot.next_wakeup())
         await _sleep_until(moment, events)
-
-    async def _look(
-        self, task_id: str, last: TaskSnapshot, *, just_submitted: bool, elapsed: float
-    ) -> TaskSnapshot:
-        try:
-            return await self._client.retrieve(task_id)
-        except TaskNotFoundError:
-            if not just_submitted or elapsed > NOT_FOUND_GRACE_SECONDS:
-                raise
-            logger.debug("task %s not visible yet", task_id)
-        except TRANSIENT as exc:
-            # The task exists upstream; a failed look is no reason to give it up.
-            logger.warning("could not check task %s: %s", task_id, exc.message)
-        return last
 
 
 def _wakeup_due(slot: CallbackSlot, wakeups_seen: int, now: float) -> bool:
@@ -382,6 +346,7 @@ class ImageJobs:
         *,
         max_wait: float,
         schedule: PollSchedule,
+        pollers: Pollers,
         history: History | None = None,
         owner: str = "",
         callbacks: CallbackHub | None = None,
@@ -390,7 +355,7 @@ class ImageJobs:
     ) -> None:
         self._client = client
         self._max_wait = max_wait
-        self._waiter = TaskWaiter(client, schedule, stop)
+        self._waiter = TaskWaiter(client, schedule, pollers, stop)
         self._history = history
         self._owner = owner
         self._callbacks = callbacks

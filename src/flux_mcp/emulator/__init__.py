@@ -6,7 +6,7 @@ It plays the third-party upstream, so it imports nothing else from flux_mcp.
 from .app import create_app
 from .journal import TaskJournal
 from .runner import RunningEmulator, run_emulator_forever, serve_asgi, serve_emulator
-from .state import EmulatorConfig, EmulatorState, Fault, FaultKind, TaskRecord
+from .state import EmulatorConfig, EmulatorState, Fault, FaultKind, TaskRead, TaskRecord
 
 __all__ = [
     "EmulatorConfig",
@@ -15,6 +15,7 @@ __all__ = [
     "FaultKind",
     "RunningEmulator",
     "TaskJournal",
+    "TaskRead",
     "TaskRecord",
     "create_app",
     "run_emulator_forever",

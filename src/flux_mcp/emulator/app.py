@@ -28,7 +28,7 @@ from .platform import (
     platform_routes,
     render_edit_png,
 )
-from .state import EmulatorState, Endpoint, Fault, TaskRecord
+from .state import EmulatorState, Endpoint, Fault, TaskRead, TaskRecord
 from .validation import BadRequest, ImageRequest, pixel_dimensions, validate_image_request
 from .videos import ACTIONS_UNAVAILABLE, VideoJob, render_mp4, validate_video_request, video_shape
 
@@ -177,12 +177,13 @@ class EmulatorRuntime:
         state = self.state
         state.polls += 1
         token = self._note_token(request)
+        body = await _json_body(request)
+        state.task_reads.append(TaskRead.of(time.monotonic(), token, body))  # faulted ones too
         fault = await self._take_fault("tasks")
         if fault is not None and fault.kind not in ("drop_after", "fail_task"):
             return self._fault_response(fault)
         if (denied := self._check_auth(token)) is not None:
             return denied
-        body = await _json_body(request)
         if not isinstance(body, dict):
             return self._error(400, "bad_request", "request body must be a JSON object")
         action = body.get("action")

@@ -36,6 +36,7 @@ Endpoint = Literal["images", "videos", "tasks", "files", "uploads", "application
 TaskState = Literal["running", "succeeded", "failed"]
 
 RANDOM_FAULT_KINDS: tuple[FaultKind, ...] = ("429", "500", "503", "drop_before", "drop_after")
+TASK_READS_KEPT = 10_000  # the most recent POST /flux/tasks requests kept in `task_reads`
 FAILURE_MESSAGE = "content generation failed (emulated)"
 EMULATED_API_ID = "c5f6d0a2-3d0f-4b7e-9a51-0e1f1a3f7c11"
 EMULATED_APPLICATION_ID = "5b2f8a4e-8c1d-4e36-b0a4-6f0c9a1d2e33"
@@ -75,6 +76,23 @@ class VideoShape:
     height: int
     fps: int
     draft: bool = False
+
+
+@dataclass(frozen=True)
+class TaskRead:
+    """One POST /flux/tasks as it arrived (answered or not): when (monotonic), token, action, ids."""
+
+    at: float
+    token: str | None
+    action: str | None
+    ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, at: float, token: str | None, body: Any) -> TaskRead:
+        body = body if isinstance(body, dict) else {}
+        action = body.get("action") if isinstance(body.get("action"), str) else None
+        named = body.get("ids") if isinstance(body.get("ids"), list) else [body.get("id")]
+        return cls(at, token, action, tuple(item for item in named if isinstance(item, str)))
 
 
 @dataclass
@@ -205,6 +223,7 @@ class EmulatorState:
     batch_polls: int = 0
     file_downloads: int = 0
     tokens_seen: list[str] = field(default_factory=list)
+    task_reads: deque[TaskRead] = field(default_factory=lambda: deque(maxlen=TASK_READS_KEPT))
     callbacks_sent: int = 0
     callback_failures: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -235,6 +254,7 @@ class EmulatorState:
         self.submissions = self.accepted = self.polls = self.batch_polls = self.video_submissions = 0
         self.file_downloads = self.callbacks_sent = self.callback_failures = 0
         self.tokens_seen.clear()
+        self.task_reads.clear()
         self.rejected.clear()
         self.faults_applied.clear()
         self.platform.reset()
