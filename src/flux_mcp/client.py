@@ -210,6 +210,13 @@ class RetryPolicy:
         return min(backoff * (0.5 + jitter), self.max_delay)
 
 
+def _token_and_retry(settings: Settings, token: str | None) -> tuple[str | None, RetryPolicy]:
+    """The token a client of these settings pays with (a caller's, else the server's) and its retries."""
+    if token is None and settings.api_token is not None:
+        token = settings.api_token.get_secret_value()
+    return token, RetryPolicy(max_retries=settings.max_retries, max_delay=settings.retry_max_seconds)
+
+
 class FluxClient:
     """Calls the Flux API with one token over a shared `httpx2.AsyncClient`."""
 
@@ -243,9 +250,7 @@ class FluxClient:
         token: str | None = None,
     ) -> FluxClient:
         """A client for these settings; `gate` is shared by every client of one server."""
-        if token is None and settings.api_token is not None:
-            token = settings.api_token.get_secret_value()
-        retry = RetryPolicy(max_retries=settings.max_retries, max_delay=settings.retry_max_seconds)
+        token, retry = _token_and_retry(settings, token)
         return cls(http, settings.api_base_url, token, retry=retry, gate=gate)
 
     def token_key(self) -> str:
@@ -579,9 +584,8 @@ class PlatformClient:
         gate: anyio.CapacityLimiter,
         token: str | None = None,
     ) -> PlatformClient:
-        if token is None and settings.api_token is not None:
-            token = settings.api_token.get_secret_value()
-        retry = RetryPolicy(max_retries=settings.max_retries, max_delay=settings.retry_max_seconds)
+        """A platform client for these settings, with the same token and retry rules as the API's."""
+        token, retry = _token_and_retry(settings, token)
         return cls(http, settings.platform_base_url, token, retry=retry, gate=gate)
 
     async def upload(self, data: bytes, filename: str, mime_type: str) -> str:
