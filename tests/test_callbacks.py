@@ -30,13 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from flux_mcp.callbacks import WAKEUP_MIN_INTERVAL
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.emulator.images import render_png
 from flux_mcp.http import build_http_app
 from flux_mcp.models import MAX_COUNT
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
-from flux_mcp.tasks import WAKEUP_MIN_INTERVAL
 
 from .conftest import make_settings
 from .test_http import free_port, mcp_client

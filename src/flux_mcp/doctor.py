@@ -24,19 +24,17 @@ import anyio
 from pydantic import ValidationError
 
 from flux_mcp import __version__
-from flux_mcp.client import (
+from flux_mcp.client import FluxClient, RetryPolicy, build_http_client
+from flux_mcp.errors import (
     AuthenticationError,
-    FluxClient,
     FluxError,
     MalformedResponseError,
     NotSentError,
     RateLimitedError,
     RequestRejectedError,
     ResponseLostError,
-    RetryPolicy,
     ServerError,
     TaskNotFoundError,
-    build_http_client,
 )
 from flux_mcp.settings import DEFAULT_BASE_URL, Settings
 from flux_mcp.store import History, HistoryUnavailableError, make_private_folder
