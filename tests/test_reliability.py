@@ -856,6 +856,11 @@ HTML_PAGE = "<html><head><title>502</title></head><body><h1>502 Bad Gateway</h1>
         (JSONResponse({"error": "x" * 100_000}, 400), RequestRejectedError, "…"),
         (Response(status_code=503), ServerError, "HTTP 503"),  # without Retry-After: may have been taken
         (PlainTextResponse("gateway timeout", 504), ServerError, "gateway timeout"),
+        (
+            Response(b"<h1>down</h1>", 502, headers={"content-type": "text/html; charset=no-such-codec"}),
+            ServerError,
+            "HTTP 502: down",
+        ),
     ],
 )
 async def test_odd_submit_answers_are_clear_errors_and_never_resubmitted(

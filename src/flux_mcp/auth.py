@@ -184,11 +184,9 @@ class PassThroughVerifier:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         # Its own small client: lookups of made-up tokens never take connections from real calls.
-        probe_settings = self._settings.model_copy(
-            update={
-                "max_concurrency": PROBE_CONCURRENCY,
-                "http_timeout_seconds": min(self._settings.http_timeout_seconds, PROBE_TIMEOUT_SECONDS),
-            }
+        probe_settings = self._settings.with_changes(
+            max_concurrency=PROBE_CONCURRENCY,
+            http_timeout_seconds=min(self._settings.http_timeout_seconds, PROBE_TIMEOUT_SECONDS),
         )
         async with build_http_client(probe_settings) as http:
             self._http = http

@@ -180,8 +180,8 @@ async def check_upstream(ctx: DoctorContext) -> CheckResult:
     fix_url = f"check your network, proxy (HTTPS_PROXY) and firewall; ACEDATACLOUD_API_BASE_URL is {base}" + (
         "" if base == DEFAULT_BASE_URL else f" (the default is {DEFAULT_BASE_URL})"
     )
-    probe = settings.model_copy(
-        update={"http_timeout_seconds": min(settings.http_timeout_seconds, PROBE_TIMEOUT_SECONDS)}
+    probe = settings.with_changes(
+        http_timeout_seconds=min(settings.http_timeout_seconds, PROBE_TIMEOUT_SECONDS)
     )
     started = time.monotonic()
     try:
