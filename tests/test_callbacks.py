@@ -30,13 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from flux_mcp.callbacks import CALLBACK_TTL_SECONDS, WAKEUP_MIN_INTERVAL, CallbackHub
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.emulator.images import render_png
 from flux_mcp.http import build_http_app
 from flux_mcp.models import MAX_COUNT
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
-from flux_mcp.tasks import WAKEUP_MIN_INTERVAL
 
 from .conftest import make_settings
 from .test_http import free_port, mcp_client
@@ -69,6 +69,7 @@ async def callback_service(emulator: RunningEmulator, tmp_path: Path, token: str
         public_url=f"http://127.0.0.1:{port}",
         db=tmp_path / "history.db",
         output_dir=tmp_path / "images",
+        save=True,  # so that the secret scans also read the saved images and their sidecars
     )
     gate: Any = build_http_app(settings)
     async with gate.app.router.lifespan_context(gate.app), serve_asgi(gate, port=port) as base_url:
@@ -450,3 +451,37 @@ async def test_a_result_never_carries_more_images_than_asked(
     assert len(structured(result)["images"]) == kept, text(result)
     assert upstream.downloads <= kept
     assert [len(task["images"]) for task in batch["tasks"]] == [MAX_COUNT, MAX_COUNT]
+
+
+# --- slots expire on their own --------------------------------------------------------------------------
+
+
+async def test_an_expired_callback_slot_is_refused_and_forgotten_without_another_slot_opening() -> None:
+    now = 1000.0
+    hub = CallbackHub("https://flux.example", key=b"k" * 32, clock=lambda: now)
+    slot = hub.open()
+    hub.bind(slot, "task-1")
+    secret = slot.url.rsplit("/", 1)[1]
+    slot_id = secret.split(".")[0]
+    assert hub.knows(secret) and hub.for_task("task-1") is slot
+
+    now += CALLBACK_TTL_SECONDS + 1  # a quiet server: nothing opens a slot in between
+    assert not hub.knows(secret)
+    assert hub.deliver(secret, {"task_id": "task-1"}) is None
+    assert not await hub.receive(secret, {"task_id": "task-1"})
+    hub.relayed(f"{slot_id} task-1")
+    assert slot.wakeups == 0 and hub.for_task("task-1") is None
+
+
+async def test_a_slot_younger_than_its_time_still_wakes_its_calls() -> None:
+    now = 0.0
+    hub = CallbackHub("https://flux.example", key=b"k" * 32, clock=lambda: now)
+    old = hub.open()
+    now += CALLBACK_TTL_SECONDS / 2
+    young = hub.open()
+    hub.bind(old, "task-old")
+    hub.bind(young, "task-young")
+    now += CALLBACK_TTL_SECONDS / 2 + 1  # past the first slot's time, not the second's
+    assert hub.for_task("task-old") is None and hub.for_task("task-young") is young
+    assert hub.deliver(young.url.rsplit("/", 1)[1], {"task_id": "task-young"}) is young
+    assert young.wakeups == 1 and old.wakeups == 0

@@ -168,6 +168,25 @@ def test_settings_errors_name_env_variables() -> None:
     assert "FLUX_MCP_WAIT_SECONDS" in describe_settings_error(info.value)
 
 
+def test_settings_changed_in_code_are_validated_like_the_environment() -> None:
+    settings = Settings(ACEDATACLOUD_API_TOKEN="sk-kept-0123456789", callback_key="k" * 32)
+    with pytest.raises(ValidationError, match=r"port\n.*less than or equal to 65535"):
+        settings.with_changes(port=99999)
+    with pytest.raises(ValueError, match="no such setting: prot"):
+        settings.with_changes(prot=8001)
+    changed = settings.with_changes(port=8001, db="postgresql://flux@db.internal/flux")
+    assert changed.port == 8001 and settings.port == 8000  # a copy; the original is untouched
+    assert changed.api_token == settings.api_token and changed.callback_key == settings.callback_key
+    assert changed.db is None and changed.history_url() == "postgresql://flux@db.internal/flux"
+
+
+def test_serve_refuses_an_out_of_range_port_before_serving(tmp_path: Path) -> None:
+    result = run_cli("serve", "--transport", "http", "--port", "99999", FLUX_MCP_DB=str(tmp_path / "h.db"))
+    assert result.returncode == 2, result.stderr
+    assert "invalid settings" in result.stderr and "65535" in result.stderr
+    assert "Traceback" not in result.stderr and "serving MCP" not in result.stderr
+
+
 # ---- config HOST ----------------------------------------------------------------------------------
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -85,6 +87,27 @@ async def test_tools_work_with_a_server_token_and_upstream_sees_the_servers_toke
         result = await client.call_tool("generate_image", {"prompt": "a cat over http"})
     assert structured(result)["status"] == "succeeded", text(result)
     assert set(emulator.state.tokens_seen) == {TOKEN}
+
+
+async def test_an_embedded_http_app_applies_the_http_defaults_of_serve(
+    emulator: RunningEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """build_http_app alone (no CLI) behaves like `flux-mcp serve --transport http`."""
+    unset = token_settings(emulator, output_dir=tmp_path / "unset")
+    assert unset.save is None  # FLUX_MCP_SAVE not given: over HTTP that means no saving
+    asked = token_settings(emulator, output_dir=tmp_path / "asked", save=True)
+    paths = []
+    for settings in (unset, asked):
+        async with http_service(settings) as base_url, mcp_client(base_url, CLIENT_TOKEN) as client:
+            result = await client.call_tool("generate_image", {"prompt": "a cat over http"})
+        assert structured(result)["status"] == "succeeded", text(result)
+        paths.append(structured(result)["images"][0]["path"])
+    assert paths[0] is None and not (tmp_path / "unset").exists()
+    assert paths[1] is not None and Path(paths[1]).is_file()
+
+    with caplog.at_level(logging.WARNING, logger="flux_mcp"):
+        build_http_app(token_settings(emulator, api_token=None))
+    assert "ACEDATACLOUD_API_TOKEN is not set" in caplog.text
 
 
 async def test_healthz_needs_no_auth_and_never_shows_the_token(emulator: RunningEmulator) -> None:

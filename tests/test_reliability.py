@@ -32,19 +32,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.client import (
-    FluxClient,
+from flux_mcp.client import FluxClient, RetryPolicy
+from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_asgi, serve_emulator
+from flux_mcp.errors import (
     FluxError,
     MalformedResponseError,
     NotSentError,
     RateLimitedError,
     RequestRejectedError,
     ResponseLostError,
-    RetryPolicy,
     ServerError,
     TaskNotFoundError,
 )
-from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_asgi, serve_emulator
 from flux_mcp.models import ImageRequest, TaskStatus, parse_task_record
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
@@ -857,6 +856,11 @@ HTML_PAGE = "<html><head><title>502</title></head><body><h1>502 Bad Gateway</h1>
         (JSONResponse({"error": "x" * 100_000}, 400), RequestRejectedError, "…"),
         (Response(status_code=503), ServerError, "HTTP 503"),  # without Retry-After: may have been taken
         (PlainTextResponse("gateway timeout", 504), ServerError, "gateway timeout"),
+        (
+            Response(b"<h1>down</h1>", 502, headers={"content-type": "text/html; charset=no-such-codec"}),
+            ServerError,
+            "HTTP 502: down",
+        ),
     ],
 )
 async def test_odd_submit_answers_are_clear_errors_and_never_resubmitted(

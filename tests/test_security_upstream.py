@@ -25,14 +25,12 @@ from starlette.routing import Route
 from flux_mcp.client import (
     MAX_RESPONSE_BYTES,
     FluxClient,
-    MalformedResponseError,
-    NotSentError,
-    ResponseLostError,
     RetryPolicy,
     build_download_client,
     build_http_client,
 )
 from flux_mcp.emulator import serve_asgi
+from flux_mcp.errors import MalformedResponseError, NotSentError, ResponseLostError, may_have_been_accepted
 from flux_mcp.images import Downloader
 from flux_mcp.server import build_server
 
@@ -157,7 +155,6 @@ async def test_a_huge_answer_is_cut_off_not_read(raw_upstream: RawUpstream, mode
 async def test_a_huge_answer_to_a_submit_may_have_been_billed_and_is_not_resent(
     raw_upstream: RawUpstream,
 ) -> None:
-    from flux_mcp.client import may_have_been_accepted
     from flux_mcp.models import ImageRequest
 
     raw_upstream.mode = "huge"

@@ -3,13 +3,78 @@
 The server submits jobs to the AceDataCloud Flux API, waits for them on the server side
 (with progress notifications and a bounded budget) and returns the images, or a task
 handle that `get_task` resumes.
+
+The package API is `__all__`: `build_server(settings)` for stdio or in-process use,
+`build_http_app(settings)` for the streamable HTTP service in any ASGI server, `Settings`,
+`FluxClient` and the errors it raises. Each name is imported on first use (PEP 562), so
+`import flux_mcp` stays cheap: the MCP SDK loads only when a server is built.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("flux-mcp")
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+_ERRORS = (
+    "FluxError",
+    "MissingTokenError",
+    "UndecidedRepeatError",
+    "UpstreamError",
+    "AuthenticationError",
+    "RequestRejectedError",
+    "TaskNotFoundError",
+    "RateLimitedError",
+    "ServerError",
+    "MalformedResponseError",
+    "TransportError",
+    "NotSentError",
+    "ResponseLostError",
+)
+# Where each public name lives.
+_HOMES = {
+    "build_server": "flux_mcp.server",
+    "build_http_app": "flux_mcp.http",
+    "Settings": "flux_mcp.settings",
+    "FluxClient": "flux_mcp.client",
+    **dict.fromkeys(_ERRORS, "flux_mcp.errors"),
+}
+
+__all__ = ["__version__", *_HOMES]
+
+if TYPE_CHECKING:  # what type checkers see; tests/test_package.py holds it to _HOMES
+    from flux_mcp.client import FluxClient as FluxClient
+    from flux_mcp.errors import AuthenticationError as AuthenticationError
+    from flux_mcp.errors import FluxError as FluxError
+    from flux_mcp.errors import MalformedResponseError as MalformedResponseError
+    from flux_mcp.errors import MissingTokenError as MissingTokenError
+    from flux_mcp.errors import NotSentError as NotSentError
+    from flux_mcp.errors import RateLimitedError as RateLimitedError
+    from flux_mcp.errors import RequestRejectedError as RequestRejectedError
+    from flux_mcp.errors import ResponseLostError as ResponseLostError
+    from flux_mcp.errors import ServerError as ServerError
+    from flux_mcp.errors import TaskNotFoundError as TaskNotFoundError
+    from flux_mcp.errors import TransportError as TransportError
+    from flux_mcp.errors import UndecidedRepeatError as UndecidedRepeatError
+    from flux_mcp.errors import UpstreamError as UpstreamError
+    from flux_mcp.http import build_http_app as build_http_app
+    from flux_mcp.server import build_server as build_server
+    from flux_mcp.settings import Settings as Settings
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # the next lookup does not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

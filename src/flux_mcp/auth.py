@@ -52,7 +52,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.client import FluxClient, FluxError, RateLimitedError, ServerError, build_http_client
+from flux_mcp.client import FluxClient, build_http_client
+from flux_mcp.errors import FluxError
 from flux_mcp.settings import AuthMode, Settings
 from flux_mcp.store import person_owner
 
@@ -183,11 +184,9 @@ class PassThroughVerifier:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         # Its own small client: lookups of made-up tokens never take connections from real calls.
-        probe_settings = self._settings.model_copy(
-            update={
-                "max_concurrency": PROBE_CONCURRENCY,
-                "http_timeout_seconds": min(self._settings.http_timeout_seconds, PROBE_TIMEOUT_SECONDS),
-            }
+        probe_settings = self._settings.with_changes(
+            max_concurrency=PROBE_CONCURRENCY,
+            http_timeout_seconds=min(self._settings.http_timeout_seconds, PROBE_TIMEOUT_SECONDS),
         )
         async with build_http_client(probe_settings) as http:
             self._http = http
@@ -266,7 +265,7 @@ class _Lookup:
 
 
 def _retry_after(exc: FluxError) -> float:
-    hinted = exc.retry_after if isinstance(exc, RateLimitedError | ServerError) else None
+    hinted = exc.retry_after
     seconds = hinted if hinted is not None and math.isfinite(hinted) else UNDECIDED_RETRY_SECONDS
     return min(max(seconds, 1.0), MAX_RETRY_SECONDS)
 

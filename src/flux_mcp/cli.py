@@ -61,12 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return doctor.main()
     if args.command == "config":
         return hostconfig.main(args.target_host, sandbox=args.sandbox or args.config_sandbox)
+    command = args.command or "serve"
     try:
-        settings = Settings()
+        settings = _settings(command, args)
     except ValidationError as exc:
         print(f"flux-mcp: invalid settings: {exc}", file=sys.stderr)
         return 2
-    command = args.command or "serve"
     quiet = command == "demo" and "FLUX_MCP_LOG_LEVEL" not in os.environ  # the demo shows its own progress
     configure_logging("WARNING" if quiet else settings.log_level)
     try:
@@ -80,6 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_serve, settings, args)
     except KeyboardInterrupt:
         return 130
+
+
+def _settings(command: str, args: argparse.Namespace) -> Settings:
+    """The settings from the environment, with the HTTP serving options of the command line applied.
+
+    Only the command line: the HTTP defaults (not saving images, say) are build_http_app's.
+    """
+    settings = Settings()
+    if command != "serve" or args.transport != "http":
+        return settings
+    return settings.with_changes(
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        stateless=args.stateless or settings.stateless,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -185,13 +200,7 @@ async def _serve_stdio(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _serve_http(settings: Settings, args: argparse.Namespace) -> None:
-    updates: dict[str, Any] = {"host": args.host or settings.host, "port": args.port or settings.port}
-    if args.stateless:
-        updates["stateless"] = True
-    if settings.save is None:
-        updates["save"] = False  # over HTTP the users are remote: the server's disk is not theirs to fill
-    served = settings.model_copy(update=updates)
-    async with _upstream(served, sandbox=args.sandbox, latency=SANDBOX_LATENCY) as effective:
+    async with _upstream(settings, sandbox=args.sandbox, latency=SANDBOX_LATENCY) as effective:
         from flux_mcp.http import StartupError, serve_http
 
         try:
@@ -219,10 +228,10 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         print("flux-mcp demo --live needs ACEDATACLOUD_API_TOKEN set in the environment.", file=sys.stderr)
         return 1
     out = args.out if args.out is not None else (settings.output_dir if args.live else Path("flux-mcp-demo"))
-    settings = settings.model_copy(update={"save": True, "output_dir": out})
+    settings = settings.with_changes(save=True, output_dir=out)
     if args.edit is not None:  # the file named on the command line may be read, wherever it is
         folders = [*settings.input_folders(), Path(_demo_call(args)[1]["image_url"]).parent]
-        settings = settings.model_copy(update={"input_dirs": os.pathsep.join(map(str, folders))})
+        settings = settings.with_changes(input_dirs=os.pathsep.join(map(str, folders)))
     async with _upstream(settings, sandbox=not args.live, latency=args.latency, images=out) as effective:
         server = build_server(effective)
         where = "the real Flux API" if args.live else "the offline emulator"

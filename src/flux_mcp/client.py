@@ -1,23 +1,10 @@
-"""The REST client for the Flux API: submit, retrieve, retrieve_batch, and the errors they raise.
+"""The REST clients of AceDataCloud: the Flux API (submit, retrieve, retrieve_batch) and its platform.
 
-Errors, drawn as a tree so every failure a caller must decide on is visible at once:
-
-    FluxError
-    ├── MissingTokenError          no ACEDATACLOUD_API_TOKEN configured
-    ├── UpstreamError              the upstream answered, but not with what was asked
-    │   ├── AuthenticationError    401 / token rejected, expired or used up
-    │   ├── RateLimitedError       429 (has retry_after)
-    │   ├── RequestRejectedError   4xx: the request itself was refused (bad request, moderation)
-    │   ├── TaskNotFoundError      the task id is unknown
-    │   ├── ServerError            5xx: the upstream failed, the request MAY have been processed
-    │   └── MalformedResponseError 2xx that is not the JSON we expect (HTML, empty, truncated)
-    └── TransportError             no usable HTTP answer
-        ├── NotSentError           the request provably never reached the upstream (safe to retry)
-        └── ResponseLostError      sent, but the answer was lost (timeout, dropped): MAY have been processed
-
-The rule that keeps users from paying twice: a submission is retried only after `NotSentError`,
-`RateLimitedError`, or a 503 carrying Retry-After; retrieval is free and idempotent, so it is
-retried after any transient failure. No error message ever contains the token.
+Both speak to their upstream through one `Upstream`: the retry loop, the reading of an error answer
+(status, code, message, trace id, Retry-After) and the failures of the network are declared there once;
+each client keeps only what it sends and how its upstream's statuses map to the errors of
+`flux_mcp.errors`, whose rule decides what may be retried: a submission only when it provably was not
+taken, a free lookup after any transient failure. No error message ever contains the token.
 """
 
 from __future__ import annotations
@@ -32,19 +19,34 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx2
 
 from flux_mcp.addresses import DownloadTransport
+from flux_mcp.errors import (
+    TRANSIENT,
+    AuthenticationError,
+    FluxError,
+    MalformedResponseError,
+    MissingTokenError,
+    NotSentError,
+    RateLimitedError,
+    RequestRejectedError,
+    ResponseLostError,
+    ServerError,
+    TaskNotFoundError,
+    TransportError,
+    UpstreamError,
+    may_retry,
+)
 from flux_mcp.models import ImageRequest, TaskError, TaskSnapshot, parse_task_record
 from flux_mcp.settings import Settings
 from flux_mcp.videos import VideoRequest
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 MAX_SHOWN_BODY = 300
 # A task id no one has (the nil UUID): looking it up costs nothing and tells whether the token is accepted.
 TOKEN_PROBE_ID = "00000000-0000-0000-0000-000000000000"
@@ -53,72 +55,6 @@ REFUSED_TOKEN_CODES = frozenset({"disabled"})
 MAX_RESPONSE_BYTES = 2_000_000  # a task record is a few KB; 50 of them with 4000-character prompts ~1 MB
 USER_AGENT = "flux-mcp"
 _TAGS = re.compile(r"<[^>]*>")
-
-
-class FluxError(Exception):
-    """Base of every error this client raises."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class MissingTokenError(FluxError):
-    def __init__(self) -> None:
-        super().__init__(
-            "No AceDataCloud API token is configured. Set ACEDATACLOUD_API_TOKEN in this MCP server's "
-            "environment (get a token at https://platform.acedata.cloud)."
-        )
-
-
-class UpstreamError(FluxError):
-    def __init__(
-        self, message: str, *, status: int, code: str | None = None, trace_id: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.trace_id = trace_id
-
-
-class AuthenticationError(UpstreamError):
-    pass
-
-
-class RateLimitedError(UpstreamError):
-    def __init__(self, message: str, *, retry_after: float | None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
-
-
-class RequestRejectedError(UpstreamError):
-    pass
-
-
-class TaskNotFoundError(UpstreamError):
-    pass
-
-
-class ServerError(UpstreamError):
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
-
-
-class MalformedResponseError(UpstreamError):
-    pass
-
-
-class TransportError(FluxError):
-    pass
-
-
-class NotSentError(TransportError):
-    pass
-
-
-class ResponseLostError(TransportError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -217,6 +153,130 @@ def _token_and_retry(settings: Settings, token: str | None) -> tuple[str | None,
     return token, RetryPolicy(max_retries=settings.max_retries, max_delay=settings.retry_max_seconds)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """What an upstream's unwanted answer says, scrubbed: what a client builds its error from."""
+
+    status: int
+    code: str | None
+    detail: str
+    trace_id: str | None
+    retry_after: float | None
+    answered_2xx: bool  # a refusal in a success status (`success: false`, or a body that is not JSON)
+
+    @property
+    def where(self) -> str:
+        return f" (trace id {self.trace_id})" if self.trace_id else ""
+
+    def fields(self) -> dict[str, Any]:
+        """The keyword arguments of every `UpstreamError` made from this refusal."""
+        return {"status": self.status, "code": self.code, "trace_id": self.trace_id}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream service as a client calls it: the rules FluxClient and PlatformClient share.
+
+    How a request is retried, how an error answer is read, what a network failure means for whether
+    the request arrived, and that no text shown from it carries the token. The clients differ only in
+    what they send and how their upstream's statuses map to errors.
+    """
+
+    name: str  # as messages name it: "Flux API", "AceDataCloud platform"
+    base_url: str
+    token: str | None
+    retry: RetryPolicy
+    sleep: Callable[[float], Awaitable[None]]
+    detail_key: str | None = None  # a top-level field that carries the message when `error` does not
+    reads_trace: bool = True  # whether error answers carry a `trace_id` worth quoting
+
+    def authorization(self) -> dict[str, str]:
+        """The bearer header; MissingTokenError (nothing sent) when there is no token."""
+        if not self.token:
+            raise MissingTokenError()
+        return {"authorization": f"Bearer {self.token}"}
+
+    async def with_retries(
+        self,
+        call: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        retry_ambiguous: bool,
+        retried: tuple[type[FluxError], ...] = TRANSIENT,
+    ) -> dict[str, Any]:
+        """`call()`, tried again after a failure in `retried` as far as the retry policy and
+        `may_retry` allow (never after a pause longer than the policy's longest)."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except retried as exc:
+                too_long = exc.retry_after is not None and exc.retry_after > self.retry.max_delay
+                if (
+                    attempt >= self.retry.max_retries
+                    or too_long
+                    or not may_retry(exc, retry_ambiguous=retry_ambiguous)
+                ):
+                    raise
+                delay = self.retry.delay(attempt, exc.retry_after)
+                logger.info(
+                    "%s: retrying after %s (%.1fs): %s", self.name, type(exc).__name__, delay, exc.message
+                )
+                await self.sleep(delay)
+                attempt += 1
+
+    def unreachable(self, exc: httpx2.TransportError) -> TransportError:
+        """The network failed: whether the request can have arrived decides the error."""
+        if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout):
+            return NotSentError(f"Could not connect to the {self.name} at {self.base_url}: {_describe(exc)}")
+        if isinstance(exc, httpx2.TimeoutException):
+            return ResponseLostError(f"The {self.name} did not answer in time ({_describe(exc)}).")
+        return ResponseLostError(f"The connection to the {self.name} broke: {_describe(exc)}")
+
+    def refusal(self, response: httpx2.Response, data: dict[str, Any] | None, content: bytes) -> Refusal:
+        """Read an answer that is not what was asked: `data` is its JSON object, None if it has none."""
+        body = data or {}
+        error = body.get("error")
+        code = self.clean(error.get("code") if isinstance(error, dict) else None)
+        detail = error.get("message") if isinstance(error, dict) else error
+        if not detail and not isinstance(error, dict) and self.detail_key is not None:
+            detail = body.get(self.detail_key)
+        if not isinstance(detail, str) or not detail:
+            detail = code or (_text(response, content) if data is None else "") or response.reason_phrase
+        return Refusal(
+            status=response.status_code,
+            code=code,
+            detail=self.scrub(detail),
+            trace_id=self.clean(body.get("trace_id")) if self.reads_trace else None,
+            retry_after=_retry_after(response),
+            answered_2xx=response.is_success,
+        )
+
+    def rate_limited(self, refusal: Refusal) -> RateLimitedError:
+        wait = f"{refusal.retry_after:.0f} s" if refusal.retry_after is not None else "a minute"
+        return RateLimitedError(
+            f"The {self.name} is rate limiting requests; try again in {wait}.",
+            retry_after=refusal.retry_after,
+            **refusal.fields(),
+        )
+
+    def failed(self, refusal: Refusal) -> ServerError:
+        return ServerError(
+            f"The {self.name} failed with HTTP {refusal.status}: {refusal.detail}{refusal.where}",
+            retry_after=refusal.retry_after,
+            **refusal.fields(),
+        )
+
+    def clean(self, value: Any) -> str | None:
+        """A short upstream string (code, trace id) as it may be shown: scrubbed like any upstream text."""
+        return (self.scrub(value) or None) if isinstance(value, str) else None
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self.secrets())
+
+    def secrets(self) -> list[str]:
+        return [self.token] if self.token else []
+
+
 class FluxClient:
     """Calls the Flux API with one token over a shared `httpx2.AsyncClient`."""
 
@@ -234,11 +294,8 @@ class FluxClient:
         """`deadline` bounds each whole request; by default the HTTP client's timeout (from settings)."""
         self._http = http
         self._deadline = deadline if deadline is not None else http.timeout.read
-        self._base_url = base_url.rstrip("/")
-        self._token = token
-        self._retry = retry or RetryPolicy()
+        self._upstream = Upstream("Flux API", base_url.rstrip("/"), token, retry or RetryPolicy(), sleep)
         self._gate = gate or anyio.CapacityLimiter(32)
-        self._sleep = sleep
 
     @classmethod
     def from_settings(
@@ -255,42 +312,49 @@ class FluxClient:
 
     def token_key(self) -> str:
         """A name for this client's upstream and token that reveals neither: who may share a request."""
-        return hashlib.sha256(f"{self._base_url}\n{self._token or ''}".encode()).hexdigest()
+        upstream = self._upstream
+        return hashlib.sha256(f"{upstream.base_url}\n{upstream.token or ''}".encode()).hexdigest()
 
     async def submit(
         self, request: ImageRequest | VideoRequest, *, callback_url: str | None = None
     ) -> Submission:
         """Submit a job to its endpoint without waiting. Never resubmits once the upstream may have it."""
         body = request.body(callback_url=callback_url)
-        data = await self._with_retries(lambda: self._post(request.endpoint, body), retry_ambiguous=False)
+        data = await self._upstream.with_retries(
+            lambda: self._post(request.endpoint, body), retry_ambiguous=False
+        )
         task_id = data.get("task_id")
+        trace_id = self._upstream.clean(data.get("trace_id"))
         if not isinstance(task_id, str) or not task_id:
             # The upstream answered 2xx without a task id: we cannot know what it did, so say so.
             raise MalformedResponseError(
                 "The Flux API accepted the request but returned no task_id; check your AceDataCloud "
                 "console before retrying, the image may have been billed.",
                 status=200,
-                trace_id=self._clean(data.get("trace_id")),
+                trace_id=trace_id,
             )
-        return Submission(task_id=task_id, trace_id=self._clean(data.get("trace_id")))
+        return Submission(task_id=task_id, trace_id=trace_id)
 
     async def retrieve(self, task_id: str) -> TaskSnapshot:
         body = {"action": "retrieve", "id": task_id}
-        unknown = unknown_task_message(task_id)
         try:
-            data = await self._with_retries(lambda: self._post("/flux/tasks", body), retry_ambiguous=True)
+            data = await self._upstream.with_retries(
+                lambda: self._post("/flux/tasks", body), retry_ambiguous=True
+            )
         except TaskNotFoundError as exc:
-            raise TaskNotFoundError(
-                unknown, status=exc.status, code=exc.code, trace_id=exc.trace_id
+            raise TaskNotFoundError.for_task(
+                task_id, status=exc.status, code=exc.code, trace_id=exc.trace_id
             ) from None
         if not (data.get("id") or data.get("task_id") or data.get("response")):
-            raise TaskNotFoundError(unknown, status=200)
+            raise TaskNotFoundError.for_task(task_id, status=200)
         snapshot = self._scrubbed(parse_task_record(data))
         return snapshot if snapshot.task_id else _with_id(snapshot, task_id)
 
     async def retrieve_batch(self, task_ids: list[str]) -> list[TaskSnapshot]:
         body = {"action": "retrieve_batch", "ids": task_ids}
-        data = await self._with_retries(lambda: self._post("/flux/tasks", body), retry_ambiguous=True)
+        data = await self._upstream.with_retries(
+            lambda: self._post("/flux/tasks", body), retry_ambiguous=True
+        )
         items = data.get("items")
         if not isinstance(items, list):
             raise MalformedResponseError("The Flux API returned a batch without items.", status=200)
@@ -312,34 +376,17 @@ class FluxClient:
             return exc.code not in REFUSED_TOKEN_CODES
         return True
 
-    async def _with_retries(
-        self, call: Callable[[], Awaitable[dict[str, Any]]], *, retry_ambiguous: bool
-    ) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except (
-                NotSentError,
-                RateLimitedError,
-                ServerError,
-                ResponseLostError,
-                MalformedResponseError,
-            ) as exc:
-                retry_after = getattr(exc, "retry_after", None)
-                too_long = retry_after is not None and retry_after > self._retry.max_delay
-                if attempt >= self._retry.max_retries or too_long or not _may_retry(exc, retry_ambiguous):
-                    raise
-                delay = self._retry.delay(attempt, retry_after)
-                logger.info("retrying after %s (%.1fs): %s", type(exc).__name__, delay, exc.message)
-                await self._sleep(delay)
-                attempt += 1
+    def queued(self) -> int:
+        """How many requests a new one would wait behind (0 while FLUX_MCP_MAX_CONCURRENCY has room)."""
+        if self._gate.available_tokens > 0:
+            return 0
+        stats = self._gate.statistics()
+        return stats.borrowed_tokens + stats.tasks_waiting
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        if not self._token:
-            raise MissingTokenError()
-        headers = {"authorization": f"Bearer {self._token}", "content-type": "application/json"}
-        url = self._base_url + path
+        upstream = self._upstream
+        headers = {**upstream.authorization(), "content-type": "application/json"}
+        url = upstream.base_url + path
         progress = _Progress()
         try:
             async with self._gate:
@@ -350,19 +397,13 @@ class FluxClient:
         except TimeoutError:
             if not progress.sent:
                 raise NotSentError(
-                    f"Could not reach the Flux API at {self._base_url} within {self._deadline:g} s."
+                    f"Could not reach the Flux API at {upstream.base_url} within {self._deadline:g} s."
                 ) from None
             raise ResponseLostError(
                 f"The Flux API did not answer within {self._deadline:g} s (FLUX_MCP_HTTP_TIMEOUT_SECONDS)."
             ) from None
-        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
-            raise NotSentError(
-                f"Could not connect to the Flux API at {self._base_url}: {_describe(exc)}"
-            ) from None
-        except httpx2.TimeoutException as exc:
-            raise ResponseLostError(f"The Flux API did not answer in time ({_describe(exc)}).") from None
         except httpx2.TransportError as exc:
-            raise ResponseLostError(f"The connection to the Flux API broke: {_describe(exc)}") from None
+            raise upstream.unreachable(exc) from None
         return self._decode(response, content)
 
     async def _exchange(
@@ -397,76 +438,52 @@ class FluxClient:
             if data is None:
                 raise MalformedResponseError(
                     f"The Flux API answered {response.status_code} with something that is not JSON: "
-                    f"{self._scrub(_text(response, content))!r}",
+                    f"{self._upstream.scrub(_text(response, content))!r}",
                     status=response.status_code,
                 )
             if data.get("success") is False and not data.get("task_id") and "id" not in data:
-                raise self._error(response, data, content)
+                raise self._error(self._upstream.refusal(response, data, content))
             return data
-        raise self._error(response, data, content)
+        raise self._error(self._upstream.refusal(response, data, content))
 
-    def _error(self, response: httpx2.Response, data: dict[str, Any] | None, content: bytes) -> UpstreamError:
-        status = response.status_code
-        error = (data or {}).get("error")
-        code = self._clean(error.get("code") if isinstance(error, dict) else None)
-        detail = error.get("message") if isinstance(error, dict) else error
-        if not isinstance(detail, str) or not detail:
-            detail = code or (_text(response, content) if data is None else "") or response.reason_phrase
-        detail = self._scrub(detail)
-        trace_id = self._clean((data or {}).get("trace_id"))
-        where = f" (trace id {trace_id})" if trace_id else ""
-        kwargs: dict[str, Any] = {"status": status, "code": code, "trace_id": trace_id}
+    def _error(self, refusal: Refusal) -> UpstreamError:
+        """The error a Flux API refusal means (one in a 2xx status is a JSON body saying `success: false`)."""
+        status, code, detail, where, fields = (
+            refusal.status,
+            refusal.code,
+            refusal.detail,
+            refusal.where,
+            refusal.fields(),
+        )
         if status == 401 or code in {"invalid_token", "token_expired", "no_token", "token_mismatched"}:
             return AuthenticationError(
                 f"The Flux API rejected the token ({code or status}: {detail}). Check ACEDATACLOUD_API_TOKEN "
                 "in this MCP server's environment.",
-                **kwargs,
+                **fields,
             )
         if code == "used_up" or status == 402:
             return RequestRejectedError(
                 f"Your AceDataCloud balance is used up ({detail}); nothing was generated. Add credits at "
                 "https://platform.acedata.cloud (your Flux application's page), then try again; get_credits "
                 "shows what is left.",
-                **kwargs,
+                **fields,
             )
-        retry_after = _retry_after(response)
         if status == 429 or code == "too_many_requests":
-            wait = f"{retry_after:.0f} s" if retry_after is not None else "a minute"
-            return RateLimitedError(
-                f"The Flux API is rate limiting requests; try again in {wait}.",
-                retry_after=retry_after,
-                **kwargs,
-            )
+            return self._upstream.rate_limited(refusal)
         if status == 404 or code == "not_found":
-            return TaskNotFoundError(f"Not found: {detail}{where}", **kwargs)
+            return TaskNotFoundError(f"Not found: {detail}{where}", **fields)
         if status == 403:
             return RequestRejectedError(
                 f"The Flux API refused the request ({detail}); this is usually content moderation: "
                 f"rephrase the prompt{where}.",
-                **kwargs,
+                **fields,
             )
-        if 400 <= status < 500 or (response.is_success and data is not None):
-            return RequestRejectedError(f"The Flux API rejected the request: {detail}{where}", **kwargs)
-        return ServerError(
-            f"The Flux API failed with HTTP {status}: {detail}{where}", retry_after=retry_after, **kwargs
-        )
-
-    def queued(self) -> int:
-        """How many requests a new one would wait behind (0 while FLUX_MCP_MAX_CONCURRENCY has room)."""
-        if self._gate.available_tokens > 0:
-            return 0
-        stats = self._gate.statistics()
-        return stats.borrowed_tokens + stats.tasks_waiting
-
-    def _clean(self, value: Any) -> str | None:
-        """A short upstream string (code, trace id) as it may be shown: scrubbed like any upstream text."""
-        return (self._scrub(value) or None) if isinstance(value, str) else None
+        if 400 <= status < 500 or refusal.answered_2xx:
+            return RequestRejectedError(f"The Flux API rejected the request: {detail}{where}", **fields)
+        return self._upstream.failed(refusal)
 
     def _scrubbed(self, snapshot: TaskSnapshot) -> TaskSnapshot:
-        return scrub_snapshot(snapshot, [self._token] if self._token else [])
-
-    def _scrub(self, text: str) -> str:
-        return scrub(text, [self._token] if self._token else [])
+        return scrub_snapshot(snapshot, self._upstream.secrets())
 
 
 def scrub(text: str, secrets: list[str]) -> str:
@@ -486,25 +503,6 @@ def scrub_snapshot(snapshot: TaskSnapshot, secrets: list[str]) -> TaskSnapshot:
     return replace(snapshot, error=error, trace_id=trace_id)
 
 
-def unknown_task_message(task_id: str) -> str:
-    return f"No task with id {task_id!r} is known to the Flux API; check the id."
-
-
-def may_have_been_accepted(exc: FluxError) -> bool:
-    """Whether a failed submission may still have been taken (and billed) by the upstream."""
-    if isinstance(exc, ServerError):
-        return not (exc.status == 503 and exc.retry_after is not None)
-    return isinstance(exc, ResponseLostError | MalformedResponseError)
-
-
-def _may_retry(exc: FluxError, retry_ambiguous: bool) -> bool:
-    if isinstance(exc, NotSentError | RateLimitedError):
-        return True
-    if isinstance(exc, ServerError) and exc.status == 503 and exc.retry_after is not None:
-        return True  # 503 with Retry-After: the upstream says it did not take the request.
-    return retry_ambiguous
-
-
 def _json_object(content: bytes) -> dict[str, Any] | None:
     try:
         data = json.loads(content) if content else None
@@ -514,7 +512,8 @@ def _json_object(content: bytes) -> dict[str, Any] | None:
 
 
 def _text(response: httpx2.Response, content: bytes) -> str:
-    return content.decode(response.charset_encoding or "utf-8", errors="replace")
+    # `encoding`, not the raw charset: an answer declaring a charset Python lacks is still shown.
+    return content.decode(response.encoding or "utf-8", errors="replace")
 
 
 class _Progress:
@@ -558,6 +557,9 @@ class PlatformClient:
     blindly after it may have arrived: the caller is told what happened instead.
     """
 
+    # A 2xx that is not JSON is not retried here, even for the free applications list.
+    RETRIED = (TransportError, RateLimitedError, ServerError)
+
     def __init__(
         self,
         http: httpx2.AsyncClient,
@@ -569,11 +571,16 @@ class PlatformClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._http = http
-        self._base_url = base_url.rstrip("/")
-        self._token = token
-        self._retry = retry or RetryPolicy()
+        self._upstream = Upstream(
+            "AceDataCloud platform",
+            base_url.rstrip("/"),
+            token,
+            retry or RetryPolicy(),
+            sleep,
+            detail_key="detail",
+            reads_trace=False,
+        )
         self._gate = gate or anyio.CapacityLimiter(32)
-        self._sleep = sleep
 
     @classmethod
     def from_settings(
@@ -591,8 +598,10 @@ class PlatformClient:
     async def upload(self, data: bytes, filename: str, mime_type: str) -> str:
         """Upload one file; its public `file_url`. Retried only when it provably did not arrive."""
         files = {"file": (filename, data, mime_type)}
-        answer = await self._with_retries(
-            lambda: self._send("POST", "/api/v1/files/", files=files), retry_ambiguous=False
+        answer = await self._upstream.with_retries(
+            lambda: self._send("POST", "/api/v1/files/", files=files),
+            retry_ambiguous=False,
+            retried=self.RETRIED,
         )
         file_url = answer.get("file_url")
         if not isinstance(file_url, str) or not file_url.startswith(("http://", "https://")):
@@ -603,8 +612,8 @@ class PlatformClient:
 
     async def applications(self) -> list[dict[str, Any]]:
         """The account's applications (each with its balance), as the platform lists them."""
-        answer = await self._with_retries(
-            lambda: self._send("GET", "/api/v1/applications/"), retry_ambiguous=True
+        answer = await self._upstream.with_retries(
+            lambda: self._send("GET", "/api/v1/applications/"), retry_ambiguous=True, retried=self.RETRIED
         )
         items = answer.get("items", answer.get("results"))
         if not isinstance(items, list):
@@ -614,92 +623,44 @@ class PlatformClient:
             )
         return [item for item in items if isinstance(item, dict)]
 
-    async def _with_retries(
-        self, call: Callable[[], Awaitable[dict[str, Any]]], *, retry_ambiguous: bool
-    ) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except (NotSentError, RateLimitedError, ServerError, ResponseLostError) as exc:
-                retry_after = getattr(exc, "retry_after", None)
-                too_long = retry_after is not None and retry_after > self._retry.max_delay
-                if attempt >= self._retry.max_retries or too_long or not _may_retry(exc, retry_ambiguous):
-                    raise
-                delay = self._retry.delay(attempt, retry_after)
-                logger.info("platform: retrying after %s (%.1fs)", type(exc).__name__, delay)
-                await self._sleep(delay)
-                attempt += 1
-
     async def _send(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        if not self._token:
-            raise MissingTokenError()
-        headers = {"authorization": f"Bearer {self._token}"}
+        upstream = self._upstream
+        headers, url = upstream.authorization(), upstream.base_url + path
         try:
             async with self._gate:
-                response = await self._http.request(method, self._base_url + path, headers=headers, **kwargs)
-        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
-            raise NotSentError(
-                f"Could not connect to the AceDataCloud platform at {self._base_url}: {_describe(exc)}"
-            ) from None
-        except httpx2.TimeoutException as exc:
-            raise ResponseLostError(
-                f"The AceDataCloud platform did not answer in time ({_describe(exc)})."
-            ) from None
+                response = await self._http.request(method, url, headers=headers, **kwargs)
         except httpx2.TransportError as exc:
-            raise ResponseLostError(
-                f"The connection to the AceDataCloud platform broke: {_describe(exc)}"
-            ) from None
+            raise upstream.unreachable(exc) from None
         data = _json_object(response.content)
         if response.is_success and data is None and _is_json_list(response):
             data = {"items": json.loads(response.content)}  # a bare list of items
         if response.is_success and data is not None:
             return data
-        raise self._error(response, data)
+        raise self._error(upstream.refusal(response, data, response.content))
 
-    def _error(self, response: httpx2.Response, data: dict[str, Any] | None) -> UpstreamError:
-        status = response.status_code
-        error = (data or {}).get("error")
-        code = error.get("code") if isinstance(error, dict) else None
-        code = self._scrub(code) if isinstance(code, str) else None
-        detail = error.get("message") if isinstance(error, dict) else error or (data or {}).get("detail")
-        if not isinstance(detail, str) or not detail:
-            detail = code or (response.text if data is None else "") or response.reason_phrase
-        detail = self._scrub(detail)
-        kwargs: dict[str, Any] = {"status": status, "code": code}
-        if response.is_success:
+    def _error(self, refusal: Refusal) -> UpstreamError:
+        """The error a platform refusal means (one in a 2xx status is an answer that is not JSON)."""
+        status, code, detail, fields = refusal.status, refusal.code, refusal.detail, refusal.fields()
+        if refusal.answered_2xx:
             return MalformedResponseError(
                 f"The AceDataCloud platform answered {status} with something that is not JSON: {detail!r}",
-                **kwargs,
+                **fields,
             )
         if status in (401, 403) and code != "used_up":
             return AuthenticationError(
                 f"The AceDataCloud platform refused the token ({code or status}: {detail}). Check "
                 "ACEDATACLOUD_API_TOKEN in this MCP server's environment.",
-                **kwargs,
+                **fields,
             )
-        retry_after = _retry_after(response)
         if status == 429:
-            wait = f"{retry_after:.0f} s" if retry_after is not None else "a minute"
-            return RateLimitedError(
-                f"The AceDataCloud platform is rate limiting requests; try again in {wait}.",
-                retry_after=retry_after,
-                **kwargs,
-            )
+            return self._upstream.rate_limited(refusal)
         if status == 413:
             return RequestRejectedError(
-                f"The AceDataCloud platform refused the file as too large ({detail}).", **kwargs
+                f"The AceDataCloud platform refused the file as too large ({detail}).", **fields
             )
         if 400 <= status < 500:
-            return RequestRejectedError(f"The AceDataCloud platform refused the request: {detail}", **kwargs)
-        return ServerError(
-            f"The AceDataCloud platform failed with HTTP {status}: {detail}",
-            retry_after=retry_after,
-            **kwargs,
-        )
-
-    def _scrub(self, text: str) -> str:
-        return scrub(text, [self._token] if self._token else [])
+            return RequestRejectedError(f"The AceDataCloud platform refused the request: {detail}", **fields)
+        return self._upstream.failed(refusal)
 
 
 def _is_json_list(response: httpx2.Response) -> bool:

@@ -24,19 +24,17 @@ import anyio
 from pydantic import ValidationError
 
 from flux_mcp import __version__
-from flux_mcp.client import (
+from flux_mcp.client import FluxClient, RetryPolicy, build_http_client
+from flux_mcp.errors import (
     AuthenticationError,
-    FluxClient,
     FluxError,
     MalformedResponseError,
     NotSentError,
     RateLimitedError,
     RequestRejectedError,
     ResponseLostError,
-    RetryPolicy,
     ServerError,
     TaskNotFoundError,
-    build_http_client,
 )
 from flux_mcp.settings import DEFAULT_BASE_URL, Settings
 from flux_mcp.store import History, HistoryUnavailableError, make_private_folder
@@ -182,8 +180,8 @@ async def check_upstream(ctx: DoctorContext) -> CheckResult:
     fix_url = f"check your network, proxy (HTTPS_PROXY) and firewall; ACEDATACLOUD_API_BASE_URL is {base}" + (
         "" if base == DEFAULT_BASE_URL else f" (the default is {DEFAULT_BASE_URL})"
     )
-    probe = settings.model_copy(
-        update={"http_timeout_seconds": min(settings.http_timeout_seconds, PROBE_TIMEOUT_SECONDS)}
+    probe = settings.with_changes(
+        http_timeout_seconds=min(settings.http_timeout_seconds, PROBE_TIMEOUT_SECONDS)
     )
     started = time.monotonic()
     try:

@@ -51,11 +51,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flux_mcp import __version__
 from flux_mcp.auth import Credentials, Verdict, discovery_routes, undecided
+from flux_mcp.callbacks import CallbackHub
 from flux_mcp.logs import hold_back_payload_loggers
 from flux_mcp.server import HistoryProbe, bearer_token, build_server
 from flux_mcp.settings import Settings
 from flux_mcp.store import HistoryUnavailableError
-from flux_mcp.tasks import CallbackHub
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +128,12 @@ def build_http_app(
 ) -> ASGIApp:
     """The whole HTTP service for these settings; refuses unsafe ones with `StartupError`.
 
-    Setting `stop` (on shutdown) makes every waiting call answer `pending` at once. Its `.app` is the
-    Starlette app whose lifespan must run (uvicorn runs it with `lifespan="on"`).
+    It applies the HTTP defaults itself (`served_over_http`), so an app embedded in another ASGI server
+    behaves like `flux-mcp serve --transport http`. Setting `stop` (on shutdown) makes every waiting call
+    answer `pending` at once. Its `.app` is the Starlette app whose lifespan must run (uvicorn runs it
+    with `lifespan="on"`).
     """
+    settings = served_over_http(settings)
     check_http_settings(settings, allow_unauthenticated=allow_unauthenticated)
     hold_back_payload_loggers()
     if settings.auth_mode() != "passthrough" and settings.api_token is None:
@@ -151,6 +154,15 @@ def build_http_app(
     if not settings.stateless and credentials.mode != "none":
         sessions = SessionLedger(settings.max_sessions_per_client, open_session_ids(server.session_manager))
     return BearerGate(app, settings, credentials, sessions)
+
+
+def served_over_http(settings: Settings) -> Settings:
+    """The settings as the HTTP service runs with them: what FLUX_MCP_* leaves unset takes its HTTP default.
+
+    FLUX_MCP_SAVE unset means no saving: over HTTP the users are remote, the server's disk is not theirs
+    to fill (nor can they open what it holds).
+    """
+    return settings.with_changes(save=False) if settings.save is None else settings
 
 
 def check_http_settings(settings: Settings, *, allow_unauthenticated: bool) -> None:

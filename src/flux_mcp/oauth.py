@@ -99,11 +99,9 @@ class OAuthVerifier:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        fetch_settings = self._settings.model_copy(
-            update={
-                "max_concurrency": FETCH_CONCURRENCY,
-                "http_timeout_seconds": min(self._settings.http_timeout_seconds, FETCH_TIMEOUT_SECONDS),
-            }
+        fetch_settings = self._settings.with_changes(
+            max_concurrency=FETCH_CONCURRENCY,
+            http_timeout_seconds=min(self._settings.http_timeout_seconds, FETCH_TIMEOUT_SECONDS),
         )
         async with build_http_client(fetch_settings) as http:
             self._http = http

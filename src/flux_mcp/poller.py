@@ -54,22 +54,12 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
-from flux_mcp.client import (
-    FluxClient,
-    FluxError,
-    MalformedResponseError,
-    RateLimitedError,
-    RequestRejectedError,
-    ServerError,
-    TaskNotFoundError,
-    TransportError,
-    unknown_task_message,
-)
+from flux_mcp.client import FluxClient
+from flux_mcp.errors import TRANSIENT, FluxError, RequestRejectedError, TaskNotFoundError
 from flux_mcp.models import MAX_BATCH, TaskSnapshot, TaskStatus
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT = (TransportError, ServerError, MalformedResponseError, RateLimitedError)
 # Right after a submit the task store may not show the task yet; until then "not found" is not final.
 NOT_FOUND_GRACE_SECONDS = 10.0
 # A look that is due waits at most this share of its task's pause for others falling due, to share a request.
@@ -379,12 +369,11 @@ class Poller:
             elif now < watch.grace_until:
                 logger.debug("task %s not visible yet", watch.task_id)
             else:
-                watch.fail(TaskNotFoundError(unknown_task_message(watch.task_id), status=200))
+                watch.fail(TaskNotFoundError.for_task(watch.task_id, status=200))
 
     def _rest(self, error: FluxError) -> None:
-        retry_after = getattr(error, "retry_after", None)
-        if isinstance(retry_after, float) and retry_after > 0:
-            self._hold_until = max(self._hold_until, anyio.current_time() + retry_after)
+        if error.retry_after is not None and error.retry_after > 0:
+            self._hold_until = max(self._hold_until, anyio.current_time() + error.retry_after)
 
 
 class Pollers:

@@ -78,14 +78,12 @@ async def serve_sandbox(
         logger.info(
             "Flux API emulator at %s; history %s; images in %s", emulator.base_url, places.history, folder
         )
-        yield settings.model_copy(
-            update={
-                "api_base_url": emulator.base_url,
-                "platform_base_url": emulator.base_url,
-                "api_token": SecretStr(SANDBOX_TOKEN),
-                "db": places.history,
-                "output_dir": folder,
-            }
+        yield settings.with_changes(
+            api_base_url=emulator.base_url,
+            platform_base_url=emulator.base_url,
+            api_token=SecretStr(SANDBOX_TOKEN),
+            db=places.history,
+            output_dir=folder,
         )
 
 

@@ -63,15 +63,10 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 
 from flux_mcp import __version__, prompts
-from flux_mcp.client import (
-    FluxClient,
-    FluxError,
-    PlatformClient,
-    build_download_client,
-    build_http_client,
-    may_have_been_accepted,
-)
+from flux_mcp.callbacks import CallbackHub
+from flux_mcp.client import FluxClient, PlatformClient, build_download_client, build_http_client
 from flux_mcp.credits import credits_text, summarize_credits
+from flux_mcp.errors import FluxError, may_have_been_accepted
 from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, to_png
 from flux_mcp.inputs import ImageInputError
 from flux_mcp.models import (
@@ -115,7 +110,7 @@ from flux_mcp.roots import client_roots, keyframe_roots, root_folders
 from flux_mcp.schemas import portable_schema
 from flux_mcp.settings import Settings
 from flux_mcp.store import History, HistoryEntry, HistoryUnavailableError, person_owner
-from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, ago
+from flux_mcp.tasks import ImageJobs, JobTicket, ago
 from flux_mcp.ui import GALLERY_URI, gallery_html
 from flux_mcp.uploads import ImageSources, InputPolicy, UploadFailedError
 from flux_mcp.video_files import NO_POSTER, KeptVideo, VideoKeeper, poster_available

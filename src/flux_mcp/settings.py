@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -138,6 +138,20 @@ class Settings(BaseSettings):
         None, description="Comma-separated subjects or verified emails who may use it; unset = anyone."
     )
 
+    def with_changes(self, **changes: Any) -> Self:
+        """A copy with `changes` (by field name), validated like settings read from the environment.
+
+        Use it instead of `model_copy(update=...)`, which validates nothing (it would take port=99999).
+        Raises pydantic's ValidationError naming the field and the rule it breaks.
+        """
+        fields = type(self).model_fields
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise ValueError(f"no such setting: {', '.join(unknown)}")
+        # Field by field rather than model_dump: secrets stay SecretStr and nothing is left out.
+        current = {name: getattr(self, name) for name in fields}
+        return self.model_validate({**current, **changes})
+
     def auth_mode(self) -> AuthMode:
         if self.auth is not None:
             return self.auth
@@ -213,7 +227,8 @@ class Settings(BaseSettings):
             db = values.get("db")
             if isinstance(db, str) and db.strip().startswith(POSTGRES_SCHEMES):  # not a file path
                 values = {**values, "db": None}
-                values.setdefault("database_url", db.strip())
+                if values.get("database_url") is None:
+                    values["database_url"] = db.strip()
         return values
 
     @field_validator("api_token", mode="before")

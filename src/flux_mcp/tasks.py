@@ -42,20 +42,23 @@ carries at most the images its request asked for.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import math
-import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 
-from flux_mcp.client import FluxClient, FluxError, Submission, TaskNotFoundError, may_have_been_accepted
+from flux_mcp.callbacks import CallbackHub, CallbackSlot
+from flux_mcp.client import FluxClient, Submission
+from flux_mcp.errors import (
+    TRANSIENT,
+    FluxError,
+    TaskNotFoundError,
+    UndecidedRepeatError,
+    may_have_been_accepted,
+)
 from flux_mcp.models import (
     ImageRequest,
     TaskBatchResult,
@@ -64,7 +67,7 @@ from flux_mcp.models import (
     TaskStatus,
     images_asked,
 )
-from flux_mcp.poller import NOT_FOUND_GRACE_SECONDS, TRANSIENT, Pollers, PollSchedule, Watch
+from flux_mcp.poller import NOT_FOUND_GRACE_SECONDS, Pollers, PollSchedule, Watch
 from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry, HistoryUnavailableError
 from flux_mcp.videos import MAX_VIDEOS, VideoRequest, is_video_request
 
@@ -83,10 +86,6 @@ async def no_progress(elapsed: float, message: str) -> None:
     """The progress sink used when the caller did not ask for progress."""
 
 
-class UndecidedRepeatError(FluxError):
-    """An identical earlier submission may have been billed, and nobody knows its task id: not resubmitted."""
-
-
 @dataclass
 class JobTicket:
     """What a job call's answer is about besides its task: filled in by `ImageJobs.run`."""
@@ -99,147 +98,6 @@ class JobTicket:
 CALLBACK_FALLBACK = PollSchedule(first=20.0, fraction=0.5, cap=30.0)
 HEARTBEAT_SECONDS = 5.0  # progress at least this often, so clients see the call is alive
 DEADLINE_MARGIN_SECONDS = 1.0
-CALLBACK_TTL_SECONDS = 6 * 3600.0
-
-
-# However many callbacks arrive for one task, the calls waiting on it re-read it at most this often.
-WAKEUP_MIN_INTERVAL = 2.0
-
-
-@dataclass
-class CallbackSlot:
-    """Where the upstream's callback for one submission lands: it wakes the calls waiting on the task."""
-
-    secret: str
-    url: str
-    created: float
-    task_id: str | None = None
-    wakeups: int = 0  # callbacks accepted so far, before or after the submission was answered
-    last_reread: float = -math.inf  # when a wake-up last made a waiting call re-read the task
-    _changed: anyio.Event = field(default_factory=anyio.Event, repr=False)
-
-    def wake(self) -> None:
-        self.wakeups += 1
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
-
-    def next_wakeup(self) -> anyio.Event:
-        """An event the next `wake` sets (a fresh one after every wake-up)."""
-        return self._changed
-
-
-class CallbackHub:
-    """Per-task callback URLs, signed, and the waiting calls they wake.
-
-    A URL names a slot and carries an HMAC of it under the hub's key (FLUX_MCP_CALLBACK_KEY, or a random
-    key per process): a POST whose signature does not verify, or naming a task other than the one the
-    slot was bound to, is refused and changes nothing. An accepted one only wakes the waiting calls: its
-    body is never read as a result. Replicas sharing a key and a PostgreSQL history verify each other's
-    URLs; a callback for a slot another replica holds is handed to `relay` (NOTIFY), and every replica's
-    `relayed` wakes the slot if it holds it. The relayed message names the slot and the task the body
-    named, never the signature.
-    """
-
-    def __init__(self, public_url: str, key: bytes | None = None) -> None:
-        self._base = public_url.rstrip("/") + "/callbacks/flux/"
-        self._key = key if key is not None else secrets.token_bytes(32)
-        self._slots: dict[str, CallbackSlot] = {}  # by slot id
-        self._by_task: dict[str, CallbackSlot] = {}
-        self.relay: Callable[[str], Awaitable[None]] | None = None
-
-    def open(self) -> CallbackSlot:
-        self._expire()
-        slot_id = secrets.token_urlsafe(18)
-        secret = f"{slot_id}.{self._sign(slot_id)}"
-        slot = CallbackSlot(secret=secret, url=self._base + secret, created=anyio.current_time())
-        self._slots[slot_id] = slot
-        return slot
-
-    def bind(self, slot: CallbackSlot, task_id: str) -> None:
-        slot.task_id = task_id
-        self._by_task[task_id] = slot
-
-    def knows(self, secret: str) -> bool:
-        """Whether a callback to this secret is accepted here (held here, or relayed to who holds it)."""
-        slot_id = self._verified(secret)
-        return slot_id is not None and (slot_id in self._slots or self.relay is not None)
-
-    def for_task(self, task_id: str) -> CallbackSlot | None:
-        return self._by_task.get(task_id)
-
-    def close(self, slot: CallbackSlot) -> None:
-        self._slots.pop(_slot_id(slot.secret), None)
-        if slot.task_id is not None:
-            self._by_task.pop(slot.task_id, None)
-
-    def deliver(self, secret: str, payload: dict[str, Any]) -> CallbackSlot | None:
-        """Wake the calls waiting on this secret's task here; None when the callback must be refused.
-
-        The body is looked at only to refuse one that names another task (as `task_id` or `id`).
-        """
-        slot_id = self._verified(secret)
-        slot = self._slots.get(slot_id) if slot_id is not None else None
-        if slot is None or _names_another_task(payload, slot.task_id):
-            return None
-        slot.wake()
-        return slot
-
-    async def receive(self, secret: str, payload: dict[str, Any]) -> bool:
-        """Deliver here, or relay to the replica holding the slot; False when the callback is refused."""
-        slot_id = self._verified(secret)
-        if slot_id is None:
-            return False
-        if slot_id in self._slots:
-            return self.deliver(secret, payload) is not None
-        if self.relay is None:
-            return False
-        await self.relay(f"{slot_id} {_named_task(payload)}".rstrip())
-        return True
-
-    def relayed(self, message: str) -> None:
-        """A callback another replica accepted: wake the slot if this replica holds it."""
-        slot_id, _, named = message.partition(" ")
-        slot = self._slots.get(slot_id)
-        if slot is None or (named and slot.task_id is not None and named != slot.task_id):
-            return
-        slot.wake()
-
-    def _sign(self, slot_id: str) -> str:
-        return hmac.new(self._key, slot_id.encode(), hashlib.sha256).hexdigest()[:CALLBACK_MAC_HEX]
-
-    def _verified(self, secret: str) -> str | None:
-        slot_id, dot, mac = secret.partition(".")
-        if not dot or not slot_id or not hmac.compare_digest(mac.encode(), self._sign(slot_id).encode()):
-            return None
-        return slot_id
-
-    def _expire(self) -> None:
-        oldest = anyio.current_time() - CALLBACK_TTL_SECONDS
-        for slot in [slot for slot in self._slots.values() if slot.created < oldest]:
-            self.close(slot)
-
-
-CALLBACK_MAC_HEX = 32  # 128 bits of HMAC-SHA256 in each callback URL
-SAFE_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
-
-def _slot_id(secret: str) -> str:
-    return secret.partition(".")[0]
-
-
-def _named_task(payload: dict[str, Any]) -> str:
-    """The one task a callback body names, for the relay; `?` (matches no task) if it names odd ones."""
-    named = {value for key in ("task_id", "id") if isinstance(value := payload.get(key), str) and value}
-    if not named:
-        return ""
-    (only,) = named if len(named) == 1 else ("?",)
-    return only if SAFE_TASK_ID.fullmatch(only) else "?"
-
-
-def _names_another_task(payload: dict[str, Any], task_id: str | None) -> bool:
-    """Whether a callback body names a task other than `task_id` (unknown until the submit answers)."""
-    named = {value for key in ("task_id", "id") if isinstance(value := payload.get(key), str) and value}
-    return task_id is not None and bool(named - {task_id})
 
 
 class TaskWaiter:
@@ -290,7 +148,7 @@ class TaskWaiter:
                 now = anyio.current_time()
                 if now >= deadline:
                     return watch.snapshot or pending
-                if slot is not None and _wakeup_due(slot, wakeups_seen, now):
+                if slot is not None and slot.wakeup_due(wakeups_seen, now):
                     # The first wake-up is read twice, WAKEUP_MIN_INTERVAL apart, should the first re-read
                     # say pending: the upstream may call back just before its task record shows the result.
                     wakeups_seen = slot.wakeups if retried else slot.wakeups - 1
@@ -308,14 +166,10 @@ class TaskWaiter:
         """Sleep until `moment`, a look at the task, a wake-up that may be acted on, or shutdown."""
         events = [watch.next_look()] + ([self._stop] if self._stop is not None else [])
         if slot is not None and slot.wakeups > wakeups_seen:
-            moment = min(moment, slot.last_reread + WAKEUP_MIN_INTERVAL)  # a wake-up waiting its turn
+            moment = min(moment, slot.next_reread())  # a wake-up waiting its turn
         elif slot is not None:
             events.append(slot.next_wakeup())
         await _sleep_until(moment, events)
-
-
-def _wakeup_due(slot: CallbackSlot, wakeups_seen: int, now: float) -> bool:
-    return slot.wakeups > wakeups_seen and now >= slot.last_reread + WAKEUP_MIN_INTERVAL
 
 
 async def _sleep_until(moment: float, events: list[anyio.Event]) -> None:

@@ -25,7 +25,8 @@ from pathlib import Path, PurePath
 import anyio
 from PIL import Image
 
-from flux_mcp.client import FluxError, PlatformClient, may_have_been_accepted
+from flux_mcp.client import PlatformClient
+from flux_mcp.errors import FluxError, may_have_been_accepted
 from flux_mcp.images import MAX_PIXELS, ImageError, ImageKeeper, Picture, decode, slug
 from flux_mcp.inputs import (
     ACCEPTED_FORMATS,
