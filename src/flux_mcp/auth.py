@@ -1,5 +1,5 @@
-"""Who an HTTP request is for: its bearer token checked for the server's auth mode, and the identity its
-MCP sessions are bound to.
+"""Who a request is for: an HTTP request's bearer token checked for the server's auth mode, the identity
+its MCP sessions are bound to, and for each tool call the `Caller` (which token pays, whose history).
 
     tokens        the token must be one of FLUX_MCP_AUTH_TOKENS (each compared in constant time)
     passthrough   the token is the caller's own AceDataCloud token. A new one is verified once with a free
@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -46,20 +46,32 @@ from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.routes import build_resource_metadata_url, cors_middleware
+from mcp.server.mcpserver import Context
 from mcp.shared.auth import ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.client import FluxClient, FluxError, RateLimitedError, ServerError, build_http_client
+from flux_mcp.client import (
+    FluxClient,
+    FluxError,
+    PlatformClient,
+    RateLimitedError,
+    ServerError,
+    build_http_client,
+)
 from flux_mcp.settings import AuthMode, Settings
+from flux_mcp.state import AppState
 from flux_mcp.store import person_owner
+from flux_mcp.tasks import ImageJobs
 
 if TYPE_CHECKING:
     from flux_mcp.oauth import OAuthVerifier, Refusal
 
 logger = logging.getLogger(__name__)
+
+CallContext = Context[AppState, Any]  # what a tool or resource of this server is given by the SDK
 
 ACCEPTED_SECONDS = 600.0
 REFUSED_SECONDS = 60.0
@@ -437,3 +449,59 @@ def _what_to_send(mode: AuthMode) -> str:
 def _header_safe(text: str) -> str:
     """Text as an RFC 6750 quoted string may carry it: printable ASCII without quote or backslash."""
     return "".join(char if " " <= char <= "~" and char not in '"\\' else " " for char in text)
+
+
+# --- who a tool call is for ----------------------------------------------------------------------
+
+
+@dataclass
+class Caller:
+    """Who a call is for: which token pays upstream, and whose history it sees."""
+
+    state: AppState
+    jobs: ImageJobs
+    owner: str = ""
+    token: str | None = None  # a pass-through caller's own token; None: the server's
+
+    def platform(self) -> PlatformClient:
+        return self.state.platform_for(self.token)
+
+
+def caller_of(ctx: CallContext) -> Caller:
+    """The server's own token, or with pass-through auth over HTTP the caller's bearer token.
+
+    With OAuth the server's token pays, and the history is the signed-in person's (the HTTP gate put
+    their verified access token into the request as the SDK's `AuthenticatedUser`).
+    """
+    state = ctx.request_context.lifespan_context
+    mode = state.settings.auth_mode()
+    if mode == "oauth" and ctx.headers is not None:
+        return _signed_in_caller(state, ctx)
+    if mode != "passthrough" or ctx.headers is None:
+        return Caller(state, state.jobs)
+    token = bearer_token(ctx.headers.get("authorization"))
+    if token is None:  # the HTTP gate refuses such requests; this is the second line
+        return Caller(state, state.jobs_for("", "anonymous"), "anonymous", token="")
+    owner = state.history.owner_of(token)
+    return Caller(state, state.jobs_for(token, owner), owner, token=token)
+
+
+def _signed_in_caller(state: AppState, ctx: CallContext) -> Caller:
+    request = ctx.request_context.request
+    user = request.scope.get("user") if isinstance(request, Request) else None
+    access = user.access_token if isinstance(user, AuthenticatedUser) else None
+    issuer = (access.claims or {}).get("iss") if access is not None else None
+    if access is None or not access.subject or not isinstance(issuer, str):
+        # The HTTP gate refuses such requests; this is the second line: no token, so nothing is billed.
+        return Caller(state, state.jobs_for("", "anonymous"), "anonymous", token="")
+    owner = person_owner(issuer, access.subject)
+    return Caller(state, state.jobs_for(None, owner), owner)
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, if that is what it is."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None

@@ -722,6 +722,27 @@ class TaskBatchResult(BaseModel):
     missing: list[str] = Field(default_factory=list, description="Requested ids the upstream does not know.")
 
 
+class HistoryItem(BaseModel):
+    task_id: str | None = Field(description="Upstream task id; null if the submission never got one.")
+    status: str = Field(
+        description="succeeded, pending, failed, submitting, unknown (may have been billed), rejected."
+    )
+    prompt: str | None
+    model: str | None
+    size: str | None
+    created_at: str = Field(description="When it was submitted (UTC).")
+    images: list[ImageInfo] = Field(default_factory=list)
+    error: str | None = None
+    cost: Cost | None = Field(None, description="What the upstream charged, when it said.")
+    variation_of: str | None = Field(None, description="The task this one is a variation of, if any.")
+    kind: Literal["image", "video"] = Field("image", description="What the task makes.")
+    videos: list[VideoInfo] = Field(default_factory=list, description="With kind video: the videos.")
+
+
+class HistoryList(BaseModel):
+    tasks: list[HistoryItem] = Field(description="Newest first.")
+
+
 class ApplicationCredits(BaseModel):
     """One application of the AceDataCloud account: a service and its balance."""
 
