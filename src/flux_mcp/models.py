@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -181,9 +182,19 @@ SizeArg = Annotated[
         ),
     ),
 ]
+def _no_bool_count(value: Any) -> Any:
+    """true is not 1 image: pydantic's lax int would take it."""
+    if isinstance(value, bool):
+        raise ValueError(f"count must be a whole number from 1 to {MAX_COUNT}")
+    return value
+
+
+# The check goes after the Field: before it, the bounds could no longer be published as minimum/maximum.
+NoBoolCount = BeforeValidator(_no_bool_count)
 CountArg = Annotated[
     int,
     Field(ge=1, le=MAX_COUNT, description=f"How many images to generate (1-{MAX_COUNT})."),
+    NoBoolCount,
 ]
 ImageUrlArg = Annotated[
     str,
@@ -280,13 +291,6 @@ class GenerateImageArgs(_Arguments):
     wait_seconds: WaitSecondsArg = None
     preview: PreviewArg = None
 
-    @field_validator("count", mode="before")
-    @classmethod
-    def _no_bool_count(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("count must be a whole number from 1 to 4")
-        return value
-
     @model_validator(mode="after")
     def _check_size(self) -> GenerateImageArgs:
         self.size = check_size(self.model, self.size) if self.size is not None else default_size(self.model)
@@ -367,6 +371,7 @@ VariationSourceArg = Annotated[
 VariationCountArg = Annotated[
     int,
     Field(ge=1, le=MAX_COUNT, description=f"How many new images to make (1-{MAX_COUNT})."),
+    NoBoolCount,
 ]
 PromptSuffixArg = Annotated[
     str | None,
@@ -383,13 +388,6 @@ class GenerateVariationsArgs(_Arguments):
     prompt_suffix: PromptSuffixArg = None
     wait_seconds: WaitSecondsArg = None
     preview: PreviewArg = None
-
-    @field_validator("count", mode="before")
-    @classmethod
-    def _no_bool_count(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("count must be a whole number from 1 to 4")
-        return value
 
 
 class GetCreditsArgs(_Arguments):
