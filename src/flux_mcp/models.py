@@ -1,10 +1,11 @@
 """The schemas: what a caller may ask for, what the upstream answers, what a tool returns.
 
-One set of pydantic definitions serves three purposes: the tool input schemas (the field
-aliases below are used directly in the tool signatures), the validation that runs before any
-upstream call, and the JSON body sent to `POST /flux/images`. Upstream answers are parsed
-leniently here (the API adds fields and varies shapes); everything a tool returns is a strict
-result model, so the published output schemas are true.
+One set of pydantic definitions serves three purposes: the tool input schemas (each tool's
+parameters are the fields of its arguments model in `TOOL_ARGUMENTS`; see `toolkit.model_tool`),
+the one validation of each call, before any upstream call, and the JSON body sent to
+`POST /flux/images`. Upstream answers are parsed leniently here (the API adds fields and varies
+shapes); everything a tool returns is a strict result model, so the published output schemas are
+true.
 """
 
 from __future__ import annotations
@@ -182,6 +183,8 @@ SizeArg = Annotated[
         ),
     ),
 ]
+
+
 def _no_bool_count(value: Any) -> Any:
     """true is not 1 image: pydantic's lax int would take it."""
     if isinstance(value, bool):
