@@ -23,7 +23,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ValidationError, WithJsonSchema
-from pydantic_core import PydanticUndefined
+from pydantic.fields import FieldInfo
 
 from flux_mcp.models import TOOL_ARGUMENTS, explain_validation_error
 from flux_mcp.render import error_result
@@ -68,7 +68,8 @@ def model_tool(
     """The tool `name`, with the fields of its arguments model (`TOOL_ARGUMENTS[name]`) as parameters.
 
     `body(validated, ...)` runs it: its first parameter receives the validated model, its others (the
-    SDK's `Context`, resolved parameters such as the client's roots) are given as to any tool.
+    SDK's `Context`, resolved parameters such as the client's roots) are given as to any tool. The
+    tool is given to `MCPServer(tools=[...])`: `MCPServer.tool` registers functions only.
     """
     arguments = TOOL_ARGUMENTS[name]
     tool = _ModelTool.from_function(
@@ -97,7 +98,7 @@ def _sdk_function(arguments: type[BaseModel], body: ToolBody) -> ToolBody:
         inspect.Parameter(
             field_name,
             inspect.Parameter.KEYWORD_ONLY,
-            default=inspect.Parameter.empty if field.default is PydanticUndefined else field.default,
+            default=_default(field),
             annotation=hints[field_name],
         )
         for field_name, field in arguments.model_fields.items()
@@ -121,6 +122,10 @@ def _sdk_function(arguments: type[BaseModel], body: ToolBody) -> ToolBody:
     call.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
     call.__annotations__["return"] = body_hints["return"]
     return call
+
+
+def _default(field: FieldInfo) -> Any:
+    return inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
 
 
 class _ModelArguments(FuncMetadata):
