@@ -50,10 +50,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flux_mcp import __version__
-from flux_mcp.auth import Credentials, Verdict, discovery_routes, undecided
+from flux_mcp.auth import Credentials, Verdict, bearer_token
 from flux_mcp.callbacks import CallbackHub
 from flux_mcp.logs import hold_back_payload_loggers
-from flux_mcp.server import HistoryProbe, bearer_token, build_server
+from flux_mcp.refusals import discovery_routes, undecided
+from flux_mcp.server import HistoryProbe, build_server
 from flux_mcp.settings import Settings
 from flux_mcp.store import HistoryUnavailableError
 

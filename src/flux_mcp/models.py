@@ -1,10 +1,11 @@
 """The schemas: what a caller may ask for, what the upstream answers, what a tool returns.
 
-One set of pydantic definitions serves three purposes: the tool input schemas (the field
-aliases below are used directly in the tool signatures), the validation that runs before any
-upstream call, and the JSON body sent to `POST /flux/images`. Upstream answers are parsed
-leniently here (the API adds fields and varies shapes); everything a tool returns is a strict
-result model, so the published output schemas are true.
+One set of pydantic definitions serves three purposes: the tool input schemas (each tool's
+parameters are the fields of its arguments model in `TOOL_ARGUMENTS`; see `toolkit.model_tool`),
+the one validation of each call, before any upstream call, and the JSON body sent to
+`POST /flux/images`. Upstream answers are parsed leniently here (the API adds fields and varies
+shapes); everything a tool returns is a strict result model, so the published output schemas are
+true.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -181,9 +183,21 @@ SizeArg = Annotated[
         ),
     ),
 ]
+
+
+def _no_bool_count(value: Any) -> Any:
+    """true is not 1 image: pydantic's lax int would take it."""
+    if isinstance(value, bool):
+        raise ValueError(f"count must be a whole number from 1 to {MAX_COUNT}")
+    return value
+
+
+# The check goes after the Field: before it, the bounds could no longer be published as minimum/maximum.
+NoBoolCount = BeforeValidator(_no_bool_count)
 CountArg = Annotated[
     int,
     Field(ge=1, le=MAX_COUNT, description=f"How many images to generate (1-{MAX_COUNT})."),
+    NoBoolCount,
 ]
 ImageUrlArg = Annotated[
     str,
@@ -280,13 +294,6 @@ class GenerateImageArgs(_Arguments):
     wait_seconds: WaitSecondsArg = None
     preview: PreviewArg = None
 
-    @field_validator("count", mode="before")
-    @classmethod
-    def _no_bool_count(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("count must be a whole number from 1 to 4")
-        return value
-
     @model_validator(mode="after")
     def _check_size(self) -> GenerateImageArgs:
         self.size = check_size(self.model, self.size) if self.size is not None else default_size(self.model)
@@ -367,6 +374,7 @@ VariationSourceArg = Annotated[
 VariationCountArg = Annotated[
     int,
     Field(ge=1, le=MAX_COUNT, description=f"How many new images to make (1-{MAX_COUNT})."),
+    NoBoolCount,
 ]
 PromptSuffixArg = Annotated[
     str | None,
@@ -383,13 +391,6 @@ class GenerateVariationsArgs(_Arguments):
     prompt_suffix: PromptSuffixArg = None
     wait_seconds: WaitSecondsArg = None
     preview: PreviewArg = None
-
-    @field_validator("count", mode="before")
-    @classmethod
-    def _no_bool_count(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("count must be a whole number from 1 to 4")
-        return value
 
 
 class GetCreditsArgs(_Arguments):
@@ -720,6 +721,27 @@ class TaskBatchResult(BaseModel):
 
     tasks: list[TaskResult] = Field(description="One entry per task the upstream knows, in the order asked.")
     missing: list[str] = Field(default_factory=list, description="Requested ids the upstream does not know.")
+
+
+class HistoryItem(BaseModel):
+    task_id: str | None = Field(description="Upstream task id; null if the submission never got one.")
+    status: str = Field(
+        description="succeeded, pending, failed, submitting, unknown (may have been billed), rejected."
+    )
+    prompt: str | None
+    model: str | None
+    size: str | None
+    created_at: str = Field(description="When it was submitted (UTC).")
+    images: list[ImageInfo] = Field(default_factory=list)
+    error: str | None = None
+    cost: Cost | None = Field(None, description="What the upstream charged, when it said.")
+    variation_of: str | None = Field(None, description="The task this one is a variation of, if any.")
+    kind: Literal["image", "video"] = Field("image", description="What the task makes.")
+    videos: list[VideoInfo] = Field(default_factory=list, description="With kind video: the videos.")
+
+
+class HistoryList(BaseModel):
+    tasks: list[HistoryItem] = Field(description="Newest first.")
 
 
 class ApplicationCredits(BaseModel):
