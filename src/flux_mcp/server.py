@@ -72,7 +72,8 @@ from flux_mcp.client import (
     may_have_been_accepted,
 )
 from flux_mcp.credits import credits_text, summarize_credits
-from flux_mcp.images import Downloader, ImageError, ImageKeeper, KeptImage, to_png
+from flux_mcp.finishing import FinishedJob, Finisher
+from flux_mcp.images import Downloader, ImageError, ImageKeeper, to_png
 from flux_mcp.inputs import ImageInputError
 from flux_mcp.models import (
     MAX_COUNT,
@@ -90,7 +91,6 @@ from flux_mcp.models import (
     ImageUrlArg,
     LimitArg,
     PreviewArg,
-    PreviewChoice,
     Prompt,
     PromptSuffixArg,
     QueryArg,
@@ -108,7 +108,6 @@ from flux_mcp.models import (
     WaitSecondsArg,
     default_size,
     explain_validation_error,
-    parse_cost,
 )
 from flux_mcp.poller import Pollers, PollSchedule, running_pollers
 from flux_mcp.roots import client_roots, keyframe_roots, root_folders
@@ -118,7 +117,7 @@ from flux_mcp.store import History, HistoryEntry, HistoryUnavailableError, perso
 from flux_mcp.tasks import CallbackHub, ImageJobs, JobTicket, ago
 from flux_mcp.ui import GALLERY_URI, gallery_html
 from flux_mcp.uploads import ImageSources, InputPolicy, UploadFailedError
-from flux_mcp.video_files import NO_POSTER, KeptVideo, VideoKeeper, poster_available
+from flux_mcp.video_files import NO_POSTER, VideoKeeper, poster_available
 from flux_mcp.videos import (
     FLUX_VIDEO_URI,
     VIDEO_GUIDE,
@@ -158,7 +157,7 @@ TIMEOUT_ADVICE = (
 INSTRUCTIONS += " " + TIMEOUT_ADVICE
 
 AnyContext = Context[Any, Any]
-R = TypeVar("R", bound=BaseModel)
+R = TypeVar("R")  # what a tool's work returns, for its render
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -325,6 +324,7 @@ def _app_state(
             schedule=schedule,
             pollers=pollers,
             history=history,
+            finisher=finisher,
             owner=owner,
             callbacks=callbacks,
             stop=stop,
@@ -349,6 +349,7 @@ def _app_state(
         preview_size=settings.preview_size,
         max_bytes=int(settings.max_video_download_mb * 1_000_000),
     )
+    finisher = Finisher(history, keeper, videos, preview=settings.preview)
     return AppState(
         settings,
         history,
@@ -552,8 +553,8 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
         """
         caller = _caller(ctx)
         progress = _progress_reporter(ctx)
-        work = lambda: caller.jobs.resume(task_id, wait_seconds, progress)  # noqa: E731
-        return await _guarded("get_task", work, lambda result: present(caller, result, ctx, preview))
+        work = lambda: caller.jobs.resume(task_id, wait_seconds, progress, preview)  # noqa: E731
+        return await _guarded("get_task", work, lambda finished: _answer(caller, finished, ctx))
 
     @server.tool(
         name="get_tasks",
@@ -565,7 +566,13 @@ def _add_task_tools(server: MCPServer[AppState]) -> None:
         """Look up the current state of up to 50 tasks at once, without waiting."""
         caller = _caller(ctx)
         work = lambda: caller.jobs.lookup(list(task_ids))  # noqa: E731
-        return await _guarded("get_tasks", work, lambda batch: _batch_result(caller, batch))
+
+        async def answer(batch: TaskBatchResult) -> CallToolResult:
+            shown = _batch_result(batch)
+            await _delivered(caller, batch.tasks)
+            return shown
+
+        return await _guarded("get_tasks", work, answer)
 
     @server.tool(
         name="list_tasks",
@@ -624,8 +631,8 @@ class HistoryList(BaseModel):
 
 
 def history_item(entry: HistoryEntry) -> HistoryItem:
-    images = [ImageInfo.model_validate(image) for image in (entry.result or {}).get("images", [])]
-    videos = [VideoInfo.model_validate(video) for video in (entry.result or {}).get("videos", [])]
+    images = entry.result.images if entry.result is not None else []
+    videos = entry.result.videos if entry.result is not None else []
     return HistoryItem(
         task_id=entry.task_id,
         status=entry.status,
@@ -635,7 +642,7 @@ def history_item(entry: HistoryEntry) -> HistoryItem:
         created_at=entry.as_dict()["created_at"],
         images=images,
         error=entry.error,
-        cost=parse_cost((entry.result or {}).get("cost")),
+        cost=entry.result.cost if entry.result is not None else None,
         variation_of=entry.request.get("variation_of"),
         kind="video" if is_video_request(entry.request) or videos else "image",
         videos=videos,
@@ -892,18 +899,18 @@ async def check_prompt_arguments(ctx: ServerRequestContext[Any, Any], call_next:
 
 async def _known_video(caller: Caller, task_id: str, index: str) -> VideoInfo:
     entry = await caller.state.history.get(task_id, caller.owner)
-    videos = (entry.result or {}).get("videos", []) if entry is not None else []
+    videos = entry.result.videos if entry is not None and entry.result is not None else []
     if not (index.isascii() and index.isdecimal()) or int(index) >= len(videos):
         raise ResourceError(f"No video {index} of task {task_id!r} in this server's history.")
-    return VideoInfo.model_validate(videos[int(index)])
+    return videos[int(index)]
 
 
 async def _known_image(caller: Caller, task_id: str, index: str) -> ImageInfo:
     entry = await caller.state.history.get(task_id, caller.owner)
-    images = (entry.result or {}).get("images", []) if entry is not None else []
+    images = entry.result.images if entry is not None and entry.result is not None else []
     if not (index.isascii() and index.isdecimal()) or int(index) >= len(images):
         raise ResourceError(f"No image {index} of task {task_id!r} in this server's history.")
-    return ImageInfo.model_validate(images[int(index)])
+    return images[int(index)]
 
 
 # --- running jobs and showing results --------------------------------------------------------
@@ -931,8 +938,8 @@ async def _run_job(
             return error_result(f"Cannot edit that image: {exc}. Nothing was uploaded or submitted.")
     progress = _progress_reporter(ctx)
     ticket = JobTicket()
-    work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket)  # noqa: E731
-    shown = await _guarded(tool, work, lambda result: present(caller, result, ctx, args.preview))
+    work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket, args.preview)  # noqa: E731
+    shown = await _guarded(tool, work, lambda finished: _answer(caller, finished, ctx))
     if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
         await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
     return shown
@@ -955,7 +962,7 @@ async def _run_video_job(ctx: AnyContext, arguments: dict[str, Any], roots: list
     progress = _progress_reporter(ctx)
     ticket = JobTicket()
     work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket)  # noqa: E731
-    shown = await _guarded("generate_video", work, lambda result: present(caller, result, ctx))
+    shown = await _guarded("generate_video", work, lambda finished: _answer(caller, finished, ctx))
     if ticket.undecided_row is not None:
         await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
     return shown
@@ -1053,42 +1060,40 @@ def _maybe_billed(message: str) -> str:
     )
 
 
-async def present(
-    caller: Caller, result: TaskResult, ctx: AnyContext | None = None, preview: PreviewChoice | None = None
-) -> CallToolResult:
-    """Text summary, inline previews and resource links; files saved and history updated first.
+async def _answer(caller: Caller, finished: FinishedJob, ctx: AnyContext) -> CallToolResult:
+    """A job tool's answer: the outcome logged to the client, shown, and (last) marked delivered."""
+    await _log_outcome(ctx, finished.result)
+    shown = present(finished, resource_links=caller.state.settings.resource_links)
+    await _delivered(caller, [finished.result])
+    return shown
 
-    `preview` is the call's choice of inline previews (None: the server's, FLUX_MCP_PREVIEW). The text
-    alone always says what happened and what to do next: some frameworks show the model nothing else.
+
+async def _delivered(caller: Caller, results: list[TaskResult]) -> None:
+    """Mark the finished ones among `results` delivered: the last thing a tool awaits before answering."""
+    finished = [result.task_id for result in results if result.status in FINISHED]
+    await caller.state.history.deliver(caller.owner, task_ids=finished)
+
+
+def present(finished: FinishedJob, *, resource_links: bool = True) -> CallToolResult:
+    """Text summary, inline previews and resource links of a finished job (kept and recorded already).
+
+    The text alone always says what happened and what to do next: some frameworks show the model nothing
+    else. `resource_links`: FLUX_MCP_RESOURCE_LINKS.
     """
-    settings = caller.state.settings
+    result = finished.result
     if result.kind == "video":
-        return await present_video(caller, result, ctx, preview)
-    kept: list[KeptImage] = []
-    if result.status is TaskStatus.SUCCEEDED:
-        history = caller.state.history
-        saved = await _saved_paths(caller, result.task_id)
-        kept = await caller.state.keeper.keep(result, saved, preview or settings.preview)
-        result.images = [_with_uri(result.task_id, image.info) for image in kept]
-        await history.record(result, caller.owner)
-    if ctx is not None:
-        await _log_outcome(ctx, result)
+        return present_video(finished, resource_links=resource_links)
     content: list[ContentBlock] = [TextContent(type="text", text=summarize(result))]
-    for image, info in zip(kept, result.images, strict=True):
-        if image.preview is not None:
-            content.append(
-                ImageContent(type="image", data=image.preview.base64(), mime_type=image.preview.mime_type)
-            )
-        if settings.resource_links:
+    for info, preview in zip(result.images, finished.previews, strict=True):
+        if preview is not None:
+            content.append(ImageContent(type="image", data=preview.base64(), mime_type=preview.mime_type))
+        if resource_links:
             content.append(image_link(result.task_id, info))
-    shown = CallToolResult(
+    return CallToolResult(
         content=content,
         structured_content=result.model_dump(mode="json"),
         is_error=result.status is TaskStatus.FAILED,
     )
-    if result.status in FINISHED:
-        await caller.state.history.deliver(caller.owner, task_ids=[result.task_id])
-    return shown
 
 
 def image_link(task_id: str, image: ImageInfo) -> ResourceLink:
@@ -1106,34 +1111,19 @@ def image_link(task_id: str, image: ImageInfo) -> ResourceLink:
     )
 
 
-async def present_video(
-    caller: Caller, result: TaskResult, ctx: AnyContext | None, preview: PreviewChoice | None
-) -> CallToolResult:
-    """A video result: summary, a poster frame (with PyAV), a video/mp4 resource link; saved and recorded.
+def present_video(finished: FinishedJob, *, resource_links: bool = True) -> CallToolResult:
+    """A video result: summary, a poster frame (with PyAV), a video/mp4 resource link.
 
-    The poster is the video's preview: `preview` (or FLUX_MCP_PREVIEW) `none` leaves it out.
+    The poster is the video's preview: a call that chose `none` (or FLUX_MCP_PREVIEW) was kept without.
     """
-    settings = caller.state.settings
-    show_poster = (preview or settings.preview) != "none"
-    kept: list[KeptVideo] = []
-    if result.status is TaskStatus.SUCCEEDED:
-        kept = await caller.state.videos.keep(result, await _saved_paths(caller, result.task_id, "videos"))
-        result.videos = [
-            video.info.model_copy(update={"resource_uri": video_uri(result.task_id, video.info.index)})
-            for video in kept
-        ]
-        await caller.state.history.record(result, caller.owner)
-    if ctx is not None:
-        await _log_outcome(ctx, result)
-    posters = any(video.poster is not None for video in kept)
-    note = f"\nNote: {NO_POSTER}." if kept and not posters and not poster_available() else ""
+    result = finished.result
+    kept = result.status is TaskStatus.SUCCEEDED and bool(result.videos)
+    note = f"\nNote: {NO_POSTER}." if kept and not poster_available() else ""
     content: list[ContentBlock] = [TextContent(type="text", text=summarize(result) + note)]
-    for video, info in zip(kept, result.videos, strict=True):
-        if video.poster is not None and show_poster:
-            content.append(
-                ImageContent(type="image", data=video.poster.base64(), mime_type=video.poster.mime_type)
-            )
-        if not settings.resource_links:
+    for info, poster in zip(result.videos, finished.previews, strict=True):
+        if poster is not None:
+            content.append(ImageContent(type="image", data=poster.base64(), mime_type=poster.mime_type))
+        if not resource_links:
             continue
         content.append(
             ResourceLink(
@@ -1144,40 +1134,21 @@ async def present_video(
                 description=info.path or info.url,
             )
         )
-    shown = CallToolResult(
+    return CallToolResult(
         content=content,
         structured_content=result.model_dump(mode="json"),
         is_error=result.status is TaskStatus.FAILED,
     )
-    if result.status in FINISHED:
-        await caller.state.history.deliver(caller.owner, task_ids=[result.task_id])
-    return shown
 
 
-async def _saved_paths(caller: Caller, task_id: str, files: str = "images") -> dict[int, str]:
-    try:
-        entry = await caller.state.history.get(task_id, caller.owner)
-    except HistoryUnavailableError:  # the files are here already: answer with them, recorded later
-        return {}
-    items = (entry.result or {}).get(files, []) if entry is not None else []
-    return {item["index"]: item["path"] for item in items if item.get("path")}
-
-
-def _with_uri(task_id: str, image: ImageInfo) -> ImageInfo:
-    return image.model_copy(update={"resource_uri": f"flux://images/{task_id}/{image.index}"})
-
-
-async def _batch_result(caller: Caller, batch: TaskBatchResult) -> CallToolResult:
+def _batch_result(batch: TaskBatchResult) -> CallToolResult:
     lines = [summarize(task) for task in batch.tasks]
     if batch.missing:
         lines.append("Unknown task ids: " + ", ".join(batch.missing))
-    shown = CallToolResult(
+    return CallToolResult(
         content=[TextContent(type="text", text="\n\n".join(lines) or "No tasks found.")],
         structured_content=batch.model_dump(mode="json"),
     )
-    finished = [task.task_id for task in batch.tasks if task.status in FINISHED]
-    await caller.state.history.deliver(caller.owner, task_ids=finished)
-    return shown
 
 
 def summarize(result: TaskResult) -> str:
