@@ -79,8 +79,9 @@ class Finisher:
             await self._record(result, owner)
             return FinishedJob(result)
         earlier = await self._earlier(result.task_id, owner)
+        keep = self._keep_videos if result.kind == "video" else self._keep_images
         try:
-            finished = await self._keep(result, earlier, preview or self._preview)
+            finished = await keep(result, earlier, preview or self._preview)
         except BaseException:
             # The state is news even when its files could not be kept (a fault, or the caller went away).
             with anyio.CancelScope(shield=True):
@@ -89,11 +90,9 @@ class Finisher:
         await self._record(remembered(finished.result, earlier), owner)
         return finished
 
-    async def _keep(
+    async def _keep_images(
         self, result: TaskResult, earlier: TaskResult | None, preview: PreviewChoice
     ) -> FinishedJob:
-        if result.kind == "video":
-            return await self._keep_videos(result, earlier, preview)
         saved = _saved_files(earlier.images if earlier is not None else [])
         if self._images is not None:
             kept = await self._images.keep(result, saved, preview)

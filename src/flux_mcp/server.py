@@ -2,8 +2,9 @@
 
 `build_server(settings)` makes a fresh `MCPServer`; nothing here is global, so tests build as many
 servers as they like. The tools are thin: arguments are validated by the models (before any
-upstream call), the waiting is done by `tasks.ImageJobs`, files and previews by `images`, and
-every failure becomes a tool error an assistant can act on.
+upstream call), the waiting is done by `tasks.ImageJobs`, files, previews and the history record by
+`finishing.Finisher` (so `present` only renders), and every failure becomes a tool error an
+assistant can act on.
 
 A retry never pays twice (tasks.py continues an identical submission whose outcome no caller has
 received). Here is where an outcome counts as delivered: a finished task (succeeded or failed), or the

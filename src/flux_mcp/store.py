@@ -109,7 +109,7 @@ ROW_COLUMNS = "owner, status, action, model, prompt, size, request, fingerprint,
 TASK_COLUMNS = (
     "owner, task_id, status, model, prompt, size, request, result, trace_id, error, created_at, updated_at"
 )
-FINAL = tuple(status.value for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED))
+FINAL = tuple(status.value for status in TaskStatus if status is not TaskStatus.PENDING)  # a task's end
 # One statement, atomic in SQLite (>= 3.24) and PostgreSQL alike: no lock, no read first. What the task
 # was submitted with (model, prompt, size) stays as the submission wrote it; a stale pending state (a
 # process that looked a moment before the task finished, writing last) leaves a final one in place.
