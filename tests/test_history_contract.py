@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import queue
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
 import anyio
 import psycopg
 import pytest
+from mcp import Client
 
-from flux_mcp.models import ImageInfo, TaskResult, TaskStatus
+from flux_mcp.models import ImageInfo, TaskError, TaskResult, TaskStatus
+from flux_mcp.server import build_server
+from flux_mcp.settings import Settings
 from flux_mcp.store import SUBMITTING, UNKNOWN, Claim, History, HistoryUnavailableError
 from flux_mcp.store_postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from tests.pgcluster import free_port
@@ -60,25 +69,97 @@ def result(task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED, **fields: An
     return TaskResult(task_id=task_id, status=status, **{**values, **fields})
 
 
+def saved(task_id: str) -> TaskResult:
+    """A finished result whose image was saved."""
+    return result(
+        task_id, images=[ImageInfo(index=0, url=f"https://x/{task_id}.png", path=f"/p/{task_id}.png")]
+    )
+
+
 async def test_a_row_is_written_before_submit_and_follows_the_task(history: History) -> None:
     row = await history.begin(REQUEST)
     entry = await history.row(row)
     assert entry is not None and entry.status == SUBMITTING and entry.task_id is None
     await history.submitted(row, "t-1", "trace-1")
-    await history.record(result("t-1", images=[ImageInfo(index=0, url="https://x/0.png", path="/p/0.png")]))
+    await history.record(saved("t-1"))
     entry = await history.get("t-1")
     assert entry is not None and entry.row_id == row and entry.status == "succeeded"
     assert entry.trace_id == "trace-1" and entry.request == REQUEST
-    assert entry.result is not None and entry.result["images"][0]["path"] == "/p/0.png"
+    assert entry.result == saved("t-1")
 
 
-async def test_a_later_record_keeps_the_files_an_earlier_one_saved(history: History) -> None:
-    await history.record(result("t-1", images=[ImageInfo(index=0, url="https://x/0.png", path="/p/0.png")]))
-    await history.record(result("t-1", images=[ImageInfo(index=0, url="https://x/0.png")]))
+async def test_a_record_stores_the_result_it_is_given_and_gives_back_a_task_result(history: History) -> None:
+    await history.record(result("t-1", TaskStatus.PENDING, trace_id="trace-1"))
+    await history.record(saved("t-1"))
     entry = await history.get("t-1")
-    assert entry is not None and entry.result is not None
-    assert entry.result["images"][0]["path"] == "/p/0.png"
-    assert len(await history.recent(10)) == 1
+    assert entry is not None and isinstance(entry.result, TaskResult)
+    assert entry.result == saved("t-1") and entry.trace_id == "trace-1"  # a record without one keeps it
+    assert [e.result for e in await history.recent(10)] == [saved("t-1")]
+
+
+@pytest.mark.parametrize("final", [TaskStatus.SUCCEEDED, TaskStatus.FAILED])
+async def test_a_pending_look_recorded_after_the_task_finished_leaves_it_finished(
+    history: History, final: TaskStatus
+) -> None:
+    # Two hosts follow one task; the one that looked a moment before it finished writes last.
+    finished = saved("t-1") if final is TaskStatus.SUCCEEDED else result("t-1", final, error=REFUSED)
+    await history.record(finished)
+    await history.record(result("t-1", TaskStatus.PENDING))
+    entry = await history.get("t-1")
+    assert entry is not None and entry.status == final.value and entry.result == finished
+    assert entry.error == (REFUSED.message if final is TaskStatus.FAILED else None)
+
+
+async def test_two_processes_recording_the_same_tasks_leave_one_finished_row_each(location: str) -> None:
+    """Two hosts on one history (a file, or a database), one a step behind: no error, no stale state."""
+    task_ids = [f"t-{index}" for index in range(30)]
+    context = multiprocessing.get_context("spawn")
+    start, handed_over = context.Barrier(2), context.Queue()
+    workers = [
+        context.Process(target=follow_tasks, args=(location, role, task_ids, start, handed_over))
+        for role in ("ahead", "behind")
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=PROCESS_BOUND_SECONDS)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    async for history in open_history(location):
+        entries = await history.recent(100)
+    assert sorted(entry.task_id or "" for entry in entries) == sorted(task_ids)  # one row per task
+    assert [(entry.task_id, entry.status) for entry in entries if entry.status != "succeeded"] == []
+    assert all(entry.result == saved(entry.task_id or "") and entry.error is None for entry in entries)
+
+
+PROCESS_BOUND_SECONDS = 120.0  # only against a hang: each process takes a second or two
+REFUSED = TaskError(code="moderated", message="refused")
+
+
+def follow_tasks(
+    location: str, role: str, task_ids: list[str], start: Barrier, handed_over: queue.Queue[str]
+) -> None:
+    """One process: "ahead" records each task pending, then finished, and hands it over; "behind" first
+    records every task pending (newest first, meeting "ahead" on rows neither has written), then a late
+    pending look at each task "ahead" has finished."""
+    anyio.run(_follow_tasks, location, role, task_ids, start, handed_over)
+
+
+async def _follow_tasks(
+    location: str, role: str, task_ids: list[str], start: Barrier, handed_over: queue.Queue[str]
+) -> None:
+    async for history in open_history(location):
+        start.wait(timeout=PROCESS_BOUND_SECONDS)
+        if role == "ahead":
+            for task_id in task_ids:
+                await history.record(result(task_id, TaskStatus.PENDING))
+                await history.record(saved(task_id))
+                handed_over.put(task_id)
+            return
+        for task_id in reversed(task_ids):
+            await history.record(result(task_id, TaskStatus.PENDING))
+        for _ in task_ids:
+            task_id = await anyio.to_thread.run_sync(handed_over.get, True, PROCESS_BOUND_SECONDS)
+            await history.record(result(task_id, TaskStatus.PENDING))
 
 
 async def test_submit_failures_are_unknown_or_rejected(history: History) -> None:
@@ -211,3 +292,39 @@ async def test_an_unreachable_database_is_a_clear_error_that_names_no_password()
             history.owner_of("sk-token")
     message = raised.value.message
     assert "127.0.0.1" in message and "cannot be reached" in message and "hunter2" not in message
+
+
+# A history.db the previous release wrote (schema 1, results as JSON text): six tasks (two generations,
+# a variation, one pending, one failed, an edit of an uploaded file, a video) and an upload.
+EARLIER_RELEASE = Path(__file__).parent / "data" / "history-v1.sql"
+
+
+async def test_a_history_written_by_the_previous_release_opens_and_reads(
+    tmp_path: Path, settings: Settings
+) -> None:
+    path = tmp_path / "history.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(EARLIER_RELEASE.read_text())
+        stored = {row[0]: json.loads(row[1]) for row in db.execute("SELECT task_id, result FROM tasks")}
+    history = History(path)
+    try:
+        entries = await history.recent(10)
+        assert {entry.task_id: entry.result for entry in entries} == {
+            task_id: TaskResult.model_validate(result) for task_id, result in stored.items()
+        }
+        assert {e.task_id: e.result.model_dump(mode="json") for e in entries if e.result} == stored
+        pending = next(entry for entry in entries if entry.status == "pending")
+        assert pending.result is not None and pending.task_id is not None
+        await history.record(pending.result.model_copy(update={"status": TaskStatus.SUCCEEDED}))
+        again = await history.get(pending.task_id)
+        assert again is not None and again.row_id == pending.row_id and again.status == "succeeded"
+        assert len(await history.recent(10)) == len(stored)
+    finally:
+        history.close()
+    async with Client(build_server(settings.model_copy(update={"db": path}))) as client:
+        listed = (await client.call_tool("list_tasks", {})).structured_content
+        fox = next(item for item in (listed or {})["tasks"] if item["prompt"] == "a red fox in snow")
+        resource = await client.read_resource(f"flux://tasks/{fox['task_id']}")
+    assert listed is not None and len(listed["tasks"]) == len(stored)
+    assert sorted(item["kind"] for item in listed["tasks"]) == ["image"] * 5 + ["video"]
+    assert json.loads(getattr(resource.contents[0], "text", ""))["result"] == stored[fox["task_id"]]

@@ -114,11 +114,11 @@ async def test_the_poster_frame_is_a_small_image_of_the_first_frame(client: Clie
 async def test_without_pyav_the_result_says_no_poster_is_shown(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flux_mcp.delivery
+    import flux_mcp.render
     import flux_mcp.video_files
 
     monkeypatch.setattr(flux_mcp.video_files, "poster_frame", lambda *args, **kwargs: None)
-    monkeypatch.setattr(flux_mcp.delivery, "poster_available", lambda: False)
+    monkeypatch.setattr(flux_mcp.render, "poster_available", lambda: False)
     result = await client.call_tool("generate_video", {"prompt": "a lighthouse"})
     assert not any(isinstance(block, ImageContent) for block in result.content)
     assert "no poster frame is shown" in text(result) and data(result)["videos"][0]["path"]

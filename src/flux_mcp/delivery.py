@@ -1,4 +1,4 @@
-"""Handing a result to the caller: files kept and the history updated, then content, and the delivery mark.
+"""Handing a finished job to the caller: the outcome logged to the client, its content, the delivery mark.
 
 A retry never pays twice (tasks.py continues an identical submission whose outcome no caller has
 received). Here is where an outcome counts as delivered: a finished task (succeeded or failed), or the
@@ -24,129 +24,35 @@ import warnings
 from typing import Literal
 
 from mcp.shared.exceptions import MCPDeprecationWarning
-from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
+from mcp_types import CallToolResult
 
 from flux_mcp.auth import CallContext, Caller
-from flux_mcp.images import KeptImage
-from flux_mcp.models import ImageInfo, PreviewChoice, TaskBatchResult, TaskResult, TaskStatus
-from flux_mcp.render import FINISHED, image_link, summarize
-from flux_mcp.store import HistoryUnavailableError
-from flux_mcp.video_files import NO_POSTER, KeptVideo, poster_available
-from flux_mcp.videos import video_uri
+from flux_mcp.finishing import FinishedJob
+from flux_mcp.models import TaskBatchResult, TaskResult, TaskStatus
+from flux_mcp.render import FINISHED, batch_result, present, summarize
 
 logger = logging.getLogger(__name__)
 
 
-async def present(
-    caller: Caller, result: TaskResult, ctx: CallContext | None = None, preview: PreviewChoice | None = None
-) -> CallToolResult:
-    """Text summary, inline previews and resource links; files saved and history updated first.
-
-    `preview` is the call's choice of inline previews (None: the server's, FLUX_MCP_PREVIEW). The text
-    alone always says what happened and what to do next: some frameworks show the model nothing else.
-    """
-    settings = caller.state.settings
-    if result.kind == "video":
-        return await present_video(caller, result, ctx, preview)
-    kept: list[KeptImage] = []
-    if result.status is TaskStatus.SUCCEEDED:
-        history = caller.state.history
-        saved = await _saved_paths(caller, result.task_id)
-        kept = await caller.state.keeper.keep(result, saved, preview or settings.preview)
-        result.images = [_with_uri(result.task_id, image.info) for image in kept]
-        await history.record(result, caller.owner)
-    if ctx is not None:
-        await _log_outcome(ctx, result)
-    content: list[ContentBlock] = [TextContent(type="text", text=summarize(result))]
-    for image, info in zip(kept, result.images, strict=True):
-        if image.preview is not None:
-            content.append(
-                ImageContent(type="image", data=image.preview.base64(), mime_type=image.preview.mime_type)
-            )
-        if settings.resource_links:
-            content.append(image_link(result.task_id, info))
-    shown = CallToolResult(
-        content=content,
-        structured_content=result.model_dump(mode="json"),
-        is_error=result.status is TaskStatus.FAILED,
-    )
-    if result.status in FINISHED:
-        await caller.state.history.deliver(caller.owner, task_ids=[result.task_id])
+async def answer(caller: Caller, finished: FinishedJob, ctx: CallContext) -> CallToolResult:
+    """A job tool's answer: the outcome logged to the client, shown, and (last) marked delivered."""
+    await _log_outcome(ctx, finished.result)
+    shown = present(finished, resource_links=caller.state.settings.resource_links)
+    await delivered(caller, [finished.result])
     return shown
 
 
-async def present_video(
-    caller: Caller, result: TaskResult, ctx: CallContext | None, preview: PreviewChoice | None
-) -> CallToolResult:
-    """A video result: summary, a poster frame (with PyAV), a video/mp4 resource link; saved and recorded.
-
-    The poster is the video's preview: `preview` (or FLUX_MCP_PREVIEW) `none` leaves it out.
-    """
-    settings = caller.state.settings
-    show_poster = (preview or settings.preview) != "none"
-    kept: list[KeptVideo] = []
-    if result.status is TaskStatus.SUCCEEDED:
-        kept = await caller.state.videos.keep(result, await _saved_paths(caller, result.task_id, "videos"))
-        result.videos = [
-            video.info.model_copy(update={"resource_uri": video_uri(result.task_id, video.info.index)})
-            for video in kept
-        ]
-        await caller.state.history.record(result, caller.owner)
-    if ctx is not None:
-        await _log_outcome(ctx, result)
-    posters = any(video.poster is not None for video in kept)
-    note = f"\nNote: {NO_POSTER}." if kept and not posters and not poster_available() else ""
-    content: list[ContentBlock] = [TextContent(type="text", text=summarize(result) + note)]
-    for video, info in zip(kept, result.videos, strict=True):
-        if video.poster is not None and show_poster:
-            content.append(
-                ImageContent(type="image", data=video.poster.base64(), mime_type=video.poster.mime_type)
-            )
-        if not settings.resource_links:
-            continue
-        content.append(
-            ResourceLink(
-                type="resource_link",
-                uri=info.resource_uri or "",
-                name=f"video {info.index + 1} of task {result.task_id}",
-                mime_type="video/mp4",
-                description=info.path or info.url,
-            )
-        )
-    shown = CallToolResult(
-        content=content,
-        structured_content=result.model_dump(mode="json"),
-        is_error=result.status is TaskStatus.FAILED,
-    )
-    if result.status in FINISHED:
-        await caller.state.history.deliver(caller.owner, task_ids=[result.task_id])
+async def answer_batch(caller: Caller, batch: TaskBatchResult) -> CallToolResult:
+    """get_tasks' answer: the tasks shown, and (last) the finished ones marked delivered."""
+    shown = batch_result(batch)
+    await delivered(caller, batch.tasks)
     return shown
 
 
-async def _saved_paths(caller: Caller, task_id: str, files: str = "images") -> dict[int, str]:
-    try:
-        entry = await caller.state.history.get(task_id, caller.owner)
-    except HistoryUnavailableError:  # the files are here already: answer with them, recorded later
-        return {}
-    items = (entry.result or {}).get(files, []) if entry is not None else []
-    return {item["index"]: item["path"] for item in items if item.get("path")}
-
-
-def _with_uri(task_id: str, image: ImageInfo) -> ImageInfo:
-    return image.model_copy(update={"resource_uri": f"flux://images/{task_id}/{image.index}"})
-
-
-async def batch_result(caller: Caller, batch: TaskBatchResult) -> CallToolResult:
-    lines = [summarize(task) for task in batch.tasks]
-    if batch.missing:
-        lines.append("Unknown task ids: " + ", ".join(batch.missing))
-    shown = CallToolResult(
-        content=[TextContent(type="text", text="\n\n".join(lines) or "No tasks found.")],
-        structured_content=batch.model_dump(mode="json"),
-    )
-    finished = [task.task_id for task in batch.tasks if task.status in FINISHED]
+async def delivered(caller: Caller, results: list[TaskResult]) -> None:
+    """Mark the finished ones among `results` delivered: the last thing a tool awaits before answering."""
+    finished = [result.task_id for result in results if result.status in FINISHED]
     await caller.state.history.deliver(caller.owner, task_ids=finished)
-    return shown
 
 
 async def _log_outcome(ctx: CallContext, result: TaskResult) -> None:

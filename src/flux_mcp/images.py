@@ -189,12 +189,17 @@ class PreviewSize:
 
 @dataclass(frozen=True)
 class KeptImage:
+    """One image as kept: its info with the saved file, size or warning filled in, and its preview."""
+
     info: ImageInfo
     preview: Preview | None
 
 
 class ImageKeeper:
-    """Turns a finished result into saved files and previews, downloading each image at most once."""
+    """Turns a finished result into saved files and previews, downloading each image at most once.
+
+    It returns what it kept as new values (`KeptImage`); the result it is given is left as it was.
+    """
 
     def __init__(
         self,
@@ -220,27 +225,23 @@ class ImageKeeper:
     async def keep(
         self, result: TaskResult, saved: dict[int, str], preview: PreviewChoice = "default"
     ) -> list[KeptImage]:
-        """Save (or reuse the saved file of) every image of `result`, then preview them as chosen."""
+        """Save (or reuse the saved file of) every image of `result`, then preview them as chosen.
+
+        `saved`: the files an earlier record of the task names, by image index.
+        """
         size = PreviewSize.chosen(preview, self._preview_size)
         if result.status is not TaskStatus.SUCCEEDED or (self._folder is None and size.side == 0):
             return [KeptImage(image, None) for image in result.images]
-        pictures: dict[int, Picture | ImageError] = {}
+        kept: dict[int, KeptImage] = {}
         each = (size.side, size.per_image(len(result.images)))
 
         async def one(image: ImageInfo) -> None:
-            pictures[image.index] = await self._picture(result, image, saved.get(image.index), each)
+            kept[image.index] = await self._kept(result, image, saved.get(image.index), each)
 
         async with anyio.create_task_group() as group:
             for image in result.images:
                 group.start_soon(one, image)
-        kept = []
-        for image in result.images:
-            outcome = pictures[image.index]
-            if isinstance(outcome, ImageError):
-                kept.append(KeptImage(image.model_copy(update={"warning": str(outcome)}), None))
-            else:
-                kept.append(KeptImage(image, outcome.preview))
-        return kept
+        return [kept[image.index] for image in result.images]
 
     async def full_image(self, task_id: str, image: ImageInfo, preview_side: int = 0) -> Picture:
         """The full image: the saved file, the cache, or a fresh download (remembered when not saved).
@@ -260,27 +261,27 @@ class ImageKeeper:
             self._remember(task_id, image.index, picture)
         return picture
 
-    async def _picture(
+    async def _kept(
         self, result: TaskResult, image: ImageInfo, saved_path: str | None, preview: tuple[int, int]
-    ) -> Picture | ImageError:
+    ) -> KeptImage:
         key = (result.task_id, image.index)
         # One image is fetched and saved by one call at a time: two get_task calls for the same task
         # (an assistant and the gallery, say) must not download it twice or save two copies.
         async with self._locks.setdefault(key, anyio.Lock()):
             try:
-                picture = await self._saved_picture(saved_path or self._saved.get(key), preview)
+                path = saved_path or self._saved.get(key)
+                picture = await self._saved_picture(path, preview)
                 if picture is None:
-                    picture = await self._download_and_save(result, image, preview)
-                else:
-                    image.path = saved_path or self._saved.get(key)
+                    picture, path = await self._download_and_save(result, image, preview)
             except ImageError as exc:
-                return exc
+                return KeptImage(image.model_copy(update={"warning": str(exc)}), None)
             except OSError as exc:
-                return ImageError(f"could not save the image: {exc.strerror or exc}")
-            if image.path:
-                self._saved[key] = image.path
-        image.width, image.height = picture.width, picture.height
-        return picture
+                warning = f"could not save the image: {exc.strerror or exc}"
+                return KeptImage(image.model_copy(update={"warning": warning}), None)
+            if path:
+                self._saved[key] = path
+        info = image.model_copy(update={"path": path, "width": picture.width, "height": picture.height})
+        return KeptImage(info, picture.preview)
 
     async def _saved_picture(self, path: str | None, preview: tuple[int, int]) -> Picture | None:
         """The saved file, if it is still there and still an image (else it is fetched again)."""
@@ -294,19 +295,19 @@ class ImageKeeper:
 
     async def _download_and_save(
         self, result: TaskResult, image: ImageInfo, preview: tuple[int, int]
-    ) -> Picture:
+    ) -> tuple[Picture, str | None]:
+        """The image, fetched (or from the cache), and where it was saved (None: saving is off)."""
         cached = self._cache.get((result.task_id, image.index))
         data = cached.data if cached is not None else await self._downloader.fetch_bytes(image.url)
         picture = await self._decode(data, image.url, preview)
         if self._folder is None:
             self._remember(result.task_id, image.index, picture)
-            return picture
+            return picture, image.path
         metadata = sidecar_metadata(result, image)
         stored = await anyio.to_thread.run_sync(
             partial(save, self._folder, picture, metadata, index=image.index)
         )
-        image.path = str(stored.path)
-        return picture
+        return picture, str(stored.path)
 
     async def _decode(self, data: bytes, source: str, preview: tuple[int, int]) -> Picture:
         """One decode checks the image and makes its preview; a few at a time bounds CPU and memory."""

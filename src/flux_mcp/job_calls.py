@@ -16,10 +16,9 @@ from typing import Any, TypeVar
 
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult
-from pydantic import BaseModel
 
 from flux_mcp.auth import CallContext, Caller, caller_of
-from flux_mcp.delivery import log_to_client, present
+from flux_mcp.delivery import answer, log_to_client
 from flux_mcp.errors import FluxError, may_have_been_accepted
 from flux_mcp.inputs import ImageInputError
 from flux_mcp.models import PROMPT_MAX_CHARS, EditImageArgs, GenerateImageArgs, ImageInfo
@@ -32,7 +31,7 @@ from flux_mcp.videos import FLUX_VIDEO_URI, GenerateVideoArgs, VideoRequest
 
 logger = logging.getLogger(__name__)
 
-R = TypeVar("R", bound=BaseModel)
+R = TypeVar("R")  # what a tool's work returns, for its render
 
 
 async def run_job(
@@ -49,8 +48,8 @@ async def run_job(
             return error_result(f"Cannot edit that image: {exc}. Nothing was uploaded or submitted.")
     progress = progress_reporter(ctx)
     ticket = JobTicket()
-    work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket)  # noqa: E731
-    shown = await guarded(tool, work, lambda result: present(caller, result, ctx, args.preview))
+    work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket, args.preview)  # noqa: E731
+    shown = await guarded(tool, work, lambda finished: answer(caller, finished, ctx))
     if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
         await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
     return shown
@@ -69,7 +68,7 @@ async def run_video_job(ctx: CallContext, args: GenerateVideoArgs, roots: list[P
     progress = progress_reporter(ctx)
     ticket = JobTicket()
     work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket)  # noqa: E731
-    shown = await guarded("generate_video", work, lambda result: present(caller, result, ctx))
+    shown = await guarded("generate_video", work, lambda finished: answer(caller, finished, ctx))
     if ticket.undecided_row is not None:
         await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
     return shown

@@ -7,14 +7,78 @@ nothing else.
 
 from __future__ import annotations
 
-from mcp_types import CallToolResult, ResourceLink, TextContent
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 
-from flux_mcp.models import Cost, HistoryItem, ImageInfo, TaskResult, TaskStatus, VideoInfo, parse_cost
+from flux_mcp.finishing import FinishedJob
+from flux_mcp.models import Cost, HistoryItem, ImageInfo, TaskBatchResult, TaskResult, TaskStatus, VideoInfo
 from flux_mcp.store import HistoryEntry
 from flux_mcp.tasks import ago
+from flux_mcp.video_files import NO_POSTER, poster_available
 from flux_mcp.videos import is_video_request
 
 FINISHED = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)  # outcomes that count as delivered once returned
+
+
+def present(finished: FinishedJob, *, resource_links: bool = True) -> CallToolResult:
+    """Text summary, inline previews and resource links of a finished job (kept and recorded already).
+
+    The text alone always says what happened and what to do next: some frameworks show the model nothing
+    else. `resource_links`: FLUX_MCP_RESOURCE_LINKS.
+    """
+    result = finished.result
+    if result.kind == "video":
+        return present_video(finished, resource_links=resource_links)
+    content: list[ContentBlock] = [TextContent(type="text", text=summarize(result))]
+    for info, preview in zip(result.images, finished.previews, strict=True):
+        if preview is not None:
+            content.append(ImageContent(type="image", data=preview.base64(), mime_type=preview.mime_type))
+        if resource_links:
+            content.append(image_link(result.task_id, info))
+    return CallToolResult(
+        content=content,
+        structured_content=result.model_dump(mode="json"),
+        is_error=result.status is TaskStatus.FAILED,
+    )
+
+
+def present_video(finished: FinishedJob, *, resource_links: bool = True) -> CallToolResult:
+    """A video result: summary, a poster frame (with PyAV), a video/mp4 resource link.
+
+    The poster is the video's preview: a call that chose `none` (or FLUX_MCP_PREVIEW) was kept without.
+    """
+    result = finished.result
+    kept = result.status is TaskStatus.SUCCEEDED and bool(result.videos)
+    note = f"\nNote: {NO_POSTER}." if kept and not poster_available() else ""
+    content: list[ContentBlock] = [TextContent(type="text", text=summarize(result) + note)]
+    for info, poster in zip(result.videos, finished.previews, strict=True):
+        if poster is not None:
+            content.append(ImageContent(type="image", data=poster.base64(), mime_type=poster.mime_type))
+        if not resource_links:
+            continue
+        content.append(
+            ResourceLink(
+                type="resource_link",
+                uri=info.resource_uri or "",
+                name=f"video {info.index + 1} of task {result.task_id}",
+                mime_type="video/mp4",
+                description=info.path or info.url,
+            )
+        )
+    return CallToolResult(
+        content=content,
+        structured_content=result.model_dump(mode="json"),
+        is_error=result.status is TaskStatus.FAILED,
+    )
+
+
+def batch_result(batch: TaskBatchResult) -> CallToolResult:
+    lines = [summarize(task) for task in batch.tasks]
+    if batch.missing:
+        lines.append("Unknown task ids: " + ", ".join(batch.missing))
+    return CallToolResult(
+        content=[TextContent(type="text", text="\n\n".join(lines) or "No tasks found.")],
+        structured_content=batch.model_dump(mode="json"),
+    )
 
 
 def summarize(result: TaskResult) -> str:
@@ -127,8 +191,8 @@ def image_link(task_id: str, image: ImageInfo) -> ResourceLink:
 
 
 def history_item(entry: HistoryEntry) -> HistoryItem:
-    images = [ImageInfo.model_validate(image) for image in (entry.result or {}).get("images", [])]
-    videos = [VideoInfo.model_validate(video) for video in (entry.result or {}).get("videos", [])]
+    images = entry.result.images if entry.result is not None else []
+    videos = entry.result.videos if entry.result is not None else []
     return HistoryItem(
         task_id=entry.task_id,
         status=entry.status,
@@ -138,7 +202,7 @@ def history_item(entry: HistoryEntry) -> HistoryItem:
         created_at=entry.as_dict()["created_at"],
         images=images,
         error=entry.error,
-        cost=parse_cost((entry.result or {}).get("cost")),
+        cost=entry.result.cost if entry.result is not None else None,
         variation_of=entry.request.get("variation_of"),
         kind="video" if is_video_request(entry.request) or videos else "image",
         videos=videos,

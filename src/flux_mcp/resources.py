@@ -96,15 +96,15 @@ def add_resources(server: MCPServer[AppState]) -> None:
 
 async def known_image(caller: Caller, task_id: str, index: str) -> ImageInfo:
     entry = await caller.state.history.get(task_id, caller.owner)
-    images = (entry.result or {}).get("images", []) if entry is not None else []
+    images = entry.result.images if entry is not None and entry.result is not None else []
     if not (index.isascii() and index.isdecimal()) or int(index) >= len(images):
         raise ResourceError(f"No image {index} of task {task_id!r} in this server's history.")
-    return ImageInfo.model_validate(images[int(index)])
+    return images[int(index)]
 
 
 async def known_video(caller: Caller, task_id: str, index: str) -> VideoInfo:
     entry = await caller.state.history.get(task_id, caller.owner)
-    videos = (entry.result or {}).get("videos", []) if entry is not None else []
+    videos = entry.result.videos if entry is not None and entry.result is not None else []
     if not (index.isascii() and index.isdecimal()) or int(index) >= len(videos):
         raise ResourceError(f"No video {index} of task {task_id!r} in this server's history.")
-    return VideoInfo.model_validate(videos[int(index)])
+    return videos[int(index)]

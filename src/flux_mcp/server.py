@@ -27,6 +27,7 @@ from mcp_types import INVALID_PARAMS
 from flux_mcp import __version__, prompts
 from flux_mcp.callbacks import CallbackHub
 from flux_mcp.client import FluxClient, PlatformClient, build_download_client, build_http_client
+from flux_mcp.finishing import Finisher
 from flux_mcp.gallery import gallery_app, gallery_tools, hide_ui_from_plain_clients
 from flux_mcp.images import Downloader, ImageKeeper
 from flux_mcp.poller import Pollers, PollSchedule, running_pollers
@@ -191,6 +192,7 @@ def _app_state(
             schedule=schedule,
             pollers=pollers,
             history=history,
+            finisher=finisher,
             owner=owner,
             callbacks=callbacks,
             stop=stop,
@@ -215,6 +217,7 @@ def _app_state(
         preview_size=settings.preview_size,
         max_bytes=int(settings.max_video_download_mb * 1_000_000),
     )
+    finisher = Finisher(history, keeper, videos, preview=settings.preview)
     return AppState(
         settings,
         history,

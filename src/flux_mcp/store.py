@@ -11,6 +11,12 @@ hurt by this: its own answer (task id, or failure) rewrites the row by its id a 
 PostgreSQL history, which replicas open all the time, does that only to rows older than
 STALE_SUBMITTING_SECONDS; younger ones are settled by the retry rule's own bound (tasks.py).
 
+A result is stored as a `TaskResult` and read back as one (parsed in `_stored_result`, nowhere else).
+Each state a job reaches is recorded by one statement, an upsert (`record`): no lock, no read first, so
+two processes or replicas recording one task at the same moment leave one row, and a finished state is
+never replaced by the pending one a slower look wrote last. What a record keeps of earlier ones (the
+saved files) is the job's business: `finishing.Finisher` writes it into the result it records.
+
 Each row also says which request it is (`fingerprint`, `ImageRequest.fingerprint`) and whether any
 caller has received its outcome yet (`delivered_at`). That is what lets an identical retry continue a
 job instead of paying for it again (the rule is in tasks.py); `claim` decides it atomically, in one
@@ -19,12 +25,13 @@ two identical calls at the same moment (in one process, in two processes sharing
 replicas) make one submission. Rows written before these columns existed have no fingerprint and are
 never continued.
 
-The rules live here once; the backends only run statements: `store_sqlite` (one file, the embedded
-default) and `store_postgres` (`FLUX_MCP_DATABASE_URL`, shared by replicas, with LISTEN/NOTIFY to relay
-callbacks between them). When PostgreSQL cannot be reached every call that needs it raises
-`HistoryUnavailableError`, except the writes that follow a submission (`submitted`, `submit_failed`,
-`record`): those are kept in order in memory and written first thing once the database answers, so a
-task id the upstream gave is never lost to an outage the process outlives.
+The rules live here once; the backends only run statements (`store_backend` is their shape):
+`store_sqlite` (one file, the embedded default) and `store_postgres` (`FLUX_MCP_DATABASE_URL`, shared
+by replicas, with LISTEN/NOTIFY to relay callbacks between them). When PostgreSQL cannot be reached
+every call that needs it raises `HistoryUnavailableError`, except the writes that follow a submission
+(`submitted`, `submit_failed`, `record`): those are kept in order in memory and written first thing
+once the database answers, so a task id the upstream gave is never lost to an outage the process
+outlives.
 
 History is kept, not pruned: one row is about a kilobyte, so years of use stay small; delete the
 file (FLUX_MCP_DB) to start over.
@@ -43,15 +50,17 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
+from pydantic import ValidationError
 
-from flux_mcp.models import TaskResult
+from flux_mcp.models import TaskResult, TaskStatus
+from flux_mcp.store_backend import Backend, Statements
 from flux_mcp.store_errors import HistoryUnavailableError
 from flux_mcp.store_sqlite import (
     IN_MEMORY,
@@ -100,30 +109,19 @@ ROW_COLUMNS = "owner, status, action, model, prompt, size, request, fingerprint,
 TASK_COLUMNS = (
     "owner, task_id, status, model, prompt, size, request, result, trace_id, error, created_at, updated_at"
 )
-
-
-class Statements(Protocol):
-    """What a backend runs: SQL with `?` placeholders; rows read by column name."""
-
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]: ...
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
-
-
-class Backend(Statements, Protocol):
-    kind: str  # "sqlite" or "postgresql"
-    shared: bool  # other replicas use the same database (and hear `notify`)
-    where: str  # a description for messages: a path, or host/port/db; never a password
-
-    def transaction(self, lock: str | None = None) -> AbstractAsyncContextManager[Statements]: ...
-
-    async def probe(self) -> None: ...
-
-    async def notify(self, payload: str) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-    def close(self) -> None: ...
+FINAL = tuple(status.value for status in TaskStatus if status is not TaskStatus.PENDING)  # a task's end
+# One statement, atomic in SQLite (>= 3.24) and PostgreSQL alike: no lock, no read first. What the task
+# was submitted with (model, prompt, size) stays as the submission wrote it; a stale pending state (a
+# process that looked a moment before the task finished, writing last) leaves a final one in place.
+RECORD = (
+    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 12)}) "
+    "ON CONFLICT (task_id, owner) DO UPDATE SET status=excluded.status, result=excluded.result, "
+    "trace_id=COALESCE(excluded.trace_id, tasks.trace_id), error=excluded.error, "
+    "model=COALESCE(tasks.model, excluded.model), prompt=COALESCE(tasks.prompt, excluded.prompt), "
+    "size=COALESCE(tasks.size, excluded.size), updated_at=excluded.updated_at "
+    f"WHERE tasks.status NOT IN ({', '.join('?' * len(FINAL))}) "
+    f"OR excluded.status IN ({', '.join('?' * len(FINAL))})"
+)
 
 
 @dataclass(frozen=True)
@@ -135,7 +133,7 @@ class HistoryEntry:
     prompt: str | None
     size: str | None
     request: dict[str, Any]
-    result: dict[str, Any] | None
+    result: TaskResult | None  # the latest state recorded; None before any was
     trace_id: str | None
     error: str | None
     created_at: float
@@ -151,7 +149,7 @@ class HistoryEntry:
             "prompt": self.prompt,
             "size": self.size,
             "request": self.request,
-            "result": self.result,
+            "result": self.result.model_dump(mode="json") if self.result is not None else None,
             "trace_id": self.trace_id,
             "error": self.error,
             "created_at": _iso(self.created_at),
@@ -203,11 +201,9 @@ class History:
         """
         from flux_mcp.store_postgres import PostgresBackend  # the `postgres` extra, needed only here
 
-        backend = PostgresBackend(url)
-        await backend.open()
-        history = cls(backend=backend)
-        failure: BaseException | None = None
-        try:
+        async with PostgresBackend(url).opened() as backend:
+            history = cls(backend=backend)
+            failure: BaseException | None = None
             async with anyio.create_task_group() as group:
                 group.start_soon(history._keep_trying)
                 if on_notify is not None:
@@ -219,9 +215,6 @@ class History:
                 group.cancel_scope.cancel()
             if failure is not None:
                 raise failure
-        finally:
-            with anyio.CancelScope(shield=True):
-                await backend.aclose()
 
     @property
     def kind(self) -> str:
@@ -339,8 +332,11 @@ class History:
         )
 
     async def record(self, result: TaskResult, owner: str = "") -> None:
-        """Store the latest known state of a task (inserting it if this server never saw it)."""
-        await self._durable(f"the state of task {result.task_id}", lambda: self._record(result, owner))
+        """Store the latest known state of a task, as given (inserting it if this server never saw it)."""
+        params = _record_params(result, owner, time.time())
+        await self._durable(
+            f"the state of task {result.task_id}", lambda: self._backend.execute(RECORD, params)
+        )
 
     async def get(self, task_id: str, owner: str = "") -> HistoryEntry | None:
         await self._ready()
@@ -403,50 +399,6 @@ class History:
             (stamp, owner, *task_ids, *row_ids),
         )
 
-    async def _record(self, result: TaskResult, owner: str) -> None:
-        # Read, update or insert as one step: concurrent records of a task (two replicas) must not race.
-        async with self._backend.transaction(lock=f"task:{owner}:{result.task_id}") as tx:
-            now = time.time()
-            payload = json.dumps(await _keep_files(tx, result, owner))
-            error = result.error.message if result.error else None
-            updated = await tx.execute(
-                "UPDATE tasks SET status=?, result=?, trace_id=COALESCE(?, trace_id), error=?, "
-                "model=COALESCE(model, ?), prompt=COALESCE(prompt, ?), size=COALESCE(size, ?), updated_at=? "
-                "WHERE task_id=? AND owner=?",
-                (
-                    result.status.value,
-                    payload,
-                    result.trace_id,
-                    error,
-                    result.model,
-                    result.prompt,
-                    result.size,
-                    now,
-                    result.task_id,
-                    owner,
-                ),
-            )
-            if updated:
-                return
-            request = {"model": result.model, "prompt": result.prompt, "size": result.size}
-            await tx.execute(
-                f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 12)})",
-                (
-                    owner,
-                    result.task_id,
-                    result.status.value,
-                    result.model,
-                    result.prompt,
-                    result.size,
-                    json.dumps(request),
-                    payload,
-                    result.trace_id,
-                    error,
-                    now,
-                    now,
-                ),
-            )
-
     async def _durable(self, what: str, write: Callable[[], Awaitable[Any]]) -> None:
         """Write now, or (the database unreachable) keep the write, in order, until it answers again."""
         async with self._deferred_lock:
@@ -508,18 +460,24 @@ async def _insert(db: Statements, request: dict[str, Any], owner: str, fingerpri
     return int(rows[0]["id"])
 
 
-async def _keep_files(db: Statements, result: TaskResult, owner: str) -> dict[str, Any]:
-    """The result to store, still naming the files an earlier record of it saved."""
-    fresh = result.model_dump(mode="json")
-    rows = await db.fetch("SELECT result FROM tasks WHERE task_id=? AND owner=?", (result.task_id, owner))
-    earlier = json.loads(rows[0]["result"]) if rows and rows[0]["result"] else {}
-    for files in ("images", "videos"):
-        known = {item["index"]: item for item in earlier.get(files, [])}
-        for item in fresh.get(files, []):
-            for key in ("path", "resource_uri", "width", "height", "size_bytes"):
-                if item.get(key) is None and known.get(item["index"], {}).get(key) is not None:
-                    item[key] = known[item["index"]][key]
-    return fresh
+def _record_params(result: TaskResult, owner: str, now: float) -> tuple[Any, ...]:
+    submitted = {"model": result.model, "prompt": result.prompt, "size": result.size}
+    return (
+        owner,
+        result.task_id,
+        result.status.value,
+        result.model,
+        result.prompt,
+        result.size,
+        json.dumps(submitted),
+        result.model_dump_json(),
+        result.trace_id,
+        result.error.message if result.error else None,
+        now,
+        now,
+        *FINAL,
+        *FINAL,
+    )
 
 
 def _prepare_now(sqlite: SqliteBackend) -> str:
@@ -550,7 +508,7 @@ def _entry(row: Mapping[str, Any]) -> HistoryEntry:
         prompt=row["prompt"],
         size=row["size"],
         request=json.loads(row["request"]),
-        result=json.loads(row["result"]) if row["result"] else None,
+        result=_stored_result(row),
         trace_id=row["trace_id"],
         error=row["error"],
         created_at=row["created_at"],
@@ -558,6 +516,19 @@ def _entry(row: Mapping[str, Any]) -> HistoryEntry:
         fingerprint=row["fingerprint"],
         delivered_at=row["delivered_at"],
     )
+
+
+def _stored_result(row: Mapping[str, Any]) -> TaskResult | None:
+    """The one place a stored result is read: rows of every version of this server parse as a TaskResult."""
+    if not row["result"]:
+        return None
+    try:
+        return TaskResult.model_validate_json(row["result"])
+    except ValidationError as exc:  # hand-edited or damaged: the row is still listed, without its result
+        logger.warning(
+            "task %s: its stored result is unreadable (%d errors)", row["task_id"], exc.error_count()
+        )
+        return None
 
 
 def _iso(timestamp: float) -> str:

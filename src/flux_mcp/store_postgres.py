@@ -28,6 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from flux_mcp.store_backend import Backend
 from flux_mcp.store_errors import HistoryUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def describe(url: str) -> str:
     return f"PostgreSQL at {host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
 
 
-class PostgresBackend:
+class PostgresBackend(Backend):
     """A pool of connections to one PostgreSQL database, opened without waiting for it."""
 
     kind = "postgresql"
@@ -121,31 +122,26 @@ class PostgresBackend:
     async def open(self) -> None:
         await self._pool.open(wait=False)
 
-    async def aclose(self) -> None:
-        await self._pool.close()
-
     def close(self) -> None:
         """Closing needs the event loop: `aclose`."""
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
-        async with self._connection() as connection:
-            return await _fetch(connection, sql, params)
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._connection() as connection:
-            return await _execute(connection, sql, params)
+    async def aclose(self) -> None:
+        await self._pool.close()
 
     @asynccontextmanager
-    async def transaction(self, lock: str | None = None) -> AsyncIterator[_Transaction]:
+    async def session(self) -> AsyncIterator[_Statements]:
+        async with self._connection() as connection:
+            yield _Statements(connection)
+
+    @asynccontextmanager
+    async def transaction(self, lock: str | None = None) -> AsyncIterator[_Statements]:
         """One transaction; with `lock`, held under that name's advisory lock (one holder at a time)."""
         async with self._connection() as connection:
             try:
                 async with connection.transaction():
                     if lock is not None:
-                        await connection.execute(
-                            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,)
-                        )
-                    yield _Transaction(connection)
+                        await connection.execute(LOCK_BY_NAME, (lock,))
+                    yield _Statements(connection)
             except psycopg.OperationalError as exc:
                 raise self._unavailable(exc) from exc
 
@@ -222,7 +218,9 @@ class PostgresBackend:
         return HistoryUnavailableError(self.where, _reason(exc))
 
 
-class _Transaction:
+class _Statements:
+    """Statements of a session or a transaction: on the one connection it holds."""
+
     def __init__(self, connection: psycopg.AsyncConnection[dict[str, Any]]) -> None:
         self._connection = connection
 

@@ -2,8 +2,8 @@
 
 It runs the statements `store.History` gives it and knows nothing of the rules. Every statement runs
 in a worker thread, one at a time (an anyio lock in the process, SQLite's own locks across processes);
-a transaction holds the lock throughout and starts with `BEGIN IMMEDIATE`, so processes sharing the
-file decide one at a time.
+a statement outside a transaction commits on its own, and a transaction holds the lock throughout and
+starts with `BEGIN IMMEDIATE`, so processes sharing the file decide one at a time.
 
 The file carries its schema version (`PRAGMA user_version`); opening an older file migrates it in place,
 one versioned step at a time, inside a write transaction (so processes racing to open it do not collide).
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
+from flux_mcp.store_backend import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ MIGRATIONS = (
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
-class SqliteBackend:
+class SqliteBackend(Backend):
     """One SQLite file (or `:memory:`), opened, made private and migrated on construction."""
 
     kind = "sqlite"
@@ -112,21 +114,18 @@ class SqliteBackend:
 
     # -- what store.History uses -----------------------------------------------------------------
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[_Statements]:
         async with self._lock:
-            return await anyio.to_thread.run_sync(self.fetch_now, sql, params)
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._lock:
-            return await anyio.to_thread.run_sync(self.execute_now, sql, params)
+            yield _Statements(self)
 
     @asynccontextmanager
-    async def transaction(self, lock: str | None = None) -> AsyncIterator[_Transaction]:
+    async def transaction(self, lock: str | None = None) -> AsyncIterator[_Statements]:
         """One write transaction; `lock` is moot here: SQLite takes the whole file's write lock."""
         async with self._lock:
             await anyio.to_thread.run_sync(self.execute_now, "BEGIN IMMEDIATE", ())
             try:
-                yield _Transaction(self)
+                yield _Statements(self)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self.execute_now, "ROLLBACK", ())
@@ -134,18 +133,18 @@ class SqliteBackend:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.execute_now, "COMMIT", ())
 
-    async def probe(self) -> None:
-        """A file that opened stays usable; there is no server to lose."""
-
-    async def notify(self, payload: str) -> None:
-        """Nothing to relay to: one process holds its own waiting calls."""
+    async def open(self) -> None:
+        """Opened as it was built: a file that cannot be opened fails there, at once."""
 
     def close(self) -> None:
         with self._thread_lock:
             self._db.close()
 
-    async def aclose(self) -> None:
-        self.close()
+    async def probe(self) -> None:
+        """A file that opened stays usable; there is no server to lose."""
+
+    async def notify(self, payload: str) -> None:
+        """Nothing to relay to: one process holds its own waiting calls."""
 
     # -- synchronous access (opening, and tests that age rows) ----------------------------------
 
@@ -183,8 +182,8 @@ class SqliteBackend:
             self._db.execute(statement)
 
 
-class _Transaction:
-    """Statements inside `SqliteBackend.transaction` (its lock is already held)."""
+class _Statements:
+    """Statements of a session or a transaction of `SqliteBackend` (its lock is already held)."""
 
     def __init__(self, backend: SqliteBackend) -> None:
         self._backend = backend

@@ -6,7 +6,8 @@ task after ~2 s, then at intervals of 35% of the task's age (at most FLUX_MCP_PO
 get_task carries on from the task's age), together with the token's other waiting tasks, and wakes
 the call the moment the images exist; the call sends progress at least every 5 s. When the
 call's budget runs out it returns a normal `pending` result
-with the task id; `ImageJobs.resume` (the `get_task` tool) waits the same way. Cancelling a
+with the task id; `ImageJobs.resume` (the `get_task` tool) waits the same way. Whatever state a
+call ends with is finished by `finishing.Finisher` (files kept, the state recorded once). Cancelling a
 call stops its waiting, never the task nor other calls waiting on it: the upstream keeps it and
 `get_task` still finds it.
 
@@ -46,7 +47,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import anyio
 
@@ -59,17 +59,17 @@ from flux_mcp.errors import (
     UndecidedRepeatError,
     may_have_been_accepted,
 )
+from flux_mcp.finishing import FinishedJob, Finisher, task_result
 from flux_mcp.models import (
     ImageRequest,
+    PreviewChoice,
     TaskBatchResult,
-    TaskResult,
     TaskSnapshot,
     TaskStatus,
-    images_asked,
 )
 from flux_mcp.poller import NOT_FOUND_GRACE_SECONDS, Pollers, PollSchedule, Watch
 from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry, HistoryUnavailableError
-from flux_mcp.videos import MAX_VIDEOS, VideoRequest, is_video_request
+from flux_mcp.videos import VideoRequest
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +202,7 @@ class ImageJobs:
         schedule: PollSchedule,
         pollers: Pollers,
         history: History | None = None,
+        finisher: Finisher | None = None,
         owner: str = "",
         callbacks: CallbackHub | None = None,
         stop: anyio.Event | None = None,
@@ -211,6 +212,7 @@ class ImageJobs:
         self._max_wait = max_wait
         self._waiter = TaskWaiter(client, schedule, pollers, stop)
         self._history = history
+        self._finisher = finisher if finisher is not None else Finisher(history)  # records, keeps nothing
         self._owner = owner
         self._callbacks = callbacks
         self._stop = stop
@@ -225,13 +227,17 @@ class ImageJobs:
         wait_seconds: float | None,
         progress: ProgressFn = no_progress,
         ticket: JobTicket | None = None,
-    ) -> TaskResult:
-        """Submit the job (or continue an identical one nobody has the result of) and wait for it."""
+        preview: PreviewChoice | None = None,
+    ) -> FinishedJob:
+        """Submit the job (or continue an identical one nobody has the result of), wait for it, finish it.
+
+        `preview`: the inline previews the call wants (None: the server's choice).
+        """
         started = anyio.current_time()
         ticket = ticket if ticket is not None else JobTicket()
         claim = await self._claim(request) if self._history is not None else None
         while claim is not None and claim.earlier is not None:
-            continued = await self._continue(claim.earlier, wait_seconds, progress, ticket)
+            continued = await self._continue(claim.earlier, wait_seconds, progress, ticket, preview)
             if continued is not None:
                 return continued
             claim = await self._claim(request)
@@ -249,13 +255,16 @@ class ImageJobs:
             task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
         )
         snapshot = await self._wait(pending, wait_seconds, progress, slot, just_submitted=True)
-        return await self._recorded(
-            task_result(snapshot, request.model_dump(), anyio.current_time() - started)
-        )
+        result = task_result(snapshot, request.model_dump(), anyio.current_time() - started)
+        return await self._finisher.finish(result, self._owner, preview)
 
     async def resume(
-        self, task_id: str, wait_seconds: float | None, progress: ProgressFn = no_progress
-    ) -> TaskResult:
+        self,
+        task_id: str,
+        wait_seconds: float | None,
+        progress: ProgressFn = no_progress,
+        preview: PreviewChoice | None = None,
+    ) -> FinishedJob:
         started = anyio.current_time()
         slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
         seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
@@ -268,7 +277,8 @@ class ImageJobs:
         )
         # The upstream's copy of the request wins; ours adds what it never saw (variation_of).
         request = {**(entry.request if entry is not None else {}), **(snapshot.request or {})}
-        return await self._recorded(task_result(snapshot, request, anyio.current_time() - started))
+        result = task_result(snapshot, request, anyio.current_time() - started)
+        return await self._finisher.finish(result, self._owner, preview)
 
     async def _known(self, task_id: str) -> HistoryEntry | None:
         """The history's row of a task; None when there is none, or the history cannot be reached (the
@@ -324,8 +334,13 @@ class ImageJobs:
             entry = await self._history.row(entry.row_id)
 
     async def _continue(
-        self, earlier: HistoryEntry, wait_seconds: float | None, progress: ProgressFn, ticket: JobTicket
-    ) -> TaskResult | None:
+        self,
+        earlier: HistoryEntry,
+        wait_seconds: float | None,
+        progress: ProgressFn,
+        ticket: JobTicket,
+        preview: PreviewChoice | None,
+    ) -> FinishedJob | None:
         """Attach this call to an identical submission whose outcome no caller has received.
 
         None when the upstream no longer knows that task: nothing of it can be billed, so the call submits.
@@ -358,7 +373,7 @@ class ImageJobs:
         )
         result = task_result(snapshot, earlier.request, anyio.current_time() - started)
         result.attached, result.submitted_seconds_ago = True, round(age, 1)
-        return await self._recorded(result)
+        return await self._finisher.finish(result, self._owner, preview)
 
     async def _submit(
         self,
@@ -398,11 +413,6 @@ class ImageJobs:
         if slot is not None and self._callbacks is not None:
             self._callbacks.bind(slot, task_id)
 
-    async def _recorded(self, result: TaskResult) -> TaskResult:
-        if self._history is not None:
-            await self._history.record(result, self._owner)
-        return result
-
     async def _wait(
         self,
         snapshot: TaskSnapshot,
@@ -438,45 +448,6 @@ class ImageJobs:
         return waited if waited.trace_id or not snapshot.trace_id else _keep_trace(waited, snapshot)
 
 
-def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: float | None) -> TaskResult:
-    """The structured result of one task, with the one next step an assistant should take.
-
-    This is where every snapshot becomes a result: it keeps no more images than `request` asked for.
-    """
-    asked = images_asked(request)
-    if len(snapshot.images) > asked:
-        logger.warning(
-            "task %s: keeping the %d images its request asked for, of %d listed",
-            snapshot.task_id,
-            asked,
-            len(snapshot.images),
-        )
-    request = request or {}
-    elapsed = waited if waited is not None else (snapshot.elapsed_seconds or 0.0)
-    result = TaskResult(
-        task_id=snapshot.task_id,
-        status=snapshot.status,
-        model=_str(request.get("model")),
-        prompt=_str(request.get("prompt")),
-        size=_str(request.get("size")),
-        images=list(snapshot.images[:asked]),
-        elapsed_seconds=round(elapsed, 2),
-        trace_id=snapshot.trace_id,
-        error=snapshot.error,
-        cost=snapshot.cost,
-        usage=snapshot.usage,
-        variation_of=_str(request.get("variation_of")),
-    )
-    if is_video_request(request) or snapshot.videos:
-        result.kind, result.videos, result.images = "video", list(snapshot.videos[:MAX_VIDEOS]), []
-    if snapshot.status is TaskStatus.PENDING:
-        result.next_step = (
-            f"The {result.kind} is still being generated. Call get_task with task_id "
-            f'"{snapshot.task_id}" to wait for it.'
-        )
-    return result
-
-
 def _undecided_message(earlier: HistoryEntry, age: float) -> str:
     return (
         f"Not submitted: an identical request (same prompt and settings) was submitted {ago(age)}, and its "
@@ -498,7 +469,3 @@ def ago(seconds: float) -> str:
 
 def _keep_trace(snapshot: TaskSnapshot, earlier: TaskSnapshot) -> TaskSnapshot:
     return replace(snapshot, trace_id=earlier.trace_id)
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

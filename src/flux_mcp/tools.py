@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from flux_mcp.auth import CallContext, caller_of
 from flux_mcp.credits import credits_text, summarize_credits
-from flux_mcp.delivery import batch_result, present
+from flux_mcp.delivery import answer, answer_batch
 from flux_mcp.errors import FluxError
 from flux_mcp.gallery import UI_META
 from flux_mcp.job_calls import guarded, progress_reporter, run_job, run_video_job, variation_arguments
@@ -212,8 +212,8 @@ async def get_task(args: GetTaskArgs, ctx: CallContext) -> Annotated[CallToolRes
     """
     caller = caller_of(ctx)
     progress = progress_reporter(ctx)
-    work = lambda: caller.jobs.resume(args.task_id, args.wait_seconds, progress)  # noqa: E731
-    return await guarded("get_task", work, lambda result: present(caller, result, ctx, args.preview))
+    work = lambda: caller.jobs.resume(args.task_id, args.wait_seconds, progress, args.preview)  # noqa: E731
+    return await guarded("get_task", work, lambda finished: answer(caller, finished, ctx))
 
 
 @described
@@ -221,7 +221,7 @@ async def get_tasks(args: GetTasksArgs, ctx: CallContext) -> Annotated[CallToolR
     """Look up the current state of up to 50 tasks at once, without waiting."""
     caller = caller_of(ctx)
     work = lambda: caller.jobs.lookup(list(args.task_ids))  # noqa: E731
-    return await guarded("get_tasks", work, lambda batch: batch_result(caller, batch))
+    return await guarded("get_tasks", work, lambda batch: answer_batch(caller, batch))
 
 
 @described

@@ -52,6 +52,8 @@ class Mp4Info:
 
 @dataclass(frozen=True)
 class KeptVideo:
+    """One video as kept: its info with the saved file, size or warning filled in, and its poster."""
+
     info: VideoInfo
     poster: Preview | None
 
@@ -128,7 +130,10 @@ def poster_frame(data: bytes, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> 
 
 
 class VideoKeeper:
-    """Turns a finished video result into saved MP4s (with sidecars) and posters, downloading once."""
+    """Turns a finished video result into saved MP4s (with sidecars) and posters, downloading once.
+
+    It returns what it kept as new values (`KeptVideo`); the result it is given is left as it was.
+    """
 
     def __init__(
         self, downloader: Downloader, *, folder: Path | None, preview_size: int, max_bytes: int
@@ -157,22 +162,23 @@ class VideoKeeper:
         key = (result.task_id, video.index)
         async with self._locks.setdefault(key, anyio.Lock()):
             try:
-                data = await self._saved_video(saved_path or self._saved.get(key))
-                if data is not None:
-                    video.path = saved_path or self._saved.get(key)
-                else:
+                path = saved_path or self._saved.get(key)
+                data = await self._saved_video(path)
+                if data is None:
                     data = await self._download(video.url)
-                    if self._folder is not None:
-                        video.path = await self._save(result, video, data)
+                    path = await self._save(result, video, data) if self._folder is not None else video.path
             except ImageError as exc:
                 return KeptVideo(video.model_copy(update={"warning": str(exc)}), None)
             except OSError as exc:
                 warning = f"could not save the video: {exc.strerror or exc}"
                 return KeptVideo(video.model_copy(update={"warning": warning}), None)
-            if video.path:
-                self._saved[key] = video.path
-        video.size_bytes = len(data)
-        return KeptVideo(video, await self._poster(video, data))
+            if path:
+                self._saved[key] = path
+        info = video.model_copy(update={"path": path, "size_bytes": len(data)})
+        try:
+            return KeptVideo(info, await self._poster(data))
+        except VideoError as exc:
+            return KeptVideo(info.model_copy(update={"warning": f"{exc}; no poster frame is shown"}), None)
 
     async def _saved_video(self, path: str | None) -> bytes | None:
         if not path or not await anyio.Path(path).is_file():
@@ -209,14 +215,11 @@ class VideoKeeper:
         )
         return str(stored.path)
 
-    async def _poster(self, video: VideoInfo, data: bytes) -> Preview | None:
+    async def _poster(self, data: bytes) -> Preview | None:
+        """The first frame, small; None when previews are off. Raises VideoError when it cannot be read."""
         if self._preview_size <= 0:
             return None
-        try:
-            return await anyio.to_thread.run_sync(poster_frame, data, self._preview_size, limiter=self._cpu)
-        except VideoError as exc:
-            video.warning = f"{exc}; no poster frame is shown"
-            return None
+        return await anyio.to_thread.run_sync(poster_frame, data, self._preview_size, limiter=self._cpu)
 
 
 def sidecar_metadata_for(result: TaskResult, video: VideoInfo) -> dict[str, Any]:
