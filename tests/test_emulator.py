@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_asgi, serve_emulator
+from flux_mcp.emulator import (
+    EmulatorConfig,
+    EmulatorState,
+    Fault,
+    RunningEmulator,
+    serve_asgi,
+    serve_emulator,
+)
 
 TOKEN = "sk-emulator-test-token"
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "src"
@@ -476,6 +484,84 @@ async def test_reset_counters_keeps_tasks(emu: RunningEmulator, http: httpx2.Asy
         [],
     )
     assert len(emu.state.tasks) == 1
+
+
+@pytest.mark.anyio
+async def test_reset_makes_a_used_emulator_the_one_that_started(tmp_path: Path) -> None:
+    config = EmulatorConfig(tokens=frozenset({TOKEN}), seed=5)
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    async with (
+        serve_emulator(config, journal=tmp_path / "journal.db") as emu,
+        httpx2.AsyncClient(base_url=emu.base_url, headers=headers) as http,
+    ):
+        first_seed = (await http.post("/flux/images", json=GENERATE)).json()["data"][0]["seed"]
+        await http.post("/flux/videos", json={"prompt": "a cat", "async": True})
+        await http.post("/api/v1/files/", files={"file": ("a.png", b"png bytes", "image/png")})
+        await http.get("/api/v1/applications/")
+        await http.post("/flux/images", json={"bad": True})
+        emu.state.faults.append(Fault("429", "tasks"))
+        emu.state.config.latency, emu.state.config.tokens = 5.0, frozenset({"someone else"})
+        emu.state.platform.balance = 0.0
+        assert emu.state.tasks and emu.state.platform.uploads and emu.state.submissions
+
+        await emu.reset()
+
+        assert emu.state == EmulatorState(
+            EmulatorConfig(tokens=frozenset({TOKEN}), seed=5), journal=emu.state.journal
+        )
+        assert emu.state.config is config  # restored in place: the test's own object says the same
+        again = (await http.post("/flux/images", json=GENERATE)).json()  # same port, no fault, no wait
+        assert again["data"][0]["seed"] == first_seed  # the random draws start over too
+    with sqlite3.connect(tmp_path / "journal.db") as journal:  # another process sharing it sees one task
+        assert [row[0] for row in journal.execute("SELECT id FROM tasks")] == [again["task_id"]]
+
+
+@pytest.mark.anyio
+async def test_nothing_begun_before_a_reset_changes_the_emulator_after_it(
+    emu: RunningEmulator, http: httpx2.AsyncClient
+) -> None:
+    hooks: list[str] = []
+    newer_hook = anyio.Event()
+
+    async def hook(request: Request) -> Response:
+        task_id = (await request.json())["task_id"]
+        hooks.append(task_id)
+        if task_id != old_callback:
+            newer_hook.set()
+        return JSONResponse({"ok": True})
+
+    dropped: list[str] = []
+
+    async def call(body: dict[str, Any]) -> None:
+        try:
+            await http.post("/flux/images", json=body)
+        except httpx2.TransportError:
+            dropped.append(body["prompt"])
+
+    receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    async with serve_asgi(receiver) as receiver_url, anyio.create_task_group() as tg:
+        emu.state.config.latency = 0.3  # the old callback is due before the new one below
+        callback = {**GENERATE, "callback_url": f"{receiver_url}/hook"}
+        old_callback = (await http.post("/flux/images", json=callback)).json()["task_id"]
+        emu.state.config.latency = 60.0
+        tg.start_soon(call, {**GENERATE, "prompt": "blocking"})  # waits for its task
+        emu.state.faults.append(Fault("slow", delay=60))
+        tg.start_soon(call, {**GENERATE, "prompt": "slowed"})  # would be accepted after its delay
+        with anyio.fail_after(10):
+            while emu.state.submissions < 3:  # noqa: ASYNC110 - the emulator has no event for it
+                await anyio.sleep(0.01)
+
+        await emu.reset()
+
+        assert emu.state.tasks == {} and emu.state.accepted == 0
+        emu.state.config.latency = 0.5
+        new_callback = (await http.post("/flux/images", json=callback)).json()["task_id"]
+        with anyio.fail_after(10):
+            await newer_hook.wait()
+    assert sorted(dropped) == ["blocking", "slowed"]
+    # The old callback was due first; had its timer survived the reset it would have come first.
+    assert hooks == [new_callback] and emu.state.callbacks_sent == 1
+    assert list(emu.state.tasks) == [new_callback] and emu.state.accepted == 1
 
 
 # -- serving ---------------------------------------------------------------------------------------

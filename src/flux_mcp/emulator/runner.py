@@ -41,6 +41,11 @@ class RunningEmulator:
     def port(self) -> int:
         return int(self.base_url.rsplit(":", 1)[1])
 
+    async def reset(self) -> None:
+        """Make it the emulator it was when it started, on the same port (`EmulatorRuntime.reset`)."""
+        runtime: EmulatorRuntime = self.app.state.runtime
+        await runtime.reset()
+
 
 @asynccontextmanager
 async def serve_emulator(
