@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +38,7 @@ from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.tasks import WAKEUP_MIN_INTERVAL
 
-from .conftest import make_settings
-from .test_http import free_port, mcp_client
-from .test_reliability import scan_files
-from .test_tools import structured, text
+from .support import free_port, make_settings, mcp_client, scan_files, structured, text, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -115,14 +112,6 @@ async def finish_now(emulator: RunningEmulator, task_id: str) -> None:
     await post(task.callback_url, json.dumps(task.result()).encode())
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(3000):  # a bound only so that a broken build fails instead of hanging
-        if condition():
-            return
-        await anyio.sleep(0.01)
-    raise AssertionError("the condition never held")
-
-
 async def pending_task(client: Client, **arguments: Any) -> str:
     result = structured(await client.call_tool("generate_image", {"prompt": "a cat", **arguments}))
     assert result["status"] == "pending", result
@@ -145,7 +134,7 @@ async def get_task_while_the_job_finishes(
 
     async with anyio.create_task_group() as group:
         group.start_soon(call)
-        await until(lambda: emulator.state.polls > reads_before or bool(results))
+        await wait_for(lambda: emulator.state.polls > reads_before or bool(results))
         await finish_now(emulator, task_id)
     return results[0]
 
@@ -366,7 +355,7 @@ async def test_a_flood_of_callbacks_costs_a_bounded_number_of_reads(
 
         async with anyio.create_task_group() as group:
             group.start_soon(call)
-            await until(lambda: emulator.state.polls > reads_before)
+            await wait_for(lambda: emulator.state.polls > reads_before)
             while not results:
                 accepted += (await post(url, json.dumps({"task_id": task_id}).encode())).status_code == 200
     reads = emulator.state.polls - reads_before

@@ -32,14 +32,10 @@ from flux_mcp.emulator import (
     serve_emulator,
 )
 
-TOKEN = "sk-emulator-test-token"
+from .support import TOKEN
+
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "src"
 GENERATE = {"action": "generate", "prompt": "a white siamese cat", "model": "flux-dev", "size": "1:1"}
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture

@@ -2,51 +2,21 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from flux_mcp.emulator import RunningEmulator, serve_asgi
-from flux_mcp.http import BearerGate, StartupError, build_http_app
+from flux_mcp.http import StartupError, build_http_app
 from flux_mcp.settings import Settings
 
-from .conftest import TOKEN, make_settings
-from .test_tools import structured, text
+from .support import TOKEN, free_port, http_service, make_settings, mcp_client, structured, text
 
 pytestmark = pytest.mark.anyio
 
 CLIENT_TOKEN = "team-token-0123456789"
-
-
-@asynccontextmanager
-async def http_service(settings: Settings, **kwargs: Any) -> AsyncIterator[str]:
-    """The whole HTTP app under uvicorn on a free loopback port; yields its base URL.
-
-    serve_asgi runs uvicorn without lifespan events, so the app's lifespan (which starts the MCP
-    session manager) is entered here.
-    """
-    gate = build_http_app(settings, **kwargs)
-    assert isinstance(gate, BearerGate)
-    inner: Any = gate.app
-    async with inner.router.lifespan_context(inner), serve_asgi(gate) as base_url:
-        yield base_url
-
-
-@asynccontextmanager
-async def mcp_client(base_url: str, token: str | None) -> AsyncIterator[Client]:
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=30) as http,
-        Client(streamable_http_client(f"{base_url}/mcp", http_client=http)) as client,
-    ):
-        yield client
 
 
 def token_settings(emulator: RunningEmulator, **overrides: Any) -> Settings:
@@ -242,10 +212,3 @@ async def test_stateless_replicas_share_nothing_but_the_upstream(emulator: Runni
         pending = structured(await on_a.call_tool("generate_image", {"prompt": "roaming", "wait_seconds": 0}))
         done = structured(await on_b.call_tool("get_task", {"task_id": pending["task_id"]}))
     assert done["status"] == "succeeded" and done["prompt"] == "roaming"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,9 @@ from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.store import History
 
-from .conftest import make_settings
-from .test_tools import structured, text
+from .support import make_settings, png_bytes, structured, text
 
 pytestmark = pytest.mark.anyio
-
-
-def png_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), "teal").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 async def test_a_malformed_image_url_is_an_image_error_not_a_crash() -> None:

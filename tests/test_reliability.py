@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,18 +48,25 @@ from flux_mcp.models import ImageRequest, TaskStatus, parse_task_record
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
-from .conftest import TOKEN, make_settings
-from .test_http import http_service, mcp_client
-from .test_images import noise_png
-from .test_tools import structured, text
-from .test_transports import (
+from .support import (
+    TOKEN,
     Recorder,
     child_env,
     emulator_env,
     flux_command,
     free_port,
+    history_rows,
+    http_service,
+    make_settings,
+    mcp_client,
+    noise_png,
+    read_log,
+    scan_files,
     stderr_file,
     stdio_session,
+    structured,
+    text,
+    wait_for,
     wait_until_listening,
 )
 
@@ -70,13 +76,6 @@ PROTOCOL = "2025-11-25"  # the initialize handshake most hosts still speak
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def history_rows(path: Path) -> list[dict[str, Any]]:
-    """The history table as another process sees it (also works while a server has it open)."""
-    with closing(sqlite3.connect(path)) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("SELECT * FROM tasks ORDER BY id")]
 
 
 class RawStdio:
@@ -149,18 +148,6 @@ async def raw_server(env: dict[str, str], errlog: IO[str]) -> AsyncIterator[RawS
                 process.kill()
             await process.wait()
             await process.aclose()
-
-
-def read_log(errlog: IO[str]) -> str:
-    errlog.flush()
-    errlog.seek(0)
-    return errlog.read()
-
-
-async def wait_for(condition: Any, within: float = 10.0) -> None:
-    with anyio.fail_after(within):
-        while not condition():  # noqa: ASYNC110 - the emulator offers no event for its counters
-            await anyio.sleep(0.02)
 
 
 # --- 1. fault soak: nothing lost, nothing billed twice ---------------------------------------------
@@ -593,13 +580,6 @@ def echo_upstream() -> Starlette:
 
 
 ECHO_KINDS = ["json400", "json401", "html500", "text200", "false200", "text404", "rate429", "long500"]
-
-
-def scan_files(root: Path, secret: str) -> list[Path]:
-    """Every file under `root` (history DB, its -wal, images, sidecars, logs) that holds the secret."""
-    files = [path for path in root.rglob("*") if path.is_file()]
-    assert files
-    return [path for path in files if secret.encode() in path.read_bytes()]
 
 
 async def test_secret_scan_over_stdio_at_debug(tmp_path: Path) -> None:

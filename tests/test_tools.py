@@ -10,25 +10,16 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult
 from PIL import Image
 
 from flux_mcp.emulator import Fault, RunningEmulator
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
-from .conftest import TOKEN, make_settings
+from .support import TOKEN, make_settings, structured, text
 
 pytestmark = pytest.mark.anyio
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
-
-
-def structured(result: CallToolResult) -> dict[str, Any]:
-    assert result.structured_content is not None, text(result)
-    return result.structured_content
 
 
 # --- the tool list -----------------------------------------------------------------------
