@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from tests.pgcluster import ClusterUnavailable, PostgresCluster
-from tests.support import TOKEN, files_kept_in, make_settings
+from tests.support import TOKEN, files_kept_in, listening_socket, make_settings
 
 __all__ = ["TOKEN", "make_settings"]  # still importable from here while other branches merge
 
@@ -61,6 +62,13 @@ def settings(emulator: RunningEmulator) -> Settings:
 async def client(settings: Settings) -> AsyncIterator[Client]:
     async with Client(build_server(settings)) as connected:
         yield connected
+
+
+@pytest.fixture
+def loopback_socket() -> Iterator[socket.socket]:
+    """A socket listening on a loopback port the system chose, for a server whose URL is needed first."""
+    with listening_socket() as sock:
+        yield sock
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,7 +39,16 @@ from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.tasks import WAKEUP_MIN_INTERVAL
 
-from .support import free_port, make_settings, mcp_client, scan_files, structured, text, wait_for
+from .support import (
+    listening_socket,
+    make_settings,
+    mcp_client,
+    port_of,
+    scan_files,
+    structured,
+    text,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -58,18 +68,18 @@ class Service:
 async def callback_service(emulator: RunningEmulator, tmp_path: Path, token: str) -> AsyncIterator[Service]:
     """The HTTP app in pass-through mode with a public URL (so with callbacks), for `token`'s user."""
     emulator.state.config.tokens = frozenset({token})
-    port = free_port()  # the public URL must be known before the app is built
-    settings = make_settings(
-        emulator,
-        auth="passthrough",
-        api_token=None,
-        public_url=f"http://127.0.0.1:{port}",
-        db=tmp_path / "history.db",
-        output_dir=tmp_path / "images",
-    )
-    gate: Any = build_http_app(settings)
-    async with gate.app.router.lifespan_context(gate.app), serve_asgi(gate, port=port) as base_url:
-        yield Service(base_url, settings)
+    with listening_socket() as sock:  # the public URL must be known before the app is built
+        settings = make_settings(
+            emulator,
+            auth="passthrough",
+            api_token=None,
+            public_url=f"http://127.0.0.1:{port_of(sock)}",
+            db=tmp_path / "history.db",
+            output_dir=tmp_path / "images",
+        )
+        gate: Any = build_http_app(settings)
+        async with gate.app.router.lifespan_context(gate.app), serve_asgi(gate, sock=sock) as base_url:
+            yield Service(base_url, settings)
 
 
 class CountingService:
@@ -284,7 +294,9 @@ async def test_any_bytes_posted_to_a_callback_url_get_a_clear_answer(
 # --- wake-ups: early, many ------------------------------------------------------------------------------
 
 
-async def test_callback_before_the_submit_answer_still_wakes_the_call(tmp_path: Path) -> None:
+async def test_callback_before_the_submit_answer_still_wakes_the_call(
+    tmp_path: Path, loopback_socket: socket.socket
+) -> None:
     """The upstream calls back (and hears 200) before it answers the submit; the call still wakes at once.
 
     Without the wake-up the call would wait for the fallback look at 20 s and time out as pending.
@@ -312,12 +324,11 @@ async def test_callback_before_the_submit_answer_still_wakes_the_call(tmp_path: 
             Route("/0.png", lambda request: Response(PNG, media_type="image/png")),
         ]
     )
-    port = free_port()
     async with serve_asgi(upstream) as base:
         settings = Settings(
             api_token="sk-early-0123456789",
             api_base_url=base,
-            public_url=f"http://127.0.0.1:{port}",
+            public_url=f"http://127.0.0.1:{port_of(loopback_socket)}",
             wait_seconds=5.0,
             db=tmp_path / "history.db",
             output_dir=tmp_path / "images",
@@ -325,7 +336,7 @@ async def test_callback_before_the_submit_answer_still_wakes_the_call(tmp_path: 
         gate: Any = build_http_app(settings)
         async with (
             gate.app.router.lifespan_context(gate.app),
-            serve_asgi(gate, port=port) as base_url,
+            serve_asgi(gate, sock=loopback_socket) as base_url,
             mcp_client(base_url, None) as client,
         ):
             result = structured(await client.call_tool("generate_image", {"prompt": "early"}))

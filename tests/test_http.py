@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import anyio
@@ -12,7 +13,7 @@ from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.http import StartupError, build_http_app
 from flux_mcp.settings import Settings
 
-from .support import TOKEN, free_port, http_service, make_settings, mcp_client, structured, text
+from .support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 
 pytestmark = pytest.mark.anyio
 
@@ -131,16 +132,18 @@ async def test_pass_through_without_a_token_is_401(emulator: RunningEmulator) ->
 # --- callbacks ------------------------------------------------------------------------------------
 
 
-async def test_callbacks_finish_tasks_with_one_read_each(emulator: RunningEmulator) -> None:
+async def test_callbacks_finish_tasks_with_one_read_each(
+    emulator: RunningEmulator, loopback_socket: socket.socket
+) -> None:
     """A callback only wakes the call: it costs one re-read of the task, and no polling at all."""
     emulator.state.config.latency = 0.5
-    port = free_port()  # the public URL must be known before the app is built
+    port = port_of(loopback_socket)  # the public URL must be known before the app is built
     settings = make_settings(emulator, auth_tokens=CLIENT_TOKEN, public_url=f"http://127.0.0.1:{port}")
     gate = build_http_app(settings)
     inner: Any = gate.app  # type: ignore[attr-defined]
     async with (
         inner.router.lifespan_context(inner),
-        serve_asgi(gate, port=port) as base_url,
+        serve_asgi(gate, sock=loopback_socket) as base_url,
         mcp_client(base_url, CLIENT_TOKEN) as client,
     ):
         results = []

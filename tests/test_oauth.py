@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,7 +44,7 @@ from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.http import StartupError, build_http_app
 from flux_mcp.settings import Settings
 
-from .support import TOKEN, free_port, http_service, make_settings, mcp_client, structured, text
+from .support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 from .test_security_gate import INITIALIZE, json_lines, mcp_remote, post
 
 pytestmark = pytest.mark.anyio
@@ -475,11 +476,10 @@ class MemoryStorage:
 
 
 async def test_the_sdk_oauth_client_discovers_signs_in_and_calls_a_tool(
-    emulator: RunningEmulator, issuer: Issuer
+    emulator: RunningEmulator, issuer: Issuer, loopback_socket: socket.socket
 ) -> None:
     """The whole run a hosted connector makes: 401 → metadata → authorization server → code → token → call."""
-    port = free_port()
-    mcp_url = f"http://127.0.0.1:{port}/mcp"
+    mcp_url = f"http://127.0.0.1:{port_of(loopback_socket)}/mcp"
     redirect = "http://127.0.0.1:1/callback"
     settings = oauth_settings(emulator, issuer, oauth_audience=mcp_url)
     transcript: list[str] = []
@@ -516,7 +516,7 @@ async def test_the_sdk_oauth_client_discovers_signs_in_and_calls_a_tool(
     hooks = {"request": [log_request], "response": [log_response]}
     async with (
         inner.router.lifespan_context(inner),
-        serve_asgi(gate, port=port),
+        serve_asgi(gate, sock=loopback_socket),
         httpx2.AsyncClient(auth=oauth, event_hooks=hooks, timeout=30) as http,
         Client(streamable_http_client(mcp_url, http_client=http)) as client,
     ):
