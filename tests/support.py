@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, closing, contextmanager
 from pathlib import Path
@@ -107,6 +108,13 @@ async def wait_for(condition: Callable[[], bool], within: float = WAIT_BOUND) ->
     with anyio.fail_after(within):
         while not condition():  # noqa: ASYNC110 - the emulator and the history offer no event
             await anyio.sleep(0.01)
+
+
+def finish_tasks_now(emulator: RunningEmulator) -> None:
+    """Make every task the emulator is running finish now: a test says when, not the clock."""
+    now = time.monotonic()
+    for task in emulator.state.tasks.values():
+        task.finish_monotonic = min(task.finish_monotonic, now)
 
 
 # --- ports ----------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import re
 import signal
 import sqlite3
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,9 @@ from flux_mcp.emulator import (
     serve_asgi,
     serve_emulator,
 )
+from flux_mcp.emulator.app import EmulatorRuntime
 
-from .support import TOKEN
+from .support import TOKEN, WAIT_BOUND, finish_tasks_now, wait_for
 
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "src"
 GENERATE = {"action": "generate", "prompt": "a white siamese cat", "model": "flux-dev", "size": "1:1"}
@@ -111,7 +111,7 @@ async def test_edit_makes_one_image_whatever_the_count(http: httpx2.AsyncClient)
 
 @pytest.mark.anyio
 async def test_async_task_is_pending_then_succeeds(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
-    emu.state.config.latency = 0.3
+    emu.state.config.latency = 600.0  # pending for sure at the first look; shortened to 0.3 s below
     response = await http.post("/flux/images", json={**GENERATE, "async": True})
     assert response.status_code == 200
     task_id = response.json()["task_id"]
@@ -125,7 +125,9 @@ async def test_async_task_is_pending_then_succeeds(emu: RunningEmulator, http: h
     )
     assert "finished_at" not in pending and "elapsed" not in pending and "response" not in pending
 
-    await anyio.sleep(0.35)
+    task = emu.state.tasks[task_id]
+    task.finish_monotonic = task.created_monotonic + 0.3
+    await wait_for(lambda: task.status == "succeeded")
     done = await retrieve(http, task_id)
     assert done["response"]["success"] is True
     assert done["response"]["data"][0]["image_url"].endswith(f"/files/{task_id}/0.png")
@@ -307,7 +309,7 @@ async def test_callback_posts_the_result(emu: RunningEmulator, http: httpx2.Asyn
     async with serve_asgi(receiver) as receiver_url:
         response = await http.post("/flux/images", json={**GENERATE, "callback_url": f"{receiver_url}/hook"})
         assert response.json() == {"task_id": response.json()["task_id"]}
-        with anyio.fail_after(3):
+        with anyio.fail_after(WAIT_BOUND):
             await arrived.wait()
     assert received[0]["success"] is True
     assert received[0]["task_id"] == response.json()["task_id"]
@@ -320,10 +322,7 @@ async def test_unreachable_callback_is_counted_not_raised(
     emu: RunningEmulator, http: httpx2.AsyncClient
 ) -> None:
     await http.post("/flux/images", json={**GENERATE, "callback_url": "http://127.0.0.1:9/hook"})
-    for _ in range(300):
-        if emu.state.callback_failures:
-            break
-        await anyio.sleep(0.01)
+    await wait_for(lambda: emu.state.callback_failures > 0)
     assert (emu.state.callbacks_sent, emu.state.callback_failures) == (0, 1)
 
 
@@ -432,11 +431,22 @@ async def test_fail_task_fault_blocking_answer(emu: RunningEmulator, http: httpx
 
 @pytest.mark.anyio
 async def test_slow_fault_delays_then_answers(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
-    emu.state.faults.append(Fault("slow", delay=0.3))
-    started = time.monotonic()
-    response = await http.post("/flux/images", json=GENERATE)
-    assert response.status_code == 200
-    assert time.monotonic() - started >= 0.3
+    emu.state.faults.append(Fault("slow", delay=2.0))
+    answered: list[str] = []
+
+    async def slow_submit() -> None:
+        response = await http.post("/flux/images", json=GENERATE)
+        assert response.status_code == 200
+        answered.append("slow submit")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(slow_submit)
+        await wait_for(lambda: emu.state.submissions == 1)
+        assert (await http.get("/healthz")).status_code == 200  # the emulator answers others meanwhile
+        answered.append("health check")
+        assert emu.state.accepted == 0  # the held submit has not reached its task yet
+    assert answered == ["health check", "slow submit"]
+    assert emu.state.accepted == 1
 
 
 @pytest.mark.anyio
@@ -516,14 +526,13 @@ async def test_reset_makes_a_used_emulator_the_one_that_started(tmp_path: Path) 
 async def test_nothing_begun_before_a_reset_changes_the_emulator_after_it(
     emu: RunningEmulator, http: httpx2.AsyncClient
 ) -> None:
+    runtime: EmulatorRuntime = emu.app.state.runtime
     hooks: list[str] = []
-    newer_hook = anyio.Event()
+    hooked = anyio.Event()
 
     async def hook(request: Request) -> Response:
-        task_id = (await request.json())["task_id"]
-        hooks.append(task_id)
-        if task_id != old_callback:
-            newer_hook.set()
+        hooks.append((await request.json())["task_id"])
+        hooked.set()
         return JSONResponse({"ok": True})
 
     dropped: list[str] = []
@@ -536,27 +545,24 @@ async def test_nothing_begun_before_a_reset_changes_the_emulator_after_it(
 
     receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
     async with serve_asgi(receiver) as receiver_url, anyio.create_task_group() as tg:
-        emu.state.config.latency = 0.3  # the old callback is due before the new one below
+        emu.state.config.latency = 600.0
         callback = {**GENERATE, "callback_url": f"{receiver_url}/hook"}
-        old_callback = (await http.post("/flux/images", json=callback)).json()["task_id"]
-        emu.state.config.latency = 60.0
+        await http.post("/flux/images", json=callback)  # its callback is due in 600 s
         tg.start_soon(call, {**GENERATE, "prompt": "blocking"})  # waits for its task
-        emu.state.faults.append(Fault("slow", delay=60))
+        emu.state.faults.append(Fault("slow", delay=600))
         tg.start_soon(call, {**GENERATE, "prompt": "slowed"})  # would be accepted after its delay
-        with anyio.fail_after(10):
-            while emu.state.submissions < 3:  # noqa: ASYNC110 - the emulator has no event for it
-                await anyio.sleep(0.01)
+        await wait_for(lambda: emu.state.submissions == 3)
+        assert runtime.pending_callbacks == 1
 
         await emu.reset()
 
+        assert runtime.pending_callbacks == 0
         assert emu.state.tasks == {} and emu.state.accepted == 0
-        emu.state.config.latency = 0.5
-        new_callback = (await http.post("/flux/images", json=callback)).json()["task_id"]
-        with anyio.fail_after(10):
-            await newer_hook.wait()
-    assert sorted(dropped) == ["blocking", "slowed"]
-    # The old callback was due first; had its timer survived the reset it would have come first.
-    assert hooks == [new_callback] and emu.state.callbacks_sent == 1
+        new_callback = (await http.post("/flux/images", json={**callback, "async": True})).json()["task_id"]
+        finish_tasks_now(emu)
+        with anyio.fail_after(WAIT_BOUND):
+            await hooked.wait()
+    assert sorted(dropped) == ["blocking", "slowed"] and hooks == [new_callback]
     assert list(emu.state.tasks) == [new_callback] and emu.state.accepted == 1
 
 
@@ -577,9 +583,10 @@ async def test_exit_with_a_request_in_flight_is_quick_and_drops_it() -> None:
                     errors.append(exc)
 
             tg.start_soon(blocking_call)
-            await anyio.sleep(0.1)
-            started = time.monotonic()
-        assert time.monotonic() - started < 1.0
+            await wait_for(lambda: running.state.accepted == 1)
+            (task,) = running.state.tasks.values()
+        # Stopping did not wait for the 30 s job (how long it took: `python -m benchmarks`, shutdown).
+        assert task.status == "running"
     assert len(errors) == 1
 
 

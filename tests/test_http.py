@@ -158,16 +158,20 @@ async def test_callbacks_finish_tasks_with_one_read_each(
         assert "async" not in task.request
 
 
-async def test_polling_mode_for_comparison(emulator: RunningEmulator) -> None:
+async def test_without_a_public_url_tasks_are_polled_and_never_called_back(emulator: RunningEmulator) -> None:
+    """The other side of the test above: no public URL, so no callback URL is sent and polling finds them."""
     emulator.state.config.latency = 0.5
     async with (
         http_service(token_settings(emulator)) as base_url,
         mcp_client(base_url, CLIENT_TOKEN) as client,
     ):
-        for index in range(3):
-            await client.call_tool("generate_image", {"prompt": f"polled {index}"})
-    print(f"\npolling mode: {emulator.state.polls} polls for 3 tasks")
-    assert emulator.state.polls >= 3
+        results = [
+            await client.call_tool("generate_image", {"prompt": f"polled {index}"}) for index in range(3)
+        ]
+    assert all(structured(result)["status"] == "succeeded" for result in results)
+    assert all("callback_url" not in task.request for task in emulator.state.tasks.values())
+    assert emulator.state.callbacks_sent == emulator.state.callback_failures == 0
+    assert emulator.state.polls >= 3  # every task was read at least once, by a poll
 
 
 @pytest.mark.parametrize(

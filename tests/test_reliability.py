@@ -50,6 +50,7 @@ from flux_mcp.settings import Settings
 
 from .support import (
     TOKEN,
+    WAIT_BOUND,
     Recorder,
     child_env,
     emulator_env,
@@ -195,7 +196,6 @@ async def test_fault_soak_loses_nothing_and_never_bills_twice() -> None:
         )
         limiter = anyio.CapacityLimiter(SOAK_CONCURRENCY)
         results: dict[str, CallToolResult] = {}
-        started = anyio.current_time()
         async with Client(build_server(settings)) as client:
 
             async def one(index: int) -> None:
@@ -206,7 +206,6 @@ async def test_fault_soak_loses_nothing_and_never_bills_twice() -> None:
             async with anyio.create_task_group() as group:
                 for index in range(SOAK_CALLS):
                     group.start_soon(one, index)
-        wall = anyio.current_time() - started
         state = emulator.state
         rows = history_rows(settings.history_path())
 
@@ -218,7 +217,6 @@ async def test_fault_soak_loses_nothing_and_never_bills_twice() -> None:
     lost_answers = faults["500"] + faults["drop_after"]  # accepted upstream, answer never reached us
     tally = {
         "calls": SOAK_CALLS,
-        "wall_seconds": round(wall, 1),
         "submissions": state.submissions,
         "accepted": state.accepted,
         "retries": retries,
@@ -451,16 +449,16 @@ async def test_closing_stdin_ends_a_long_wait_promptly(tmp_path: Path) -> None:
                     while not any("Submitted" in str(m.get("params")) for m in server.received):
                         await server.read()
                 (task_id,) = emulator.state.tasks
-                started = anyio.current_time()
                 await server.process.stdin.aclose()  # type: ignore[union-attr] - the host goes away
-                with anyio.fail_after(10):
+                with anyio.fail_after(WAIT_BOUND):
                     returncode = await server.process.wait()
                     with pytest.raises((anyio.EndOfStream, anyio.IncompleteRead)):
                         while True:
                             await server.read()  # whatever it still says is JSON-RPC
-                elapsed = anyio.current_time() - started
             log = read_log(errlog)
-        assert returncode == 0 and elapsed < 10, (returncode, elapsed)
+        assert returncode == 0, returncode
+        # It ended without waiting out the 60 s job (how fast: `python -m benchmarks`, shutdown).
+        assert emulator.state.tasks[task_id].status == "running"
         assert "Traceback" not in log, log[-3000:]
         (row,) = history_rows(tmp_path / "history.db")
         assert row["task_id"] == task_id and row["status"] == "pending"
@@ -508,11 +506,10 @@ async def test_sigterm_over_http_answers_waiting_calls_then_exits(tmp_path: Path
                         group.start_soon(call)
                         with anyio.fail_after(15):
                             await submitted.wait()
-                        started = anyio.current_time()
                         process.terminate()
-                with anyio.fail_after(10):
+                with anyio.fail_after(WAIT_BOUND):
                     returncode = await process.wait()
-                elapsed = anyio.current_time() - started
+                still_running = emulator.state.tasks[next(iter(emulator.state.tasks))].status == "running"
             finally:
                 if process.returncode is None:
                     process.kill()
@@ -523,7 +520,8 @@ async def test_sigterm_over_http_answers_waiting_calls_then_exits(tmp_path: Path
     # The waiting call was answered, not cut: a normal pending result with its task id.
     assert not result.is_error and data["status"] == "pending", text(result)
     assert data["task_id"] in emulator.state.tasks and "get_task" in text(result)
-    assert returncode in (0, -signal.SIGTERM) and elapsed < 10, (returncode, elapsed, log[-2000:])
+    assert returncode in (0, -signal.SIGTERM), (returncode, log[-2000:])
+    assert still_running  # it exited without waiting out the 60 s job (how fast: benchmarks, shutdown)
     assert "Application shutdown complete" in log, log[-2000:]
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     (row,) = history_rows(tmp_path / "history.db")

@@ -83,6 +83,11 @@ class EmulatorRuntime:
         self.server_state = server_state
         self._closing.clear()
 
+    @property
+    def pending_callbacks(self) -> int:
+        """Callbacks scheduled and not yet sent (each is sent when its task finishes)."""
+        return len(self._background)
+
     def begin_shutdown(self) -> None:
         """Make requests that are still waiting (blocking calls, `slow` faults) give up at once."""
         self._closing.set()
