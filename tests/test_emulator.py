@@ -585,7 +585,7 @@ async def test_exit_with_a_request_in_flight_is_quick_and_drops_it() -> None:
             tg.start_soon(blocking_call)
             await wait_for(lambda: running.state.accepted == 1)
             (task,) = running.state.tasks.values()
-        # Stopping did not wait for the 30 s job (how long it took: `python -m benchmarks`, shutdown).
+        # Stopping did not wait for the 30 s job (how long it took: `python -m benchmarks --only stops`).
         assert task.status == "running"
     assert len(errors) == 1
 

@@ -457,7 +457,7 @@ async def test_closing_stdin_ends_a_long_wait_promptly(tmp_path: Path) -> None:
                             await server.read()  # whatever it still says is JSON-RPC
             log = read_log(errlog)
         assert returncode == 0, returncode
-        # It ended without waiting out the 60 s job (how fast: `python -m benchmarks`, shutdown).
+        # It ended without waiting out the 60 s job (how fast: `python -m benchmarks --only stops`).
         assert emulator.state.tasks[task_id].status == "running"
         assert "Traceback" not in log, log[-3000:]
         (row,) = history_rows(tmp_path / "history.db")
@@ -521,7 +521,7 @@ async def test_sigterm_over_http_answers_waiting_calls_then_exits(tmp_path: Path
     assert not result.is_error and data["status"] == "pending", text(result)
     assert data["task_id"] in emulator.state.tasks and "get_task" in text(result)
     assert returncode in (0, -signal.SIGTERM), (returncode, log[-2000:])
-    assert still_running  # it exited without waiting out the 60 s job (how fast: benchmarks, shutdown)
+    assert still_running  # it exited without waiting out the 60 s job (how fast: benchmarks, stops)
     assert "Application shutdown complete" in log, log[-2000:]
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     (row,) = history_rows(tmp_path / "history.db")
