@@ -297,14 +297,19 @@ async def test_refused_connection_is_retried_because_nothing_was_sent() -> None:
 async def test_upstream_requests_in_flight_never_exceed_max_concurrency(tmp_path: Path) -> None:
     """Submissions, polls and image downloads share one gate of FLUX_MCP_MAX_CONCURRENCY requests."""
     in_flight = peak = 0
+    limit = 4
     png = noise_png(64, 64)
+    gate_filled = anyio.Event()
 
     async def slowly(answer: Response) -> Response:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
+        if in_flight == limit:
+            gate_filled.set()
         try:
-            await anyio.sleep(0.05)
+            await gate_filled.wait()  # the first requests wait for each other: the gate surely fills
+            await anyio.sleep(0.05)  # each request holds its slot a while, so an overfull gate shows
             return answer
         finally:
             in_flight -= 1
@@ -339,7 +344,7 @@ async def test_upstream_requests_in_flight_never_exceed_max_concurrency(tmp_path
             output_dir=tmp_path / "images",
             poll_min_seconds=0.02,
             poll_max_seconds=0.05,
-            max_concurrency=4,
+            max_concurrency=limit,
         )
         async with Client(build_server(settings)) as client, anyio.create_task_group() as group:
             results: list[CallToolResult] = []
@@ -350,7 +355,7 @@ async def test_upstream_requests_in_flight_never_exceed_max_concurrency(tmp_path
             for index in range(40):
                 group.start_soon(one, index)
     assert all(structured(result)["images"][0]["path"] for result in results)  # downloaded and saved
-    assert len(results) == 40 and peak == 4, peak  # the gate was full, and never overfull
+    assert len(results) == 40 and peak == limit, peak  # the gate was full, and never overfull
 
 
 # --- 2. crash recovery ----------------------------------------------------------------------------------
