@@ -27,9 +27,7 @@ from PIL import Image
 
 from flux_mcp.emulator import RunningEmulator
 
-from .conftest import TOKEN, make_settings
-from .test_http import http_service
-from .test_transports import flux_command
+from .support import TOKEN, flux_command, http_service, make_settings
 
 CORE_TOOLS = {"generate_image", "edit_image", "get_task", "get_tasks", "list_tasks"}
 CLIENT_TOKEN = "framework-client-token-42"

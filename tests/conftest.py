@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import Client
@@ -15,8 +15,9 @@ from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from tests.pgcluster import ClusterUnavailable, PostgresCluster
+from tests.support import TOKEN, files_kept_in, listening_socket, make_settings
 
-TOKEN = "sk-test-SECRET-7f3a9c1e"
+__all__ = ["TOKEN", "make_settings"]  # still importable from here while other branches merge
 
 
 @pytest.fixture
@@ -39,28 +40,17 @@ def _keep_out_of_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
             os.environ[name] = value
 
 
+@pytest.fixture(autouse=True)
+def _settings_in_tmp_path(tmp_path: Path) -> Iterator[None]:
+    """`make_settings` keeps each test's files and history under its own tmp_path."""
+    with files_kept_in(tmp_path):
+        yield
+
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[RunningEmulator]:
     async with serve_emulator(EmulatorConfig(latency=0.3, tokens=frozenset({TOKEN}), seed=7)) as running:
         yield running
-
-
-def make_settings(emulator: RunningEmulator, **overrides: Any) -> Settings:
-    """Settings for tests: fast polls, and files and history in a fresh temporary folder."""
-    scratch = Path(tempfile.mkdtemp(prefix="flux-mcp-test-"))
-    values: dict[str, Any] = {
-        "output_dir": scratch / "images",
-        "db": scratch / "history.db",
-        "api_token": TOKEN,
-        "api_base_url": emulator.base_url,
-        "platform_base_url": emulator.base_url,
-        "wait_seconds": 10.0,
-        "poll_min_seconds": 0.05,
-        "poll_max_seconds": 0.2,
-        "retry_max_seconds": 2.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture
@@ -72,6 +62,13 @@ def settings(emulator: RunningEmulator) -> Settings:
 async def client(settings: Settings) -> AsyncIterator[Client]:
     async with Client(build_server(settings)) as connected:
         yield connected
+
+
+@pytest.fixture
+def loopback_socket() -> Iterator[socket.socket]:
+    """A socket listening on a loopback port the system chose, for a server whose URL is needed first."""
+    with listening_socket() as sock:
+        yield sock
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +86,19 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 def postgres_url(postgres_cluster: PostgresCluster) -> str:
     """A fresh, empty database in the session's cluster."""
     return postgres_cluster.create_database()
+
+
+@pytest.fixture
+def mcp_remote_proxy() -> list[str]:
+    """The command of the pinned mcp-remote in tests/bridges, or a skip saying how to install it.
+
+    A fixture, so that the skip happens at setup: raised inside a test's task group it would turn
+    into an error group, and the emulator's teardown would then fail on a closed event loop.
+    """
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("mcp-remote test: node not found; install Node.js to run it")
+    script = Path(__file__).parent / "bridges" / "node_modules" / "mcp-remote" / "dist" / "proxy.js"
+    if not script.is_file():
+        pytest.skip("mcp-remote test: no tests/bridges/node_modules; run `npm ci --prefix tests/bridges`")
+    return [node, str(script)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,15 +23,9 @@ from starlette.routing import Route
 
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.emulator.runner import serve_asgi
-from tests.pgcluster import free_port
+from tests.support import TOKEN, flux_command, free_port
 
-TOKEN = "sk-test-SECRET-7f3a9c1e"
 READY_TIMEOUT_SECONDS = 60.0
-
-
-def flux_command() -> list[str]:
-    script = Path(sys.executable).parent / "flux-mcp"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flux_mcp.cli"]
 
 
 @dataclass

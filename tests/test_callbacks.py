@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,16 @@ from flux_mcp.models import MAX_COUNT
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
-from .conftest import make_settings
-from .test_http import free_port, mcp_client
-from .test_reliability import scan_files
-from .test_tools import structured, text
+from .support import (
+    listening_socket,
+    make_settings,
+    mcp_client,
+    port_of,
+    scan_files,
+    structured,
+    text,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -61,19 +68,19 @@ class Service:
 async def callback_service(emulator: RunningEmulator, tmp_path: Path, token: str) -> AsyncIterator[Service]:
     """The HTTP app in pass-through mode with a public URL (so with callbacks), for `token`'s user."""
     emulator.state.config.tokens = frozenset({token})
-    port = free_port()  # the public URL must be known before the app is built
-    settings = make_settings(
-        emulator,
-        auth="passthrough",
-        api_token=None,
-        public_url=f"http://127.0.0.1:{port}",
-        db=tmp_path / "history.db",
-        output_dir=tmp_path / "images",
-        save=True,  # so that the secret scans also read the saved images and their sidecars
-    )
-    gate: Any = build_http_app(settings)
-    async with gate.app.router.lifespan_context(gate.app), serve_asgi(gate, port=port) as base_url:
-        yield Service(base_url, settings)
+    with listening_socket() as sock:  # the public URL must be known before the app is built
+        settings = make_settings(
+            emulator,
+            auth="passthrough",
+            api_token=None,
+            public_url=f"http://127.0.0.1:{port_of(sock)}",
+            db=tmp_path / "history.db",
+            output_dir=tmp_path / "images",
+            save=True,  # so that the secret scans also read the saved images and their sidecars
+        )
+        gate: Any = build_http_app(settings)
+        async with gate.app.router.lifespan_context(gate.app), serve_asgi(gate, sock=sock) as base_url:
+            yield Service(base_url, settings)
 
 
 class CountingService:
@@ -116,14 +123,6 @@ async def finish_now(emulator: RunningEmulator, task_id: str) -> None:
     await post(task.callback_url, json.dumps(task.result()).encode())
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(3000):  # a bound only so that a broken build fails instead of hanging
-        if condition():
-            return
-        await anyio.sleep(0.01)
-    raise AssertionError("the condition never held")
-
-
 async def pending_task(client: Client, **arguments: Any) -> str:
     result = structured(await client.call_tool("generate_image", {"prompt": "a cat", **arguments}))
     assert result["status"] == "pending", result
@@ -146,7 +145,7 @@ async def get_task_while_the_job_finishes(
 
     async with anyio.create_task_group() as group:
         group.start_soon(call)
-        await until(lambda: emulator.state.polls > reads_before or bool(results))
+        await wait_for(lambda: emulator.state.polls > reads_before or bool(results))
         await finish_now(emulator, task_id)
     return results[0]
 
@@ -296,7 +295,9 @@ async def test_any_bytes_posted_to_a_callback_url_get_a_clear_answer(
 # --- wake-ups: early, many ------------------------------------------------------------------------------
 
 
-async def test_callback_before_the_submit_answer_still_wakes_the_call(tmp_path: Path) -> None:
+async def test_callback_before_the_submit_answer_still_wakes_the_call(
+    tmp_path: Path, loopback_socket: socket.socket
+) -> None:
     """The upstream calls back (and hears 200) before it answers the submit; the call still wakes at once.
 
     Without the wake-up the call would wait for the fallback look at 20 s and time out as pending.
@@ -324,12 +325,11 @@ async def test_callback_before_the_submit_answer_still_wakes_the_call(tmp_path: 
             Route("/0.png", lambda request: Response(PNG, media_type="image/png")),
         ]
     )
-    port = free_port()
     async with serve_asgi(upstream) as base:
         settings = Settings(
             api_token="sk-early-0123456789",
             api_base_url=base,
-            public_url=f"http://127.0.0.1:{port}",
+            public_url=f"http://127.0.0.1:{port_of(loopback_socket)}",
             wait_seconds=5.0,
             db=tmp_path / "history.db",
             output_dir=tmp_path / "images",
@@ -337,7 +337,7 @@ async def test_callback_before_the_submit_answer_still_wakes_the_call(tmp_path: 
         gate: Any = build_http_app(settings)
         async with (
             gate.app.router.lifespan_context(gate.app),
-            serve_asgi(gate, port=port) as base_url,
+            serve_asgi(gate, sock=loopback_socket) as base_url,
             mcp_client(base_url, None) as client,
         ):
             result = structured(await client.call_tool("generate_image", {"prompt": "early"}))
@@ -367,7 +367,7 @@ async def test_a_flood_of_callbacks_costs_a_bounded_number_of_reads(
 
         async with anyio.create_task_group() as group:
             group.start_soon(call)
-            await until(lambda: emulator.state.polls > reads_before)
+            await wait_for(lambda: emulator.state.polls > reads_before)
             while not results:
                 accepted += (await post(url, json.dumps({"task_id": task_id}).encode())).status_code == 200
     reads = emulator.state.polls - reads_before

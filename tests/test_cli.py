@@ -6,7 +6,6 @@ import io
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tomllib
@@ -34,7 +33,8 @@ from flux_mcp.doctor import (
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.hostconfig import HOSTS, TOKEN_PLACEHOLDER, detect_command, location, render, write_config
 from flux_mcp.settings import Settings
-from tests.conftest import TOKEN, make_settings
+
+from .support import TOKEN, free_port, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -53,13 +53,6 @@ async def doctor_output(settings: Settings | None, **kwargs: Any) -> tuple[bool,
         if status in {s.value for s in Status}:
             lines[rest.split(":")[0].split(" ")[0].lower()] = line
     return passed, text, lines
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---- doctor ---------------------------------------------------------------------------------------

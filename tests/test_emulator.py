@@ -7,8 +7,8 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_asgi, serve_emulator
+from flux_mcp.emulator import (
+    EmulatorConfig,
+    EmulatorState,
+    Fault,
+    RunningEmulator,
+    serve_asgi,
+    serve_emulator,
+)
+from flux_mcp.emulator.app import EmulatorRuntime
 
-TOKEN = "sk-emulator-test-token"
+from .support import TOKEN, WAIT_BOUND, finish_tasks_now, wait_for
+
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "src"
 GENERATE = {"action": "generate", "prompt": "a white siamese cat", "model": "flux-dev", "size": "1:1"}
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
@@ -107,7 +111,7 @@ async def test_edit_makes_one_image_whatever_the_count(http: httpx2.AsyncClient)
 
 @pytest.mark.anyio
 async def test_async_task_is_pending_then_succeeds(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
-    emu.state.config.latency = 0.3
+    emu.state.config.latency = 600.0  # pending for sure at the first look; shortened to 0.3 s below
     response = await http.post("/flux/images", json={**GENERATE, "async": True})
     assert response.status_code == 200
     task_id = response.json()["task_id"]
@@ -121,7 +125,9 @@ async def test_async_task_is_pending_then_succeeds(emu: RunningEmulator, http: h
     )
     assert "finished_at" not in pending and "elapsed" not in pending and "response" not in pending
 
-    await anyio.sleep(0.35)
+    task = emu.state.tasks[task_id]
+    task.finish_monotonic = task.created_monotonic + 0.3
+    await wait_for(lambda: task.status == "succeeded")
     done = await retrieve(http, task_id)
     assert done["response"]["success"] is True
     assert done["response"]["data"][0]["image_url"].endswith(f"/files/{task_id}/0.png")
@@ -303,7 +309,7 @@ async def test_callback_posts_the_result(emu: RunningEmulator, http: httpx2.Asyn
     async with serve_asgi(receiver) as receiver_url:
         response = await http.post("/flux/images", json={**GENERATE, "callback_url": f"{receiver_url}/hook"})
         assert response.json() == {"task_id": response.json()["task_id"]}
-        with anyio.fail_after(3):
+        with anyio.fail_after(WAIT_BOUND):
             await arrived.wait()
     assert received[0]["success"] is True
     assert received[0]["task_id"] == response.json()["task_id"]
@@ -316,10 +322,7 @@ async def test_unreachable_callback_is_counted_not_raised(
     emu: RunningEmulator, http: httpx2.AsyncClient
 ) -> None:
     await http.post("/flux/images", json={**GENERATE, "callback_url": "http://127.0.0.1:9/hook"})
-    for _ in range(300):
-        if emu.state.callback_failures:
-            break
-        await anyio.sleep(0.01)
+    await wait_for(lambda: emu.state.callback_failures > 0)
     assert (emu.state.callbacks_sent, emu.state.callback_failures) == (0, 1)
 
 
@@ -428,11 +431,22 @@ async def test_fail_task_fault_blocking_answer(emu: RunningEmulator, http: httpx
 
 @pytest.mark.anyio
 async def test_slow_fault_delays_then_answers(emu: RunningEmulator, http: httpx2.AsyncClient) -> None:
-    emu.state.faults.append(Fault("slow", delay=0.3))
-    started = time.monotonic()
-    response = await http.post("/flux/images", json=GENERATE)
-    assert response.status_code == 200
-    assert time.monotonic() - started >= 0.3
+    emu.state.faults.append(Fault("slow", delay=2.0))
+    answered: list[str] = []
+
+    async def slow_submit() -> None:
+        response = await http.post("/flux/images", json=GENERATE)
+        assert response.status_code == 200
+        answered.append("slow submit")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(slow_submit)
+        await wait_for(lambda: emu.state.submissions == 1)
+        assert (await http.get("/healthz")).status_code == 200  # the emulator answers others meanwhile
+        answered.append("health check")
+        assert emu.state.accepted == 0  # the held submit has not reached its task yet
+    assert answered == ["health check", "slow submit"]
+    assert emu.state.accepted == 1
 
 
 @pytest.mark.anyio
@@ -478,6 +492,80 @@ async def test_reset_counters_keeps_tasks(emu: RunningEmulator, http: httpx2.Asy
     assert len(emu.state.tasks) == 1
 
 
+@pytest.mark.anyio
+async def test_reset_makes_a_used_emulator_the_one_that_started(tmp_path: Path) -> None:
+    config = EmulatorConfig(tokens=frozenset({TOKEN}), seed=5)
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    async with (
+        serve_emulator(config, journal=tmp_path / "journal.db") as emu,
+        httpx2.AsyncClient(base_url=emu.base_url, headers=headers) as http,
+    ):
+        first_seed = (await http.post("/flux/images", json=GENERATE)).json()["data"][0]["seed"]
+        await http.post("/flux/videos", json={"prompt": "a cat", "async": True})
+        await http.post("/api/v1/files/", files={"file": ("a.png", b"png bytes", "image/png")})
+        await http.get("/api/v1/applications/")
+        await http.post("/flux/images", json={"bad": True})
+        emu.state.faults.append(Fault("429", "tasks"))
+        emu.state.config.latency, emu.state.config.tokens = 5.0, frozenset({"someone else"})
+        emu.state.platform.balance = 0.0
+        assert emu.state.tasks and emu.state.platform.uploads and emu.state.submissions
+
+        await emu.reset()
+
+        assert emu.state == EmulatorState(
+            EmulatorConfig(tokens=frozenset({TOKEN}), seed=5), journal=emu.state.journal
+        )
+        assert emu.state.config is config  # restored in place: the test's own object says the same
+        again = (await http.post("/flux/images", json=GENERATE)).json()  # same port, no fault, no wait
+        assert again["data"][0]["seed"] == first_seed  # the random draws start over too
+    with sqlite3.connect(tmp_path / "journal.db") as journal:  # another process sharing it sees one task
+        assert [row[0] for row in journal.execute("SELECT id FROM tasks")] == [again["task_id"]]
+
+
+@pytest.mark.anyio
+async def test_nothing_begun_before_a_reset_changes_the_emulator_after_it(
+    emu: RunningEmulator, http: httpx2.AsyncClient
+) -> None:
+    runtime: EmulatorRuntime = emu.app.state.runtime
+    hooks: list[str] = []
+    hooked = anyio.Event()
+
+    async def hook(request: Request) -> Response:
+        hooks.append((await request.json())["task_id"])
+        hooked.set()
+        return JSONResponse({"ok": True})
+
+    dropped: list[str] = []
+
+    async def call(body: dict[str, Any]) -> None:
+        try:
+            await http.post("/flux/images", json=body)
+        except httpx2.TransportError:
+            dropped.append(body["prompt"])
+
+    receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    async with serve_asgi(receiver) as receiver_url, anyio.create_task_group() as tg:
+        emu.state.config.latency = 600.0
+        callback = {**GENERATE, "callback_url": f"{receiver_url}/hook"}
+        await http.post("/flux/images", json=callback)  # its callback is due in 600 s
+        tg.start_soon(call, {**GENERATE, "prompt": "blocking"})  # waits for its task
+        emu.state.faults.append(Fault("slow", delay=600))
+        tg.start_soon(call, {**GENERATE, "prompt": "slowed"})  # would be accepted after its delay
+        await wait_for(lambda: emu.state.submissions == 3)
+        assert runtime.pending_callbacks == 1
+
+        await emu.reset()
+
+        assert runtime.pending_callbacks == 0
+        assert emu.state.tasks == {} and emu.state.accepted == 0
+        new_callback = (await http.post("/flux/images", json={**callback, "async": True})).json()["task_id"]
+        finish_tasks_now(emu)
+        with anyio.fail_after(WAIT_BOUND):
+            await hooked.wait()
+    assert sorted(dropped) == ["blocking", "slowed"] and hooks == [new_callback]
+    assert list(emu.state.tasks) == [new_callback] and emu.state.accepted == 1
+
+
 # -- serving ---------------------------------------------------------------------------------------
 
 
@@ -495,9 +583,10 @@ async def test_exit_with_a_request_in_flight_is_quick_and_drops_it() -> None:
                     errors.append(exc)
 
             tg.start_soon(blocking_call)
-            await anyio.sleep(0.1)
-            started = time.monotonic()
-        assert time.monotonic() - started < 1.0
+            await wait_for(lambda: running.state.accepted == 1)
+            (task,) = running.state.tasks.values()
+        # Stopping did not wait for the 30 s job (how long it took: `python -m benchmarks --only stops`).
+        assert task.status == "running"
     assert len(errors) == 1
 
 

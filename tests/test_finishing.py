@@ -24,7 +24,7 @@ from flux_mcp.settings import Settings
 from flux_mcp.store import History
 from flux_mcp.video_files import VideoKeeper
 
-from .test_tools import structured, text
+from .support import structured, text
 
 pytestmark = pytest.mark.anyio
 CLIP = Path(__file__).parent.parent / "src" / "flux_mcp" / "emulator" / "clip.mp4"

@@ -35,7 +35,7 @@ from flux_mcp.settings import Settings
 from flux_mcp.ui import GALLERY_URI, gallery_html
 from flux_mcp.video_files import poster_available
 
-from .conftest import make_settings
+from .support import apps_client, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -45,10 +45,6 @@ BROWSER_DIR = Path(__file__).parent / "browser"
 BROWSER_TIMEOUT = 180.0
 SHOTS = ("", "-dark", "-narrow", "-pending", "-history", "-video")
 SCREENSHOTS = [f"gallery{suffix}.png" for suffix in SHOTS]
-
-
-def apps_client(server: Any) -> Client:
-    return Client(server, extensions=[mcp.client.advertise(EXTENSION_ID, {"mimeTypes": [APP_MIME_TYPE]})])
 
 
 # --- the resource ---------------------------------------------------------------------------

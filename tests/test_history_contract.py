@@ -22,7 +22,8 @@ from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.store import SUBMITTING, UNKNOWN, Claim, History, HistoryUnavailableError
 from flux_mcp.store_postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
-from tests.pgcluster import free_port
+
+from .support import free_port
 
 pytestmark = pytest.mark.anyio
 REQUEST: dict[str, Any] = {"action": "generate", "prompt": "a red fox", "model": "flux-dev", "size": "1:1"}

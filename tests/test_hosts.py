@@ -20,12 +20,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import mcp.client
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mcp import Client
-from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, TextContent
 
@@ -44,7 +42,7 @@ from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.ui import GALLERY_URI
 
-from .test_transports import child_env, flux_command
+from .support import apps_client, child_env, flux_command
 
 pytestmark = pytest.mark.anyio
 
@@ -290,12 +288,6 @@ async def test_bad_prompt_requests_are_invalid_params_naming_the_problem(
 
 
 # --- the gallery resource ------------------------------------------------------------------------
-
-
-def apps_client(server: Any, mode: str) -> Client:
-    return Client(
-        server, mode=mode, extensions=[mcp.client.advertise(EXTENSION_ID, {"mimeTypes": [APP_MIME_TYPE]})]
-    )
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -4,51 +4,22 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from flux_mcp.emulator import RunningEmulator, serve_asgi
-from flux_mcp.http import BearerGate, StartupError, build_http_app
+from flux_mcp.http import StartupError, build_http_app
 from flux_mcp.settings import Settings
 
-from .conftest import TOKEN, make_settings
-from .test_tools import structured, text
+from .support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 
 pytestmark = pytest.mark.anyio
 
 CLIENT_TOKEN = "team-token-0123456789"
-
-
-@asynccontextmanager
-async def http_service(settings: Settings, **kwargs: Any) -> AsyncIterator[str]:
-    """The whole HTTP app under uvicorn on a free loopback port; yields its base URL.
-
-    serve_asgi runs uvicorn without lifespan events, so the app's lifespan (which starts the MCP
-    session manager) is entered here.
-    """
-    gate = build_http_app(settings, **kwargs)
-    assert isinstance(gate, BearerGate)
-    inner: Any = gate.app
-    async with inner.router.lifespan_context(inner), serve_asgi(gate) as base_url:
-        yield base_url
-
-
-@asynccontextmanager
-async def mcp_client(base_url: str, token: str | None) -> AsyncIterator[Client]:
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=30) as http,
-        Client(streamable_http_client(f"{base_url}/mcp", http_client=http)) as client,
-    ):
-        yield client
 
 
 def token_settings(emulator: RunningEmulator, **overrides: Any) -> Settings:
@@ -184,16 +155,18 @@ async def test_pass_through_without_a_token_is_401(emulator: RunningEmulator) ->
 # --- callbacks ------------------------------------------------------------------------------------
 
 
-async def test_callbacks_finish_tasks_with_one_read_each(emulator: RunningEmulator) -> None:
+async def test_callbacks_finish_tasks_with_one_read_each(
+    emulator: RunningEmulator, loopback_socket: socket.socket
+) -> None:
     """A callback only wakes the call: it costs one re-read of the task, and no polling at all."""
     emulator.state.config.latency = 0.5
-    port = free_port()  # the public URL must be known before the app is built
+    port = port_of(loopback_socket)  # the public URL must be known before the app is built
     settings = make_settings(emulator, auth_tokens=CLIENT_TOKEN, public_url=f"http://127.0.0.1:{port}")
     gate = build_http_app(settings)
     inner: Any = gate.app  # type: ignore[attr-defined]
     async with (
         inner.router.lifespan_context(inner),
-        serve_asgi(gate, port=port) as base_url,
+        serve_asgi(gate, sock=loopback_socket) as base_url,
         mcp_client(base_url, CLIENT_TOKEN) as client,
     ):
         results = []
@@ -208,16 +181,20 @@ async def test_callbacks_finish_tasks_with_one_read_each(emulator: RunningEmulat
         assert "async" not in task.request
 
 
-async def test_polling_mode_for_comparison(emulator: RunningEmulator) -> None:
+async def test_without_a_public_url_tasks_are_polled_and_never_called_back(emulator: RunningEmulator) -> None:
+    """The other side of the test above: no public URL, so no callback URL is sent and polling finds them."""
     emulator.state.config.latency = 0.5
     async with (
         http_service(token_settings(emulator)) as base_url,
         mcp_client(base_url, CLIENT_TOKEN) as client,
     ):
-        for index in range(3):
-            await client.call_tool("generate_image", {"prompt": f"polled {index}"})
-    print(f"\npolling mode: {emulator.state.polls} polls for 3 tasks")
-    assert emulator.state.polls >= 3
+        results = [
+            await client.call_tool("generate_image", {"prompt": f"polled {index}"}) for index in range(3)
+        ]
+    assert all(structured(result)["status"] == "succeeded" for result in results)
+    assert all("callback_url" not in task.request for task in emulator.state.tasks.values())
+    assert emulator.state.callbacks_sent == emulator.state.callback_failures == 0
+    assert emulator.state.polls >= 3  # every task was read at least once, by a poll
 
 
 @pytest.mark.parametrize(
@@ -265,10 +242,3 @@ async def test_stateless_replicas_share_nothing_but_the_upstream(emulator: Runni
         pending = structured(await on_a.call_tool("generate_image", {"prompt": "roaming", "wait_seconds": 0}))
         done = structured(await on_b.call_tool("get_task", {"task_id": pending["task_id"]}))
     assert done["status"] == "succeeded" and done["prompt"] == "roaming"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,18 +31,9 @@ from flux_mcp.images import (
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
-from .conftest import make_settings
-from .test_tools import structured, text
+from .support import make_settings, noise_png, structured, text
 
 pytestmark = pytest.mark.anyio
-
-
-def noise_png(width: int, height: int) -> bytes:
-    """Incompressible pixels: the worst case for a preview's byte budget."""
-    image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 def previews_of(result: CallToolResult) -> list[ImageContent]:

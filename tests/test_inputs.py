@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import os
 import socket
 import string
@@ -45,21 +44,24 @@ from flux_mcp.server import build_server
 from flux_mcp.store import History
 from flux_mcp.uploads import UPLOAD_REUSE_SECONDS
 
-from .conftest import TOKEN, make_settings
+from .support import (
+    RED,
+    TOKEN,
+    Recorder,
+    child_env,
+    http_service,
+    image_bytes,
+    make_settings,
+    mcp_client,
+    stderr_file,
+    stdio_session,
+    structured,
+    text,
+)
 from .test_cli import run_cli
-from .test_http import CLIENT_TOKEN, http_service, mcp_client, token_settings
-from .test_tools import structured, text
-from .test_transports import Recorder, child_env, stderr_file, stdio_session
+from .test_http import CLIENT_TOKEN, token_settings
 
 pytestmark = pytest.mark.anyio
-
-RED = (200, 30, 30)
-
-
-def image_bytes(fmt: str, color: tuple[int, int, int] = RED, size: tuple[int, int] = (64, 48)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 def counts(emulator: RunningEmulator) -> tuple[int, int]:

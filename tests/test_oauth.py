@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,10 +44,8 @@ from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.http import StartupError, build_http_app
 from flux_mcp.settings import Settings
 
-from .conftest import TOKEN, make_settings
-from .test_http import free_port, http_service, mcp_client
+from .support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 from .test_security_gate import INITIALIZE, json_lines, mcp_remote, post
-from .test_tools import structured, text
 
 pytestmark = pytest.mark.anyio
 
@@ -477,11 +476,10 @@ class MemoryStorage:
 
 
 async def test_the_sdk_oauth_client_discovers_signs_in_and_calls_a_tool(
-    emulator: RunningEmulator, issuer: Issuer
+    emulator: RunningEmulator, issuer: Issuer, loopback_socket: socket.socket
 ) -> None:
     """The whole run a hosted connector makes: 401 → metadata → authorization server → code → token → call."""
-    port = free_port()
-    mcp_url = f"http://127.0.0.1:{port}/mcp"
+    mcp_url = f"http://127.0.0.1:{port_of(loopback_socket)}/mcp"
     redirect = "http://127.0.0.1:1/callback"
     settings = oauth_settings(emulator, issuer, oauth_audience=mcp_url)
     transcript: list[str] = []
@@ -518,7 +516,7 @@ async def test_the_sdk_oauth_client_discovers_signs_in_and_calls_a_tool(
     hooks = {"request": [log_request], "response": [log_response]}
     async with (
         inner.router.lifespan_context(inner),
-        serve_asgi(gate, port=port),
+        serve_asgi(gate, sock=loopback_socket),
         httpx2.AsyncClient(auth=oauth, event_hooks=hooks, timeout=30) as http,
         Client(streamable_http_client(mcp_url, http_client=http)) as client,
     ):
@@ -531,7 +529,7 @@ async def test_the_sdk_oauth_client_discovers_signs_in_and_calls_a_tool(
 
 
 async def test_mcp_remote_with_a_header_bridges_a_signed_in_person(
-    emulator: RunningEmulator, issuer: Issuer, tmp_path: Path
+    emulator: RunningEmulator, issuer: Issuer, tmp_path: Path, mcp_remote_proxy: list[str]
 ) -> None:
     initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
     call = {
@@ -541,7 +539,7 @@ async def test_mcp_remote_with_a_header_bridges_a_signed_in_person(
         "params": {"name": "generate_image", "arguments": {"prompt": "a bridged lighthouse"}},
     }
     async with http_service(oauth_settings(emulator, issuer)) as base_url:
-        command, env = mcp_remote(base_url, issuer.mint("alice"), tmp_path / "home")
+        command, env = mcp_remote(mcp_remote_proxy, base_url, issuer.mint("alice"), tmp_path / "home")
         async with await anyio.open_process(command, env=env) as process:
             assert process.stdin is not None and process.stdout is not None
             answers = _answers(process.stdout)

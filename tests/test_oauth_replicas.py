@@ -14,9 +14,8 @@ import pytest
 from flux_mcp.emulator import RunningEmulator
 
 from .replicas import run_replicas
-from .test_http import mcp_client
+from .support import mcp_client, structured, text
 from .test_oauth import AUDIENCE, Issuer, running_issuer
-from .test_tools import structured, text
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -40,21 +40,11 @@ from flux_mcp.poller import (
 )
 from flux_mcp.server import build_server
 
-from .conftest import TOKEN, make_settings
-from .test_http import http_service, mcp_client
-from .test_tools import structured, text
+from .support import TOKEN, http_service, make_settings, mcp_client, structured, text, wait_for
 
 pytestmark = pytest.mark.anyio
 
 SCHEDULE = PollSchedule()  # the defaults: first look at 2 s, 35% of the age, at most 15 s
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(3000):  # a bound only so that a broken build fails instead of hanging
-        if condition():
-            return
-        await anyio.sleep(0.01)
-    raise AssertionError("the condition never held")
 
 
 # --- planning over virtual time -----------------------------------------------------------------
@@ -228,8 +218,8 @@ async def test_tasks_waiting_on_one_token_are_read_in_batches_of_at_most_50(
                         client, task_id, schedule=schedule, age=0.0, just_submitted=True, look_until=math.inf
                     )
                 )
-            await until(lambda: len(emulator.state.task_reads) >= 6)
-        await until(lambda: len(pollers) == 0)  # nothing to watch: the poller's loop ended
+            await wait_for(lambda: len(emulator.state.task_reads) >= 6)
+        await wait_for(lambda: len(pollers) == 0)  # nothing to watch: the poller's loop ended
     seen = reads(emulator)
     for first_round in (seen[:3], seen[3:6]):
         assert sorted(len(read.ids) for read in first_round) == [20, 50, 50]
@@ -248,7 +238,7 @@ async def test_a_lone_task_is_read_as_before_with_retrieve(
         with pollers.watching(
             client, task_id, schedule=schedule, age=0.0, just_submitted=True, look_until=math.inf
         ):
-            await until(lambda: len(emulator.state.task_reads) >= 3)
+            await wait_for(lambda: len(emulator.state.task_reads) >= 3)
     assert {(read.action, read.ids) for read in reads(emulator)} == {("retrieve", (task_id,))}
 
 
@@ -274,7 +264,7 @@ async def test_two_tokens_never_share_a_request(emulator: RunningEmulator, polle
                             look_until=math.inf,
                         )
                     )
-            await until(lambda: {read.token for read in emulator.state.task_reads} == {alice, bob})
+            await wait_for(lambda: {read.token for read in emulator.state.task_reads} == {alice, bob})
     for read in reads(emulator):
         assert read.token in owned and set(read.ids) <= set(owned[read.token]), read
     for token, task_ids in owned.items():
@@ -353,11 +343,11 @@ async def test_cancelling_one_waiter_leaves_the_others_and_the_watch(
         async with anyio.create_task_group() as group:
             group.start_soon(keep_waiting)
             group.start_soon(_call_in, leaving, client, task_id)
-            await until(lambda: len(emulator.state.task_reads) >= 3)  # both waiting, looks going on
+            await wait_for(lambda: len(emulator.state.task_reads) >= 3)  # both waiting, looks going on
             leaving.cancel()
-            await until(lambda: "stopped waiting for task" in caplog.text)  # the server side left too
+            await wait_for(lambda: "stopped waiting for task" in caplog.text)  # the server side left too
             reads_at_cancel = len(emulator.state.task_reads)
-            await until(lambda: len(emulator.state.task_reads) > reads_at_cancel + 1)  # still watched
+            await wait_for(lambda: len(emulator.state.task_reads) > reads_at_cancel + 1)  # still watched
             emulator.state.tasks[task_id].finish_monotonic = 0.0  # the job is done now
     assert structured(survivor[0])["status"] == "succeeded", text(survivor[0])
 
@@ -380,15 +370,15 @@ async def test_shutdown_answers_every_waiting_call_with_pending_at_once(emulator
 
         for index in range(3):
             group.start_soon(call, "generate_image", {"prompt": f"slow cat {index}"})
-        await until(lambda: len(emulator.state.tasks) == 3)
+        await wait_for(lambda: len(emulator.state.tasks) == 3)
         first = next(iter(emulator.state.tasks))
         group.start_soon(call, "get_task", {"task_id": first})  # a second waiter on one watch
-        await until(
+        await wait_for(
             lambda: any(read.ids == (first,) and read.action == "retrieve" for read in reads(emulator))
         )
-        await until(lambda: len(emulator.state.task_reads) >= 3)
+        await wait_for(lambda: len(emulator.state.task_reads) >= 3)
         stop.set()
-        await until(lambda: len(results) == 4)
+        await wait_for(lambda: len(results) == 4)
     assert sorted(result["status"] for result in results) == ["pending"] * 4
     assert sorted(result["task_id"] for result in results).count(first) == 2
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent
+from mcp_types import CallToolResult, ImageContent, ResourceLink
 from PIL import Image
 from pydantic import ValidationError
 
@@ -31,8 +31,7 @@ from flux_mcp.images import (
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
-from .conftest import make_settings
-from .test_transports import Recorder, emulator_env, stderr_file, stdio_session
+from .support import Recorder, emulator_env, make_settings, stderr_file, stdio_session, text
 
 pytestmark = pytest.mark.anyio
 
@@ -46,10 +45,6 @@ def images_of(result: CallToolResult) -> list[ImageContent]:
 
 def links_of(result: CallToolResult) -> list[ResourceLink]:
     return [block for block in result.content if isinstance(block, ResourceLink)]
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def longest_side(block: ImageContent) -> int:

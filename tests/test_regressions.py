@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import io
-import os
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,9 @@ from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.store import History
 
-from .conftest import make_settings
-from .test_tools import structured, text
+from .support import make_settings, png_bytes, structured, text, wait_for
 
 pytestmark = pytest.mark.anyio
-
-
-def png_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), "teal").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 async def test_a_malformed_image_url_is_an_image_error_not_a_crash() -> None:
@@ -55,7 +47,8 @@ def test_a_png_with_a_damaged_chunk_is_an_image_error() -> None:
 async def test_concurrent_get_task_calls_save_one_file(emulator: RunningEmulator, settings: Settings) -> None:
     async with Client(build_server(settings)) as client:
         pending = structured(await client.call_tool("generate_image", {"prompt": "once", "wait_seconds": 0}))
-        await anyio.sleep(0.4)  # the task finishes upstream; nobody has fetched its image yet
+        task = emulator.state.tasks[pending["task_id"]]
+        await wait_for(lambda: task.status == "succeeded")  # upstream; nobody has fetched its image yet
         async with anyio.create_task_group() as group:
             for _ in range(4):
                 group.start_soon(client.call_tool, "get_task", {"task_id": pending["task_id"]})
@@ -160,5 +153,38 @@ def test_saving_never_overwrites_an_existing_file(tmp_path: Path) -> None:
     picture = decode(png_bytes(), "test")
     first = save(tmp_path, picture, {"task_id": "same", "prompt": "same"}, index=0)
     second = save(tmp_path, picture, {"task_id": "same", "prompt": "same"}, index=0)
-    assert first.path != second.path and first.path.read_bytes() == picture.data
-    assert not [name for name in os.listdir(tmp_path) if name.endswith(".part")]
+    assert first.path != second.path
+    assert first.path.read_bytes() == second.path.read_bytes() == picture.data
+    written = {first.path.name, first.sidecar.name, second.path.name, second.sidecar.name}
+    assert {path.name for path in tmp_path.iterdir()} == written  # and nothing else
+
+
+def test_a_write_that_fails_halfway_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk mid-write: the error reaches the caller, and no half an image is left to be served."""
+    from flux_mcp.images import save
+
+    real_open = Path.open
+
+    class FullDisk:
+        def __init__(self, file: Any) -> None:
+            self.file = file
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> int:
+            self.file.write(data[: len(data) // 2])
+            self.file.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def open_on_a_full_disk(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        opened = real_open(path, mode, *args, **kwargs)
+        return FullDisk(opened) if "x" in mode else opened
+
+    monkeypatch.setattr(Path, "open", open_on_a_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save(tmp_path, decode(png_bytes(), "test"), {"task_id": "full", "prompt": "full"}, index=0)
+    assert list(tmp_path.iterdir()) == []

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,18 +47,26 @@ from flux_mcp.models import ImageRequest, TaskStatus, parse_task_record
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
-from .conftest import TOKEN, make_settings
-from .test_http import http_service, mcp_client
-from .test_images import noise_png
-from .test_tools import structured, text
-from .test_transports import (
+from .support import (
+    TOKEN,
+    WAIT_BOUND,
     Recorder,
     child_env,
     emulator_env,
     flux_command,
     free_port,
+    history_rows,
+    http_service,
+    make_settings,
+    mcp_client,
+    noise_png,
+    read_log,
+    scan_files,
     stderr_file,
     stdio_session,
+    structured,
+    text,
+    wait_for,
     wait_until_listening,
 )
 
@@ -69,13 +76,6 @@ PROTOCOL = "2025-11-25"  # the initialize handshake most hosts still speak
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def history_rows(path: Path) -> list[dict[str, Any]]:
-    """The history table as another process sees it (also works while a server has it open)."""
-    with closing(sqlite3.connect(path)) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("SELECT * FROM tasks ORDER BY id")]
 
 
 class RawStdio:
@@ -150,18 +150,6 @@ async def raw_server(env: dict[str, str], errlog: IO[str]) -> AsyncIterator[RawS
             await process.aclose()
 
 
-def read_log(errlog: IO[str]) -> str:
-    errlog.flush()
-    errlog.seek(0)
-    return errlog.read()
-
-
-async def wait_for(condition: Any, within: float = 10.0) -> None:
-    with anyio.fail_after(within):
-        while not condition():  # noqa: ASYNC110 - the emulator offers no event for its counters
-            await anyio.sleep(0.02)
-
-
 # --- 1. fault soak: nothing lost, nothing billed twice ---------------------------------------------
 
 SOAK_CALLS = 300
@@ -207,7 +195,6 @@ async def test_fault_soak_loses_nothing_and_never_bills_twice() -> None:
         )
         limiter = anyio.CapacityLimiter(SOAK_CONCURRENCY)
         results: dict[str, CallToolResult] = {}
-        started = anyio.current_time()
         async with Client(build_server(settings)) as client:
 
             async def one(index: int) -> None:
@@ -218,7 +205,6 @@ async def test_fault_soak_loses_nothing_and_never_bills_twice() -> None:
             async with anyio.create_task_group() as group:
                 for index in range(SOAK_CALLS):
                     group.start_soon(one, index)
-        wall = anyio.current_time() - started
         state = emulator.state
         rows = history_rows(settings.history_path())
 
@@ -230,7 +216,6 @@ async def test_fault_soak_loses_nothing_and_never_bills_twice() -> None:
     lost_answers = faults["500"] + faults["drop_after"]  # accepted upstream, answer never reached us
     tally = {
         "calls": SOAK_CALLS,
-        "wall_seconds": round(wall, 1),
         "submissions": state.submissions,
         "accepted": state.accepted,
         "retries": retries,
@@ -311,14 +296,19 @@ async def test_refused_connection_is_retried_because_nothing_was_sent() -> None:
 async def test_upstream_requests_in_flight_never_exceed_max_concurrency(tmp_path: Path) -> None:
     """Submissions, polls and image downloads share one gate of FLUX_MCP_MAX_CONCURRENCY requests."""
     in_flight = peak = 0
+    limit = 4
     png = noise_png(64, 64)
+    gate_filled = anyio.Event()
 
     async def slowly(answer: Response) -> Response:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
+        if in_flight == limit:
+            gate_filled.set()
         try:
-            await anyio.sleep(0.05)
+            await gate_filled.wait()  # the first requests wait for each other: the gate surely fills
+            await anyio.sleep(0.05)  # each request holds its slot a while, so an overfull gate shows
             return answer
         finally:
             in_flight -= 1
@@ -353,7 +343,7 @@ async def test_upstream_requests_in_flight_never_exceed_max_concurrency(tmp_path
             output_dir=tmp_path / "images",
             poll_min_seconds=0.02,
             poll_max_seconds=0.05,
-            max_concurrency=4,
+            max_concurrency=limit,
         )
         async with Client(build_server(settings)) as client, anyio.create_task_group() as group:
             results: list[CallToolResult] = []
@@ -364,7 +354,7 @@ async def test_upstream_requests_in_flight_never_exceed_max_concurrency(tmp_path
             for index in range(40):
                 group.start_soon(one, index)
     assert all(structured(result)["images"][0]["path"] for result in results)  # downloaded and saved
-    assert len(results) == 40 and peak == 4, peak  # the gate was full, and never overfull
+    assert len(results) == 40 and peak == limit, peak  # the gate was full, and never overfull
 
 
 # --- 2. crash recovery ----------------------------------------------------------------------------------
@@ -463,16 +453,16 @@ async def test_closing_stdin_ends_a_long_wait_promptly(tmp_path: Path) -> None:
                     while not any("Submitted" in str(m.get("params")) for m in server.received):
                         await server.read()
                 (task_id,) = emulator.state.tasks
-                started = anyio.current_time()
                 await server.process.stdin.aclose()  # type: ignore[union-attr] - the host goes away
-                with anyio.fail_after(10):
+                with anyio.fail_after(WAIT_BOUND):
                     returncode = await server.process.wait()
                     with pytest.raises((anyio.EndOfStream, anyio.IncompleteRead)):
                         while True:
                             await server.read()  # whatever it still says is JSON-RPC
-                elapsed = anyio.current_time() - started
             log = read_log(errlog)
-        assert returncode == 0 and elapsed < 10, (returncode, elapsed)
+        assert returncode == 0, returncode
+        # It ended without waiting out the 60 s job (how fast: `python -m benchmarks --only stops`).
+        assert emulator.state.tasks[task_id].status == "running"
         assert "Traceback" not in log, log[-3000:]
         (row,) = history_rows(tmp_path / "history.db")
         assert row["task_id"] == task_id and row["status"] == "pending"
@@ -520,11 +510,10 @@ async def test_sigterm_over_http_answers_waiting_calls_then_exits(tmp_path: Path
                         group.start_soon(call)
                         with anyio.fail_after(15):
                             await submitted.wait()
-                        started = anyio.current_time()
                         process.terminate()
-                with anyio.fail_after(10):
+                with anyio.fail_after(WAIT_BOUND):
                     returncode = await process.wait()
-                elapsed = anyio.current_time() - started
+                still_running = emulator.state.tasks[next(iter(emulator.state.tasks))].status == "running"
             finally:
                 if process.returncode is None:
                     process.kill()
@@ -535,7 +524,8 @@ async def test_sigterm_over_http_answers_waiting_calls_then_exits(tmp_path: Path
     # The waiting call was answered, not cut: a normal pending result with its task id.
     assert not result.is_error and data["status"] == "pending", text(result)
     assert data["task_id"] in emulator.state.tasks and "get_task" in text(result)
-    assert returncode in (0, -signal.SIGTERM) and elapsed < 10, (returncode, elapsed, log[-2000:])
+    assert returncode in (0, -signal.SIGTERM), (returncode, log[-2000:])
+    assert still_running  # it exited without waiting out the 60 s job (how fast: benchmarks, stops)
     assert "Application shutdown complete" in log, log[-2000:]
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     (row,) = history_rows(tmp_path / "history.db")
@@ -592,13 +582,6 @@ def echo_upstream() -> Starlette:
 
 
 ECHO_KINDS = ["json400", "json401", "html500", "text200", "false200", "text404", "rate429", "long500"]
-
-
-def scan_files(root: Path, secret: str) -> list[Path]:
-    """Every file under `root` (history DB, its -wal, images, sidecars, logs) that holds the secret."""
-    files = [path for path in root.rglob("*") if path.is_file()]
-    assert files
-    return [path for path in files if secret.encode() in path.read_bytes()]
 
 
 async def test_secret_scan_over_stdio_at_debug(tmp_path: Path) -> None:

@@ -15,23 +15,16 @@ import anyio
 import psycopg
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult
 
 from flux_mcp.callbacks import CallbackHub
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 from tests.pgcluster import PostgresCluster
-from tests.replicas import TOKEN, Replica, callback_router, health, run_replicas, wait_healthy
+from tests.replicas import Replica, callback_router, health, run_replicas, wait_healthy
+
+from .support import TOKEN, structured, text, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-def structured(result: CallToolResult) -> dict[str, Any]:
-    assert result.structured_content is not None, text(result)
-    return result.structured_content
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 async def call(replica: Replica, tool: str, arguments: dict[str, Any]) -> CallToolResult:
@@ -51,12 +44,6 @@ async def call_cut_short(replica: Replica, arguments: dict[str, Any]) -> None:
 def task_rows(database_url: str, task_id: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(database_url) as db:
         return db.execute("SELECT status, task_id FROM tasks WHERE task_id=%s", (task_id,)).fetchall()
-
-
-async def wait_for(condition: Any, within: float = 30.0) -> None:
-    with anyio.fail_after(within):
-        while not condition():  # noqa: ASYNC110 - the emulator and the database offer no event to wait on
-            await anyio.sleep(0.05)
 
 
 @pytest.fixture

@@ -30,11 +30,22 @@ from flux_mcp.server import INSTRUCTIONS, build_server
 from flux_mcp.settings import Settings
 from flux_mcp.store import SCHEMA, SCHEMA_VERSION, History
 
-from .conftest import TOKEN, make_settings
-from .test_http import http_service, mcp_client
-from .test_reliability import history_rows, raw_server, read_log, wait_for
-from .test_tools import structured, text
-from .test_transports import Recorder, emulator_env, stderr_file, stdio_session
+from .support import (
+    TOKEN,
+    Recorder,
+    emulator_env,
+    history_rows,
+    http_service,
+    make_settings,
+    mcp_client,
+    read_log,
+    stderr_file,
+    stdio_session,
+    structured,
+    text,
+    wait_for,
+)
+from .test_reliability import raw_server
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ from flux_mcp.sandbox import FOLDER_NAME, PORT_RANGE, preferred_port, sandbox_pl
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings, default_data_dir
 
-from .test_transports import Recorder, child_env, stderr_file, stdio_session, structured, text
+from .support import Recorder, child_env, stderr_file, stdio_session, structured, text
 
 pytestmark = pytest.mark.anyio
 

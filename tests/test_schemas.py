@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import anyio
 import jsonschema
 import mcp.client
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
-from mcp_types import CallToolResult, TextContent
 from pydantic import ValidationError
 
 from flux_mcp.emulator import RunningEmulator
@@ -34,7 +31,7 @@ from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
 from . import schema_rules as rules
-from .conftest import make_settings
+from .support import make_settings, scratch_folder, text
 
 CLIENTS = ["plain", "legacy", "apps"]  # legacy: protocol 2025-11-25, as many hosts still speak it
 
@@ -44,7 +41,7 @@ def published(kind: str) -> dict[str, dict[str, Any]]:
     """tools/list as a plain, legacy-protocol or MCP Apps client gets it: tool name -> input schema."""
 
     async def listing() -> dict[str, dict[str, Any]]:
-        scratch = Path(tempfile.mkdtemp(prefix="flux-mcp-schemas-"))
+        scratch = scratch_folder()  # in the tmp_path of the first test that asks
         server = build_server(Settings(api_base_url="http://127.0.0.1:9", db=scratch / "history.db"))
         extensions = (
             [mcp.client.advertise(EXTENSION_ID, {"mimeTypes": [APP_MIME_TYPE]})] if kind == "apps" else []
@@ -222,10 +219,6 @@ def test_rewrite_collapses_nullable_unions_and_describes_defaults_and_formats() 
 # --- what a strict model sends is still accepted, and validated as before -------------------------
 
 
-def text(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
-
-
 @pytest.mark.anyio
 async def test_a_strict_models_call_with_every_argument_gets_the_defaults(emulator: RunningEmulator) -> None:
     """Strict mode sends every argument, null for the optional ones: the server treats null as omitted."""
@@ -298,6 +291,7 @@ def tool_call(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tool_call())
+@example(("generate_video", {"prompt": "0", "draft": 0}))  # a lax bool once slipped through
 def test_every_call_the_server_accepts_fits_the_published_schema(call: tuple[str, dict[str, Any]]) -> None:
     """A client that checks arguments against the schema never refuses a call the server would take."""
     name, arguments = call

@@ -11,7 +11,6 @@ import io
 import struct
 import subprocess
 import sys
-import tempfile
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import suppress
@@ -41,16 +40,9 @@ from flux_mcp.images import MAX_PIXELS, Downloader, ImageError, decode
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
-from .conftest import TOKEN
-from .test_tools import structured
+from .support import TOKEN, png_bytes, scratch_folder, structured
 
 pytestmark = pytest.mark.anyio
-
-
-def png_bytes(width: int = 32, height: int = 32) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), "teal").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @dataclass
@@ -117,7 +109,7 @@ async def upstream(internal: InternalService) -> AsyncIterator[str]:
 
 
 def settings_for(upstream: str, **overrides: Any) -> Settings:
-    scratch = Path(tempfile.mkdtemp(prefix="flux-mcp-test-"))
+    scratch = scratch_folder()
     values: dict[str, Any] = {
         "api_token": TOKEN,
         "api_base_url": upstream,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import sqlite3
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -38,10 +36,20 @@ from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
 from flux_mcp.http import StartupError, build_http_app
 from flux_mcp.settings import Settings
 
-from .conftest import TOKEN, make_settings
-from .test_http import free_port, http_service, mcp_client
-from .test_tools import structured, text
-from .test_transports import child_env, flux_command, stderr_file, wait_until_listening
+from .support import (
+    TOKEN,
+    child_env,
+    flux_command,
+    free_port,
+    history_rows,
+    http_service,
+    make_settings,
+    mcp_client,
+    stderr_file,
+    structured,
+    text,
+    wait_until_listening,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -110,12 +118,8 @@ async def open_session(http: httpx2.AsyncClient, base_url: str, token: str) -> s
     return session
 
 
-def history_rows(settings: Settings) -> int:
-    if settings.db is None or not settings.db.exists():
-        return 0
-    with sqlite3.connect(settings.db) as db:
-        count: int = db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
-        return count
+def history_count(settings: Settings) -> int:
+    return len(history_rows(settings.history_path()))
 
 
 # --- 12.3 pass-through accepts only tokens the upstream accepts ------------------------------------
@@ -136,7 +140,7 @@ async def test_made_up_pass_through_tokens_get_401_before_any_mcp_processing(
                 assert "does not accept this token" in response.json()["message"]
                 assert "mcp-session-id" not in response.headers
     assert emulator.state.submissions == 0  # nothing was generated or billed upstream
-    assert history_rows(settings) == 0  # nothing written for owners nobody verified
+    assert history_count(settings) == 0  # nothing written for owners nobody verified
     for token in made_up:  # each asked the upstream exactly once; the refusal was remembered
         assert emulator.state.tokens_seen.count(token) == 1
 
@@ -153,7 +157,7 @@ async def test_a_real_pass_through_token_is_verified_once_and_then_works(emulato
             result = await client.call_tool("generate_image", {"prompt": "a verified cat"})
     assert structured(result)["status"] == "succeeded", text(result)
     assert set(emulator.state.tokens_seen) == {ALICE}
-    assert history_rows(settings) == 1
+    assert history_count(settings) == 1
 
 
 async def test_requests_that_arrive_together_with_a_new_token_share_one_lookup(
@@ -451,16 +455,10 @@ async def test_oauth_discovery_paths_answer_a_404_that_says_what_to_send(
     assert emulator.state.polls == 0  # answering a probe asks the upstream nothing
 
 
-def mcp_remote(base_url: str, token: str, home: Path) -> tuple[list[str], dict[str, str]]:
-    """The pinned mcp-remote of tests/bridges bridging to `base_url` (or a visible skip saying how)."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("mcp-remote test: node not found; install Node.js to run it")
-    script = BRIDGES / "node_modules" / "mcp-remote" / "dist" / "proxy.js"
-    if not script.is_file():
-        pytest.skip("mcp-remote test: no tests/bridges/node_modules; run `npm ci --prefix tests/bridges`")
+def mcp_remote(proxy: list[str], base_url: str, token: str, home: Path) -> tuple[list[str], dict[str, str]]:
+    """The `mcp_remote_proxy` fixture's mcp-remote bridging to `base_url` with `token`."""
     home.mkdir(exist_ok=True)  # mcp-remote keeps its OAuth state under HOME
-    command = [node, str(script), f"{base_url}/mcp", "--header", f"Authorization: Bearer {token}"]
+    command = [*proxy, f"{base_url}/mcp", "--header", f"Authorization: Bearer {token}"]
     return command, {"PATH": os.environ.get("PATH", ""), "HOME": str(home)}
 
 
@@ -469,10 +467,10 @@ def json_lines(*messages: dict[str, Any]) -> bytes:
 
 
 async def test_mcp_remote_prints_flux_mcps_reason_for_a_wrong_token(
-    emulator: RunningEmulator, tmp_path: Path
+    emulator: RunningEmulator, tmp_path: Path, mcp_remote_proxy: list[str]
 ) -> None:
     async with http_service(two_tokens(emulator)) as base_url:
-        command, env = mcp_remote(base_url, "sk-wrong-token", tmp_path / "home")
+        command, env = mcp_remote(mcp_remote_proxy, base_url, "sk-wrong-token", tmp_path / "home")
         with anyio.fail_after(90):
             done = await anyio.run_process(command, input=json_lines(INITIALIZE), env=env, check=False)
     err = done.stderr.decode()
@@ -482,10 +480,12 @@ async def test_mcp_remote_prints_flux_mcps_reason_for_a_wrong_token(
     assert "The bearer token that was sent is not accepted" in err
 
 
-async def test_mcp_remote_bridges_a_good_token(emulator: RunningEmulator, tmp_path: Path) -> None:
+async def test_mcp_remote_bridges_a_good_token(
+    emulator: RunningEmulator, tmp_path: Path, mcp_remote_proxy: list[str]
+) -> None:
     initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
     async with http_service(two_tokens(emulator)) as base_url:
-        command, env = mcp_remote(base_url, ALICE, tmp_path / "home")
+        command, env = mcp_remote(mcp_remote_proxy, base_url, ALICE, tmp_path / "home")
         async with await anyio.open_process(command, env=env) as process:
             assert process.stdin is not None and process.stdout is not None
             answers = _lines(process.stdout)

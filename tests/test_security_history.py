@@ -15,7 +15,7 @@ from flux_mcp.emulator import RunningEmulator
 from flux_mcp.server import build_server
 from flux_mcp.store import History
 
-from .conftest import make_settings
+from .support import make_settings
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 

@@ -34,8 +34,8 @@ from flux_mcp.errors import MalformedResponseError, NotSentError, ResponseLostEr
 from flux_mcp.images import Downloader
 from flux_mcp.server import build_server
 
-from .test_security_downloads import png_bytes, settings_for
-from .test_tools import structured, text
+from .support import png_bytes, structured, text
+from .test_security_downloads import settings_for
 
 pytestmark = pytest.mark.anyio
 

@@ -6,99 +6,39 @@ these tests go through them against the emulator on a loopback port.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any
 
 import anyio
 import pytest
-from mcp import Client, StdioServerParameters
-from mcp.client.stdio import stdio_client
-from mcp_types import CallToolResult, TextContent
+from mcp import Client
 
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
-from .conftest import TOKEN
+from .support import (
+    TOKEN,
+    Recorder,
+    child_env,
+    emulator_env,
+    flux_command,
+    free_port,
+    stderr_file,
+    stdio_session,
+    structured,
+    text,
+    wait_until_listening,
+)
 
 pytestmark = pytest.mark.anyio
 
 # The four core tools; others (e.g. a history lookup) may be added without breaking these tests.
 TOOLS = {"generate_image", "edit_image", "get_task", "get_tasks"}
 STARTUP_TIMEOUT = 15.0
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
-
-
-def structured(result: CallToolResult) -> dict[str, Any]:
-    assert result.structured_content is not None, text(result)
-    return result.structured_content
-
-
-def flux_command() -> list[str]:
-    """The installed console script next to this interpreter, else the module."""
-    script = Path(sys.executable).parent / ("flux-mcp.exe" if os.name == "nt" else "flux-mcp")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flux_mcp.cli"]
-
-
-def child_env(scratch: Path, **values: str) -> dict[str, str]:
-    """A minimal environment, as a host builds one: no token unless given; files kept under `scratch`."""
-    # PYTHONPATH: a child runs the code under test (a worktree's src), not whatever is installed.
-    env = {key: os.environ[key] for key in ("PATH", "HOME", "SYSTEMROOT", "PYTHONPATH") if key in os.environ}
-    env.update(FLUX_MCP_OUTPUT_DIR=str(scratch / "images"), FLUX_MCP_DB=str(scratch / "history.db"))
-    env.update(values)
-    return env
-
-
-def emulator_env(emulator: RunningEmulator, scratch: Path) -> dict[str, str]:
-    return child_env(
-        scratch,
-        ACEDATACLOUD_API_TOKEN=TOKEN,
-        ACEDATACLOUD_API_BASE_URL=emulator.base_url,
-        FLUX_MCP_POLL_MIN_SECONDS="0.05",
-        FLUX_MCP_POLL_MAX_SECONDS="0.2",
-        FLUX_MCP_LOG_LEVEL="DEBUG",
-    )
-
-
-class Recorder:
-    """Collects progress notifications and transport-level faults (e.g. a non-JSON line on stdout)."""
-
-    def __init__(self) -> None:
-        self.progress: list[tuple[float, str | None]] = []
-        self.faults: list[Exception] = []
-
-    async def on_progress(self, progress: float, total: float | None, message: str | None) -> None:
-        self.progress.append((progress, message))
-
-    async def on_message(self, message: Any) -> None:
-        if isinstance(message, Exception):
-            self.faults.append(message)
-
-
-@contextmanager
-def stderr_file(tmp_path: Path) -> Iterator[IO[str]]:
-    with (tmp_path / "server-stderr.log").open("w+", encoding="utf-8") as errlog:
-        yield errlog
-
-
-@asynccontextmanager
-async def stdio_session(
-    args: list[str], env: dict[str, str], errlog: IO[str], recorder: Recorder
-) -> AsyncIterator[Client]:
-    command, *base_args = flux_command()
-    params = StdioServerParameters(command=command, args=[*base_args, *args], env=env)
-    async with Client(stdio_client(params, errlog=errlog), message_handler=recorder.on_message) as client:
-        yield client
 
 
 # --- stdio --------------------------------------------------------------------------------------
@@ -199,27 +139,6 @@ async def test_streamable_http_round_trip_with_progress(
     assert any("elapsed" in message for message in messages), recorder.progress
     assert invalid.is_error and "16:9" in text(invalid)
     assert recorder.faults == [] and emulator.state.submissions == 1
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def wait_until_listening(port: int, process: anyio.abc.Process) -> None:
-    with anyio.fail_after(STARTUP_TIMEOUT):
-        while True:
-            if process.returncode is not None:
-                pytest.fail(f"flux-mcp serve exited early with code {process.returncode}")
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.sleep(0.05)
-            else:
-                await stream.aclose()
-                return
 
 
 async def test_serve_http_subprocess(emulator: RunningEmulator, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult
 from pydantic import ValidationError
 
 from flux_mcp.emulator import RunningEmulator
@@ -30,16 +30,12 @@ from flux_mcp.models import (
 )
 from flux_mcp.server import build_server
 
-from .conftest import make_settings
+from .support import make_settings, text
 
 PIXEL_MODELS = sorted(name for name, info in MODELS.items() if info.pixel_sizes)
 EDIT_MODELS = sorted(name for name, info in MODELS.items() if info.can_edit)
 ASCII_PIXEL_SIZE = re.compile(r"[0-9]+x[0-9]+")
 IMAGE_URL = "https://cdn.example.com/photo.png"
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def upstream_requests(emulator: RunningEmulator) -> tuple[int, int, int]:

@@ -23,10 +23,7 @@ from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
 from flux_mcp.models import parse_cost, parse_task_record
 from flux_mcp.server import build_server
 
-from .conftest import TOKEN, make_settings
-from .test_http import http_service, mcp_client
-from .test_inputs import image_bytes
-from .test_tools import structured, text
+from .support import TOKEN, http_service, image_bytes, make_settings, mcp_client, structured, text
 
 pytestmark = pytest.mark.anyio
 

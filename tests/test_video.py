@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent
+from mcp_types import ImageContent, ResourceLink
 from pydantic import ValidationError
 
 from flux_mcp.emulator import Fault, RunningEmulator
@@ -22,19 +22,11 @@ from flux_mcp.settings import Settings
 from flux_mcp.video_files import VideoError, mp4_info, poster_available
 from flux_mcp.videos import GenerateVideoArgs
 
-from .conftest import make_settings
+from .support import make_settings, text
+from .support import structured as data
 
 pytestmark = pytest.mark.anyio
 needs_pyav = pytest.mark.skipif(not poster_available(), reason="the video extra (PyAV) is not installed")
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert result.structured_content is not None, text(result)
-    return result.structured_content
 
 
 def check_mp4(path: Path, seconds: float) -> None:

@@ -19,7 +19,15 @@ import re
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from flux_mcp.inputs import MAX_IMAGE_URL_CHARS
 from flux_mcp.models import (
@@ -126,10 +134,13 @@ ResolutionArg = Annotated[
 VideoAspectArg = Annotated[
     VideoAspectRatio | None, Field(description="Frame shape, e.g. 16:9 or 9:16; auto follows the input.")
 ]
+# Strict: the schema says boolean, so 0, 1 or "yes" are refused rather than guessed at.
 DraftArg = Annotated[
-    bool, Field(description="A quick, cheaper draft; enhance it later with mode draft_enhance.")
+    StrictBool, Field(description="A quick, cheaper draft; enhance it later with mode draft_enhance.")
 ]
-AudioArg = Annotated[bool | None, Field(description="Also generate a soundtrack. Omit for the default.")]
+AudioArg = Annotated[
+    StrictBool | None, Field(description="Also generate a soundtrack. Omit for the default.")
+]
 
 
 class GenerateVideoArgs(_Arguments):

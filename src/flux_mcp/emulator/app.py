@@ -35,6 +35,7 @@ from .videos import ACTIONS_UNAVAILABLE, VideoJob, render_mp4, validate_video_re
 logger = logging.getLogger(__name__)
 
 CALLBACK_TIMEOUT = 10.0
+RESET_GRACE = 2.0
 _BAD_GATEWAY_HTML = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 _ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
     "429": (429, "too_many_requests", "too many requests, please slow down"),
@@ -82,19 +83,62 @@ class EmulatorRuntime:
         self.server_state = server_state
         self._closing.clear()
 
+    @property
+    def pending_callbacks(self) -> int:
+        """Callbacks scheduled and not yet sent (each is sent when its task finishes)."""
+        return len(self._background)
+
     def begin_shutdown(self) -> None:
         """Make requests that are still waiting (blocking calls, `slow` faults) give up at once."""
         self._closing.set()
 
     async def aclose(self) -> None:
         """Cancel pending callback timers and close the callback client."""
+        await self._cancel_callbacks()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def reset(self) -> None:
+        """Forget everything (`EmulatorState.reset`) once nothing begun before can still change it.
+
+        Waiting requests give up as at shutdown (their connections drop), the rest are let finish,
+        those still running after `RESET_GRACE` are cancelled, callback timers are cancelled. Idle
+        keep-alive connections and the port stay open.
+        """
+        await self._cancel_callbacks()
+        self._closing.set()
+        try:
+            await self._drain_requests()
+        finally:
+            self._closing.clear()
+        self.png_cache = PngCache()
+        self.state.reset()
+
+    async def _cancel_callbacks(self) -> None:
         pending = list(self._background)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+
+    async def _drain_requests(self) -> None:
+        served = self.server_state
+        if served is None:
+            return
+        # uvicorn offers no event for "no request in flight", hence the poll.
+        with anyio.move_on_after(RESET_GRACE):
+            while served.tasks:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        stuck = list(served.tasks)
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
+        if stuck:
+            logger.warning("emulator: reset cancelled %d request(s) still being served", len(stuck))
+            for connection in list(served.connections):
+                cycle = getattr(connection, "cycle", None)
+                if cycle is not None and not cycle.response_complete:
+                    connection.transport.close()
 
     # -- endpoints ---------------------------------------------------------------------------------
 

@@ -119,5 +119,9 @@ class TaskJournal:
             video=shape_of_request(json.loads(request)),
         )
 
+    def clear(self) -> None:
+        """Forget every task, for every emulator sharing the file."""
+        self._db.execute("DELETE FROM tasks")
+
     def close(self) -> None:
         self._db.close()

@@ -75,7 +75,7 @@ class PlatformState:
         self.used = round(self.used + amount, 6)
         return {"amount": amount, "currency": "credit", "list_amount": round(self.list_price * images, 6)}
 
-    def reset(self) -> None:
+    def reset_counters(self) -> None:
         self.upload_requests = self.upload_downloads = self.application_lookups = 0
 
 

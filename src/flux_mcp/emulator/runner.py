@@ -41,6 +41,11 @@ class RunningEmulator:
     def port(self) -> int:
         return int(self.base_url.rsplit(":", 1)[1])
 
+    async def reset(self) -> None:
+        """Make it the emulator it was when it started, on the same port (`EmulatorRuntime.reset`)."""
+        runtime: EmulatorRuntime = self.app.state.runtime
+        await runtime.reset()
+
 
 @asynccontextmanager
 async def serve_emulator(
@@ -68,14 +73,20 @@ async def serve_emulator(
 
 
 @asynccontextmanager
-async def serve_asgi(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def serve_asgi(
+    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
+) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn inside the current event loop; yields its base URL.
 
     Tests use it for small helper apps too (a webhook receiver, say). No signal handlers are
-    installed, so it is safe inside pytest or another program's loop.
+    installed, so it is safe inside pytest or another program's loop. `sock`, a socket the caller
+    already listens on, replaces host and port: for an app that must know its own URL when built.
     """
     runtime = _runtime_of(app)
-    sock = _bind(host, port)
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
+    else:
+        sock = _bind(host, port)
     server = _Server(_uvicorn_config(app, host, port), runtime=runtime, signals=False)
     stopped = anyio.Event()
 

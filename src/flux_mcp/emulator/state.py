@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -230,9 +231,27 @@ class EmulatorState:
     faults_applied: dict[str, int] = field(default_factory=dict)
     journal: TaskJournal | None = None  # shared with other emulators (the sandbox); None: memory only
     platform: PlatformState = field(default_factory=PlatformState)
-    rng: random.Random = field(init=False, repr=False)
+    rng: random.Random = field(init=False, repr=False, compare=False)
+    _started_as: tuple[EmulatorConfig, PlatformState] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.rng = random.Random(self.config.seed)
+        self._started_as = (copy.deepcopy(self.config), copy.deepcopy(self.platform))
+
+    def reset(self) -> None:
+        """Become the emulator that was started: no tasks (in the journal neither), no scripted faults,
+        zero counters, the account and config it began with, its random draws from the start again.
+
+        Config and platform are restored in place: whoever holds them sees the restored values.
+        """
+        config, platform = copy.deepcopy(self._started_as)
+        _restore(self.config, config)
+        _restore(self.platform, platform)
+        self.faults.clear()
+        self.tasks.clear()
+        if self.journal is not None:
+            self.journal.clear()
+        self.reset_counters()
         self.rng = random.Random(self.config.seed)
 
     def add_task(self, task: TaskRecord) -> None:
@@ -257,7 +276,7 @@ class EmulatorState:
         self.task_reads.clear()
         self.rejected.clear()
         self.faults_applied.clear()
-        self.platform.reset()
+        self.platform.reset_counters()
 
     def next_fault(self, endpoint: Endpoint) -> Fault | None:
         """Pop the first scripted fault for `endpoint`, else maybe draw one from `error_rates`."""
@@ -304,3 +323,8 @@ class EmulatorState:
             if roll < cumulative:
                 return Fault(kind)
         return None
+
+
+def _restore(target: Any, source: Any) -> None:
+    for item in fields(target):
+        setattr(target, item.name, getattr(source, item.name))
