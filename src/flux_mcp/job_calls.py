@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult
 
+from flux_mcp.arguments import PROMPT_MAX_CHARS, EditImageArgs, GenerateImageArgs
 from flux_mcp.auth import CallContext, Caller, caller_of
 from flux_mcp.delivery import answer, log_to_client
 from flux_mcp.errors import FluxError, may_have_been_accepted
 from flux_mcp.inputs import ImageInputError
-from flux_mcp.models import PROMPT_MAX_CHARS, EditImageArgs, GenerateImageArgs, ImageInfo
+from flux_mcp.models import ImageInfo
 from flux_mcp.render import error_result, maybe_billed
 from flux_mcp.resources import known_image, known_video
 from flux_mcp.store import HistoryUnavailableError

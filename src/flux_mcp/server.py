@@ -2,7 +2,7 @@
 over what the server's calls share (`AppState`), opened and closed by its lifespan.
 
 Nothing here is global, so tests build as many servers as they like. The tools are in `tools.py`
-(each declared by its arguments model in `models.py`), the `flux://` resources in `resources.py`, the
+(each declared by its arguments model in `arguments.py`), the `flux://` resources in `resources.py`, the
 MCP App in `gallery.py`; who a call is for is `auth.caller_of`, and how a result reaches the caller
 is `delivery`.
 """

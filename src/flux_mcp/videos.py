@@ -21,15 +21,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
-from flux_mcp.inputs import MAX_IMAGE_URL_CHARS
-from flux_mcp.models import (
+from flux_mcp.arguments import (
     TOOL_ARGUMENTS,
     Prompt,
     TaskIdArg,
+    ToolArguments,
     WaitSecondsArg,
-    _Arguments,
     check_image_url,
 )
+from flux_mcp.inputs import MAX_IMAGE_URL_CHARS
 
 VIDEO_MODEL = "flux-3"
 VideoMode = Literal["t2v", "i2v", "v2v", "draft_enhance"]
@@ -132,7 +132,7 @@ DraftArg = Annotated[
 AudioArg = Annotated[bool | None, Field(description="Also generate a soundtrack. Omit for the default.")]
 
 
-class GenerateVideoArgs(_Arguments):
+class GenerateVideoArgs(ToolArguments):
     prompt: Prompt
     mode: ModeArg = "t2v"
     keyframes: KeyframesArg = None
