@@ -16,7 +16,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from flux_mcp.emulator import RunningEmulator, serve_asgi
-from flux_mcp.http import BearerGate, StartupError, build_http_app
+from flux_mcp.http import StartupError, build_http_app
+from flux_mcp.http_gate import BearerGate
 from flux_mcp.settings import Settings
 
 from .conftest import TOKEN, make_settings

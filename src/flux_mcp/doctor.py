@@ -302,7 +302,8 @@ async def check_http(ctx: DoctorContext) -> CheckResult:
     settings = ctx.settings
     if settings is None:
         return skip("http: not checked (settings invalid)")
-    from flux_mcp.http import StartupError, check_http_settings, is_loopback
+    from flux_mcp.http import StartupError, check_http_settings
+    from flux_mcp.http_gate import is_loopback
 
     where = f"{settings.host}:{settings.port}"
     try:
