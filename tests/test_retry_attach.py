@@ -29,7 +29,8 @@ from flux_mcp.finishing import task_result
 from flux_mcp.models import parse_task_record
 from flux_mcp.server import INSTRUCTIONS, build_server
 from flux_mcp.settings import Settings
-from flux_mcp.store import SCHEMA, SCHEMA_VERSION, History
+from flux_mcp.store import History
+from flux_mcp.store_sqlite import SCHEMA, SCHEMA_VERSION
 
 from .conftest import TOKEN, make_settings
 from .test_http import http_service, mcp_client

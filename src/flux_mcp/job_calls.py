@@ -25,7 +25,7 @@ from flux_mcp.inputs import ImageInputError
 from flux_mcp.models import ImageInfo
 from flux_mcp.render import error_result, maybe_billed
 from flux_mcp.resources import known_image, known_video
-from flux_mcp.store import HistoryUnavailableError
+from flux_mcp.store_errors import HistoryUnavailableError
 from flux_mcp.tasks import JobTicket
 from flux_mcp.uploads import InputPolicy, UploadFailedError
 from flux_mcp.videos import FLUX_VIDEO_URI, GenerateVideoArgs, VideoRequest

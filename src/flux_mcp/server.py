@@ -34,7 +34,8 @@ from flux_mcp.poller import Pollers, PollSchedule, running_pollers
 from flux_mcp.resources import add_resources
 from flux_mcp.settings import Settings
 from flux_mcp.state import AppState
-from flux_mcp.store import History, HistoryUnavailableError
+from flux_mcp.store import History
+from flux_mcp.store_errors import HistoryUnavailableError
 from flux_mcp.tasks import ImageJobs
 from flux_mcp.toolkit import TIMEOUT_ADVICE
 from flux_mcp.tools import job_tools, publish_portable_schemas, refuse_non_object_arguments, task_tools

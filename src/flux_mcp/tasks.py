@@ -68,7 +68,9 @@ from flux_mcp.models import (
     TaskStatus,
 )
 from flux_mcp.poller import NOT_FOUND_GRACE_SECONDS, Pollers, PollSchedule, Watch
-from flux_mcp.store import SUBMITTING, Claim, History, HistoryEntry, HistoryUnavailableError
+from flux_mcp.store import History
+from flux_mcp.store_errors import HistoryUnavailableError
+from flux_mcp.store_rows import SUBMITTING, Claim, HistoryEntry
 from flux_mcp.videos import VideoRequest
 
 logger = logging.getLogger(__name__)
