@@ -15,10 +15,10 @@ import httpx2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
+from .faults import ERROR_FAULTS, DroppedConnection, broken_answer
 from .images import PngCache, render_png
 from .platform import (
     EditInputError,
@@ -35,15 +35,6 @@ from .videos import ACTIONS_UNAVAILABLE, VideoJob, render_mp4, validate_video_re
 logger = logging.getLogger(__name__)
 
 CALLBACK_TIMEOUT = 10.0
-_BAD_GATEWAY_HTML = "<html><body><h1>502 Bad Gateway</h1></body></html>"
-_ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
-    "429": (429, "too_many_requests", "too many requests, please slow down"),
-    "500": (500, "api_error", "fetch failed"),
-    "503": (503, "service_unavailable", "service temporarily unavailable"),
-    "400": (400, "bad_request", "bad request (emulated fault)"),
-    "401": (401, "invalid_token", "invalid token (emulated fault)"),
-    "403": (403, "forbidden", "forbidden (emulated fault)"),
-}
 
 
 def create_app(state: EmulatorState | None = None) -> Starlette:
@@ -356,23 +347,16 @@ class EmulatorRuntime:
 
     def _fault_response(self, fault: Fault) -> Response:
         kind = fault.kind
-        if kind in _ERROR_FAULTS:
-            status, code, message = _ERROR_FAULTS[kind]
+        if kind in ERROR_FAULTS:
+            status, code, message = ERROR_FAULTS[kind]
             retry = {"retry-after": _seconds(self.state.config.retry_after)}
             return self._error(status, code, message, headers=retry if status in (429, 503) else None)
-        if kind == "502_html":
-            return HTMLResponse(_BAD_GATEWAY_HTML, status_code=502)
-        if kind == "empty":
-            return Response(b"", media_type="application/json")
-        if kind == "truncated_json":
-            return Response(b'{"task_id": "abc', media_type="application/json")
-        if kind == "not_json_200":
-            return HTMLResponse("<html><body>Welcome to nginx!</body></html>")
-        if kind == "success_false_200":
-            return JSONResponse({"success": False, "error": "plain string error"})
         if kind == "drop_before":
             return DroppedConnection(self, cut_body=None)
-        raise AssertionError(f"fault {kind} is not answered in place of the request")
+        broken = broken_answer(kind)
+        if broken is None:
+            raise AssertionError(f"fault {kind} is not answered in place of the request")
+        return broken
 
     def _note_token(self, request: Request) -> str | None:
         header = request.headers.get("authorization", "")
@@ -426,60 +410,6 @@ class EmulatorRuntime:
         else:
             self.state.callback_failures += 1
             logger.warning("emulator: callback for task %s got HTTP %d", task.id, response.status_code)
-
-    def find_transport(self, scope: Scope) -> asyncio.BaseTransport | None:
-        """The socket transport uvicorn uses for this request's connection, if the runner exposed it."""
-        if self.server_state is None:
-            return None
-        client = scope.get("client")
-        for connection in list(self.server_state.connections):
-            if getattr(connection, "client", None) == client:
-                transport = getattr(connection, "transport", None)
-                if isinstance(transport, asyncio.BaseTransport):
-                    return transport
-        return None
-
-
-class DroppedConnection(Response):
-    """Ends the exchange by closing the socket: with nothing sent, or after half of `cut_body`.
-
-    With no access to the socket (the app served by something other than the runner) the drop
-    degrades to headers announcing more body than is sent; uvicorn then closes the connection and
-    logs "ASGI callable returned without completing response".
-    """
-
-    def __init__(
-        self, runtime: EmulatorRuntime, *, cut_body: bytes | None, media_type: str = "application/json"
-    ) -> None:
-        super().__init__(media_type=media_type)
-        self.runtime = runtime
-        self.cut_body = cut_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        transport = self.runtime.find_transport(scope)
-        body = self.cut_body
-        if body is None and transport is None:
-            body = b""
-        if body is not None:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", (self.media_type or "application/json").encode()),
-                        (b"content-length", str(len(body) + 1).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
-        if transport is None:
-            return
-        # close() flushes what was written, then FIN: the client sees either no response or a short body.
-        transport.close()
-        # Waiting for uvicorn to notice the disconnect keeps it from logging an incomplete response.
-        with anyio.move_on_after(2.0):
-            while (await receive())["type"] != "http.disconnect":
-                pass
 
 
 def _base_url(request: Request) -> str:
