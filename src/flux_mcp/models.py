@@ -57,18 +57,11 @@ def model_guide() -> str:
 # --- The upstream request ---------------------------------------------------------------
 
 
-class ImageRequest(BaseModel):
-    """The JSON body of `POST /flux/images`, already validated."""
+class UpstreamRequest(BaseModel):
+    """A validated request body for the upstream: how it is sent, and what makes two of them the same job."""
 
-    endpoint: ClassVar[str] = "/flux/images"
-    action: Literal["generate", "edit"]
-    prompt: str
-    model: str
-    size: str | None = None
-    count: int | None = None
-    image_url: str | None = None
-    # Ours, not the API's: the task this one varies. Kept in the history's request, never sent.
-    variation_of: str | None = None
+    endpoint: ClassVar[str]
+    not_sent: ClassVar[frozenset[str]] = frozenset()  # our own fields, kept in the history only
 
     def fingerprint(self) -> str:
         """What makes two submissions the same job: a hash of this validated request, nothing else.
@@ -81,12 +74,27 @@ class ImageRequest(BaseModel):
         return "v1:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     def body(self, *, callback_url: str | None = None) -> dict[str, Any]:
-        payload = self.model_dump(exclude_none=True, exclude={"variation_of"})
+        payload = self.model_dump(exclude_none=True, exclude=set(self.not_sent))
         if callback_url is not None:
             payload["callback_url"] = callback_url
         else:
             payload["async"] = True
         return payload
+
+
+class ImageRequest(UpstreamRequest):
+    """The JSON body of `POST /flux/images`, already validated."""
+
+    endpoint: ClassVar[str] = "/flux/images"
+    not_sent: ClassVar[frozenset[str]] = frozenset({"variation_of"})
+    action: Literal["generate", "edit"]
+    prompt: str
+    model: str
+    size: str | None = None
+    count: int | None = None
+    image_url: str | None = None
+    # Ours, not the API's: the task this one varies. Kept in the history's request, never sent.
+    variation_of: str | None = None
 
 
 def images_asked(request: dict[str, Any] | None) -> int:
