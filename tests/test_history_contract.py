@@ -20,8 +20,10 @@ from mcp import Client
 from flux_mcp.models import ImageInfo, TaskError, TaskResult, TaskStatus
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
-from flux_mcp.store import SUBMITTING, UNKNOWN, Claim, History, HistoryUnavailableError
+from flux_mcp.store import History
+from flux_mcp.store_errors import HistoryUnavailableError
 from flux_mcp.store_postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from flux_mcp.store_rows import SUBMITTING, UNKNOWN, Claim
 
 from .support import free_port
 

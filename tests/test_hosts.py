@@ -27,6 +27,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, TextContent
 
+from flux_mcp.arguments import ASPECT_RATIOS
 from flux_mcp.hostconfig import (
     HOSTS,
     SANDBOX_FLAG,
@@ -37,7 +38,7 @@ from flux_mcp.hostconfig import (
     render,
     write_config,
 )
-from flux_mcp.models import ASPECT_RATIOS, MODELS
+from flux_mcp.models import MODELS
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.ui import GALLERY_URI

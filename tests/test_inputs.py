@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from flux_mcp import roots as roots_module
+from flux_mcp.arguments import check_image_url
 from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
 from flux_mcp.inputs import (
     FluxImage,
@@ -39,7 +40,6 @@ from flux_mcp.inputs import (
     RemoteImage,
     parse_image_input,
 )
-from flux_mcp.models import check_image_url
 from flux_mcp.server import build_server
 from flux_mcp.store import History
 from flux_mcp.uploads import UPLOAD_REUSE_SECONDS

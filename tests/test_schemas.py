@@ -23,9 +23,10 @@ from mcp import Client
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from pydantic import ValidationError
 
+from flux_mcp.arguments import ASPECT_RATIOS, TOOL_ARGUMENTS
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.gallery import APP_ONLY_TOOLS
-from flux_mcp.models import ASPECT_RATIOS, MODELS, TOOL_ARGUMENTS
+from flux_mcp.models import MODELS
 from flux_mcp.schemas import portable_schema
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings

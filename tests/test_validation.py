@@ -17,17 +17,17 @@ from mcp import Client
 from mcp_types import CallToolResult
 from pydantic import ValidationError
 
-from flux_mcp.emulator import RunningEmulator
-from flux_mcp.emulator.validation import validate_image_request
-from flux_mcp.models import (
+from flux_mcp.arguments import (
     ASPECT_RATIOS,
-    MODELS,
     NAMED_PIXEL_SIZES,
     TOOL_ARGUMENTS,
     EditImageArgs,
     GenerateImageArgs,
     check_size,
 )
+from flux_mcp.emulator import RunningEmulator
+from flux_mcp.emulator.validation import validate_image_request
+from flux_mcp.models import MODELS
 from flux_mcp.server import build_server
 
 from .support import make_settings, text

@@ -127,7 +127,7 @@ class Credentials:
         return Admission(Verdict.REFUSED)
 
     async def _admit_access_token(self, oauth: OAuthVerifier, token: str) -> Admission:
-        from flux_mcp.oauth import IssuerUnavailable
+        from flux_mcp.oauth_keys import IssuerUnavailable
 
         try:
             checked = await oauth.check(token)

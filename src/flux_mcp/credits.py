@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_mcp.models import ApplicationCredits, CreditsResult, finite_number
+from flux_mcp.models import finite_number
+from flux_mcp.results import ApplicationCredits, CreditsResult
 
 TOP_UP_URL = "https://platform.acedata.cloud"
 

@@ -37,7 +37,9 @@ from flux_mcp.errors import (
     TaskNotFoundError,
 )
 from flux_mcp.settings import DEFAULT_BASE_URL, Settings
-from flux_mcp.store import History, HistoryUnavailableError, make_private_folder
+from flux_mcp.store import History
+from flux_mcp.store_errors import HistoryUnavailableError
+from flux_mcp.store_sqlite import make_private_folder
 
 MIN_PYTHON = (3, 11)
 PACKAGES = ("flux-mcp", "mcp", "httpx2", "pydantic")
@@ -302,7 +304,8 @@ async def check_http(ctx: DoctorContext) -> CheckResult:
     settings = ctx.settings
     if settings is None:
         return skip("http: not checked (settings invalid)")
-    from flux_mcp.http import StartupError, check_http_settings, is_loopback
+    from flux_mcp.http import StartupError, check_http_settings
+    from flux_mcp.http_gate import is_loopback
 
     where = f"{settings.host}:{settings.port}"
     try:

@@ -32,7 +32,8 @@ from flux_mcp.models import (
     VideoInfo,
     images_asked,
 )
-from flux_mcp.store import History, HistoryUnavailableError
+from flux_mcp.store import History
+from flux_mcp.store_errors import HistoryUnavailableError
 from flux_mcp.video_files import KeptVideo, VideoKeeper
 from flux_mcp.videos import MAX_VIDEOS, is_video_request, video_uri
 

@@ -17,14 +17,15 @@ from typing import Any, TypeVar
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult
 
+from flux_mcp.arguments import PROMPT_MAX_CHARS, EditImageArgs, GenerateImageArgs
 from flux_mcp.auth import CallContext, Caller, caller_of
 from flux_mcp.delivery import answer, log_to_client
 from flux_mcp.errors import FluxError, may_have_been_accepted
 from flux_mcp.inputs import ImageInputError
-from flux_mcp.models import PROMPT_MAX_CHARS, EditImageArgs, GenerateImageArgs, ImageInfo
+from flux_mcp.models import ImageInfo, ImageRequest, PreviewChoice
 from flux_mcp.render import error_result, maybe_billed
 from flux_mcp.resources import known_image, known_video
-from flux_mcp.store import HistoryUnavailableError
+from flux_mcp.store_errors import HistoryUnavailableError
 from flux_mcp.tasks import JobTicket
 from flux_mcp.uploads import InputPolicy, UploadFailedError
 from flux_mcp.videos import FLUX_VIDEO_URI, GenerateVideoArgs, VideoRequest
@@ -46,13 +47,7 @@ async def run_job(
             return error_result(f"Cannot edit that image: {exc}")
         except ImageInputError as exc:
             return error_result(f"Cannot edit that image: {exc}. Nothing was uploaded or submitted.")
-    progress = progress_reporter(ctx)
-    ticket = JobTicket()
-    work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket, args.preview)  # noqa: E731
-    shown = await guarded(tool, work, lambda finished: answer(caller, finished, ctx))
-    if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
-        await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
-    return shown
+    return await _submit_and_answer(ctx, caller, tool, request, args.wait_seconds, args.preview)
 
 
 async def run_video_job(ctx: CallContext, args: GenerateVideoArgs, roots: list[Path]) -> CallToolResult:
@@ -65,11 +60,23 @@ async def run_video_job(ctx: CallContext, args: GenerateVideoArgs, roots: list[P
         return error_result(f"Cannot use that input: {exc}")
     except ImageInputError as exc:
         return error_result(f"Cannot use that input: {exc}. Nothing was uploaded or submitted.")
+    return await _submit_and_answer(ctx, caller, "generate_video", request, args.wait_seconds, None)
+
+
+async def _submit_and_answer(
+    ctx: CallContext,
+    caller: Caller,
+    tool: str,
+    request: ImageRequest | VideoRequest,
+    wait_seconds: float | None,
+    preview: PreviewChoice | None,
+) -> CallToolResult:
+    """Run the job with progress, and answer: its result, or the failure as a tool error."""
     progress = progress_reporter(ctx)
     ticket = JobTicket()
-    work = lambda: caller.jobs.run(request, args.wait_seconds, progress, ticket)  # noqa: E731
-    shown = await guarded("generate_video", work, lambda finished: answer(caller, finished, ctx))
-    if ticket.undecided_row is not None:
+    work = lambda: caller.jobs.run(request, wait_seconds, progress, ticket, preview)  # noqa: E731
+    shown = await guarded(tool, work, lambda finished: answer(caller, finished, ctx))
+    if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
         await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
     return shown
 

@@ -1,6 +1,6 @@
 """One poller per upstream token: it watches every waiting task of that token and reads them in batches.
 
-A call waiting for a task (`tasks.TaskWaiter`) does not poll by itself: it registers with the poller of
+A call waiting for a task (`waiting.TaskWaiter`) does not poll by itself: it registers with the poller of
 its token and sleeps until the poller settles the task (done, failed, unknown) or its own budget ends.
 However many calls wait on one task, the poller keeps one `Watch` of it (one watch, many waiters); its
 loop runs only while it has something to watch, so an idle poller sends nothing and holds no task.

@@ -5,7 +5,7 @@
 - `edit_instruction`: word an edit the way the kontext models follow it, then edit.
 
 Each returns the text of one user message. The model and size facts come from the catalogue in
-`models.py`, so a model added there shows up here too.
+`models.py` and the size rules in `arguments.py`, so a model added there shows up here too.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, validate_call
 
-from flux_mcp.models import (
+from flux_mcp.arguments import (
     ASPECT_RATIOS,
-    MAX_COUNT,
-    MODELS,
     NAMED_PIXEL_SIZES,
     PIXEL_MAX,
     PIXEL_MIN,
@@ -26,8 +24,8 @@ from flux_mcp.models import (
     EditImageArgs,
     GenerateImageArgs,
     default_size,
-    model_guide,
 )
+from flux_mcp.models import MAX_COUNT, MODELS, model_guide
 
 MAX_ARGUMENT_CHARS = 2000
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 
 from flux_mcp.finishing import FinishedJob
-from flux_mcp.models import Cost, HistoryItem, ImageInfo, TaskBatchResult, TaskResult, TaskStatus, VideoInfo
-from flux_mcp.store import HistoryEntry
+from flux_mcp.models import Cost, ImageInfo, TaskBatchResult, TaskResult, TaskStatus, VideoInfo
+from flux_mcp.results import HistoryItem
+from flux_mcp.store_rows import HistoryEntry
 from flux_mcp.tasks import ago
 from flux_mcp.video_files import NO_POSTER, poster_available
 from flux_mcp.videos import is_video_request

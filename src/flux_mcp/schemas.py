@@ -14,7 +14,7 @@ keeping every constraint:
   the nullable type;
 - a `format` that OpenAI strict mode or Gemini would refuse or drop moves into the description.
 
-Only what is published changes: arguments are still validated by the models in `models.py`, so an
+Only what is published changes: arguments are still validated by the models in `arguments.py`, so an
 omitted argument still gets its default and a bad one the same error.
 """
 

@@ -2,7 +2,7 @@
 over what the server's calls share (`AppState`), opened and closed by its lifespan.
 
 Nothing here is global, so tests build as many servers as they like. The tools are in `tools.py`
-(each declared by its arguments model in `models.py`), the `flux://` resources in `resources.py`, the
+(each declared by its arguments model in `arguments.py`), the `flux://` resources in `resources.py`, the
 MCP App in `gallery.py`; who a call is for is `auth.caller_of`, and how a result reaches the caller
 is `delivery`.
 """
@@ -34,7 +34,8 @@ from flux_mcp.poller import Pollers, PollSchedule, running_pollers
 from flux_mcp.resources import add_resources
 from flux_mcp.settings import Settings
 from flux_mcp.state import AppState
-from flux_mcp.store import History, HistoryUnavailableError
+from flux_mcp.store import History
+from flux_mcp.store_errors import HistoryUnavailableError
 from flux_mcp.tasks import ImageJobs
 from flux_mcp.toolkit import TIMEOUT_ADVICE
 from flux_mcp.tools import job_tools, publish_portable_schemas, refuse_non_object_arguments, task_tools

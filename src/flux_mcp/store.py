@@ -11,11 +11,11 @@ hurt by this: its own answer (task id, or failure) rewrites the row by its id a 
 PostgreSQL history, which replicas open all the time, does that only to rows older than
 STALE_SUBMITTING_SECONDS; younger ones are settled by the retry rule's own bound (tasks.py).
 
-A result is stored as a `TaskResult` and read back as one (parsed in `_stored_result`, nowhere else).
-Each state a job reaches is recorded by one statement, an upsert (`record`): no lock, no read first, so
-two processes or replicas recording one task at the same moment leave one row, and a finished state is
-never replaced by the pending one a slower look wrote last. What a record keeps of earlier ones (the
-saved files) is the job's business: `finishing.Finisher` writes it into the result it records.
+A result is stored as a `TaskResult` and read back as one (parsed in `store_rows.stored_result`, nowhere
+else). Each state a job reaches is recorded by one statement, an upsert (`record`): no lock, no read
+first, so two processes or replicas recording one task at the same moment leave one row, and a finished
+state is never replaced by the pending one a slower look wrote last. What a record keeps of earlier ones
+(the saved files) is the job's business: `finishing.Finisher` writes it into the result it records.
 
 Each row also says which request it is (`fingerprint`, `ImageRequest.fingerprint`) and whether any
 caller has received its outcome yet (`delivered_at`). That is what lets an identical retry continue a
@@ -25,13 +25,13 @@ two identical calls at the same moment (in one process, in two processes sharing
 replicas) make one submission. Rows written before these columns existed have no fingerprint and are
 never continued.
 
-The rules live here once; the backends only run statements (`store_backend` is their shape):
-`store_sqlite` (one file, the embedded default) and `store_postgres` (`FLUX_MCP_DATABASE_URL`, shared
-by replicas, with LISTEN/NOTIFY to relay callbacks between them). When PostgreSQL cannot be reached
-every call that needs it raises `HistoryUnavailableError`, except the writes that follow a submission
-(`submitted`, `submit_failed`, `record`): those are kept in order in memory and written first thing
-once the database answers, so a task id the upstream gave is never lost to an outage the process
-outlives.
+The rules live here once; a row's shape is `store_rows`, and the backends only run statements
+(`store_backend` is their shape): `store_sqlite` (one file, the embedded default) and `store_postgres`
+(`FLUX_MCP_DATABASE_URL`, shared by replicas, with LISTEN/NOTIFY to relay callbacks between them). When
+PostgreSQL cannot be reached every call that needs it raises `HistoryUnavailableError`, except the
+writes that follow a submission (`submitted`, `submit_failed`, `record`): those are kept in order in
+memory and written first thing once the database answers, so a task id the upstream gave is never lost
+to an outage the process outlives.
 
 History is kept, not pruned: one row is about a kilobyte, so years of use stay small; delete the
 file (FLUX_MCP_DB) to start over.
@@ -45,52 +45,34 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-from pydantic import ValidationError
 
-from flux_mcp.models import TaskResult, TaskStatus
-from flux_mcp.store_backend import Backend, Statements
+from flux_mcp.models import TaskResult
+from flux_mcp.store_backend import Backend
 from flux_mcp.store_errors import HistoryUnavailableError
-from flux_mcp.store_sqlite import (
-    IN_MEMORY,
-    PRIVATE_FILE_MODE,
-    PRIVATE_FOLDER_MODE,
-    SCHEMA,
-    SCHEMA_VERSION,
-    UPLOADS_SCHEMA,
-    SqliteBackend,
-    make_private_folder,
+from flux_mcp.store_rows import (
+    RECORD,
+    SUBMITTING,
+    UNKNOWN,
+    Claim,
+    HistoryEntry,
+    entry_from_row,
+    insert_row,
+    record_params,
 )
-
-__all__ = [
-    "IN_MEMORY",
-    "PRIVATE_FILE_MODE",
-    "PRIVATE_FOLDER_MODE",
-    "SCHEMA",
-    "SCHEMA_VERSION",
-    "UPLOADS_SCHEMA",
-    "Claim",
-    "History",
-    "HistoryEntry",
-    "HistoryUnavailableError",
-    "make_private_folder",
-]
+from flux_mcp.store_sqlite import SqliteBackend
 
 logger = logging.getLogger(__name__)
 
-SUBMITTING = "submitting"
-UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
 # Rows an identical call may continue; a `rejected` submission never reached the upstream's books.
 CONTINUABLE = (SUBMITTING, "pending", "succeeded", "failed", UNKNOWN)
 INTERRUPTED = (
@@ -105,65 +87,6 @@ MAX_DEFERRED_WRITES = 10_000
 OWNER_KEY_INSERT = "INSERT INTO meta (key, value) VALUES ('owner_key', ?) ON CONFLICT (key) DO NOTHING"
 OWNER_KEY_SELECT = "SELECT value FROM meta WHERE key='owner_key'"
 SWEEP_INTERRUPTED = "UPDATE tasks SET status=?, error=?, updated_at=? WHERE status=? AND created_at<?"
-ROW_COLUMNS = "owner, status, action, model, prompt, size, request, fingerprint, created_at, updated_at"
-TASK_COLUMNS = (
-    "owner, task_id, status, model, prompt, size, request, result, trace_id, error, created_at, updated_at"
-)
-FINAL = tuple(status.value for status in TaskStatus if status is not TaskStatus.PENDING)  # a task's end
-# One statement, atomic in SQLite (>= 3.24) and PostgreSQL alike: no lock, no read first. What the task
-# was submitted with (model, prompt, size) stays as the submission wrote it; a stale pending state (a
-# process that looked a moment before the task finished, writing last) leaves a final one in place.
-RECORD = (
-    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 12)}) "
-    "ON CONFLICT (task_id, owner) DO UPDATE SET status=excluded.status, result=excluded.result, "
-    "trace_id=COALESCE(excluded.trace_id, tasks.trace_id), error=excluded.error, "
-    "model=COALESCE(tasks.model, excluded.model), prompt=COALESCE(tasks.prompt, excluded.prompt), "
-    "size=COALESCE(tasks.size, excluded.size), updated_at=excluded.updated_at "
-    f"WHERE tasks.status NOT IN ({', '.join('?' * len(FINAL))}) "
-    f"OR excluded.status IN ({', '.join('?' * len(FINAL))})"
-)
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    row_id: int
-    task_id: str | None
-    status: str
-    model: str | None
-    prompt: str | None
-    size: str | None
-    request: dict[str, Any]
-    result: TaskResult | None  # the latest state recorded; None before any was
-    trace_id: str | None
-    error: str | None
-    created_at: float
-    updated_at: float
-    fingerprint: str | None = None
-    delivered_at: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "task_id": self.task_id,
-            "status": self.status,
-            "model": self.model,
-            "prompt": self.prompt,
-            "size": self.size,
-            "request": self.request,
-            "result": self.result.model_dump(mode="json") if self.result is not None else None,
-            "trace_id": self.trace_id,
-            "error": self.error,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-            "delivered_at": _iso(self.delivered_at) if self.delivered_at is not None else None,
-        }
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The answer to "may this call submit?": a fresh row to submit with, or the earlier row it repeats."""
-
-    row_id: int
-    earlier: HistoryEntry | None  # None: the row is new (status submitting) and this call submits
 
 
 def person_owner(issuer: str, subject: str) -> str:
@@ -253,7 +176,7 @@ class History:
     async def begin(self, request: dict[str, Any], owner: str = "") -> int:
         """Record a submission about to be made; returns the row id to complete it with."""
         await self._ready()
-        return await _insert(self._backend, request, owner, None)
+        return await insert_row(self._backend, request, owner, None)
 
     async def claim(
         self, request: dict[str, Any], fingerprint: str, owner: str = "", *, since: float
@@ -269,13 +192,13 @@ class History:
                 (owner, fingerprint, since, *CONTINUABLE),
             )
             if rows:
-                return Claim(rows[0]["id"], _entry(rows[0]))
-            return Claim(await _insert(tx, request, owner, fingerprint), None)
+                return Claim(rows[0]["id"], entry_from_row(rows[0]))
+            return Claim(await insert_row(tx, request, owner, fingerprint), None)
 
     async def row(self, row_id: int) -> HistoryEntry | None:
         await self._ready()
         rows = await self._backend.fetch("SELECT * FROM tasks WHERE id=?", (row_id,))
-        return _entry(rows[0]) if rows else None
+        return entry_from_row(rows[0]) if rows else None
 
     async def deliver(
         self, owner: str = "", *, task_ids: Collection[str] = (), row_ids: Collection[int] = ()
@@ -333,7 +256,7 @@ class History:
 
     async def record(self, result: TaskResult, owner: str = "") -> None:
         """Store the latest known state of a task, as given (inserting it if this server never saw it)."""
-        params = _record_params(result, owner, time.time())
+        params = record_params(result, owner, time.time())
         await self._durable(
             f"the state of task {result.task_id}", lambda: self._backend.execute(RECORD, params)
         )
@@ -341,7 +264,7 @@ class History:
     async def get(self, task_id: str, owner: str = "") -> HistoryEntry | None:
         await self._ready()
         rows = await self._backend.fetch("SELECT * FROM tasks WHERE task_id=? AND owner=?", (task_id, owner))
-        return _entry(rows[0]) if rows else None
+        return entry_from_row(rows[0]) if rows else None
 
     async def recent(
         self, limit: int, status: str | None = None, query: str | None = None, owner: str = ""
@@ -356,7 +279,7 @@ class History:
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         await self._ready()
         rows = await self._backend.fetch(sql, (*params, limit))
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     async def uploaded(self, sha256: str, owner: str = "", *, max_age: float) -> str | None:
         """The file URL an upload of this content got less than `max_age` seconds ago, if any."""
@@ -440,46 +363,6 @@ class History:
             await anyio.sleep(READY_RETRY_SECONDS[1])
 
 
-async def _insert(db: Statements, request: dict[str, Any], owner: str, fingerprint: str | None) -> int:
-    now = time.time()
-    rows = await db.fetch(
-        f"INSERT INTO tasks ({ROW_COLUMNS}) VALUES ({', '.join('?' * 10)}) RETURNING id",
-        (
-            owner,
-            SUBMITTING,
-            request.get("action"),
-            request.get("model"),
-            request.get("prompt"),
-            request.get("size"),
-            json.dumps(request),
-            fingerprint,
-            now,
-            now,
-        ),
-    )
-    return int(rows[0]["id"])
-
-
-def _record_params(result: TaskResult, owner: str, now: float) -> tuple[Any, ...]:
-    submitted = {"model": result.model, "prompt": result.prompt, "size": result.size}
-    return (
-        owner,
-        result.task_id,
-        result.status.value,
-        result.model,
-        result.prompt,
-        result.size,
-        json.dumps(submitted),
-        result.model_dump_json(),
-        result.trace_id,
-        result.error.message if result.error else None,
-        now,
-        now,
-        *FINAL,
-        *FINAL,
-    )
-
-
 def _prepare_now(sqlite: SqliteBackend) -> str:
     """Opening a SQLite history: its owner key, and rows a dead process left `submitting` made `unknown`."""
     sqlite.execute_now(OWNER_KEY_INSERT, (secrets.token_hex(32),))
@@ -497,39 +380,3 @@ async def _prepare(backend: Backend) -> str:
     stale = now - STALE_SUBMITTING_SECONDS
     await backend.execute(SWEEP_INTERRUPTED, (UNKNOWN, INTERRUPTED, now, SUBMITTING, stale))
     return key
-
-
-def _entry(row: Mapping[str, Any]) -> HistoryEntry:
-    return HistoryEntry(
-        row_id=row["id"],
-        task_id=row["task_id"],
-        status=row["status"],
-        model=row["model"],
-        prompt=row["prompt"],
-        size=row["size"],
-        request=json.loads(row["request"]),
-        result=_stored_result(row),
-        trace_id=row["trace_id"],
-        error=row["error"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        fingerprint=row["fingerprint"],
-        delivered_at=row["delivered_at"],
-    )
-
-
-def _stored_result(row: Mapping[str, Any]) -> TaskResult | None:
-    """The one place a stored result is read: rows of every version of this server parse as a TaskResult."""
-    if not row["result"]:
-        return None
-    try:
-        return TaskResult.model_validate_json(row["result"])
-    except ValidationError as exc:  # hand-edited or damaged: the row is still listed, without its result
-        logger.warning(
-            "task %s: its stored result is unreadable (%d errors)", row["task_id"], exc.error_count()
-        )
-        return None
-
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

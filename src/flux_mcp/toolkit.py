@@ -1,5 +1,5 @@
 """How this server's tools are declared: what they are (annotations), their descriptions, and a tool
-whose parameters are one arguments model of `models.py`.
+whose parameters are one arguments model of `arguments.py`.
 
 MCPServer derives a tool's input schema from its function's signature, and validates each call with a
 model it builds from that signature. `model_tool` gives the SDK a function whose signature is made from
@@ -25,7 +25,7 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ValidationError, WithJsonSchema
 from pydantic.fields import FieldInfo
 
-from flux_mcp.models import TOOL_ARGUMENTS, explain_validation_error
+from flux_mcp.arguments import TOOL_ARGUMENTS, explain_validation_error
 from flux_mcp.render import error_result
 
 BILLED = ToolAnnotations(

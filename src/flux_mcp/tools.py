@@ -1,6 +1,6 @@
 """The tools: what each one is (annotations, description), its arguments model, and what it returns.
 
-Each tool's parameters are the fields of its model in `models.py` (`TOOL_ARGUMENTS`), validated once
+Each tool's parameters are the fields of its model in `arguments.py` (`TOOL_ARGUMENTS`), validated once
 per call before anything else runs (`toolkit.model_tool`). The tools are thin: jobs run through
 `job_calls`, results are shown by `delivery`, and every failure becomes a tool error an assistant can
 act on. The two middlewares here shape what is published (`publish_portable_schemas`) and what a
@@ -17,29 +17,27 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ListRootsResult, ListToolsResult, TextContent, ToolAnnotations
 from pydantic import ValidationError
 
-from flux_mcp.auth import CallContext, caller_of
-from flux_mcp.credits import credits_text, summarize_credits
-from flux_mcp.delivery import answer, answer_batch
-from flux_mcp.errors import FluxError
-from flux_mcp.gallery import UI_META
-from flux_mcp.job_calls import guarded, progress_reporter, run_job, run_video_job, variation_arguments
-from flux_mcp.models import (
+from flux_mcp.arguments import (
     TOOL_ARGUMENTS,
-    CreditsResult,
     EditImageArgs,
     GenerateImageArgs,
     GenerateVariationsArgs,
     GetCreditsArgs,
     GetTaskArgs,
     GetTasksArgs,
-    HistoryList,
     ListTasksArgs,
-    TaskBatchResult,
-    TaskResult,
     VariationArgs,
     explain_validation_error,
 )
+from flux_mcp.auth import CallContext, caller_of
+from flux_mcp.credits import credits_text, summarize_credits
+from flux_mcp.delivery import answer, answer_batch
+from flux_mcp.errors import FluxError
+from flux_mcp.gallery import UI_META
+from flux_mcp.job_calls import guarded, progress_reporter, run_job, run_video_job, variation_arguments
+from flux_mcp.models import TaskBatchResult, TaskResult
 from flux_mcp.render import FINISHED, error_result, history_item, history_line
+from flux_mcp.results import CreditsResult, HistoryList
 from flux_mcp.roots import client_roots, keyframe_roots, root_folders
 from flux_mcp.schemas import portable_schema
 from flux_mcp.toolkit import BILLED, LOOKUP, described, described_with_timeout_advice, model_tool

@@ -13,31 +13,22 @@ now, so they are not offered (VIDEO_GUIDE says so).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    Field,
-    StrictBool,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import BeforeValidator, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
-from flux_mcp.inputs import MAX_IMAGE_URL_CHARS
-from flux_mcp.models import (
+from flux_mcp.arguments import (
     TOOL_ARGUMENTS,
     Prompt,
     TaskIdArg,
+    ToolArguments,
     WaitSecondsArg,
-    _Arguments,
     check_image_url,
 )
+from flux_mcp.inputs import MAX_IMAGE_URL_CHARS
+from flux_mcp.models import UpstreamRequest
 
 VIDEO_MODEL = "flux-3"
 VideoMode = Literal["t2v", "i2v", "v2v", "draft_enhance"]
@@ -143,7 +134,7 @@ AudioArg = Annotated[
 ]
 
 
-class GenerateVideoArgs(_Arguments):
+class GenerateVideoArgs(ToolArguments):
     prompt: Prompt
     mode: ModeArg = "t2v"
     keyframes: KeyframesArg = None
@@ -248,11 +239,12 @@ class GenerateVideoArgs(_Arguments):
 TOOL_ARGUMENTS["generate_video"] = GenerateVideoArgs
 
 
-class VideoRequest(BaseModel):
+class VideoRequest(UpstreamRequest):
     """The JSON body of `POST /flux/videos`, already validated (inputs resolved to fetchable URLs)."""
 
     endpoint: ClassVar[str] = "/flux/videos"
-    kind: Literal["video"] = "video"  # ours: marks a video task in the history; never sent
+    not_sent: ClassVar[frozenset[str]] = frozenset({"kind"})
+    kind: Literal["video"] = "video"  # ours: marks a video task (history, fingerprint); never sent
     action: Literal["generate"] = "generate"
     model: str = VIDEO_MODEL
     mode: VideoMode
@@ -265,19 +257,6 @@ class VideoRequest(BaseModel):
     aspect_ratio: str | None = None
     draft: bool | None = None
     generate_audio: bool | None = None
-
-    def fingerprint(self) -> str:
-        """What makes two submissions the same job (see `ImageRequest.fingerprint`); never an image's."""
-        canonical = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
-        return "v1:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-    def body(self, *, callback_url: str | None = None) -> dict[str, Any]:
-        payload = self.model_dump(exclude_none=True, exclude={"kind"})
-        if callback_url is not None:
-            payload["callback_url"] = callback_url
-        else:
-            payload["async"] = True
-        return payload
 
     def keyframe_urls(self) -> list[str]:
         return [frame if isinstance(frame, str) else str(frame[1]) for frame in self.keyframes or []]

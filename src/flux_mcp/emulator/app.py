@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -13,12 +12,12 @@ import anyio
 import anyio.to_thread
 import httpx2
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
+from .answers import base_url, http_error, json_body, json_bytes, new_id, seconds
+from .faults import ERROR_FAULTS, DroppedConnection, broken_answer
 from .images import PngCache, render_png
 from .platform import (
     EditInputError,
@@ -31,20 +30,12 @@ from .platform import (
 from .state import EmulatorState, Endpoint, Fault, TaskRead, TaskRecord
 from .validation import BadRequest, ImageRequest, pixel_dimensions, validate_image_request
 from .videos import ACTIONS_UNAVAILABLE, VideoJob, render_mp4, validate_video_request, video_shape
+from .webhooks import CallbackSender
 
 logger = logging.getLogger(__name__)
 
-CALLBACK_TIMEOUT = 10.0
 RESET_GRACE = 2.0
-_BAD_GATEWAY_HTML = "<html><body><h1>502 Bad Gateway</h1></body></html>"
-_ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
-    "429": (429, "too_many_requests", "too many requests, please slow down"),
-    "500": (500, "api_error", "fetch failed"),
-    "503": (503, "service_unavailable", "service temporarily unavailable"),
-    "400": (400, "bad_request", "bad request (emulated fault)"),
-    "401": (401, "invalid_token", "invalid token (emulated fault)"),
-    "403": (403, "forbidden", "forbidden (emulated fault)"),
-}
+FETCH_TIMEOUT = 10.0  # an edit's input image, fetched as the real API would
 
 
 def create_app(state: EmulatorState | None = None) -> Starlette:
@@ -60,7 +51,7 @@ def create_app(state: EmulatorState | None = None) -> Starlette:
             Route("/files/videos/{task_id}/{index:int}.mp4", runtime.video_file, methods=["GET"]),
             *platform_routes(runtime),
         ],
-        exception_handlers={404: _http_error, 405: _http_error},
+        exception_handlers={404: http_error, 405: http_error},
     )
     app.state.emulator = runtime.state
     app.state.runtime = runtime
@@ -68,14 +59,14 @@ def create_app(state: EmulatorState | None = None) -> Starlette:
 
 
 class EmulatorRuntime:
-    """Request handlers plus what lives beside the state at run time: PNG cache, callback timers."""
+    """Request handlers plus what lives beside the state at run time: PNG cache, callback sender."""
 
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
         self.png_cache = PngCache()
         self.server_state: Any = None
-        self._background: set[asyncio.Task[None]] = set()
-        self._http: httpx2.AsyncClient | None = None
+        self.callbacks = CallbackSender(state)
+        self._http: httpx2.AsyncClient | None = None  # fetches edit inputs
         self._closing = asyncio.Event()
 
     def attach(self, server_state: Any) -> None:
@@ -86,15 +77,15 @@ class EmulatorRuntime:
     @property
     def pending_callbacks(self) -> int:
         """Callbacks scheduled and not yet sent (each is sent when its task finishes)."""
-        return len(self._background)
+        return self.callbacks.pending
 
     def begin_shutdown(self) -> None:
         """Make requests that are still waiting (blocking calls, `slow` faults) give up at once."""
         self._closing.set()
 
     async def aclose(self) -> None:
-        """Cancel pending callback timers and close the callback client."""
-        await self._cancel_callbacks()
+        """Cancel pending callback timers and close the HTTP clients."""
+        await self.callbacks.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -106,7 +97,7 @@ class EmulatorRuntime:
         those still running after `RESET_GRACE` are cancelled, callback timers are cancelled. Idle
         keep-alive connections and the port stay open.
         """
-        await self._cancel_callbacks()
+        await self.callbacks.cancel()
         self._closing.set()
         try:
             await self._drain_requests()
@@ -114,12 +105,6 @@ class EmulatorRuntime:
             self._closing.clear()
         self.png_cache = PngCache()
         self.state.reset()
-
-    async def _cancel_callbacks(self) -> None:
-        pending = list(self._background)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _drain_requests(self) -> None:
         served = self.server_state
@@ -154,7 +139,7 @@ class EmulatorRuntime:
             return self._fault_response(fault)
         if (denied := self._check_auth(token)) is not None:
             return denied
-        body = await _json_body(request)
+        body = await json_body(request)
         try:
             parsed = validate_image_request(body)
         except BadRequest as exc:
@@ -176,7 +161,7 @@ class EmulatorRuntime:
         if fault is not None and fault.kind == "500":
             return self._error(500, "api_error", "fetch failed", trace_id=task.trace_id)
         if fault is not None and fault.kind == "drop_after":
-            return DroppedConnection(self, cut_body=_json_bytes({"task_id": task.id}))
+            return DroppedConnection(self, cut_body=json_bytes({"task_id": task.id}))
         if parsed.is_async or parsed.callback_url:
             return JSONResponse({"task_id": task.id})
         if not await self._wait_until(task.finish_monotonic):
@@ -194,7 +179,7 @@ class EmulatorRuntime:
             return self._fault_response(fault)
         if (denied := self._check_auth(token)) is not None:
             return denied
-        body = await _json_body(request)
+        body = await json_body(request)
         if isinstance(body, dict) and body.get("action") in ACTIONS_UNAVAILABLE:  # as upstream: no charge
             return self._error(503, "service_unavailable", f"video {body['action']} is not available yet")
         try:
@@ -210,7 +195,7 @@ class EmulatorRuntime:
         if fault is not None and fault.kind == "500":
             return self._error(500, "api_error", "fetch failed", trace_id=task.trace_id)
         if fault is not None and fault.kind == "drop_after":
-            return DroppedConnection(self, cut_body=_json_bytes({"task_id": task.id}))
+            return DroppedConnection(self, cut_body=json_bytes({"task_id": task.id}))
         if job.is_async or job.callback_url:
             return JSONResponse({"task_id": task.id})
         if not await self._wait_until(task.finish_monotonic):
@@ -221,7 +206,7 @@ class EmulatorRuntime:
         state = self.state
         state.polls += 1
         token = self._note_token(request)
-        body = await _json_body(request)
+        body = await json_body(request)
         state.task_reads.append(TaskRead.of(time.monotonic(), token, body))  # faulted ones too
         fault = await self._take_fault("tasks")
         if fault is not None and fault.kind not in ("drop_after", "fail_task"):
@@ -236,7 +221,7 @@ class EmulatorRuntime:
             task_id = body.get("id")
             if not isinstance(task_id, str) or not task_id:
                 return self._error(400, "bad_request", "id must be a non-empty string")
-            task = state.find_task(task_id, _base_url(request))
+            task = state.find_task(task_id, base_url(request))
             if task is None:
                 return self._error(404, "not_found", "task not found")
             response = JSONResponse(task.record())
@@ -246,7 +231,7 @@ class EmulatorRuntime:
             if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
                 return self._error(400, "bad_request", "ids must be a list of task id strings")
             now = time.monotonic()
-            found = [state.find_task(item, _base_url(request)) for item in ids]
+            found = [state.find_task(item, base_url(request)) for item in ids]
             items = [task.record(now) for task in found if task is not None]
             response = JSONResponse({"items": items, "count": len(items)})
         else:
@@ -262,7 +247,7 @@ class EmulatorRuntime:
             return self._fault_response(fault)
         task_id: str = request.path_params["task_id"]
         index: int = request.path_params["index"]
-        task = self.state.find_task(task_id, _base_url(request))
+        task = self.state.find_task(task_id, base_url(request))
         if task is None or index >= task.count or task.status != "succeeded":
             return self._error(404, "not_found", "file not found")
         key = (task_id, index)
@@ -287,7 +272,7 @@ class EmulatorRuntime:
         if fault is not None and fault.kind not in ("drop_after", "fail_task"):
             return self._fault_response(fault)
         task_id: str = request.path_params["task_id"]
-        task = self.state.find_task(task_id, _base_url(request))
+        task = self.state.find_task(task_id, base_url(request))
         video = task.video if task is not None else None
         if task is None or video is None or request.path_params["index"] != 0 or task.status != "succeeded":
             return self._error(404, "not_found", "file not found")
@@ -326,7 +311,7 @@ class EmulatorRuntime:
             width=shape.width,
             height=shape.height,
             count=1,
-            base_url=_base_url(request),
+            base_url=base_url(request),
             created_at=state.now_utc(),
             created_monotonic=now,
             finish_monotonic=now + state.plan_latency(),
@@ -338,7 +323,7 @@ class EmulatorRuntime:
         state.add_task(task)
         state.accepted += 1
         if task.callback_url:
-            self._schedule_callback(task)
+            self.callbacks.schedule(task)
         return task
 
     async def _edit_input(self, parsed: ImageRequest) -> bytes | None:
@@ -346,7 +331,7 @@ class EmulatorRuntime:
         if parsed.image_url is None or not is_loopback_url(parsed.image_url):
             return None
         if self._http is None:
-            self._http = httpx2.AsyncClient(timeout=CALLBACK_TIMEOUT, trust_env=False)
+            self._http = httpx2.AsyncClient(timeout=FETCH_TIMEOUT, trust_env=False)
         return await fetch_edit_input(self._http, parsed.image_url, self.state.platform.max_upload_bytes)
 
     def _accept(
@@ -366,7 +351,7 @@ class EmulatorRuntime:
             width=width,
             height=height,
             count=parsed.count,
-            base_url=_base_url(request),
+            base_url=base_url(request),
             created_at=state.now_utc(),
             created_monotonic=now,
             finish_monotonic=now + state.plan_latency(),
@@ -377,7 +362,7 @@ class EmulatorRuntime:
         state.add_task(task)
         state.accepted += 1
         if task.callback_url:
-            self._schedule_callback(task)
+            self.callbacks.schedule(task)
         return task
 
     async def _take_fault(self, endpoint: Endpoint) -> Fault | None:
@@ -400,23 +385,16 @@ class EmulatorRuntime:
 
     def _fault_response(self, fault: Fault) -> Response:
         kind = fault.kind
-        if kind in _ERROR_FAULTS:
-            status, code, message = _ERROR_FAULTS[kind]
-            retry = {"retry-after": _seconds(self.state.config.retry_after)}
+        if kind in ERROR_FAULTS:
+            status, code, message = ERROR_FAULTS[kind]
+            retry = {"retry-after": seconds(self.state.config.retry_after)}
             return self._error(status, code, message, headers=retry if status in (429, 503) else None)
-        if kind == "502_html":
-            return HTMLResponse(_BAD_GATEWAY_HTML, status_code=502)
-        if kind == "empty":
-            return Response(b"", media_type="application/json")
-        if kind == "truncated_json":
-            return Response(b'{"task_id": "abc', media_type="application/json")
-        if kind == "not_json_200":
-            return HTMLResponse("<html><body>Welcome to nginx!</body></html>")
-        if kind == "success_false_200":
-            return JSONResponse({"success": False, "error": "plain string error"})
         if kind == "drop_before":
             return DroppedConnection(self, cut_body=None)
-        raise AssertionError(f"fault {kind} is not answered in place of the request")
+        broken = broken_answer(kind)
+        if broken is None:
+            raise AssertionError(f"fault {kind} is not answered in place of the request")
+        return broken
 
     def _note_token(self, request: Request) -> str | None:
         header = request.headers.get("authorization", "")
@@ -446,111 +424,5 @@ class EmulatorRuntime:
     ) -> Response:
         self.state.note_rejection(code)
         error = {"code": code, "message": message}
-        body = {"success": False, "error": error, "trace_id": trace_id or _new_id()}
+        body = {"success": False, "error": error, "trace_id": trace_id or new_id()}
         return JSONResponse(body, status_code=status, headers=headers)
-
-    def _schedule_callback(self, task: TaskRecord) -> None:
-        timer = asyncio.get_running_loop().create_task(self._deliver_callback(task))
-        self._background.add(timer)
-        timer.add_done_callback(self._background.discard)
-
-    async def _deliver_callback(self, task: TaskRecord) -> None:
-        await asyncio.sleep(max(0.0, task.finish_monotonic - time.monotonic()))
-        assert task.callback_url is not None
-        if self._http is None:
-            self._http = httpx2.AsyncClient(timeout=CALLBACK_TIMEOUT, trust_env=False)
-        try:
-            response = await self._http.post(task.callback_url, json=task.result())
-        except Exception as exc:  # a webhook failure must never take the emulator down
-            self.state.callback_failures += 1
-            logger.warning("emulator: callback for task %s failed: %r", task.id, exc)
-            return
-        if response.is_success:
-            self.state.callbacks_sent += 1
-        else:
-            self.state.callback_failures += 1
-            logger.warning("emulator: callback for task %s got HTTP %d", task.id, response.status_code)
-
-    def find_transport(self, scope: Scope) -> asyncio.BaseTransport | None:
-        """The socket transport uvicorn uses for this request's connection, if the runner exposed it."""
-        if self.server_state is None:
-            return None
-        client = scope.get("client")
-        for connection in list(self.server_state.connections):
-            if getattr(connection, "client", None) == client:
-                transport = getattr(connection, "transport", None)
-                if isinstance(transport, asyncio.BaseTransport):
-                    return transport
-        return None
-
-
-class DroppedConnection(Response):
-    """Ends the exchange by closing the socket: with nothing sent, or after half of `cut_body`.
-
-    With no access to the socket (the app served by something other than the runner) the drop
-    degrades to headers announcing more body than is sent; uvicorn then closes the connection and
-    logs "ASGI callable returned without completing response".
-    """
-
-    def __init__(
-        self, runtime: EmulatorRuntime, *, cut_body: bytes | None, media_type: str = "application/json"
-    ) -> None:
-        super().__init__(media_type=media_type)
-        self.runtime = runtime
-        self.cut_body = cut_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        transport = self.runtime.find_transport(scope)
-        body = self.cut_body
-        if body is None and transport is None:
-            body = b""
-        if body is not None:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", (self.media_type or "application/json").encode()),
-                        (b"content-length", str(len(body) + 1).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
-        if transport is None:
-            return
-        # close() flushes what was written, then FIN: the client sees either no response or a short body.
-        transport.close()
-        # Waiting for uvicorn to notice the disconnect keeps it from logging an incomplete response.
-        with anyio.move_on_after(2.0):
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-
-def _base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError:
-        return None
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    code = "not_found" if status == 404 else "method_not_allowed" if status == 405 else "api_error"
-    body = {"success": False, "error": {"code": code, "message": f"HTTP {status}"}, "trace_id": _new_id()}
-    return JSONResponse(body, status_code=status)
-
-
-def _json_bytes(content: Any) -> bytes:
-    return json.dumps(content, separators=(",", ":")).encode()
-
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())

@@ -28,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .faults import DroppedConnection
+
 if TYPE_CHECKING:
     from .app import EmulatorRuntime
 
@@ -139,8 +141,6 @@ class PlatformEndpoints:
             }
         )
         if fault is not None:  # drop_after: the file is taken, the answer lost
-            from .app import DroppedConnection
-
             return DroppedConnection(runtime, cut_body=bytes(answer.body))
         return answer
 
