@@ -15,11 +15,34 @@ from typing import Any
 
 import anyio
 
-from benchmarks import coldstart, concurrency, memory, overhead, payload, poller, replicas, report, turns
+from benchmarks import (
+    at_once,
+    coldstart,
+    concurrency,
+    finished,
+    memory,
+    overhead,
+    payload,
+    poller,
+    replicas,
+    report,
+    turns,
+)
 from benchmarks import vendor as vendor_server
 from benchmarks.common import FULL, QUICK, Profile
 
-SECTIONS = ("overhead", "concurrency", "turns", "payload", "cold_start", "memory", "poller", "replicas")
+SECTIONS = (
+    "overhead",
+    "concurrency",
+    "turns",
+    "payload",
+    "cold_start",
+    "memory",
+    "poller",
+    "replicas",
+    "at_once",
+    "finished",
+)
 RowsFn = Callable[[dict[str, Any]], tuple[list[report.Row], dict[str, Any]]]
 
 
@@ -79,6 +102,8 @@ async def run_all(profile: Profile, vs_vendor: bool, only: set[str]) -> Outcome:
         ("memory", lambda: memory.measure(profile), report.memory_rows),
         ("poller", lambda: poller.measure(profile), report.poller_rows),
         ("replicas", lambda: replicas.measure(profile), replicas.rows),
+        ("at_once", lambda: at_once.measure(profile), report.at_once_rows),
+        ("finished", lambda: finished.measure(profile), report.finished_rows),
     ]
     for name, measure, rows_of in plan:
         if name in only:

@@ -44,6 +44,10 @@ class Profile:
     poller_tasks: int
     poller_scale: float
     poller_stream_tasks: int
+    at_once_calls: int
+    at_once_reps: int
+    at_once_sizes: tuple[str, ...]
+    finished_calls: int
 
 
 FULL = Profile(
@@ -63,6 +67,10 @@ FULL = Profile(
     poller_tasks=200,
     poller_scale=1 / 5,
     poller_stream_tasks=24,
+    at_once_calls=200,
+    at_once_reps=3,
+    at_once_sizes=("small", "large"),
+    finished_calls=100,
 )
 QUICK = Profile(
     quick=True,
@@ -81,6 +89,10 @@ QUICK = Profile(
     poller_tasks=50,
     poller_scale=1 / 10,
     poller_stream_tasks=12,
+    at_once_calls=50,
+    at_once_reps=1,
+    at_once_sizes=("small",),
+    finished_calls=20,
 )
 
 

@@ -3,10 +3,12 @@
 The emulator draws every result PNG on demand (~35 ms of CPU for 1024x1024). The real API serves
 finished files from a CDN, so the fake upstream's drawing is not a cost a server meets in the field;
 on a small machine it would compete with the server under test. `ImageCdn` answers `/files/...`
-with one PNG per pixel size, drawn once by the emulator's own `render_png`. `RequestLog` records
-every request (method, path, status), so a server calling endpoints the emulator lacks is visible.
+with one PNG per pixel size, drawn once by the emulator's own `render_png` (or, with `image_size`,
+every result at that one size, e.g. 64x48 to take image work out of a measurement). `RequestLog`
+records every request (method, path, status), so a server calling endpoints the emulator lacks is visible.
 
-Run as `python -m benchmarks.upstream --latency 2` it serves in its own process and prints its URL.
+Run as `python -m benchmarks.upstream --latency 2 [--image-size 64x48]` it serves in its own process
+and prints its URL.
 """
 
 from __future__ import annotations
@@ -52,11 +54,19 @@ class RequestLog:
 class ImageCdn:
     """ASGI middleware: serve result images from memory, one render per pixel size; log every request."""
 
-    def __init__(self, app: Any, state: EmulatorState, log: RequestLog, noise: bool = False) -> None:
+    def __init__(
+        self,
+        app: Any,
+        state: EmulatorState,
+        log: RequestLog,
+        noise: bool = False,
+        image_size: tuple[int, int] | None = None,
+    ) -> None:
         self.app = app
         self.state = state
         self.log = log
         self.draw = render_noise if noise else _render_plain
+        self.image_size = image_size
         self.renders: dict[tuple[int, int], bytes] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -84,9 +94,9 @@ class ImageCdn:
         if task is None or task.status != "succeeded":
             return False
         self.state.file_downloads += 1
-        key = (task.width, task.height)
+        key = self.image_size or (task.width, task.height)
         if key not in self.renders:
-            self.renders[key] = await anyio.to_thread.run_sync(self.draw, task.width, task.height)
+            self.renders[key] = await anyio.to_thread.run_sync(self.draw, *key)
         body = self.renders[key]
         headers = [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -121,20 +131,24 @@ class Upstream:
 
 
 @asynccontextmanager
-async def serve_upstream(config: EmulatorConfig, *, noise: bool = False) -> AsyncIterator[Upstream]:
+async def serve_upstream(
+    config: EmulatorConfig, *, noise: bool = False, image_size: tuple[int, int] | None = None
+) -> AsyncIterator[Upstream]:
     """The emulator with the image cache, on this event loop and a free loopback port."""
     state = EmulatorState(config)
     log = RequestLog()
     app = create_app(state)
-    app.add_middleware(ImageCdn, state=state, log=log, noise=noise)
+    app.add_middleware(ImageCdn, state=state, log=log, noise=noise, image_size=image_size)
     async with serve_asgi(app) as base_url:
         yield Upstream(base_url, state, log)
 
 
 @asynccontextmanager
-async def upstream_process(latency: float) -> AsyncIterator[str]:
+async def upstream_process(latency: float, image_size: tuple[int, int] | None = None) -> AsyncIterator[str]:
     """The same upstream in its own process, so its CPU is not the server's event loop."""
     args = [sys.executable, "-m", "benchmarks.upstream", "--latency", str(latency)]
+    if image_size is not None:
+        args += ["--image-size", "{}x{}".format(*image_size)]
     process = await anyio.open_process(args, cwd=REPO_ROOT, stdin=None, stderr=None)
     try:
         assert process.stdout is not None
@@ -166,8 +180,8 @@ async def _stop(process: anyio.abc.Process) -> None:
         await process.aclose()
 
 
-async def _serve_forever(latency: float) -> None:
-    async with serve_upstream(EmulatorConfig(latency=latency)) as upstream:
+async def _serve_forever(latency: float, image_size: tuple[int, int] | None) -> None:
+    async with serve_upstream(EmulatorConfig(latency=latency), image_size=image_size) as upstream:
         print(upstream.base_url, flush=True)
         await anyio.sleep_forever()
 
@@ -175,7 +189,14 @@ async def _serve_forever(latency: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="The benchmarks' upstream in its own process.")
     parser.add_argument("--latency", type=float, default=0.0)
-    anyio.run(_serve_forever, parser.parse_args().latency)
+    parser.add_argument("--image-size", type=_pixels, default=None, help="serve every result at WxH")
+    args = parser.parse_args()
+    anyio.run(_serve_forever, args.latency, args.image_size)
+
+
+def _pixels(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    return int(width), int(height)
 
 
 if __name__ == "__main__":
