@@ -101,12 +101,15 @@ class QueuedOutput:
     """Text written by the event loop without waiting, put on `fd` by one daemon thread, in order.
 
     The thread writes everything queued since its last write in one go. `flush` waits (in a worker
-    thread) only while more than OUTPUT_HIGH_WATER bytes are queued, so a reader that stops reading
+    thread) only while more than `high_water` bytes are queued, so a reader that stops reading
     still stops the server's output, as a full pipe does; a write error is raised by the next call.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(
+        self, fd: int, *, high_water: int = OUTPUT_HIGH_WATER, low_water: int = OUTPUT_LOW_WATER
+    ) -> None:
         self._fd = fd
+        self._high_water, self._low_water = high_water, low_water
         self._queued: list[bytes] = []
         self._unwritten = 0  # bytes queued or being written
         self._changed = threading.Condition()
@@ -124,8 +127,8 @@ class QueuedOutput:
 
     async def flush(self) -> None:
         self._raise_if_broken()
-        if self._unwritten > OUTPUT_HIGH_WATER:
-            await anyio.to_thread.run_sync(self._wait_until_below, OUTPUT_LOW_WATER)
+        if self._unwritten > self._high_water:
+            await anyio.to_thread.run_sync(self._wait_until_below, self._low_water)
             self._raise_if_broken()
 
     async def drain(self) -> None:
