@@ -26,6 +26,8 @@ import anyio
 import httpcore2
 import httpx2
 
+from flux_mcp.tls import shared_context
+
 logger = logging.getLogger(__name__)
 
 IPAddress = IPv4Address | IPv6Address
@@ -161,7 +163,7 @@ class PinnedTransport(httpx2.AsyncHTTPTransport):
         # AsyncHTTPTransport takes no network backend, so the pool is built here the way it builds its
         # own; every other method of the transport only talks to `self._pool`.
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
+            ssl_context=shared_context(),  # the CA bundle is loaded at the first HTTPS connection
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -40,6 +40,7 @@ import httpx2
 from flux_mcp.addresses import DownloadTransport
 from flux_mcp.models import ImageRequest, TaskError, TaskSnapshot, parse_task_record
 from flux_mcp.settings import Settings
+from flux_mcp.tls import shared_context
 from flux_mcp.videos import VideoRequest
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def build_http_client(settings: Settings) -> httpx2.AsyncClient:
         headers=headers,
         cookies=no_cookies(),
         follow_redirects=False,
+        verify=shared_context(),  # the CA bundle is loaded at the first HTTPS connection, not here
     )
 
 

@@ -3,12 +3,14 @@
 Upstream image URLs are third-party and expire, and a full image pasted as base64 blows a host's
 tool-result limit. So each finished image is downloaded once (http(s) only, size-capped, checked
 to be an image that decodes), saved with a JSON sidecar, and shown to the model as a small
-preview that fits a byte budget. Pillow work runs in a worker thread, never on the event loop.
+preview that fits a byte budget. Pillow work runs in a worker thread, never on the event loop, and
+Pillow itself is imported at the first image, not when the server starts.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import logging
@@ -22,14 +24,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx2
-from PIL import Image
 
 from flux_mcp.addresses import ForbiddenAddress
 from flux_mcp.models import ImageInfo, PreviewChoice, TaskResult, TaskStatus
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +50,6 @@ MAX_REDIRECTS = 5
 # 94 KB PNG decode to almost 1 GB. Any image Pillow would warn about is refused here before load().
 MAX_PIXELS = 40_000_000
 REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA"}
-# Pillow only warns (and decodes anyway) between its two limits: a warning in a log protects nothing.
-# Warning filters are process-wide in Python 3.11, so this one is set once, on import.
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 CACHE_ENTRIES = 16
 MAX_PIXELS = 40_000_000  # the largest image decoded (a decompression-bomb bound)
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
@@ -335,10 +336,25 @@ def sidecar_metadata(result: TaskResult, image: ImageInfo) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def pillow() -> None:
+    """Import Pillow (at the first image, not at start) and make its decompression-bomb warning an error.
+
+    Pillow only warns (and decodes anyway) between its two limits: a warning in a log protects nothing.
+    Warning filters are process-wide in Python 3.11, so this one is set once, before the first decode.
+    """
+    from PIL import Image
+
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 def to_png(picture: Picture) -> bytes:
     """PNG bytes of a picture (the bytes themselves when it already is one)."""
     if picture.mime_type == "image/png":
         return picture.data
+    pillow()
+    from PIL import Image
+
     with Image.open(io.BytesIO(picture.data)) as image:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
@@ -353,6 +369,9 @@ def decode(
     The declared size is checked before any pixel is decoded: a small file can declare a huge image.
     With `preview_side`, the preview is made from the same decode (decoding is most of the cost).
     """
+    pillow()
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             fmt, (width, height) = image.format or "", image.size
@@ -395,6 +414,8 @@ def preview_budget(
 
 def _preview_of(source: Image.Image, max_side: int, max_bytes: int) -> Preview:
     """A JPEG no larger than `max_side` px whose base64 fits in `max_bytes`; shrinks until it does."""
+    from PIL import Image
+
     image = _downscaled(source, max_side)
     side, quality = max_side, 85
     while True:
@@ -413,6 +434,8 @@ def _preview_of(source: Image.Image, max_side: int, max_bytes: int) -> Preview:
 
 def _downscaled(image: Image.Image, side: int) -> Image.Image:
     """An RGB copy no larger than `side`: the full-size pixels are read once, by a box reduce."""
+    from PIL import Image
+
     factor = max(image.size) // side
     if image.mode not in REDUCIBLE_MODES:
         image = image.convert("RGB")

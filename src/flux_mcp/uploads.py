@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 import anyio
-from PIL import Image
 
 from flux_mcp.client import FluxError, PlatformClient, may_have_been_accepted
-from flux_mcp.images import MAX_PIXELS, ImageError, ImageKeeper, Picture, decode, slug
+from flux_mcp.images import MAX_PIXELS, ImageError, ImageKeeper, Picture, decode, pillow, slug
 from flux_mcp.inputs import (
     ACCEPTED_FORMATS,
     MAX_INPUT_BYTES,
@@ -191,6 +190,9 @@ def check_image_bytes(data: bytes, name: str, max_bytes: int = MAX_INPUT_BYTES) 
 
 
 def _check_pixels(data: bytes, name: str) -> None:
+    pillow()
+    from PIL import Image
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
