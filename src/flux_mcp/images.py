@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import io
 import json
 import logging
 import os
 import re
+import threading
 import unicodedata
 import warnings
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -51,6 +54,8 @@ MAX_REDIRECTS = 5
 MAX_PIXELS = 40_000_000
 REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA"}
 CACHE_ENTRIES = 16
+# Decoded checks and previews kept by content (PreviewCache): all previews together at most this large.
+PREVIEW_CACHE_BYTES = 32 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # the largest image decoded (a decompression-bomb bound)
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
 
@@ -212,6 +217,7 @@ class ImageKeeper:
         self._cache_entries = cache_entries
         self._locks: dict[tuple[str, int], anyio.Lock] = {}
         self._saved: dict[tuple[str, int], str] = {}  # files saved by this process
+        self._previews = PreviewCache()
         # Previews decode full images: a few at a time, not one per worker thread (40), bounds memory.
         self._cpu = anyio.CapacityLimiter(os.cpu_count() or 2)
 
@@ -285,10 +291,12 @@ class ImageKeeper:
 
     async def _saved_picture(self, path: str | None, preview: tuple[int, int]) -> Picture | None:
         """The saved file, if it is still there and still an image (else it is fetched again)."""
-        if not path or not await anyio.Path(path).is_file():
+        if not path:
             return None
-        try:
-            return await self._decode(await anyio.Path(path).read_bytes(), path, preview)
+        side, max_bytes = preview
+        try:  # looked at, read and decoded in one worker-thread call
+            found = partial(self._previews.decode_file, Path(path), side, max_bytes)
+            return await anyio.to_thread.run_sync(found, limiter=self._cpu)
         except ImageError:
             logger.warning("saved image %s no longer decodes; fetching it again", path)
             return None
@@ -312,12 +320,89 @@ class ImageKeeper:
     async def _decode(self, data: bytes, source: str, preview: tuple[int, int]) -> Picture:
         """One decode checks the image and makes its preview; a few at a time bounds CPU and memory."""
         side, max_bytes = preview  # side 0: checked, not previewed
-        return await anyio.to_thread.run_sync(decode, data, source, side, max_bytes, limiter=self._cpu)
+        decoded = partial(self._previews.decode, data, source, side, max_bytes)
+        return await anyio.to_thread.run_sync(decoded, limiter=self._cpu)
 
     def _remember(self, task_id: str, index: int, picture: Picture) -> None:
         self._cache[(task_id, index)] = picture
         while len(self._cache) > self._cache_entries:
             del self._cache[next(iter(self._cache))]
+
+
+class PreviewCache:
+    """Recent decodes by content: the same bytes checked and previewed at the same size again cost a hash.
+
+    A finished task shown again (get_task, the gallery, a retry that attaches) previews its saved file,
+    whose bytes are the ones downloaded and previewed when it finished: a decode and a JPEG encode each
+    time (~25 ms for 1024x1024), now a SHA-256 of the file (~0.2 ms). Keyed by the bytes' digest and
+    the preview's size and byte budget, so a file changed on disk is decoded afresh. Least recently used
+    first out, bounded by the previews' total bytes. Used from worker threads.
+    """
+
+    ENTRY_OVERHEAD = 512  # bytes counted per entry besides its preview (key, sizes, bookkeeping)
+
+    def __init__(self, max_bytes: int = PREVIEW_CACHE_BYTES) -> None:
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[bytes, int, int, int], Picture] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size_bytes(self) -> int:
+        """What the remembered entries count for against the bound."""
+        return self._bytes
+
+    def holds(self, data: bytes, preview_side: int = 0, preview_bytes: int = PREVIEW_MAX_BYTES) -> bool:
+        """Whether a decode of these bytes at this preview size is remembered."""
+        with self._lock:
+            return self._key(data, preview_side, preview_bytes) in self._entries
+
+    def decode(
+        self, data: bytes, source: str, preview_side: int = 0, preview_bytes: int = PREVIEW_MAX_BYTES
+    ) -> Picture:
+        """`decode(...)`, or its remembered outcome for the same bytes and preview size (blocking)."""
+        key = self._key(data, preview_side, preview_bytes)
+        with self._lock:
+            known = self._entries.get(key)
+            if known is not None:
+                self._entries.move_to_end(key)
+        if known is not None:
+            return Picture(data, known.mime_type, known.extension, known.width, known.height, known.preview)
+        picture = decode(data, source, preview_side, preview_bytes)  # an ImageError is not remembered
+        self._remember(key, picture)
+        return picture
+
+    def decode_file(
+        self, path: Path, preview_side: int = 0, preview_bytes: int = PREVIEW_MAX_BYTES
+    ) -> Picture | None:
+        """`decode` of the file at `path`; None when it is not (or no longer) a regular file (blocking)."""
+        if not path.is_file():
+            return None
+        return self.decode(path.read_bytes(), str(path), preview_side, preview_bytes)
+
+    def _remember(self, key: tuple[bytes, int, int, int], picture: Picture) -> None:
+        # Kept without its bytes: whoever asks again holds them.
+        kept = Picture(
+            b"", picture.mime_type, picture.extension, picture.width, picture.height, picture.preview
+        )
+        size = self._size(kept)
+        if size > self._max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = kept
+            self._bytes += size
+            while self._bytes > self._max_bytes:
+                _, oldest = self._entries.popitem(last=False)
+                self._bytes -= self._size(oldest)
+
+    @staticmethod
+    def _key(data: bytes, preview_side: int, preview_bytes: int) -> tuple[bytes, int, int, int]:
+        return hashlib.sha256(data).digest(), len(data), preview_side, preview_bytes
+
+    def _size(self, picture: Picture) -> int:
+        return self.ENTRY_OVERHEAD + (len(picture.preview.data) if picture.preview is not None else 0)
 
 
 def sidecar_metadata(result: TaskResult, image: ImageInfo) -> dict[str, Any]:
