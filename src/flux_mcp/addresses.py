@@ -26,6 +26,7 @@ import anyio
 import httpcore2
 import httpx2
 
+from flux_mcp.probes import QuickProbeBackend
 from flux_mcp.tls import shared_context
 
 logger = logging.getLogger(__name__)
@@ -176,8 +177,9 @@ class DownloadTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, *, trusted: str | None, allow_private: bool, limits: httpx2.Limits) -> None:
         self._trusted_origin = origin_of(httpx2.URL(trusted)) if trusted else None
-        self._open = PinnedTransport(httpcore2.AnyIOBackend(), limits=limits)
-        self._guarded = self._open if allow_private else PinnedTransport(GuardedBackend(), limits=limits)
+        self._open = PinnedTransport(QuickProbeBackend(), limits=limits)
+        guarded = GuardedBackend(QuickProbeBackend())
+        self._guarded = self._open if allow_private else PinnedTransport(guarded, limits=limits)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         trusted = origin_of(request.url) == self._trusted_origin

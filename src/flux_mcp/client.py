@@ -37,8 +37,9 @@ from typing import Any, TypeVar
 import anyio
 import httpx2
 
-from flux_mcp.addresses import DownloadTransport
+from flux_mcp.addresses import DownloadTransport, PinnedTransport
 from flux_mcp.models import ImageRequest, TaskError, TaskSnapshot, parse_task_record
+from flux_mcp.probes import QuickProbeBackend
 from flux_mcp.settings import Settings
 from flux_mcp.tls import shared_context
 from flux_mcp.videos import VideoRequest
@@ -131,6 +132,13 @@ class Submission:
 def build_http_client(settings: Settings) -> httpx2.AsyncClient:
     """The one HTTP client a server shares across all calls: sized for hundreds of tasks at once."""
     headers = {"accept": "application/json", "user-agent": USER_AGENT}
+    # Without a proxy configured, the pool's idle-connection checks take one poll each (flux_mcp.probes);
+    # with one, httpx2 builds the transports, proxies and all, as always.
+    direct = (
+        None
+        if urllib.request.getproxies()
+        else PinnedTransport(QuickProbeBackend(), limits=http_limits(settings))
+    )
     return httpx2.AsyncClient(
         timeout=http_timeout(settings),
         limits=http_limits(settings),
@@ -138,6 +146,7 @@ def build_http_client(settings: Settings) -> httpx2.AsyncClient:
         cookies=no_cookies(),
         follow_redirects=False,
         verify=shared_context(),  # the CA bundle is loaded at the first HTTPS connection, not here
+        transport=direct,
     )
 
 
