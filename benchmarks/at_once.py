@@ -38,7 +38,6 @@ from flux_mcp.settings import Settings
 
 LATENCY = 2.0
 SIZES = {"small": (64, 48), "large": (1024, 1024)}
-PATHS = ("defaults", "images_off", "bare_httpx2")
 IMAGES_OFF = {"preview_size": "0", "save": "false"}
 FIRST_LOOK = 2.0  # the server's default first look (FLUX_MCP_POLL_MIN_SECONDS)
 LATER_LOOKS = 0.35  # then a pause of 35 % of the task's age, as the server's schedule
@@ -52,7 +51,7 @@ async def measure(profile: Profile) -> dict[str, Any]:
     for _ in range(profile.at_once_reps):
         for size in profile.at_once_sizes:
             async with upstream_process(LATENCY, image_size=SIZES[size]) as base_url:
-                for path in PATHS:
+                for path in profile.at_once_paths:
                     wall, failed = await BURSTS[path](base_url, calls)
                     walls.setdefault(f"{size}_{path}", []).append(wall)
                     failures[f"{size}_{path}"] = failures.get(f"{size}_{path}", 0) + failed

@@ -47,6 +47,7 @@ class Profile:
     at_once_calls: int
     at_once_reps: int
     at_once_sizes: tuple[str, ...]
+    at_once_paths: tuple[str, ...]
     finished_calls: int
 
 
@@ -70,11 +71,12 @@ FULL = Profile(
     at_once_calls=200,
     at_once_reps=3,
     at_once_sizes=("small", "large"),
+    at_once_paths=("defaults", "images_off", "bare_httpx2"),
     finished_calls=100,
 )
 QUICK = Profile(
     quick=True,
-    overhead_calls=40,
+    overhead_calls=20,
     concurrency_levels=(50,),
     concurrency_reps=1,
     concurrency_modes=("process",),
@@ -84,7 +86,7 @@ QUICK = Profile(
     turn_latencies=(10.0, 30.0, 60.0, 120.0),
     turn_reps=1,
     cold_starts=3,
-    memory_tasks=100,
+    memory_tasks=50,
     memory_latency=1.5,
     poller_tasks=50,
     poller_scale=1 / 10,
@@ -92,6 +94,7 @@ QUICK = Profile(
     at_once_calls=50,
     at_once_reps=1,
     at_once_sizes=("small",),
+    at_once_paths=("defaults", "bare_httpx2"),
     finished_calls=20,
 )
 

@@ -288,6 +288,7 @@ def at_once_rows(data: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:
     goals: dict[str, Any] = {}
     calls = data["calls"]
     for size, limit in AT_ONCE_GOALS.items():
+        pixels = "64x48" if size == "small" else "1024x1024"
         for path, label in AT_ONCE_LABELS.items():
             figures = data.get(f"{size}_{path}")
             if figures is None:
@@ -295,7 +296,6 @@ def at_once_rows(data: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:
             headline = path == "defaults"
             met = figures["ratio"] <= limit if headline else None
             failed = f", {figures['failures']} failed" if figures["failures"] else ""
-            pixels = "64x48" if size == "small" else "1024x1024"
             rows.append(
                 Row(
                     f"8 wall/2s, {calls} at once over stdio, {pixels}, {label}",
@@ -306,6 +306,12 @@ def at_once_rows(data: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:
             )
             if met is not None:
                 goals[f"at_once_{size}_le_{limit:g}"] = {"met": met, "value": figures["ratio"]}
+        floor = data.get(f"{size}_bare_httpx2")
+        if floor is not None and f"{size}_defaults" in data:
+            over = data[f"{size}_defaults"]["wall_s"] / floor["wall_s"]
+            rows.append(Row(f"8 defaults / floor, {calls} at once, {pixels}", f"{over:.2f}"))
+            goals[f"at_once_{size}_le_{limit:g}"]["over_floor"] = round(over, 3)
+            goals[f"at_once_{size}_le_{limit:g}"]["floor"] = floor["ratio"]
     return rows, goals
 
 
