@@ -1,4 +1,4 @@
-"""Measurement 8 (issue 16 §3): 200 `generate_image` calls at once over stdio, against a 2 s upstream.
+"""Measurement 9 (issue 16 §3): 200 `generate_image` calls at once over stdio, against a 2 s upstream.
 
 The server runs as hosts run it (`flux-mcp` over stdio, its own process) against the emulator in a
 third process, whose result images are all one size: 64x48 ("small": the image work is negligible,

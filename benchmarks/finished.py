@@ -1,4 +1,4 @@
-"""Measurement 9 (issue 16 §4): `get_task` on a task that finished earlier, against its floor.
+"""Measurement 10 (issue 16 §4): `get_task` on a task that finished earlier, against its floor.
 
 `flux-mcp` over stdio with its defaults (previews on, files saved) against a zero-latency emulator
 in its own process, 1024x1024 results. One generate_image makes the task (its image saved, its
