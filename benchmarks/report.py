@@ -320,7 +320,9 @@ def finished_rows(data: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:
     rows = [
         Row("10 get_task, finished task (ms)", _num(data["get_task_ms"])),
         Row("10 floor: stdio ping + bare retrieve (ms)", _num(data["floor_ms"])),
-        Row("10 get_task / floor", f"{data['ratio']:.2f}", goal=f"<= {FINISHED_GOAL:g}", verdict=verdict(met)),
+        Row(
+            "10 get_task / floor", f"{data['ratio']:.2f}", goal=f"<= {FINISHED_GOAL:g}", verdict=verdict(met)
+        ),
     ]
     return rows, {"finished_get_task_le_1_5": {"met": met, "value": data["ratio"]}}
 

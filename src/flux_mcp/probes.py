@@ -4,7 +4,7 @@ httpcore2's pool asks that of every idle pooled connection at the start and at t
 (`has_expired`). Its anyio stream answers through anyio's attribute map, which is rebuilt for each
 question, a `getpeername()` system call included, before the one poll that answers it: with 200 calls
 at once that was ~9,000 questions and the largest single item of httpcore2's share of the server's time
-(docs/benchmarks.md, measurement 8). `QuickProbeBackend` wraps a backend
+(docs/benchmarks.md, measurement 9). `QuickProbeBackend` wraps a backend
 so that its streams look the socket up once and answer with the poll alone; everything else is the
 wrapped stream's.
 """

@@ -9,7 +9,7 @@ close the history and stop the sandbox's emulator.
 
 The SDK's own transport also hands every line read, and every write and every flush of every message
 (progress and log notifications included), to a worker thread and waits for it: 200 calls at once made
-~1,400 such round trips (docs/benchmarks.md, measurement 8). `serve_stdio` gives the SDK's transport
+~1,400 such round trips (docs/benchmarks.md, measurement 9). `serve_stdio` gives the SDK's transport
 streams that do not: lines are split from the chunks the stdin thread has already read (a worker thread
 waits only when none is queued), and messages are queued for one daemon thread that writes whatever
 has accumulated at once, in order; the event loop waits only when the reader falls far behind.
