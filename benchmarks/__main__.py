@@ -16,8 +16,10 @@ from typing import Any
 import anyio
 
 from benchmarks import (
+    at_once,
     coldstart,
     concurrency,
+    finished,
     memory,
     overhead,
     payload,
@@ -40,6 +42,8 @@ SECTIONS = (
     "poller",
     "replicas",
     "stops",
+    "at_once",
+    "finished",
 )
 RowsFn = Callable[[dict[str, Any]], tuple[list[report.Row], dict[str, Any]]]
 
@@ -101,6 +105,8 @@ async def run_all(profile: Profile, vs_vendor: bool, only: set[str]) -> Outcome:
         ("poller", lambda: poller.measure(profile), report.poller_rows),
         ("replicas", lambda: replicas.measure(profile), replicas.rows),
         ("stops", lambda: stops.measure(profile), stops.rows),
+        ("at_once", lambda: at_once.measure(profile), report.at_once_rows),
+        ("finished", lambda: finished.measure(profile), report.finished_rows),
     ]
     for name, measure, rows_of in plan:
         if name in only:

@@ -44,6 +44,11 @@ class Profile:
     poller_tasks: int
     poller_scale: float
     poller_stream_tasks: int
+    at_once_calls: int
+    at_once_reps: int
+    at_once_sizes: tuple[str, ...]
+    at_once_paths: tuple[str, ...]
+    finished_calls: int
 
 
 FULL = Profile(
@@ -63,10 +68,15 @@ FULL = Profile(
     poller_tasks=200,
     poller_scale=1 / 5,
     poller_stream_tasks=24,
+    at_once_calls=200,
+    at_once_reps=3,
+    at_once_sizes=("small", "large"),
+    at_once_paths=("defaults", "images_off", "bare_httpx2"),
+    finished_calls=100,
 )
 QUICK = Profile(
     quick=True,
-    overhead_calls=40,
+    overhead_calls=20,
     concurrency_levels=(50,),
     concurrency_reps=1,
     concurrency_modes=("process",),
@@ -76,11 +86,16 @@ QUICK = Profile(
     turn_latencies=(10.0, 30.0, 60.0, 120.0),
     turn_reps=1,
     cold_starts=3,
-    memory_tasks=100,
+    memory_tasks=50,
     memory_latency=1.5,
     poller_tasks=50,
     poller_scale=1 / 10,
     poller_stream_tasks=12,
+    at_once_calls=50,
+    at_once_reps=1,
+    at_once_sizes=("small",),
+    at_once_paths=("defaults", "bare_httpx2"),
+    finished_calls=20,
 )
 
 

@@ -277,6 +277,56 @@ def poller_rows(data: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:
     return rows, goals
 
 
+AT_ONCE_GOALS = {"small": 1.25, "large": 1.6}  # issue 16 §3: wall / latency with previews and saving on
+AT_ONCE_LABELS = {"defaults": "defaults", "images_off": "images off", "bare_httpx2": "bare httpx2 floor"}
+FINISHED_GOAL = 1.5  # issue 16 §4: get_task on a finished task / (stdio ping + one bare retrieve)
+COLD_START_GOAL_S = 0.5
+
+
+def at_once_rows(data: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:
+    rows: list[Row] = []
+    goals: dict[str, Any] = {}
+    calls = data["calls"]
+    for size, limit in AT_ONCE_GOALS.items():
+        pixels = "64x48" if size == "small" else "1024x1024"
+        for path, label in AT_ONCE_LABELS.items():
+            figures = data.get(f"{size}_{path}")
+            if figures is None:
+                continue
+            headline = path == "defaults"
+            met = figures["ratio"] <= limit if headline else None
+            failed = f", {figures['failures']} failed" if figures["failures"] else ""
+            rows.append(
+                Row(
+                    f"9 wall/2s, {calls} at once over stdio, {pixels}, {label}",
+                    f"{figures['ratio']:.2f}{failed}",
+                    goal=f"<= {limit:g}" if headline else "",
+                    verdict=verdict(met),
+                )
+            )
+            if met is not None:
+                goals[f"at_once_{size}_le_{limit:g}"] = {"met": met, "value": figures["ratio"]}
+        floor = data.get(f"{size}_bare_httpx2")
+        if floor is not None and f"{size}_defaults" in data:
+            over = data[f"{size}_defaults"]["wall_s"] / floor["wall_s"]
+            rows.append(Row(f"9 defaults / floor, {calls} at once, {pixels}", f"{over:.2f}"))
+            goals[f"at_once_{size}_le_{limit:g}"]["over_floor"] = round(over, 3)
+            goals[f"at_once_{size}_le_{limit:g}"]["floor"] = floor["ratio"]
+    return rows, goals
+
+
+def finished_rows(data: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:
+    met = data["ratio"] <= FINISHED_GOAL
+    rows = [
+        Row("10 get_task, finished task (ms)", _num(data["get_task_ms"])),
+        Row("10 floor: stdio ping + bare retrieve (ms)", _num(data["floor_ms"])),
+        Row(
+            "10 get_task / floor", f"{data['ratio']:.2f}", goal=f"<= {FINISHED_GOAL:g}", verdict=verdict(met)
+        ),
+    ]
+    return rows, {"finished_get_task_le_1_5": {"met": met, "value": data["ratio"]}}
+
+
 # --- printing -----------------------------------------------------------------------------------
 
 

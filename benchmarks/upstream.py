@@ -3,10 +3,12 @@
 The emulator draws every result PNG on demand (~35 ms of CPU for 1024x1024). The real API serves
 finished files from a CDN, so the fake upstream's drawing is not a cost a server meets in the field;
 on a small machine it would compete with the server under test. `ImageCdn` answers `/files/...`
-with one PNG per pixel size, drawn once by the emulator's own `render_png`. `RequestLog` records
-every request (method, path, status), so a server calling endpoints the emulator lacks is visible.
+with one PNG per pixel size, drawn once by the emulator's own `render_png` (or, with `image_size`,
+every result at that one size, e.g. 64x48 to take image work out of a measurement). `RequestLog`
+records every request (method, path, status), so a server calling endpoints the emulator lacks is visible.
 
-Run as `python -m benchmarks.upstream --latency 2` it serves in its own process and prints its URL.
+Run as `python -m benchmarks.upstream --latency 2 [--image-size 64x48]` it serves in its own process
+and prints its URL.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import argparse
 import io
 import re
+import struct
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,11 +56,19 @@ class RequestLog:
 class ImageCdn:
     """ASGI middleware: serve result images from memory, one render per pixel size; log every request."""
 
-    def __init__(self, app: Any, state: EmulatorState, log: RequestLog, noise: bool = False) -> None:
+    def __init__(
+        self,
+        app: Any,
+        state: EmulatorState,
+        log: RequestLog,
+        noise: bool = False,
+        image_size: tuple[int, int] | None = None,
+    ) -> None:
         self.app = app
         self.state = state
         self.log = log
         self.draw = render_noise if noise else _render_plain
+        self.image_size = image_size
         self.renders: dict[tuple[int, int], bytes] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -84,14 +96,27 @@ class ImageCdn:
         if task is None or task.status != "succeeded":
             return False
         self.state.file_downloads += 1
-        key = (task.width, task.height)
+        key = self.image_size or (task.width, task.height)
         if key not in self.renders:
-            self.renders[key] = await anyio.to_thread.run_sync(self.draw, task.width, task.height)
-        body = self.renders[key]
+            self.renders[key] = await anyio.to_thread.run_sync(self.draw, *key)
+        body = _tagged(self.renders[key], match.group(1).encode() + b"/" + match.group(2).encode())
         headers = [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return True
+
+
+def _tagged(png: bytes, tag: bytes) -> bytes:
+    """The PNG with a text chunk naming its task before IEND: every result's bytes differ, as real ones do
+    (a server may remember previews by content), at no drawing cost; the pixels are the same."""
+    chunk = b"tEXt" + b"flux-task\x00" + tag
+    return (
+        png[:-12]
+        + struct.pack(">I", len(chunk) - 4)
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + png[-12:]
+    )
 
 
 def _render_plain(width: int, height: int) -> bytes:
@@ -121,20 +146,24 @@ class Upstream:
 
 
 @asynccontextmanager
-async def serve_upstream(config: EmulatorConfig, *, noise: bool = False) -> AsyncIterator[Upstream]:
+async def serve_upstream(
+    config: EmulatorConfig, *, noise: bool = False, image_size: tuple[int, int] | None = None
+) -> AsyncIterator[Upstream]:
     """The emulator with the image cache, on this event loop and a free loopback port."""
     state = EmulatorState(config)
     log = RequestLog()
     app = create_app(state)
-    app.add_middleware(ImageCdn, state=state, log=log, noise=noise)
+    app.add_middleware(ImageCdn, state=state, log=log, noise=noise, image_size=image_size)
     async with serve_asgi(app) as base_url:
         yield Upstream(base_url, state, log)
 
 
 @asynccontextmanager
-async def upstream_process(latency: float) -> AsyncIterator[str]:
+async def upstream_process(latency: float, image_size: tuple[int, int] | None = None) -> AsyncIterator[str]:
     """The same upstream in its own process, so its CPU is not the server's event loop."""
     args = [sys.executable, "-m", "benchmarks.upstream", "--latency", str(latency)]
+    if image_size is not None:
+        args += ["--image-size", "{}x{}".format(*image_size)]
     process = await anyio.open_process(args, cwd=REPO_ROOT, stdin=None, stderr=None)
     try:
         assert process.stdout is not None
@@ -166,8 +195,8 @@ async def _stop(process: anyio.abc.Process) -> None:
         await process.aclose()
 
 
-async def _serve_forever(latency: float) -> None:
-    async with serve_upstream(EmulatorConfig(latency=latency)) as upstream:
+async def _serve_forever(latency: float, image_size: tuple[int, int] | None) -> None:
+    async with serve_upstream(EmulatorConfig(latency=latency), image_size=image_size) as upstream:
         print(upstream.base_url, flush=True)
         await anyio.sleep_forever()
 
@@ -175,7 +204,14 @@ async def _serve_forever(latency: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="The benchmarks' upstream in its own process.")
     parser.add_argument("--latency", type=float, default=0.0)
-    anyio.run(_serve_forever, parser.parse_args().latency)
+    parser.add_argument("--image-size", type=_pixels, default=None, help="serve every result at WxH")
+    args = parser.parse_args()
+    anyio.run(_serve_forever, args.latency, args.image_size)
+
+
+def _pixels(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    return int(width), int(height)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from flux_mcp.client import FluxClient, PlatformClient, RetryPolicy
+from flux_mcp.client import FluxClient, PlatformClient
 from flux_mcp.errors import (
     AuthenticationError,
     FluxError,
@@ -30,6 +30,7 @@ from flux_mcp.errors import (
     may_have_been_accepted,
 )
 from flux_mcp.models import ImageRequest
+from flux_mcp.upstream import RetryPolicy
 
 from .support import TOKEN
 

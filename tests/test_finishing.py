@@ -14,10 +14,12 @@ from mcp import Client
 from mcp_types import ImageContent, ResourceLink, TextContent
 from PIL import Image
 
+from flux_mcp.downloads import Downloader
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.finishing import FinishedJob, Finisher
-from flux_mcp.images import Downloader, ImageKeeper, Preview
+from flux_mcp.images import ImageKeeper
 from flux_mcp.models import ImageInfo, TaskResult, TaskStatus, VideoInfo
+from flux_mcp.pictures import Preview
 from flux_mcp.render import present
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings

@@ -18,16 +18,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from flux_mcp.downloads import Downloader
 from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
-from flux_mcp.images import (
-    PREVIEW_MAX_BYTES,
-    RESULT_PREVIEW_BUDGET,
-    Downloader,
-    ImageError,
-    decode,
-    preview_budget,
-    save,
-)
+from flux_mcp.images import RESULT_PREVIEW_BUDGET, preview_budget, save
+from flux_mcp.pictures import PREVIEW_MAX_BYTES, ImageError, decode
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 

@@ -22,12 +22,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.images import (
-    PREVIEW_MAX_BYTES,
-    SMALL_PREVIEW_MAX_BYTES,
-    SMALL_PREVIEW_SIDE,
-    SMALL_RESULT_PREVIEW_BUDGET,
-)
+from flux_mcp.images import SMALL_PREVIEW_MAX_BYTES, SMALL_PREVIEW_SIDE, SMALL_RESULT_PREVIEW_BUDGET
+from flux_mcp.pictures import PREVIEW_MAX_BYTES
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 

@@ -15,11 +15,12 @@ from PIL import Image
 
 from flux_mcp.cli import _parser
 from flux_mcp.client import FluxClient
+from flux_mcp.downloads import Downloader
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.errors import RateLimitedError
 from flux_mcp.http_gate import BearerGate
-from flux_mcp.images import Downloader, ImageError, decode
 from flux_mcp.models import ImageRequest, TaskResult, TaskStatus
+from flux_mcp.pictures import ImageError, decode
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 from flux_mcp.store import History

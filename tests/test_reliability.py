@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.client import FluxClient, RetryPolicy
+from flux_mcp.client import FluxClient
 from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_asgi, serve_emulator
 from flux_mcp.errors import (
     FluxError,
@@ -46,6 +46,7 @@ from flux_mcp.errors import (
 from flux_mcp.models import ImageRequest, TaskStatus, parse_task_record
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
+from flux_mcp.upstream import RetryPolicy
 
 from .support import (
     TOKEN,

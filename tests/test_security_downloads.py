@@ -34,9 +34,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from flux_mcp.addresses import ForbiddenAddress, GuardedBackend, refusal
-from flux_mcp.client import build_download_client
+from flux_mcp.downloads import Downloader
 from flux_mcp.emulator import serve_asgi
-from flux_mcp.images import MAX_PIXELS, Downloader, ImageError, decode
+from flux_mcp.http_clients import build_download_client
+from flux_mcp.pictures import MAX_PIXELS, ImageError, decode
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
@@ -415,12 +416,15 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(
 
 def test_pillows_own_bomb_warning_is_an_error_in_the_server_process(tmp_path: Path) -> None:
     # pytest resets warning filters around each test, so the server's own filter is checked in a
-    # fresh interpreter, as `flux-mcp` runs it.
+    # fresh interpreter, as `flux-mcp` runs it. Pillow is loaded at the server's first image, not at
+    # start: from that image on, its bomb warning is an error.
     assert Image.MAX_IMAGE_PIXELS is not None and MAX_PIXELS < Image.MAX_IMAGE_PIXELS
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(declared_png(10_000, 10_000))
+    (tmp_path / "ok.png").write_bytes(png_bytes(64, 48))
     script = (
-        "import sys, flux_mcp.images\n"
+        "import sys, pathlib, flux_mcp.pictures\n"
+        "flux_mcp.pictures.decode(pathlib.Path(sys.argv[2]).read_bytes(), 'ok.png')\n"
         "from PIL import Image\n"
         "try:\n"
         "    Image.open(sys.argv[1])\n"
@@ -428,7 +432,10 @@ def test_pillows_own_bomb_warning_is_an_error_in_the_server_process(tmp_path: Pa
         "    print('raised')\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script, str(bomb), str(tmp_path / "ok.png")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.stdout.strip() == "raised", done.stderr
 

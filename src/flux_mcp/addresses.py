@@ -26,6 +26,9 @@ import anyio
 import httpcore2
 import httpx2
 
+from flux_mcp.probes import QuickProbeBackend
+from flux_mcp.tls import shared_context
+
 logger = logging.getLogger(__name__)
 
 IPAddress = IPv4Address | IPv6Address
@@ -161,7 +164,7 @@ class PinnedTransport(httpx2.AsyncHTTPTransport):
         # AsyncHTTPTransport takes no network backend, so the pool is built here the way it builds its
         # own; every other method of the transport only talks to `self._pool`.
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
+            ssl_context=shared_context(),  # the CA bundle is loaded at the first HTTPS connection
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -174,8 +177,9 @@ class DownloadTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, *, trusted: str | None, allow_private: bool, limits: httpx2.Limits) -> None:
         self._trusted_origin = origin_of(httpx2.URL(trusted)) if trusted else None
-        self._open = PinnedTransport(httpcore2.AnyIOBackend(), limits=limits)
-        self._guarded = self._open if allow_private else PinnedTransport(GuardedBackend(), limits=limits)
+        self._open = PinnedTransport(QuickProbeBackend(), limits=limits)
+        guarded = GuardedBackend(QuickProbeBackend())
+        self._guarded = self._open if allow_private else PinnedTransport(guarded, limits=limits)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         trusted = origin_of(request.url) == self._trusted_origin

@@ -44,8 +44,9 @@ from mcp.server.mcpserver import Context
 from starlette.requests import Request
 from starlette.responses import Response
 
-from flux_mcp.client import FluxClient, PlatformClient, build_http_client
+from flux_mcp.client import FluxClient, PlatformClient
 from flux_mcp.errors import FluxError
+from flux_mcp.http_clients import build_http_client
 from flux_mcp.refusals import oauth_refused, unauthorized
 from flux_mcp.settings import AuthMode, Settings
 from flux_mcp.state import AppState

@@ -32,7 +32,7 @@ from flux_mcp.logs import configure_logging
 from flux_mcp.models import MODELS
 from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
-from flux_mcp.stdio import stdin_ended_by_signals
+from flux_mcp.stdio import serve_stdio, stdin_ended_by_signals
 
 logger = logging.getLogger("flux_mcp")
 
@@ -192,7 +192,7 @@ async def _serve_stdio(settings: Settings, args: argparse.Namespace) -> int:
     """Until stdin ends, or SIGINT/SIGTERM end it: 0, or 128 + the signal's number, as shells report it."""
     with stdin_ended_by_signals() as stop:
         async with _upstream(settings, sandbox=args.sandbox, latency=SANDBOX_LATENCY) as effective:
-            await build_server(effective).run_stdio_async()
+            await serve_stdio(build_server(effective), stop)
     if stop.received is None:
         return 0
     logger.info("stopped by %s", signal.Signals(stop.received).name)

@@ -12,25 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import random
-import re
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import anyio
 import httpx2
 
-from flux_mcp.addresses import DownloadTransport
 from flux_mcp.errors import (
-    TRANSIENT,
     AuthenticationError,
-    FluxError,
     MalformedResponseError,
-    MissingTokenError,
     NotSentError,
     RateLimitedError,
     RequestRejectedError,
@@ -39,242 +30,25 @@ from flux_mcp.errors import (
     TaskNotFoundError,
     TransportError,
     UpstreamError,
-    may_retry,
 )
 from flux_mcp.models import ImageRequest, TaskError, TaskSnapshot, parse_task_record
 from flux_mcp.settings import Settings
+from flux_mcp.upstream import Refusal, RetryPolicy, Upstream, answer_text, scrub, token_and_retry
 from flux_mcp.videos import VideoRequest
 
 logger = logging.getLogger(__name__)
 
-MAX_SHOWN_BODY = 300
 # A task id no one has (the nil UUID): looking it up costs nothing and tells whether the token is accepted.
 TOKEN_PROBE_ID = "00000000-0000-0000-0000-000000000000"
 # Error codes that, on a request the upstream otherwise judged, still mean the token itself is refused.
 REFUSED_TOKEN_CODES = frozenset({"disabled"})
 MAX_RESPONSE_BYTES = 2_000_000  # a task record is a few KB; 50 of them with 4000-character prompts ~1 MB
-USER_AGENT = "flux-mcp"
-_TAGS = re.compile(r"<[^>]*>")
 
 
 @dataclass(frozen=True)
 class Submission:
     task_id: str
     trace_id: str | None
-
-
-def build_http_client(settings: Settings) -> httpx2.AsyncClient:
-    """The one HTTP client a server shares across all calls: sized for hundreds of tasks at once."""
-    headers = {"accept": "application/json", "user-agent": USER_AGENT}
-    return httpx2.AsyncClient(
-        timeout=http_timeout(settings),
-        limits=http_limits(settings),
-        headers=headers,
-        cookies=no_cookies(),
-        follow_redirects=False,
-    )
-
-
-def build_download_client(settings: Settings) -> httpx2.AsyncClient:
-    """The client image downloads use: connects only to public addresses (see `flux_mcp.addresses`).
-
-    The configured upstream's own origin is the one exception; no proxy from the environment is used
-    (a proxy would make the connection where the address rule cannot follow), nor any .netrc password.
-    """
-    transport = DownloadTransport(
-        trusted=settings.api_base_url,
-        allow_private=settings.allow_private_downloads,
-        limits=http_limits(settings),
-    )
-    return httpx2.AsyncClient(
-        transport=transport,
-        timeout=http_timeout(settings),
-        headers={"user-agent": USER_AGENT},
-        cookies=no_cookies(),
-        follow_redirects=False,
-        trust_env=False,
-    )
-
-
-def http_timeout(settings: Settings) -> httpx2.Timeout:
-    """Per-phase timeouts; FluxClient also bounds each whole request by FLUX_MCP_HTTP_TIMEOUT_SECONDS."""
-    return httpx2.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds))
-
-
-def http_limits(settings: Settings) -> httpx2.Limits:
-    # The pool matches the request gate in FluxClient. httpcore2 assigns requests in O(N+M), but each
-    # request start and end still probes every idle pooled connection (`has_expired`, a socket poll):
-    # re-measured with httpx2 2.16, 200 calls at once take 1.75x the latency with the gate at 16 and
-    # 2.13x at 1024 (docs/benchmarks.md, measurement 2), so the gate and pool of 16 stay.
-    return httpx2.Limits(
-        max_connections=settings.max_concurrency,
-        max_keepalive_connections=settings.max_concurrency,
-        keepalive_expiry=30.0,
-    )
-
-
-def no_cookies() -> CookieJar:
-    """A cookie jar that keeps nothing: one client serves every user, so no answer may set state."""
-    return CookieJar(policy=_RefuseCookies())
-
-
-class _RefuseCookies(DefaultCookiePolicy):
-    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
-        return False
-
-    def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
-        return False
-
-    def domain_return_ok(self, domain: str, request: urllib.request.Request) -> bool:
-        return False
-
-    def path_return_ok(self, path: str, request: urllib.request.Request) -> bool:
-        return False
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_retries: int = 3
-    base_delay: float = 0.5
-    max_delay: float = 20.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
-        backoff = self.base_delay * 2.0**attempt
-        jitter: float = random.random()
-        return min(backoff * (0.5 + jitter), self.max_delay)
-
-
-def _token_and_retry(settings: Settings, token: str | None) -> tuple[str | None, RetryPolicy]:
-    """The token a client of these settings pays with (a caller's, else the server's) and its retries."""
-    if token is None and settings.api_token is not None:
-        token = settings.api_token.get_secret_value()
-    return token, RetryPolicy(max_retries=settings.max_retries, max_delay=settings.retry_max_seconds)
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """What an upstream's unwanted answer says, scrubbed: what a client builds its error from."""
-
-    status: int
-    code: str | None
-    detail: str
-    trace_id: str | None
-    retry_after: float | None
-    answered_2xx: bool  # a refusal in a success status (`success: false`, or a body that is not JSON)
-
-    @property
-    def where(self) -> str:
-        return f" (trace id {self.trace_id})" if self.trace_id else ""
-
-    def fields(self) -> dict[str, Any]:
-        """The keyword arguments of every `UpstreamError` made from this refusal."""
-        return {"status": self.status, "code": self.code, "trace_id": self.trace_id}
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """One upstream service as a client calls it: the rules FluxClient and PlatformClient share.
-
-    How a request is retried, how an error answer is read, what a network failure means for whether
-    the request arrived, and that no text shown from it carries the token. The clients differ only in
-    what they send and how their upstream's statuses map to errors.
-    """
-
-    name: str  # as messages name it: "Flux API", "AceDataCloud platform"
-    base_url: str
-    token: str | None
-    retry: RetryPolicy
-    sleep: Callable[[float], Awaitable[None]]
-    detail_key: str | None = None  # a top-level field that carries the message when `error` does not
-    reads_trace: bool = True  # whether error answers carry a `trace_id` worth quoting
-
-    def authorization(self) -> dict[str, str]:
-        """The bearer header; MissingTokenError (nothing sent) when there is no token."""
-        if not self.token:
-            raise MissingTokenError()
-        return {"authorization": f"Bearer {self.token}"}
-
-    async def with_retries(
-        self,
-        call: Callable[[], Awaitable[dict[str, Any]]],
-        *,
-        retry_ambiguous: bool,
-        retried: tuple[type[FluxError], ...] = TRANSIENT,
-    ) -> dict[str, Any]:
-        """`call()`, tried again after a failure in `retried` as far as the retry policy and
-        `may_retry` allow (never after a pause longer than the policy's longest)."""
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except retried as exc:
-                too_long = exc.retry_after is not None and exc.retry_after > self.retry.max_delay
-                if (
-                    attempt >= self.retry.max_retries
-                    or too_long
-                    or not may_retry(exc, retry_ambiguous=retry_ambiguous)
-                ):
-                    raise
-                delay = self.retry.delay(attempt, exc.retry_after)
-                logger.info(
-                    "%s: retrying after %s (%.1fs): %s", self.name, type(exc).__name__, delay, exc.message
-                )
-                await self.sleep(delay)
-                attempt += 1
-
-    def unreachable(self, exc: httpx2.TransportError) -> TransportError:
-        """The network failed: whether the request can have arrived decides the error."""
-        if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout):
-            return NotSentError(f"Could not connect to the {self.name} at {self.base_url}: {_describe(exc)}")
-        if isinstance(exc, httpx2.TimeoutException):
-            return ResponseLostError(f"The {self.name} did not answer in time ({_describe(exc)}).")
-        return ResponseLostError(f"The connection to the {self.name} broke: {_describe(exc)}")
-
-    def refusal(self, response: httpx2.Response, data: dict[str, Any] | None, content: bytes) -> Refusal:
-        """Read an answer that is not what was asked: `data` is its JSON object, None if it has none."""
-        body = data or {}
-        error = body.get("error")
-        code = self.clean(error.get("code") if isinstance(error, dict) else None)
-        detail = error.get("message") if isinstance(error, dict) else error
-        if not detail and not isinstance(error, dict) and self.detail_key is not None:
-            detail = body.get(self.detail_key)
-        if not isinstance(detail, str) or not detail:
-            detail = code or (_text(response, content) if data is None else "") or response.reason_phrase
-        return Refusal(
-            status=response.status_code,
-            code=code,
-            detail=self.scrub(detail),
-            trace_id=self.clean(body.get("trace_id")) if self.reads_trace else None,
-            retry_after=_retry_after(response),
-            answered_2xx=response.is_success,
-        )
-
-    def rate_limited(self, refusal: Refusal) -> RateLimitedError:
-        wait = f"{refusal.retry_after:.0f} s" if refusal.retry_after is not None else "a minute"
-        return RateLimitedError(
-            f"The {self.name} is rate limiting requests; try again in {wait}.",
-            retry_after=refusal.retry_after,
-            **refusal.fields(),
-        )
-
-    def failed(self, refusal: Refusal) -> ServerError:
-        return ServerError(
-            f"The {self.name} failed with HTTP {refusal.status}: {refusal.detail}{refusal.where}",
-            retry_after=refusal.retry_after,
-            **refusal.fields(),
-        )
-
-    def clean(self, value: Any) -> str | None:
-        """A short upstream string (code, trace id) as it may be shown: scrubbed like any upstream text."""
-        return (self.scrub(value) or None) if isinstance(value, str) else None
-
-    def scrub(self, text: str) -> str:
-        return scrub(text, self.secrets())
-
-    def secrets(self) -> list[str]:
-        return [self.token] if self.token else []
 
 
 class FluxClient:
@@ -307,7 +81,7 @@ class FluxClient:
         token: str | None = None,
     ) -> FluxClient:
         """A client for these settings; `gate` is shared by every client of one server."""
-        token, retry = _token_and_retry(settings, token)
+        token, retry = token_and_retry(settings, token)
         return cls(http, settings.api_base_url, token, retry=retry, gate=gate)
 
     def token_key(self) -> str:
@@ -438,7 +212,7 @@ class FluxClient:
             if data is None:
                 raise MalformedResponseError(
                     f"The Flux API answered {response.status_code} with something that is not JSON: "
-                    f"{self._upstream.scrub(_text(response, content))!r}",
+                    f"{self._upstream.scrub(answer_text(response, content))!r}",
                     status=response.status_code,
                 )
             if data.get("success") is False and not data.get("task_id") and "id" not in data:
@@ -486,14 +260,6 @@ class FluxClient:
         return scrub_snapshot(snapshot, self._upstream.secrets())
 
 
-def scrub(text: str, secrets: list[str]) -> str:
-    """Upstream text is shown to the model: trimmed, without markup, never carrying a secret."""
-    text = " ".join(_TAGS.sub(" ", text).split())
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    return text[:MAX_SHOWN_BODY] + ("…" if len(text) > MAX_SHOWN_BODY else "")
-
-
 def scrub_snapshot(snapshot: TaskSnapshot, secrets: list[str]) -> TaskSnapshot:
     """A task record's error and trace id are upstream text too, shown and stored: scrub them."""
     error = snapshot.error
@@ -511,11 +277,6 @@ def _json_object(content: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _text(response: httpx2.Response, content: bytes) -> str:
-    # `encoding`, not the raw charset: an answer declaring a charset Python lacks is still shown.
-    return content.decode(response.encoding or "utf-8", errors="replace")
-
-
 class _Progress:
     """Follows one request through httpcore: once its headers start going out, it may have arrived."""
 
@@ -525,21 +286,6 @@ class _Progress:
     async def trace(self, event: str, info: dict[str, Any]) -> None:
         if event.endswith("send_request_headers.started"):
             self.sent = True
-
-
-def _retry_after(response: httpx2.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date or junk: fall back to our own backoff
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
-def _describe(exc: httpx2.HTTPError) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _with_id(snapshot: TaskSnapshot, task_id: str) -> TaskSnapshot:
@@ -592,7 +338,7 @@ class PlatformClient:
         token: str | None = None,
     ) -> PlatformClient:
         """A platform client for these settings, with the same token and retry rules as the API's."""
-        token, retry = _token_and_retry(settings, token)
+        token, retry = token_and_retry(settings, token)
         return cls(http, settings.platform_base_url, token, retry=retry, gate=gate)
 
     async def upload(self, data: bytes, filename: str, mime_type: str) -> str:

@@ -24,7 +24,7 @@ import anyio
 from pydantic import ValidationError
 
 from flux_mcp import __version__
-from flux_mcp.client import FluxClient, RetryPolicy, build_http_client
+from flux_mcp.client import FluxClient
 from flux_mcp.errors import (
     AuthenticationError,
     FluxError,
@@ -36,10 +36,12 @@ from flux_mcp.errors import (
     ServerError,
     TaskNotFoundError,
 )
+from flux_mcp.http_clients import build_http_client
 from flux_mcp.settings import DEFAULT_BASE_URL, Settings
 from flux_mcp.store import History
 from flux_mcp.store_errors import HistoryUnavailableError
 from flux_mcp.store_sqlite import make_private_folder
+from flux_mcp.upstream import RetryPolicy
 
 MIN_PYTHON = (3, 11)
 PACKAGES = ("flux-mcp", "mcp", "httpx2", "pydantic")

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from flux_mcp.images import ImageKeeper, KeptImage, Preview
+from flux_mcp.images import ImageKeeper, KeptImage
 from flux_mcp.models import (
     ImageInfo,
     PreviewChoice,
@@ -32,6 +32,7 @@ from flux_mcp.models import (
     VideoInfo,
     images_asked,
 )
+from flux_mcp.pictures import Preview
 from flux_mcp.store import History
 from flux_mcp.store_errors import HistoryUnavailableError
 from flux_mcp.video_files import KeptVideo, VideoKeeper

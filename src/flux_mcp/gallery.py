@@ -27,8 +27,8 @@ from pydantic import Field
 
 from flux_mcp.arguments import TaskIdArg
 from flux_mcp.auth import CallContext, caller_of
-from flux_mcp.images import ImageError
 from flux_mcp.models import MAX_COUNT
+from flux_mcp.pictures import ImageError
 from flux_mcp.render import error_result
 from flux_mcp.resources import known_image, known_video
 from flux_mcp.toolkit import LOOKUP, described, function_tool

@@ -32,7 +32,7 @@ import httpx2
 import jwt
 from mcp.server.auth.provider import AccessToken
 
-from flux_mcp.client import build_http_client
+from flux_mcp.http_clients import build_http_client
 from flux_mcp.oauth_keys import ALGORITHMS, KeySet, fetch_json
 from flux_mcp.settings import Settings
 

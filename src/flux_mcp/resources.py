@@ -15,8 +15,8 @@ from mcp.server.mcpserver.exceptions import ResourceError
 
 from flux_mcp.arguments import default_size
 from flux_mcp.auth import CallContext, Caller, caller_of
-from flux_mcp.images import ImageError, to_png
 from flux_mcp.models import MODELS, ImageInfo, VideoInfo
+from flux_mcp.pictures import ImageError, to_png
 from flux_mcp.state import AppState
 from flux_mcp.videos import VIDEO_GUIDE
 

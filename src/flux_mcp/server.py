@@ -26,10 +26,12 @@ from mcp_types import INVALID_PARAMS
 
 from flux_mcp import __version__, prompts
 from flux_mcp.callbacks import CallbackHub
-from flux_mcp.client import FluxClient, PlatformClient, build_download_client, build_http_client
+from flux_mcp.client import FluxClient, PlatformClient
+from flux_mcp.downloads import Downloader
 from flux_mcp.finishing import Finisher
 from flux_mcp.gallery import gallery_app, gallery_tools, hide_ui_from_plain_clients
-from flux_mcp.images import Downloader, ImageKeeper
+from flux_mcp.http_clients import build_download_client, build_http_client
+from flux_mcp.images import ImageKeeper
 from flux_mcp.poller import Pollers, PollSchedule, running_pollers
 from flux_mcp.resources import add_resources
 from flux_mcp.settings import Settings

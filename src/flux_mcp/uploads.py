@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 import anyio
-from PIL import Image
 
 from flux_mcp.client import PlatformClient
 from flux_mcp.errors import FluxError, may_have_been_accepted
-from flux_mcp.images import MAX_PIXELS, ImageError, ImageKeeper, Picture, decode, slug
+from flux_mcp.images import ImageKeeper, slug
 from flux_mcp.inputs import (
     ACCEPTED_FORMATS,
     MAX_INPUT_BYTES,
@@ -38,6 +37,7 @@ from flux_mcp.inputs import (
     parse_image_input,
 )
 from flux_mcp.models import ImageInfo
+from flux_mcp.pictures import MAX_PIXELS, ImageError, Picture, decode, pillow
 from flux_mcp.store import History
 
 logger = logging.getLogger(__name__)
@@ -192,6 +192,9 @@ def check_image_bytes(data: bytes, name: str, max_bytes: int = MAX_INPUT_BYTES) 
 
 
 def _check_pixels(data: bytes, name: str) -> None:
+    pillow()
+    from PIL import Image
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

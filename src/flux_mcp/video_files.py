@@ -1,6 +1,6 @@
 """Videos the user keeps: downloaded once through the guarded downloader, checked, saved, and a poster.
 
-A finished video is fetched through the same `images.Downloader` as images (public addresses only,
+A finished video is fetched through the same `downloads.Downloader` as images (public addresses only,
 redirects checked hop by hop) with its own size cap (FLUX_MCP_MAX_VIDEO_DOWNLOAD_MB), checked to be an
 MP4 (an `ftyp` box, then a `moov` with an `mvhd` duration, read here without any library), saved with
 a JSON sidecar beside the images, and shown to the model as a poster: its first frame as a small JPEG.
@@ -20,17 +20,10 @@ from typing import Any
 
 import anyio
 
-from flux_mcp.images import (
-    PREVIEW_MAX_BYTES,
-    Downloader,
-    ImageError,
-    Picture,
-    Preview,
-    _preview_of,
-    save,
-    sidecar_metadata,
-)
+from flux_mcp.downloads import Downloader
+from flux_mcp.images import save, sidecar_metadata
 from flux_mcp.models import ImageInfo, TaskResult, TaskStatus, VideoInfo
+from flux_mcp.pictures import PREVIEW_MAX_BYTES, ImageError, Picture, Preview, preview_of
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +119,7 @@ def poster_frame(data: bytes, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> 
         raise
     except Exception:  # PyAV signals damage in many ways (av.FFmpegError, StopIteration, IndexError…)
         raise VideoError("the video's first frame could not be decoded") from None
-    return _preview_of(image, side, max_bytes)
+    return preview_of(image, side, max_bytes)
 
 
 class VideoKeeper:
