@@ -359,6 +359,12 @@ PLATFORM_ROWS = {
     "200 file_url not a url": Row(
         json_answer(200, {"file_url": "file:///etc/passwd"}), MalformedResponseError, "returned no file_url"
     ),
+    "oversized, declared": Row(
+        raw(200, b" " * TOO_BIG), MalformedResponseError, "platform answered with more than 2 MB"
+    ),
+    "oversized, streamed": Row(
+        streamed_too_big, MalformedResponseError, "platform answered with more than 2 MB"
+    ),
     "no connection": Row(
         fails(httpx2.ConnectError),
         NotSentError,

@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 TOKEN_PROBE_ID = "00000000-0000-0000-0000-000000000000"
 # Error codes that, on a request the upstream otherwise judged, still mean the token itself is refused.
 REFUSED_TOKEN_CODES = frozenset({"disabled"})
-MAX_RESPONSE_BYTES = 2_000_000  # a task record is a few KB; 50 of them with 4000-character prompts ~1 MB
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,14 @@ class FluxClient:
                 # One bound on the whole exchange: httpx's timeouts are per read, so an upstream that
                 # trickles a byte at a time would otherwise hold this slot for as long as it likes.
                 with anyio.fail_after(self._deadline):
-                    response, content = await self._exchange(url, body, headers, progress)
+                    response, content = await upstream.exchange(
+                        self._http,
+                        "POST",
+                        url,
+                        json=body,
+                        headers=headers,
+                        extensions={"trace": progress.trace},
+                    )
         except TimeoutError:
             if not progress.sent:
                 raise NotSentError(
@@ -179,32 +185,6 @@ class FluxClient:
         except httpx2.TransportError as exc:
             raise upstream.unreachable(exc) from None
         return self._decode(response, content)
-
-    async def _exchange(
-        self, url: str, body: dict[str, Any], headers: dict[str, str], progress: _Progress
-    ) -> tuple[httpx2.Response, bytes]:
-        """Send the request and read the answer, refusing one larger than MAX_RESPONSE_BYTES."""
-        extensions = {"trace": progress.trace}
-        async with self._http.stream(
-            "POST", url, json=body, headers=headers, extensions=extensions
-        ) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-                raise self._too_large(response)
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise self._too_large(response)  # leaving the block drops the connection
-                chunks.append(chunk)
-        return response, b"".join(chunks)
-
-    def _too_large(self, response: httpx2.Response) -> MalformedResponseError:
-        return MalformedResponseError(
-            f"The Flux API answered with more than {MAX_RESPONSE_BYTES // 1_000_000} MB, far more than a "
-            "task record takes; the answer was not read.",
-            status=response.status_code,
-        )
 
     def _decode(self, response: httpx2.Response, content: bytes) -> dict[str, Any]:
         data = _json_object(content)
@@ -374,15 +354,17 @@ class PlatformClient:
         headers, url = upstream.authorization(), upstream.base_url + path
         try:
             async with self._gate:
-                response = await self._http.request(method, url, headers=headers, **kwargs)
+                response, content = await upstream.exchange(
+                    self._http, method, url, headers=headers, **kwargs
+                )
         except httpx2.TransportError as exc:
             raise upstream.unreachable(exc) from None
-        data = _json_object(response.content)
-        if response.is_success and data is None and _is_json_list(response):
-            data = {"items": json.loads(response.content)}  # a bare list of items
+        data = _json_object(content)
+        if response.is_success and data is None and _is_json_list(content):
+            data = {"items": json.loads(content)}  # a bare list of items
         if response.is_success and data is not None:
             return data
-        raise self._error(upstream.refusal(response, data, response.content))
+        raise self._error(upstream.refusal(response, data, content))
 
     def _error(self, refusal: Refusal) -> UpstreamError:
         """The error a platform refusal means (one in a 2xx status is an answer that is not JSON)."""
@@ -409,8 +391,8 @@ class PlatformClient:
         return self._upstream.failed(refusal)
 
 
-def _is_json_list(response: httpx2.Response) -> bool:
+def _is_json_list(content: bytes) -> bool:
     try:
-        return isinstance(json.loads(response.content), list)
+        return isinstance(json.loads(content), list)
     except (ValueError, RecursionError):
         return False

@@ -15,6 +15,7 @@ import httpx2
 from flux_mcp.errors import (
     TRANSIENT,
     FluxError,
+    MalformedResponseError,
     MissingTokenError,
     NotSentError,
     RateLimitedError,
@@ -27,6 +28,8 @@ from flux_mcp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# A task record is a few KB; 50 of them with 4000-character prompts ~1 MB; a balance list far less.
+MAX_RESPONSE_BYTES = 2_000_000
 MAX_SHOWN_BODY = 300
 
 
@@ -90,6 +93,29 @@ class Upstream:
     sleep: Callable[[float], Awaitable[None]]
     detail_key: str | None = None  # a top-level field that carries the message when `error` does not
     reads_trace: bool = True  # whether error answers carry a `trace_id` worth quoting
+
+    async def exchange(
+        self, http: httpx2.AsyncClient, method: str, url: str, **kwargs: Any
+    ) -> tuple[httpx2.Response, bytes]:
+        """Send one request and read its answer, refusing one larger than MAX_RESPONSE_BYTES unread."""
+        async with http.stream(method, url, **kwargs) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                raise self._too_large(response)
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise self._too_large(response)  # leaving the block drops the connection
+                chunks.append(chunk)
+        return response, b"".join(chunks)
+
+    def _too_large(self, response: httpx2.Response) -> MalformedResponseError:
+        return MalformedResponseError(
+            f"The {self.name} answered with more than {MAX_RESPONSE_BYTES // 1_000_000} MB, far more than "
+            "any of its answers takes; the answer was not read.",
+            status=response.status_code,
+        )
 
     def authorization(self) -> dict[str, str]:
         """The bearer header; MissingTokenError (nothing sent) when there is no token."""
