@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.client import MAX_RESPONSE_BYTES, FluxClient
+from flux_mcp.client import FluxClient
 from flux_mcp.downloads import Downloader
 from flux_mcp.emulator import serve_asgi
 from flux_mcp.errors import MalformedResponseError, NotSentError, ResponseLostError, may_have_been_accepted
 from flux_mcp.http_clients import build_download_client, build_http_client
 from flux_mcp.server import build_server
-from flux_mcp.upstream import RetryPolicy
+from flux_mcp.upstream import MAX_RESPONSE_BYTES, RetryPolicy
 
 from .support import png_bytes, structured, text
 from .test_security_downloads import settings_for

@@ -154,7 +154,7 @@ CLIENTS_OVER_TLS = """
 import json, ssl, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import anyio, httpx2
-from flux_mcp.client import build_download_client, build_http_client
+from flux_mcp.http_clients import build_download_client, build_http_client
 from flux_mcp.settings import Settings
 from flux_mcp.tls import shared_context
 
