@@ -144,6 +144,26 @@ async def test_pending_task_finishes_through_get_task(emulator: RunningEmulator)
     assert emulator.state.submissions == 1
 
 
+async def test_an_ended_task_is_shown_again_from_the_history_without_asking_upstream(
+    client: Client, emulator: RunningEmulator
+) -> None:
+    """An ended task never changes upstream: get_task shows it again from the history, with its files."""
+    done = await client.call_tool("generate_image", {"prompt": "a cat", "count": 2})
+    emulator.state.faults.append(Fault("fail_task"))
+    failed = await client.call_tool("generate_image", {"prompt": "a dog"})
+    reads, downloads = emulator.state.polls + emulator.state.batch_polls, emulator.state.file_downloads
+    again = await client.call_tool("get_task", {"task_id": structured(done)["task_id"]})
+    failed_again = await client.call_tool("get_task", {"task_id": structured(failed)["task_id"]})
+    assert (emulator.state.polls + emulator.state.batch_polls, emulator.state.file_downloads) == (
+        reads,
+        downloads,
+    )
+    assert structured(again)["images"] == structured(done)["images"]
+    assert [block.type for block in again.content] == [block.type for block in done.content]
+    assert failed_again.is_error and structured(failed_again)["error"] == structured(failed)["error"]
+    assert not structured(again)["attached"] and "Continuing task" not in text(again)
+
+
 async def test_wait_seconds_zero_returns_at_once_without_polling(
     client: Client, emulator: RunningEmulator
 ) -> None:

@@ -50,6 +50,7 @@ from flux_mcp.models import (
     ImageRequest,
     PreviewChoice,
     TaskBatchResult,
+    TaskResult,
     TaskSnapshot,
     TaskStatus,
 )
@@ -153,10 +154,13 @@ class ImageJobs:
         preview: PreviewChoice | None = None,
     ) -> FinishedJob:
         started = anyio.current_time()
+        entry = await self._known(task_id)
+        ended = _ended(entry)
+        if ended is not None:  # an ended task never changes upstream: shown again from the history
+            return await self._finisher.finish(ended, self._owner, preview)
         slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
         seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
         snapshot = await self._client.retrieve(task_id)
-        entry = await self._known(task_id)
         # Continue the poll schedule from the task's age, not from zero (0 if this server did not submit it).
         age = max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
         snapshot = await self._wait(
@@ -356,3 +360,10 @@ def ago(seconds: float) -> str:
 
 def _keep_trace(snapshot: TaskSnapshot, earlier: TaskSnapshot) -> TaskSnapshot:
     return replace(snapshot, trace_id=earlier.trace_id)
+
+
+def _ended(entry: HistoryEntry | None) -> TaskResult | None:
+    """The recorded result of a task that succeeded or failed, as a later call shows it; else None."""
+    if entry is None or entry.result is None or entry.result.status is TaskStatus.PENDING:
+        return None
+    return entry.result.model_copy(update={"attached": False, "submitted_seconds_ago": None})
