@@ -27,10 +27,10 @@ from benchmarks.common import (
     TOKEN,
     Profile,
     flux_mcp_command,
+    generate_burst,
     median,
     scratch_dir,
     server_env,
-    status_of,
     stdio_transport,
 )
 from benchmarks.upstream import upstream_process
@@ -75,22 +75,12 @@ async def stdio_burst(
     `command` replaces `flux-mcp` (a profiler around it, say); the timer starts after tools/list.
     """
     program, *args = command or [flux_mcp_command()]
-    statuses: list[str] = []
     with scratch_dir() as scratch:
         env = server_env(base_url, scratch, **(settings or {}))
         async with Client(stdio_transport(program, env, args=args), mode="legacy") as client:
             await client.list_tools()
 
-            async def one(index: int) -> None:
-                result = await client.call_tool("generate_image", {"prompt": f"{PROMPT} #{index}"})
-                statuses.append(status_of(result))
-
-            started = time.perf_counter()
-            async with anyio.create_task_group() as tg:
-                for index in range(calls):
-                    tg.start_soon(one, index)
-            wall = time.perf_counter() - started
-    return wall, sum(1 for status in statuses if status != "succeeded")
+            return await generate_burst(client, calls)
 
 
 async def _defaults(base_url: str, calls: int) -> tuple[float, int]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import anyio
+from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp_types import CallToolResult, TextContent
 
@@ -179,6 +181,21 @@ def status_of(result: CallToolResult) -> str:
     if isinstance(status, str):
         return status
     return "error" if result.is_error else "unknown"
+
+
+async def generate_burst(client: Client, calls: int) -> tuple[float, int]:
+    """Wall time of `calls` simultaneous generate_image calls on `client`, and how many did not succeed."""
+    statuses: list[str] = []
+
+    async def one(index: int) -> None:
+        result = await client.call_tool("generate_image", {"prompt": f"{PROMPT} #{index}"})
+        statuses.append(status_of(result))
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for index in range(calls):
+            tg.start_soon(one, index)
+    return time.perf_counter() - started, sum(1 for status in statuses if status != "succeeded")
 
 
 async def timed(call: Callable[[], Awaitable[Any]]) -> float:

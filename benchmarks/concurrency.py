@@ -19,7 +19,15 @@ import anyio
 import httpx2
 from mcp import Client
 
-from benchmarks.common import PROMPT, TOKEN, Profile, bench_settings, median, scratch_dir, status_of
+from benchmarks.common import (
+    PROMPT,
+    TOKEN,
+    Profile,
+    bench_settings,
+    generate_burst,
+    median,
+    scratch_dir,
+)
 from benchmarks.upstream import serve_upstream, upstream_process
 from flux_mcp.emulator import EmulatorConfig
 from flux_mcp.server import build_server
@@ -79,20 +87,9 @@ async def _upstream(mode: str) -> AsyncIterator[str]:
 
 async def _burst(base_url: str, calls: int, overrides: dict[str, Any]) -> tuple[float, int]:
     """Wall time of `calls` simultaneous generate_image calls, and how many did not succeed."""
-    statuses: list[str] = []
     with scratch_dir() as scratch:
         async with Client(build_server(bench_settings(base_url, scratch, **overrides))) as client:
-
-            async def one(index: int) -> None:
-                result = await client.call_tool("generate_image", {"prompt": f"{PROMPT} #{index}"})
-                statuses.append(status_of(result))
-
-            started = time.perf_counter()
-            async with anyio.create_task_group() as tg:
-                for index in range(calls):
-                    tg.start_soon(one, index)
-            wall = time.perf_counter() - started
-    return wall, sum(1 for status in statuses if status != "succeeded")
+            return await generate_burst(client, calls)
 
 
 async def _bare_burst(base_url: str, calls: int, pool: int) -> tuple[float, int]:

@@ -102,3 +102,22 @@ def mcp_remote_proxy() -> list[str]:
     if not script.is_file():
         pytest.skip("mcp-remote test: no tests/bridges/node_modules; run `npm ci --prefix tests/bridges`")
     return [node, str(script)]
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The size of every image Pillow decodes in this process (worker threads included), once each."""
+    from PIL import ImageFile  # here, not at import: some tests check what a process has imported
+
+    sizes: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    original = ImageFile.ImageFile.load
+
+    def spy(self: ImageFile.ImageFile) -> object:
+        if id(self) not in seen:
+            seen.add(id(self))
+            sizes.append(self.size)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return sizes

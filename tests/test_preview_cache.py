@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import Client
 from mcp_types import CallToolResult, ImageContent
-from PIL import Image, ImageFile
+from PIL import Image
 
 from flux_mcp.images import PreviewCache
 from flux_mcp.pictures import decode
@@ -24,23 +23,6 @@ from flux_mcp.server import build_server
 from flux_mcp.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """The size of every image Pillow decodes, in this process (worker threads included)."""
-    sizes: list[tuple[int, int]] = []
-    seen: set[int] = set()
-    original = ImageFile.ImageFile.load
-
-    def spy(self: ImageFile.ImageFile) -> Any:
-        if id(self) not in seen:
-            seen.add(id(self))
-            sizes.append(self.size)
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
-    return sizes
 
 
 def png(width: int, height: int, color: tuple[int, int, int]) -> bytes:
