@@ -8,9 +8,11 @@ issuer, the security gate's mcp-remote). Fixtures live in conftest.py.
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -300,3 +302,46 @@ def scan_files(root: Path, secret: str) -> list[Path]:
     files = [path for path in root.rglob("*") if path.is_file()]
     assert files
     return [path for path in files if secret.encode() in path.read_bytes()]
+
+
+def initialize_request(request_id: int) -> dict[str, Any]:
+    """A JSON-RPC initialize request, as a host's first line on stdio."""
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+
+
+def stdio_exchange(
+    argv: list[str],
+    env: dict[str, str],
+    messages: list[dict[str, Any]],
+    answers: int,
+    *,
+    tmp_path: Path,
+    exit_within: float,
+) -> tuple[list[dict[str, Any]], str]:
+    """Write `messages` to a fresh process's stdin in one write, read `answers` lines, then close stdin
+    (EOF ends a stdio server); the answers and what the process wrote to stderr."""
+    wire = "".join(json.dumps(message) + "\n" for message in messages)
+    with (tmp_path / "stderr.log").open("w+", encoding="utf-8") as errlog:
+        server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog, env=env)
+        assert server.stdin is not None and server.stdout is not None
+        try:
+            server.stdin.write(wire.encode())  # all at once, as a busy host sends it
+            server.stdin.flush()
+            read = [json.loads(server.stdout.readline()) for _ in range(answers)]
+            server.stdin.close()
+            server.wait(timeout=exit_within)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        errlog.seek(0)
+        return read, errlog.read()

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .test_transports import child_env
+from .support import child_env, initialize_request, stdio_exchange
 
 EXIT_BOUND_SECONDS = 60.0  # only there so a broken build fails instead of hanging the suite
 # Optional or per-command modules a stdio server has no use for until a call needs them.
@@ -55,42 +55,13 @@ def test_a_stdio_server_lists_its_tools_without_optional_modules_or_the_ca_bundl
     env = child_env(
         tmp_path, ACEDATACLOUD_API_TOKEN="sk-test", ACEDATACLOUD_API_BASE_URL="https://127.0.0.1:9"
     )
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
     messages = [
-        initialize,
+        initialize_request(1),
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
     ]
-    with (tmp_path / "stderr.log").open("w+", encoding="utf-8") as errlog:
-        server = subprocess.Popen(
-            [sys.executable, "-c", REPORTING_SERVER, ",".join(NOT_AT_START)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=errlog,
-            env=env,
-        )
-        assert server.stdin is not None and server.stdout is not None
-        try:
-            server.stdin.write("".join(json.dumps(message) + "\n" for message in messages).encode())
-            server.stdin.flush()
-            answers = [json.loads(server.stdout.readline()) for _ in range(2)]
-            server.stdin.close()
-            server.wait(timeout=EXIT_BOUND_SECONDS)
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
-        errlog.seek(0)
-        log = errlog.read()
+    argv = [sys.executable, "-c", REPORTING_SERVER, ",".join(NOT_AT_START)]
+    answers, log = stdio_exchange(argv, env, messages, 2, tmp_path=tmp_path, exit_within=EXIT_BOUND_SECONDS)
     assert "generate_image" in {tool["name"] for tool in answers[1]["result"]["tools"]}, log[-2000:]
     report = json.loads(log.rsplit("REPORT ", 1)[1].splitlines()[0])
     assert report == {"loaded": [], "trust_loaded": False}

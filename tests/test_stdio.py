@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 
 from flux_mcp.stdio import FeedLines, QueuedOutput
 
-from .test_transports import child_env
+from .support import child_env, initialize_request, stdio_exchange
 
 pytestmark = pytest.mark.anyio
 
@@ -166,40 +165,12 @@ def test_a_burst_of_requests_over_stdio_needs_no_worker_thread_per_message(tmp_p
     env = child_env(
         tmp_path, ACEDATACLOUD_API_TOKEN="sk-test", ACEDATACLOUD_API_BASE_URL="http://127.0.0.1:9"
     )
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-    burst = [{"jsonrpc": "2.0", "method": "notifications/initialized"}]
+    burst = [initialize_request(0), {"jsonrpc": "2.0", "method": "notifications/initialized"}]
     burst += [{"jsonrpc": "2.0", "id": index, "method": "tools/list"} for index in range(1, requests + 1)]
-    wire = "".join(json.dumps(message) + "\n" for message in [initialize, *burst])
-    with (tmp_path / "stderr.log").open("w+", encoding="utf-8") as errlog:
-        server = subprocess.Popen(
-            [sys.executable, "-c", COUNTING_SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=errlog,
-            env=env,
-        )
-        assert server.stdin is not None and server.stdout is not None
-        try:
-            server.stdin.write(wire.encode())  # the whole burst in one write, as a busy host sends it
-            server.stdin.flush()
-            answers = [json.loads(server.stdout.readline()) for _ in range(requests + 1)]
-            server.stdin.close()  # EOF: the server ends, and reports
-            server.wait(timeout=EXIT_BOUND_SECONDS)
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
-        errlog.seek(0)
-        log = errlog.read()
+    argv = [sys.executable, "-c", COUNTING_SERVER]
+    answers, log = stdio_exchange(
+        argv, env, burst, requests + 1, tmp_path=tmp_path, exit_within=EXIT_BOUND_SECONDS
+    )
     listed = [answer for answer in answers if "tools" in answer.get("result", {})]
     assert len(listed) == requests, log[-2000:]
     hops = int(log.rsplit("worker-thread round trips: ", 1)[1].split()[0])
