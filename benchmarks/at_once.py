@@ -34,7 +34,7 @@ from benchmarks.common import (
     stdio_transport,
 )
 from benchmarks.upstream import upstream_process
-from flux_mcp.settings import Settings
+from flux_mcp.domain.settings import Settings
 
 LATENCY = 2.0
 SIZES = {"small": (64, 48), "large": (1024, 1024)}

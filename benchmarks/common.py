@@ -20,7 +20,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp_types import CallToolResult, TextContent
 
 import flux_mcp
-from flux_mcp.settings import Settings
+from flux_mcp.domain.settings import Settings
 
 TOKEN = "sk-bench-0000"
 PROMPT = "a white siamese cat on a red cushion, soft window light"

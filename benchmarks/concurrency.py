@@ -30,7 +30,7 @@ from benchmarks.common import (
 )
 from benchmarks.upstream import serve_upstream, upstream_process
 from flux_mcp.emulator import EmulatorConfig
-from flux_mcp.server import build_server
+from flux_mcp.server.build import build_server
 
 LATENCY = 2.0
 IMAGES_OFF = {"preview_size": 0, "save": False}

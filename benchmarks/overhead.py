@@ -32,7 +32,7 @@ from benchmarks.common import (
     timed,
 )
 from benchmarks.upstream import upstream_process
-from flux_mcp.server import build_server
+from flux_mcp.server.build import build_server
 
 TINY = 1e-6
 WARMUP = 10

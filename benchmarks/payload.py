@@ -27,7 +27,7 @@ from benchmarks.common import (
 from benchmarks.turns import VENDOR_ARGS
 from benchmarks.upstream import serve_upstream
 from flux_mcp.emulator import EmulatorConfig
-from flux_mcp.server import build_server
+from flux_mcp.server.build import build_server
 
 TINY = 1e-6
 

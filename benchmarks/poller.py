@@ -26,9 +26,9 @@ from mcp import Client
 
 from benchmarks.common import PROMPT, Profile, bench_settings, median, scratch_dir, status_of
 from benchmarks.upstream import Upstream, serve_upstream
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import EmulatorConfig
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.server.build import build_server
 
 SCALED_SETTINGS = ("poll_min_seconds", "poll_max_seconds", "wait_seconds")
 STREAM_IN_FLIGHT = 8

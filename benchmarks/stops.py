@@ -32,7 +32,7 @@ from benchmarks.common import PROMPT, TOKEN, Profile, bench_settings, flux_mcp_c
 from benchmarks.common import server_env as flux_env
 from benchmarks.report import Row, verdict
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
-from flux_mcp.server import build_server
+from flux_mcp.server.build import build_server
 
 JOB_SECONDS = 60.0
 BOUND = 30.0  # only so that a broken build ends the measurement instead of hanging it

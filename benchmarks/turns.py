@@ -36,9 +36,9 @@ from benchmarks.common import (
     text_of,
 )
 from benchmarks.upstream import Upstream, serve_upstream
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import EmulatorConfig, TaskRecord
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.server.build import build_server
 
 VENDOR_DEFAULT_INTERVAL = 15.0
 VENDOR_ARGS = {"prompt": PROMPT, "size": "1024x1024", "model": "flux-dev"}

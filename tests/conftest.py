@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.server.build import build_server
 from tests.pgcluster import ClusterUnavailable, PostgresCluster
 from tests.support import TOKEN, files_kept_in, listening_socket, make_settings
 

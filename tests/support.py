@@ -33,9 +33,9 @@ from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from mcp_types import CallToolResult, TextContent
 from PIL import Image
 
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
-from flux_mcp.http import BearerGate, build_http_app
-from flux_mcp.settings import Settings
+from flux_mcp.web.app import BearerGate, build_http_app
 
 TOKEN = "sk-test-SECRET-7f3a9c1e"
 STARTUP_TIMEOUT = 15.0
@@ -182,7 +182,7 @@ def noise_png(width: int, height: int) -> bytes:
 def flux_command() -> list[str]:
     """The installed console script next to this interpreter, else the module."""
     script = Path(sys.executable).parent / ("flux-mcp.exe" if os.name == "nt" else "flux-mcp")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flux_mcp.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "flux_mcp.cli.main"]
 
 
 def child_env(scratch: Path, **values: str) -> dict[str, str]:

@@ -31,13 +31,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.callbacks import CALLBACK_TTL_SECONDS, WAKEUP_MIN_INTERVAL, CallbackHub
+from flux_mcp.domain.catalogue import MAX_COUNT
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.emulator.images import render_png
-from flux_mcp.http import build_http_app
-from flux_mcp.models import MAX_COUNT
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.jobs.callbacks import CALLBACK_TTL_SECONDS, WAKEUP_MIN_INTERVAL, CallbackHub
+from flux_mcp.server.build import build_server
+from flux_mcp.web.app import build_http_app
 
 from .support import (
     listening_socket,

@@ -17,7 +17,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from flux_mcp import __version__
-from flux_mcp.doctor import (
+from flux_mcp.cli.doctor import (
     CHECKS,
     CheckResult,
     DoctorContext,
@@ -30,9 +30,16 @@ from flux_mcp.doctor import (
     ok,
     run_doctor,
 )
+from flux_mcp.cli.hostconfig import (
+    HOSTS,
+    TOKEN_PLACEHOLDER,
+    detect_command,
+    location,
+    render,
+    write_config,
+)
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.hostconfig import HOSTS, TOKEN_PLACEHOLDER, detect_command, location, render, write_config
-from flux_mcp.settings import Settings
 
 from .support import TOKEN, free_port, make_settings
 

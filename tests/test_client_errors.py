@@ -16,8 +16,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from flux_mcp.client import FluxClient, PlatformClient
-from flux_mcp.errors import (
+from flux_mcp.domain.errors import (
     AuthenticationError,
     FluxError,
     MalformedResponseError,
@@ -29,8 +28,10 @@ from flux_mcp.errors import (
     TaskNotFoundError,
     may_have_been_accepted,
 )
-from flux_mcp.models import ImageRequest
-from flux_mcp.upstream import RetryPolicy
+from flux_mcp.domain.tasks import ImageRequest
+from flux_mcp.upstream.call import RetryPolicy
+from flux_mcp.upstream.flux import FluxClient
+from flux_mcp.upstream.platform import PlatformClient
 
 from .support import TOKEN
 

@@ -14,17 +14,17 @@ from mcp import Client
 from mcp_types import ImageContent, ResourceLink, TextContent
 from PIL import Image
 
-from flux_mcp.downloads import Downloader
+from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.tasks import ImageInfo, TaskResult, TaskStatus, VideoInfo
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.finishing import FinishedJob, Finisher
-from flux_mcp.images import ImageKeeper
-from flux_mcp.models import ImageInfo, TaskResult, TaskStatus, VideoInfo
-from flux_mcp.pictures import Preview
-from flux_mcp.render import present
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
-from flux_mcp.store import History
-from flux_mcp.video_files import VideoKeeper
+from flux_mcp.history.store import History
+from flux_mcp.jobs.finishing import FinishedJob, Finisher
+from flux_mcp.media.images import ImageKeeper
+from flux_mcp.media.pictures import Preview
+from flux_mcp.media.videos import VideoKeeper
+from flux_mcp.net.downloads import Downloader
+from flux_mcp.server.build import build_server
+from flux_mcp.server.render import present
 
 from .support import structured, text
 

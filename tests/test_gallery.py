@@ -29,11 +29,11 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
-from flux_mcp.ui import GALLERY_URI, gallery_html
-from flux_mcp.video_files import poster_available
+from flux_mcp.media.videos import poster_available
+from flux_mcp.server.build import build_server
+from flux_mcp.server.ui import GALLERY_URI, gallery_html
 
 from .support import apps_client, make_settings
 

@@ -17,13 +17,13 @@ import psycopg
 import pytest
 from mcp import Client
 
-from flux_mcp.models import ImageInfo, TaskError, TaskResult, TaskStatus
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
-from flux_mcp.store import History
-from flux_mcp.store_errors import HistoryUnavailableError
-from flux_mcp.store_postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
-from flux_mcp.store_rows import SUBMITTING, UNKNOWN, Claim
+from flux_mcp.domain.errors import HistoryUnavailableError
+from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.tasks import ImageInfo, TaskError, TaskResult, TaskStatus
+from flux_mcp.history.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from flux_mcp.history.rows import SUBMITTING, UNKNOWN, Claim
+from flux_mcp.history.store import History
+from flux_mcp.server.build import build_server
 
 from .support import free_port
 

@@ -27,8 +27,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, TextContent
 
-from flux_mcp.arguments import ASPECT_RATIOS
-from flux_mcp.hostconfig import (
+from flux_mcp.cli.hostconfig import (
     HOSTS,
     SANDBOX_FLAG,
     TOKEN_PLACEHOLDER,
@@ -38,10 +37,11 @@ from flux_mcp.hostconfig import (
     render,
     write_config,
 )
-from flux_mcp.models import MODELS
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
-from flux_mcp.ui import GALLERY_URI
+from flux_mcp.domain.arguments import ASPECT_RATIOS
+from flux_mcp.domain.catalogue import MODELS
+from flux_mcp.domain.settings import Settings
+from flux_mcp.server.build import build_server
+from flux_mcp.server.ui import GALLERY_URI
 
 from .support import apps_client, child_env, flux_command
 

@@ -11,9 +11,10 @@ import anyio
 import httpx2
 import pytest
 
+from flux_mcp.domain.errors import StartupError
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
-from flux_mcp.http import StartupError, build_http_app
-from flux_mcp.settings import Settings
+from flux_mcp.web.app import build_http_app
 
 from .support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 

@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.downloads import Downloader
+from flux_mcp.domain.errors import ImageError
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
-from flux_mcp.images import RESULT_PREVIEW_BUDGET, preview_budget, save
-from flux_mcp.pictures import PREVIEW_MAX_BYTES, ImageError, decode
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.media.images import RESULT_PREVIEW_BUDGET, preview_budget, save
+from flux_mcp.media.pictures import PREVIEW_MAX_BYTES, decode
+from flux_mcp.net.downloads import Downloader
+from flux_mcp.server.build import build_server
 
 from .support import make_settings, noise_png, structured, text
 

@@ -29,20 +29,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_mcp import roots as roots_module
-from flux_mcp.arguments import check_image_url
+from flux_mcp.domain.arguments import check_image_url
+from flux_mcp.domain.errors import ImageInputError
+from flux_mcp.domain.inputs import FluxImage, InlineImage, LocalImage, RemoteImage, parse_image_input
 from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
-from flux_mcp.inputs import (
-    FluxImage,
-    ImageInputError,
-    InlineImage,
-    LocalImage,
-    RemoteImage,
-    parse_image_input,
-)
-from flux_mcp.server import build_server
-from flux_mcp.store import History
-from flux_mcp.uploads import UPLOAD_REUSE_SECONDS
+from flux_mcp.history.store import History
+from flux_mcp.media.uploads import UPLOAD_REUSE_SECONDS
+from flux_mcp.server import roots as roots_module
+from flux_mcp.server.build import build_server
 
 from .support import (
     RED,

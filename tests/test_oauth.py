@@ -40,9 +40,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from flux_mcp.domain.errors import StartupError
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
-from flux_mcp.http import StartupError, build_http_app
-from flux_mcp.settings import Settings
+from flux_mcp.web.app import build_http_app
 
 from .support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 from .test_security_gate import INITIALIZE, json_lines, mcp_remote, post

@@ -11,17 +11,17 @@ import sys
 from pathlib import Path
 
 import flux_mcp
-from flux_mcp import errors
+from flux_mcp.domain import errors
 
 INIT = Path(flux_mcp.__file__)
 
 
 def test_the_package_api_imports_from_the_top() -> None:
     from flux_mcp import FluxClient, FluxError, Settings, build_http_app, build_server
-    from flux_mcp.client import FluxClient as client_class
-    from flux_mcp.http import build_http_app as http_factory
-    from flux_mcp.server import build_server as server_factory
-    from flux_mcp.settings import Settings as settings_class
+    from flux_mcp.domain.settings import Settings as settings_class
+    from flux_mcp.server.build import build_server as server_factory
+    from flux_mcp.upstream.flux import FluxClient as client_class
+    from flux_mcp.web.app import build_http_app as http_factory
 
     assert (build_server, build_http_app, Settings, FluxClient, FluxError) == (
         server_factory,
@@ -52,9 +52,9 @@ def test_every_error_of_the_tree_is_exported() -> None:
 
 def test_an_unknown_name_is_an_attribute_error_and_submodules_still_import() -> None:
     assert not hasattr(flux_mcp, "no_such_name")
-    from flux_mcp import hostconfig
+    from flux_mcp.cli import hostconfig
 
-    assert hostconfig.__name__ == "flux_mcp.hostconfig"
+    assert hostconfig.__name__ == "flux_mcp.cli.hostconfig"
 
 
 def test_importing_the_package_loads_neither_the_sdk_nor_the_server() -> None:

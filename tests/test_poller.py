@@ -26,10 +26,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.client import TOKEN_PROBE_ID, FluxClient
+from flux_mcp.domain.catalogue import MAX_BATCH
+from flux_mcp.domain.tasks import ImageRequest
 from flux_mcp.emulator import Fault, RunningEmulator, TaskRead, serve_asgi
-from flux_mcp.models import MAX_BATCH, ImageRequest
-from flux_mcp.poller import (
+from flux_mcp.jobs.poller import (
     MERGE_WINDOW,
     Pollers,
     PollSchedule,
@@ -38,7 +38,8 @@ from flux_mcp.poller import (
     plan_requests,
     running_pollers,
 )
-from flux_mcp.server import build_server
+from flux_mcp.server.build import build_server
+from flux_mcp.upstream.flux import TOKEN_PROBE_ID, FluxClient
 
 from .support import TOKEN, http_service, make_settings, mcp_client, structured, text, wait_for
 
@@ -329,7 +330,7 @@ async def test_pass_through_callers_tasks_are_never_read_with_another_token(
 async def test_cancelling_one_waiter_leaves_the_others_and_the_watch(
     emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="flux_mcp.tasks")
+    caplog.set_level(logging.INFO, logger="flux_mcp.jobs.runner")
     emulator.state.config.latency = 600.0
     async with Client(build_server(make_settings(emulator, wait_seconds=60))) as client:
         pending = structured(await client.call_tool("generate_image", {"prompt": "a cat", "wait_seconds": 0}))
@@ -429,7 +430,7 @@ class HidingUpstream:
 async def test_a_task_missing_from_batches_is_unknown_only_after_the_grace(
     emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("flux_mcp.poller.NOT_FOUND_GRACE_SECONDS", 1.5)
+    monkeypatch.setattr("flux_mcp.jobs.poller.NOT_FOUND_GRACE_SECONDS", 1.5)
     upstream = HidingUpstream()
     async with serve_asgi(upstream.app) as base:
         upstream.base = base

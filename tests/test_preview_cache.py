@@ -17,10 +17,10 @@ from mcp import Client
 from mcp_types import CallToolResult, ImageContent
 from PIL import Image
 
-from flux_mcp.images import PreviewCache
-from flux_mcp.pictures import decode
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.domain.settings import Settings
+from flux_mcp.media.images import PreviewCache
+from flux_mcp.media.pictures import decode
+from flux_mcp.server.build import build_server
 
 pytestmark = pytest.mark.anyio
 

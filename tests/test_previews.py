@@ -21,11 +21,11 @@ from mcp_types import CallToolResult, ImageContent, ResourceLink
 from PIL import Image
 from pydantic import ValidationError
 
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.images import SMALL_PREVIEW_MAX_BYTES, SMALL_PREVIEW_SIDE, SMALL_RESULT_PREVIEW_BUDGET
-from flux_mcp.pictures import PREVIEW_MAX_BYTES
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.media.images import SMALL_PREVIEW_MAX_BYTES, SMALL_PREVIEW_SIDE, SMALL_RESULT_PREVIEW_BUDGET
+from flux_mcp.media.pictures import PREVIEW_MAX_BYTES
+from flux_mcp.server.build import build_server
 
 from .support import Recorder, emulator_env, make_settings, stderr_file, stdio_session, text
 

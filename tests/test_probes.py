@@ -1,4 +1,4 @@
-"""Pooled connections' idle check (flux_mcp.probes): one poll, and still right about closed connections.
+"""Pooled connections' idle check (flux_mcp.net.probes): one poll, and still right about closed connections.
 
 httpcore2 asks of every idle pooled connection, at every request's start and end, whether the server
 has closed it. The server's clients (API and downloads) answer with a poll of a socket looked up once,
@@ -14,9 +14,9 @@ import anyio
 import anyio.abc
 import pytest
 
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.http_clients import build_download_client, build_http_client
-from flux_mcp.settings import Settings
+from flux_mcp.net.clients import build_download_client, build_http_client
 
 pytestmark = pytest.mark.anyio
 

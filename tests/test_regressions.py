@@ -13,17 +13,17 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from PIL import Image
 
-from flux_mcp.cli import _parser
-from flux_mcp.client import FluxClient
-from flux_mcp.downloads import Downloader
+from flux_mcp.cli.main import _parser
+from flux_mcp.domain.errors import ImageError, RateLimitedError
+from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.tasks import ImageRequest, TaskResult, TaskStatus
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.errors import RateLimitedError
-from flux_mcp.http_gate import BearerGate
-from flux_mcp.models import ImageRequest, TaskResult, TaskStatus
-from flux_mcp.pictures import ImageError, decode
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
-from flux_mcp.store import History
+from flux_mcp.history.store import History
+from flux_mcp.media.pictures import decode
+from flux_mcp.net.downloads import Downloader
+from flux_mcp.server.build import build_server
+from flux_mcp.upstream.flux import FluxClient
+from flux_mcp.web.gate import BearerGate
 
 from .support import make_settings, png_bytes, structured, text, wait_for
 
@@ -103,7 +103,7 @@ async def test_an_odd_image_index_is_a_clear_resource_error(client: Client, inde
 async def test_an_unexpected_fault_is_a_plain_tool_error(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flux_mcp import images
+    from flux_mcp.media import images
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
@@ -149,7 +149,7 @@ async def _empty_body() -> dict[str, Any]:
 
 
 def test_saving_never_overwrites_an_existing_file(tmp_path: Path) -> None:
-    from flux_mcp.images import save
+    from flux_mcp.media.images import save
 
     picture = decode(png_bytes(), "test")
     first = save(tmp_path, picture, {"task_id": "same", "prompt": "same"}, index=0)
@@ -162,7 +162,7 @@ def test_saving_never_overwrites_an_existing_file(tmp_path: Path) -> None:
 
 def test_a_write_that_fails_halfway_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full disk mid-write: the error reaches the caller, and no half an image is left to be served."""
-    from flux_mcp.images import save
+    from flux_mcp.media.images import save
 
     real_open = Path.open
 

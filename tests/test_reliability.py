@@ -31,9 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.client import FluxClient
-from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_asgi, serve_emulator
-from flux_mcp.errors import (
+from flux_mcp.domain.errors import (
     FluxError,
     MalformedResponseError,
     NotSentError,
@@ -43,10 +41,12 @@ from flux_mcp.errors import (
     ServerError,
     TaskNotFoundError,
 )
-from flux_mcp.models import ImageRequest, TaskStatus, parse_task_record
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
-from flux_mcp.upstream import RetryPolicy
+from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.tasks import ImageRequest, TaskStatus, parse_task_record
+from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_asgi, serve_emulator
+from flux_mcp.server.build import build_server
+from flux_mcp.upstream.call import RetryPolicy
+from flux_mcp.upstream.flux import FluxClient
 
 from .support import (
     TOKEN,
@@ -411,7 +411,7 @@ async def test_killed_server_loses_no_task(tmp_path: Path) -> None:
 
 
 async def test_history_marks_an_interrupted_submission_unknown_on_open(tmp_path: Path) -> None:
-    from flux_mcp.store import History
+    from flux_mcp.history.store import History
 
     first = History(tmp_path / "history.db")
     await first.begin({"action": "generate", "prompt": "interrupted", "model": "flux-dev"})

@@ -17,8 +17,8 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
-from flux_mcp.callbacks import CallbackHub
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
+from flux_mcp.jobs.callbacks import CallbackHub
 from tests.pgcluster import PostgresCluster
 from tests.replicas import Replica, callback_router, health, run_replicas, wait_healthy
 

@@ -23,14 +23,14 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ImageContent
 
-from flux_mcp.arguments import GenerateImageArgs
+from flux_mcp.domain.arguments import GenerateImageArgs
+from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.tasks import parse_task_record
 from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_emulator
-from flux_mcp.finishing import task_result
-from flux_mcp.models import parse_task_record
-from flux_mcp.server import INSTRUCTIONS, build_server
-from flux_mcp.settings import Settings
-from flux_mcp.store import History
-from flux_mcp.store_sqlite import SCHEMA, SCHEMA_VERSION
+from flux_mcp.history.sqlite import SCHEMA, SCHEMA_VERSION
+from flux_mcp.history.store import History
+from flux_mcp.jobs.finishing import task_result
+from flux_mcp.server.build import INSTRUCTIONS, build_server
 
 from .support import (
     TOKEN,

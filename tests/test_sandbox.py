@@ -16,10 +16,10 @@ import httpx2
 import pytest
 from mcp import Client
 
+from flux_mcp.cli.sandbox import FOLDER_NAME, PORT_RANGE, preferred_port, sandbox_places, serve_sandbox
+from flux_mcp.domain.settings import Settings, default_data_dir
 from flux_mcp.emulator import EmulatorConfig, Fault, serve_emulator
-from flux_mcp.sandbox import FOLDER_NAME, PORT_RANGE, preferred_port, sandbox_places, serve_sandbox
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings, default_data_dir
+from flux_mcp.server.build import build_server
 
 from .support import Recorder, child_env, stderr_file, stdio_session, structured, text
 

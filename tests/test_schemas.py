@@ -23,13 +23,13 @@ from mcp import Client
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from pydantic import ValidationError
 
-from flux_mcp.arguments import ASPECT_RATIOS, TOOL_ARGUMENTS
+from flux_mcp.domain.arguments import ASPECT_RATIOS, TOOL_ARGUMENTS
+from flux_mcp.domain.catalogue import MODELS
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.gallery import APP_ONLY_TOOLS
-from flux_mcp.models import MODELS
-from flux_mcp.schemas import portable_schema
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.server.build import build_server
+from flux_mcp.server.gallery import APP_ONLY_TOOLS
+from flux_mcp.server.schemas import portable_schema
 
 from . import schema_rules as rules
 from .support import make_settings, scratch_folder, text

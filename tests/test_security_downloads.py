@@ -33,13 +33,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.addresses import ForbiddenAddress, GuardedBackend, refusal
-from flux_mcp.downloads import Downloader
+from flux_mcp.domain.errors import ImageError
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import serve_asgi
-from flux_mcp.http_clients import build_download_client
-from flux_mcp.pictures import MAX_PIXELS, ImageError, decode
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.media.pictures import MAX_PIXELS, decode
+from flux_mcp.net.clients import build_download_client
+from flux_mcp.net.downloads import Downloader
+from flux_mcp.net.guard import ForbiddenAddress, GuardedBackend, refusal
+from flux_mcp.server.build import build_server
 
 from .support import TOKEN, png_bytes, scratch_folder, structured
 
@@ -406,8 +407,8 @@ def test_pillows_own_bomb_warning_is_an_error_in_the_server_process(tmp_path: Pa
     bomb.write_bytes(declared_png(10_000, 10_000))
     (tmp_path / "ok.png").write_bytes(png_bytes(64, 48))
     script = (
-        "import sys, pathlib, flux_mcp.pictures\n"
-        "flux_mcp.pictures.decode(pathlib.Path(sys.argv[2]).read_bytes(), 'ok.png')\n"
+        "import sys, pathlib, flux_mcp.media.pictures\n"
+        "flux_mcp.media.pictures.decode(pathlib.Path(sys.argv[2]).read_bytes(), 'ok.png')\n"
         "from PIL import Image\n"
         "try:\n"
         "    Image.open(sys.argv[1])\n"

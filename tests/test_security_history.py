@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from flux_mcp.doctor import _count_history
+from flux_mcp.cli.doctor import _count_history
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.server import build_server
-from flux_mcp.store import History
+from flux_mcp.history.store import History
+from flux_mcp.server.build import build_server
 
 from .support import make_settings
 

@@ -22,13 +22,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_mcp.client import FluxClient
-from flux_mcp.downloads import Downloader
+from flux_mcp.domain.errors import (
+    MalformedResponseError,
+    NotSentError,
+    ResponseLostError,
+    may_have_been_accepted,
+)
 from flux_mcp.emulator import serve_asgi
-from flux_mcp.errors import MalformedResponseError, NotSentError, ResponseLostError, may_have_been_accepted
-from flux_mcp.http_clients import build_download_client, build_http_client
-from flux_mcp.server import build_server
-from flux_mcp.upstream import MAX_RESPONSE_BYTES, RetryPolicy
+from flux_mcp.net.clients import build_download_client, build_http_client
+from flux_mcp.net.downloads import Downloader
+from flux_mcp.server.build import build_server
+from flux_mcp.upstream.call import MAX_RESPONSE_BYTES, RetryPolicy
+from flux_mcp.upstream.flux import FluxClient
 
 from .support import png_bytes, structured, text
 from .test_security_downloads import settings_for
@@ -151,7 +156,7 @@ async def test_a_huge_answer_is_cut_off_not_read(raw_upstream: RawUpstream, mode
 async def test_a_huge_answer_to_a_submit_may_have_been_billed_and_is_not_resent(
     raw_upstream: RawUpstream,
 ) -> None:
-    from flux_mcp.models import ImageRequest
+    from flux_mcp.domain.tasks import ImageRequest
 
     raw_upstream.mode = "huge"
     request = ImageRequest.model_validate({"action": "generate", "prompt": "a cat", "model": "flux-dev"})

@@ -31,17 +31,17 @@ NOT_AT_START = (
     "psycopg",
     "psycopg_pool",
     "flux_mcp.emulator",
-    "flux_mcp.sandbox",
-    "flux_mcp.http",
-    "flux_mcp.oauth",
-    "flux_mcp.doctor",
-    "flux_mcp.store_postgres",
+    "flux_mcp.cli.sandbox",
+    "flux_mcp.web.app",
+    "flux_mcp.web.oauth",
+    "flux_mcp.cli.doctor",
+    "flux_mcp.history.postgres",
 )
 
 REPORTING_SERVER = """
 import atexit, json, sys
 def report():
-    from flux_mcp.tls import shared_context
+    from flux_mcp.net.tls import shared_context
     loaded = sorted(name for name in sys.argv[1].split(",") if name in sys.modules)
     print("REPORT " + json.dumps({"loaded": loaded, "trust_loaded": shared_context().trust_loaded}),
           file=sys.stderr)
@@ -125,9 +125,9 @@ CLIENTS_OVER_TLS = """
 import json, ssl, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import anyio, httpx2
-from flux_mcp.http_clients import build_download_client, build_http_client
-from flux_mcp.settings import Settings
-from flux_mcp.tls import shared_context
+from flux_mcp.net.clients import build_download_client, build_http_client
+from flux_mcp.domain.settings import Settings
+from flux_mcp.net.tls import shared_context
 
 class Hello(BaseHTTPRequestHandler):
     def do_GET(self):

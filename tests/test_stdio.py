@@ -1,4 +1,4 @@
-"""The stdio transport's own streams (flux_mcp.stdio): lines in, messages out, no thread round trip each.
+"""The stdio transport's own streams (flux_mcp.server.stdio): lines in, messages out, no thread round trip each.
 
 The SDK's transport waited for a worker thread on every line read and on every write and flush of
 every message; `serve_stdio` gives it streams that do not. These tests hold the streams to what the
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flux_mcp.stdio import FeedLines, QueuedOutput
+from flux_mcp.server.stdio import FeedLines, QueuedOutput
 
 from .support import child_env, initialize_request, stdio_exchange
 

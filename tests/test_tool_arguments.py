@@ -13,13 +13,13 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolRequest, CallToolRequestParams, CallToolResult, TextContent
 
-import flux_mcp.arguments
-import flux_mcp.videos
-from flux_mcp.arguments import TOOL_ARGUMENTS, EditModel, FluxModel
+import flux_mcp.domain.arguments
+import flux_mcp.domain.videos
+from flux_mcp.domain.arguments import TOOL_ARGUMENTS, EditModel, FluxModel
+from flux_mcp.domain.catalogue import MODELS
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.models import MODELS
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.server.build import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -45,12 +45,17 @@ async def test_each_tool_publishes_the_fields_of_its_arguments_model(client: Cli
 
 
 CALLS = [
-    ("generate_image", {"prompt": "a red kite", "size": "16:9"}, flux_mcp.arguments, "check_size"),
-    ("edit_image", {"prompt": "stormy sky", "image_url": IMAGE_URL}, flux_mcp.arguments, "check_image_url"),
+    ("generate_image", {"prompt": "a red kite", "size": "16:9"}, flux_mcp.domain.arguments, "check_size"),
+    (
+        "edit_image",
+        {"prompt": "stormy sky", "image_url": IMAGE_URL},
+        flux_mcp.domain.arguments,
+        "check_image_url",
+    ),
     (
         "generate_video",
         {"prompt": "a kite flies", "mode": "i2v", "keyframes": [IMAGE_URL]},
-        flux_mcp.videos,
+        flux_mcp.domain.videos,
         "check_image_url",
     ),
 ]

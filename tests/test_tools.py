@@ -13,9 +13,9 @@ from mcp import Client
 from mcp_types import CallToolResult
 from PIL import Image
 
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import Fault, RunningEmulator
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.server.build import build_server
 
 from .support import TOKEN, WAIT_BOUND, finish_tasks_now, make_settings, structured, text, wait_for
 

@@ -24,8 +24,8 @@ from mcp import Client
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from pydantic import BaseModel
 
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.domain.settings import Settings
+from flux_mcp.server.build import build_server
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ import anyio
 import pytest
 from mcp import Client
 
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
+from flux_mcp.server.build import build_server
 
 from .support import (
     TOKEN,

@@ -17,7 +17,7 @@ from mcp import Client
 from mcp_types import CallToolResult
 from pydantic import ValidationError
 
-from flux_mcp.arguments import (
+from flux_mcp.domain.arguments import (
     ASPECT_RATIOS,
     NAMED_PIXEL_SIZES,
     TOOL_ARGUMENTS,
@@ -25,10 +25,10 @@ from flux_mcp.arguments import (
     GenerateImageArgs,
     check_size,
 )
+from flux_mcp.domain.catalogue import MODELS
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.emulator.validation import validate_image_request
-from flux_mcp.models import MODELS
-from flux_mcp.server import build_server
+from flux_mcp.server.build import build_server
 
 from .support import make_settings, text
 

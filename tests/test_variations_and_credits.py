@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from flux_mcp.domain.tasks import parse_cost, parse_task_record
 from flux_mcp.emulator import Fault, RunningEmulator, serve_asgi
-from flux_mcp.models import parse_cost, parse_task_record
-from flux_mcp.server import build_server
+from flux_mcp.server.build import build_server
 
 from .support import TOKEN, http_service, image_bytes, make_settings, mcp_client, structured, text
 

@@ -16,11 +16,12 @@ from mcp import Client
 from mcp_types import ImageContent, ResourceLink
 from pydantic import ValidationError
 
+from flux_mcp.domain.errors import VideoError
+from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.videos import GenerateVideoArgs
 from flux_mcp.emulator import Fault, RunningEmulator
-from flux_mcp.server import build_server
-from flux_mcp.settings import Settings
-from flux_mcp.video_files import VideoError, mp4_info, poster_available
-from flux_mcp.videos import GenerateVideoArgs
+from flux_mcp.media.videos import mp4_info, poster_available
+from flux_mcp.server.build import build_server
 
 from .support import make_settings, text
 from .support import structured as data
@@ -106,11 +107,11 @@ async def test_the_poster_frame_is_a_small_image_of_the_first_frame(client: Clie
 async def test_without_pyav_the_result_says_no_poster_is_shown(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flux_mcp.render
-    import flux_mcp.video_files
+    import flux_mcp.media.videos
+    import flux_mcp.server.render
 
-    monkeypatch.setattr(flux_mcp.video_files, "poster_frame", lambda *args, **kwargs: None)
-    monkeypatch.setattr(flux_mcp.render, "poster_available", lambda: False)
+    monkeypatch.setattr(flux_mcp.media.videos, "poster_frame", lambda *args, **kwargs: None)
+    monkeypatch.setattr(flux_mcp.server.render, "poster_available", lambda: False)
     result = await client.call_tool("generate_video", {"prompt": "a lighthouse"})
     assert not any(isinstance(block, ImageContent) for block in result.content)
     assert "no poster frame is shown" in text(result) and data(result)["videos"][0]["path"]

@@ -38,33 +38,33 @@ _ERRORS = (
 )
 # Where each public name lives.
 _HOMES = {
-    "build_server": "flux_mcp.server",
-    "build_http_app": "flux_mcp.http",
-    "Settings": "flux_mcp.settings",
-    "FluxClient": "flux_mcp.client",
-    **dict.fromkeys(_ERRORS, "flux_mcp.errors"),
+    "build_server": "flux_mcp.server.build",
+    "build_http_app": "flux_mcp.web.app",
+    "Settings": "flux_mcp.domain.settings",
+    "FluxClient": "flux_mcp.upstream.flux",
+    **dict.fromkeys(_ERRORS, "flux_mcp.domain.errors"),
 }
 
 __all__ = ["__version__", *_HOMES]
 
 if TYPE_CHECKING:  # what type checkers see; tests/test_package.py holds it to _HOMES
-    from flux_mcp.client import FluxClient as FluxClient
-    from flux_mcp.errors import AuthenticationError as AuthenticationError
-    from flux_mcp.errors import FluxError as FluxError
-    from flux_mcp.errors import MalformedResponseError as MalformedResponseError
-    from flux_mcp.errors import MissingTokenError as MissingTokenError
-    from flux_mcp.errors import NotSentError as NotSentError
-    from flux_mcp.errors import RateLimitedError as RateLimitedError
-    from flux_mcp.errors import RequestRejectedError as RequestRejectedError
-    from flux_mcp.errors import ResponseLostError as ResponseLostError
-    from flux_mcp.errors import ServerError as ServerError
-    from flux_mcp.errors import TaskNotFoundError as TaskNotFoundError
-    from flux_mcp.errors import TransportError as TransportError
-    from flux_mcp.errors import UndecidedRepeatError as UndecidedRepeatError
-    from flux_mcp.errors import UpstreamError as UpstreamError
-    from flux_mcp.http import build_http_app as build_http_app
-    from flux_mcp.server import build_server as build_server
-    from flux_mcp.settings import Settings as Settings
+    from flux_mcp.domain.errors import AuthenticationError as AuthenticationError
+    from flux_mcp.domain.errors import FluxError as FluxError
+    from flux_mcp.domain.errors import MalformedResponseError as MalformedResponseError
+    from flux_mcp.domain.errors import MissingTokenError as MissingTokenError
+    from flux_mcp.domain.errors import NotSentError as NotSentError
+    from flux_mcp.domain.errors import RateLimitedError as RateLimitedError
+    from flux_mcp.domain.errors import RequestRejectedError as RequestRejectedError
+    from flux_mcp.domain.errors import ResponseLostError as ResponseLostError
+    from flux_mcp.domain.errors import ServerError as ServerError
+    from flux_mcp.domain.errors import TaskNotFoundError as TaskNotFoundError
+    from flux_mcp.domain.errors import TransportError as TransportError
+    from flux_mcp.domain.errors import UndecidedRepeatError as UndecidedRepeatError
+    from flux_mcp.domain.errors import UpstreamError as UpstreamError
+    from flux_mcp.domain.settings import Settings as Settings
+    from flux_mcp.server.build import build_server as build_server
+    from flux_mcp.upstream.flux import FluxClient as FluxClient
+    from flux_mcp.web.app import build_http_app as build_http_app
 
 
 def __getattr__(name: str) -> Any:

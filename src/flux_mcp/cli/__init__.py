@@ -1,0 +1,1 @@
+"""The `flux-mcp` command: serve, demo, doctor, host configs, the sandbox, logging."""

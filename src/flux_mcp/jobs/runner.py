@@ -1,0 +1,369 @@
+"""Running Flux jobs: submit (or continue an identical one nobody has the result of), wait, finish.
+
+A tool call never blocks blindly and never polls in the chat. `ImageJobs.run` submits with
+`async: true`, then waits on the server (`waiting.TaskWaiter`: woken by the poller of its token or a
+callback, with progress) until the images exist or the call's budget runs out; then it returns a normal
+`pending` result with the task id, and `ImageJobs.resume` (the `get_task` tool) waits the same way.
+Whatever state a call ends with is finished by `finishing.Finisher` (files kept, the state recorded
+once). Cancelling a call stops its waiting, never the task nor other calls waiting on it: the upstream
+keeps it and `get_task` still finds it.
+
+A retry never pays twice. Clients time tool calls out on their own clock (openai-agents and google-adk
+after 5 s by default) while the job goes on upstream, and a model that is told "error, try again"
+calls again with the same arguments. So `run` first claims the request in the history (`History.claim`):
+if an identical request (same `ImageRequest.fingerprint`, same owner, within ATTACH_HORIZON_SECONDS)
+was submitted and no caller has received its outcome yet, the call continues that task instead of
+submitting (`attached` in the result). Once an outcome has been delivered, an identical call is a
+deliberate re-run and submits anew. The cases:
+- pending, or finished after its own caller went away: continue it, wait as usual, return the images.
+- failed, never seen: continue it too, and return the failure. The caller learns why (a refusal
+  would most likely fail again); an identical call after that submits anew.
+- still `submitting` (another call is between asking the upstream and hearing back): wait for its
+  task id by polling the history (bounded by how long a submission can take), then continue it.
+- `unknown` (the submission may have been accepted and billed, no task id): submit nothing; say so
+  and point at list_tasks. That message counts as delivered, so an identical call after it submits.
+- `rejected` (the upstream provably did not take it): nothing to continue; submit.
+What "delivered" means (the server marks it, `History.deliver`) is explained in server.py.
+
+Whatever the upstream (or anyone) sends, a result carries at most the images its request asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import anyio
+
+from flux_mcp.domain.errors import (
+    TRANSIENT,
+    FluxError,
+    HistoryUnavailableError,
+    TaskNotFoundError,
+    UndecidedRepeatError,
+    may_have_been_accepted,
+)
+from flux_mcp.domain.tasks import (
+    ImageRequest,
+    PreviewChoice,
+    TaskBatchResult,
+    TaskResult,
+    TaskSnapshot,
+    TaskStatus,
+)
+from flux_mcp.domain.videos import VideoRequest
+from flux_mcp.history.rows import SUBMITTING, Claim, HistoryEntry
+from flux_mcp.history.store import History
+from flux_mcp.jobs.callbacks import CallbackHub, CallbackSlot
+from flux_mcp.jobs.finishing import FinishedJob, Finisher, task_result
+from flux_mcp.jobs.poller import NOT_FOUND_GRACE_SECONDS, Pollers, PollSchedule
+from flux_mcp.jobs.waiting import ProgressFn, TaskWaiter, no_progress, sleep_until
+from flux_mcp.upstream.flux import FluxClient, Submission
+
+logger = logging.getLogger(__name__)
+
+# An identical call is continued only if it was submitted within this horizon; older ones are re-runs.
+ATTACH_HORIZON_SECONDS = 24 * 3600.0
+# How long a submission may take (every attempt's HTTP timeout and the pauses between), when the
+# server does not say: past it, a row still `submitting` belongs to a process that died mid-submit.
+DEFAULT_SUBMIT_BOUND_SECONDS = 300.0
+SUBMITTING_POLL_FIRST, SUBMITTING_POLL_MAX = 0.05, 1.0
+
+
+@dataclass
+class JobTicket:
+    """What a job call's answer is about besides its task: filled in by `ImageJobs.run`."""
+
+    # The answer tells its caller that this history row's submission may have been billed.
+    undecided_row: int | None = None
+
+
+class ImageJobs:
+    """The use cases behind the tools: run a job, resume a task, look up many tasks."""
+
+    def __init__(
+        self,
+        client: FluxClient,
+        *,
+        max_wait: float,
+        schedule: PollSchedule,
+        pollers: Pollers,
+        history: History | None = None,
+        finisher: Finisher | None = None,
+        owner: str = "",
+        callbacks: CallbackHub | None = None,
+        stop: anyio.Event | None = None,
+        submit_bound: float = DEFAULT_SUBMIT_BOUND_SECONDS,
+    ) -> None:
+        self._client = client
+        self._max_wait = max_wait
+        self._waiter = TaskWaiter(client, schedule, pollers, stop)
+        self._history = history
+        self._finisher = finisher if finisher is not None else Finisher(history)  # records, keeps nothing
+        self._owner = owner
+        self._callbacks = callbacks
+        self._stop = stop
+        self._submit_bound = submit_bound
+
+    def budget(self, wait_seconds: float | None) -> float:
+        return self._max_wait if wait_seconds is None else min(wait_seconds, self._max_wait)
+
+    async def run(
+        self,
+        request: ImageRequest | VideoRequest,
+        wait_seconds: float | None,
+        progress: ProgressFn = no_progress,
+        ticket: JobTicket | None = None,
+        preview: PreviewChoice | None = None,
+    ) -> FinishedJob:
+        """Submit the job (or continue an identical one nobody has the result of), wait for it, finish it.
+
+        `preview`: the inline previews the call wants (None: the server's choice).
+        """
+        started = anyio.current_time()
+        ticket = ticket if ticket is not None else JobTicket()
+        claim = await self._claim(request) if self._history is not None else None
+        while claim is not None and claim.earlier is not None:
+            continued = await self._continue(claim.earlier, wait_seconds, progress, ticket, preview)
+            if continued is not None:
+                return continued
+            claim = await self._claim(request)
+        slot = self._callbacks.open() if self._callbacks is not None else None
+        if queued := self._client.queued():
+            await progress(0.0, f"Queued: {queued} upstream requests ahead (FLUX_MCP_MAX_CONCURRENCY)")
+        try:
+            submission = await self._submit(request, slot, claim.row_id if claim else None, ticket)
+        except BaseException:
+            self._release(slot)
+            raise
+        logger.info("submitted %s task %s (%s)", request.action, submission.task_id, request.model)
+        await progress(0.0, f"Submitted task {submission.task_id}; waiting for {request.model}…")
+        pending = TaskSnapshot(
+            task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
+        )
+        snapshot = await self._wait(pending, wait_seconds, progress, slot, just_submitted=True)
+        result = task_result(snapshot, request.model_dump(), anyio.current_time() - started)
+        return await self._finisher.finish(result, self._owner, preview)
+
+    async def resume(
+        self,
+        task_id: str,
+        wait_seconds: float | None,
+        progress: ProgressFn = no_progress,
+        preview: PreviewChoice | None = None,
+    ) -> FinishedJob:
+        started = anyio.current_time()
+        entry = await self._known(task_id)
+        ended = _ended(entry)
+        if ended is not None:  # an ended task never changes upstream: shown again from the history
+            return await self._finisher.finish(ended, self._owner, preview)
+        slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
+        seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
+        snapshot = await self._client.retrieve(task_id)
+        # Continue the poll schedule from the task's age, not from zero (0 if this server did not submit it).
+        age = max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
+        snapshot = await self._wait(
+            snapshot, wait_seconds, progress, slot, just_submitted=False, age=age, wakeups_seen=seen
+        )
+        # The upstream's copy of the request wins; ours adds what it never saw (variation_of).
+        request = {**(entry.request if entry is not None else {}), **(snapshot.request or {})}
+        result = task_result(snapshot, request, anyio.current_time() - started)
+        return await self._finisher.finish(result, self._owner, preview)
+
+    async def _known(self, task_id: str) -> HistoryEntry | None:
+        """The history's row of a task; None when there is none, or the history cannot be reached (the
+        upstream still has the task, so get_task goes on without it)."""
+        try:
+            return await self._history.get(task_id, self._owner) if self._history is not None else None
+        except HistoryUnavailableError as exc:
+            logger.warning("looking up task %s without the history: %s", task_id, exc.reason)
+            return None
+
+    async def lookup(self, task_ids: list[str]) -> TaskBatchResult:
+        snapshots = await self._client.retrieve_batch(task_ids)
+        by_id = {snapshot.task_id: snapshot for snapshot in snapshots}
+        unique_ids = list(dict.fromkeys(task_ids))
+        found = [by_id[task_id] for task_id in unique_ids if task_id in by_id]
+        return TaskBatchResult(
+            tasks=[task_result(snapshot, snapshot.request, None) for snapshot in found],
+            missing=[task_id for task_id in unique_ids if task_id not in by_id],
+        )
+
+    async def _claim(self, request: ImageRequest | VideoRequest) -> Claim:
+        """The history row this call submits with, or the undelivered identical submission it continues.
+
+        An identical submission still in flight elsewhere is waited for (the history is polled: the other
+        call may live in another process) until it has a task id or has failed, then claimed again.
+        """
+        assert self._history is not None
+        body, fingerprint = request.model_dump(exclude_none=True), request.fingerprint()
+        while True:
+            since = time.time() - ATTACH_HORIZON_SECONDS
+            claim = await self._history.claim(body, fingerprint, self._owner, since=since)
+            if claim.earlier is None or claim.earlier.status != SUBMITTING:
+                return claim
+            await self._await_submission(claim.earlier)
+
+    async def _await_submission(self, earlier: HistoryEntry) -> None:
+        """Wait until another call's submission leaves `submitting`; past the bound its process is dead."""
+        assert self._history is not None
+        logger.info("an identical request is being submitted; waiting for its task id")
+        pause = SUBMITTING_POLL_FIRST
+        entry: HistoryEntry | None = earlier
+        while entry is not None and entry.status == SUBMITTING:
+            if time.time() - entry.created_at > self._submit_bound:
+                await self._history.abandoned(entry.row_id)
+                return
+            if self._stop is not None and self._stop.is_set():
+                raise UndecidedRepeatError(
+                    "Not submitted: the server is shutting down while an identical request is still being "
+                    "submitted by another call. list_tasks shows it and its task id once it has one."
+                )
+            await sleep_until(anyio.current_time() + pause, [self._stop] if self._stop is not None else [])
+            pause = min(pause * 2, SUBMITTING_POLL_MAX)
+            entry = await self._history.row(entry.row_id)
+
+    async def _continue(
+        self,
+        earlier: HistoryEntry,
+        wait_seconds: float | None,
+        progress: ProgressFn,
+        ticket: JobTicket,
+        preview: PreviewChoice | None,
+    ) -> FinishedJob | None:
+        """Attach this call to an identical submission whose outcome no caller has received.
+
+        None when the upstream no longer knows that task: nothing of it can be billed, so the call submits.
+        """
+        assert self._history is not None
+        started = anyio.current_time()
+        age = max(0.0, time.time() - earlier.created_at)
+        if earlier.task_id is None:
+            ticket.undecided_row = earlier.row_id
+            raise UndecidedRepeatError(_undecided_message(earlier, age))
+        task_id = earlier.task_id
+        logger.info("continuing task %s: an identical call submitted it %.0f s ago", task_id, age)
+        await progress(0.0, f"Continuing task {task_id}, submitted {ago(age)} by an identical call")
+        slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
+        seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
+        try:
+            snapshot = await self._client.retrieve(task_id)
+        except TaskNotFoundError:
+            if age > NOT_FOUND_GRACE_SECONDS:
+                logger.warning("task %s is unknown upstream; submitting the request anew", task_id)
+                await self._history.deliver(self._owner, row_ids=[earlier.row_id])  # never continue it
+                return None
+            snapshot = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING, trace_id=earlier.trace_id)
+        except TRANSIENT as exc:  # the task exists upstream; the waiter looks again
+            logger.warning("could not check task %s: %s", task_id, exc.message)
+            snapshot = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING, trace_id=earlier.trace_id)
+        just_submitted = age <= NOT_FOUND_GRACE_SECONDS
+        snapshot = await self._wait(
+            snapshot, wait_seconds, progress, slot, just_submitted=just_submitted, age=age, wakeups_seen=seen
+        )
+        result = task_result(snapshot, earlier.request, anyio.current_time() - started)
+        result.attached, result.submitted_seconds_ago = True, round(age, 1)
+        return await self._finisher.finish(result, self._owner, preview)
+
+    async def _submit(
+        self,
+        request: ImageRequest | VideoRequest,
+        slot: CallbackSlot | None,
+        row: int | None,
+        ticket: JobTicket,
+    ) -> Submission:
+        """Submit, with the history row written first: an accepted task can always be found again."""
+        callback_url = slot.url if slot is not None else None
+        if self._history is None or row is None:
+            submission = await self._client.submit(request, callback_url=callback_url)
+            self._bind(slot, submission.task_id)
+            return submission
+        try:
+            submission = await self._client.submit(request, callback_url=callback_url)
+        except FluxError as exc:
+            maybe_accepted = may_have_been_accepted(exc)
+            await self._history.submit_failed(row, exc.message, maybe_accepted=maybe_accepted)
+            if maybe_accepted:
+                ticket.undecided_row = row
+            raise
+        except BaseException:
+            # Cancelled (or crashed) while the request was in flight: the upstream may have it.
+            with anyio.CancelScope(shield=True):
+                await self._history.submit_failed(row, "interrupted while submitting", maybe_accepted=True)
+            raise
+        self._bind(slot, submission.task_id)
+        await self._history.submitted(row, submission.task_id, submission.trace_id)
+        return submission
+
+    def _release(self, slot: CallbackSlot | None) -> None:
+        if slot is not None and self._callbacks is not None:
+            self._callbacks.close(slot)
+
+    def _bind(self, slot: CallbackSlot | None, task_id: str) -> None:
+        if slot is not None and self._callbacks is not None:
+            self._callbacks.bind(slot, task_id)
+
+    async def _wait(
+        self,
+        snapshot: TaskSnapshot,
+        wait_seconds: float | None,
+        progress: ProgressFn,
+        slot: CallbackSlot | None,
+        *,
+        just_submitted: bool,
+        age: float = 0.0,
+        wakeups_seen: int = 0,
+    ) -> TaskSnapshot:
+        budget = self.budget(wait_seconds)
+        if snapshot.status is not TaskStatus.PENDING:
+            self._release(slot)
+            return snapshot
+        if budget <= 0:
+            return snapshot
+        try:
+            waited = await self._waiter.wait(
+                snapshot.task_id,
+                budget,
+                progress,
+                just_submitted=just_submitted,
+                slot=slot,
+                wakeups_seen=wakeups_seen,
+                age=age,
+            )
+        except anyio.get_cancelled_exc_class():
+            logger.info("stopped waiting for task %s; it continues upstream", snapshot.task_id)
+            raise
+        if waited.status is not TaskStatus.PENDING:
+            self._release(slot)
+        return waited if waited.trace_id or not snapshot.trace_id else _keep_trace(waited, snapshot)
+
+
+def _undecided_message(earlier: HistoryEntry, age: float) -> str:
+    return (
+        f"Not submitted: an identical request (same prompt and settings) was submitted {ago(age)}, and its "
+        "answer was lost, so the Flux API may have accepted and billed it without telling us its task id "
+        f"({earlier.error or 'no reason recorded'}). To avoid paying twice it was not sent again. list_tasks "
+        "shows it with status 'unknown'; the AceDataCloud console shows whether it ran. If the user wants "
+        "a new image anyway, calling again with the same arguments submits a new, billed task."
+    )
+
+
+def ago(seconds: float) -> str:
+    """'12 s ago', '5 min ago', '3 h ago'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
+
+
+def _keep_trace(snapshot: TaskSnapshot, earlier: TaskSnapshot) -> TaskSnapshot:
+    return replace(snapshot, trace_id=earlier.trace_id)
+
+
+def _ended(entry: HistoryEntry | None) -> TaskResult | None:
+    """The recorded result of a task that succeeded or failed, as a later call shows it; else None."""
+    if entry is None or entry.result is None or entry.result.status is TaskStatus.PENDING:
+        return None
+    return entry.result.model_copy(update={"attached": False, "submitted_seconds_ago": None})

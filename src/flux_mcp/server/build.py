@@ -1,0 +1,266 @@
+"""The composition: `build_server(settings)` puts the tools, resources, prompts and the gallery together
+over what the server's calls share (`AppState`), opened and closed by its lifespan.
+
+Nothing here is global, so tests build as many servers as they like. The tools are in `tools.py`
+(each declared by its arguments model in `arguments.py`), the `flux://` resources in `resources.py`, the
+MCP App in `gallery.py`; who a call is for is `auth.caller_of`, and how a result reaches the caller
+is `delivery`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+
+from flux_mcp import __version__
+from flux_mcp.domain.errors import HistoryUnavailableError
+from flux_mcp.domain.settings import Settings
+from flux_mcp.history.store import History
+from flux_mcp.jobs.callbacks import CallbackHub
+from flux_mcp.jobs.finishing import Finisher
+from flux_mcp.jobs.poller import Pollers, PollSchedule, running_pollers
+from flux_mcp.jobs.runner import ImageJobs
+from flux_mcp.media.images import ImageKeeper
+from flux_mcp.media.uploads import ImageSources
+from flux_mcp.media.videos import VideoKeeper
+from flux_mcp.net.clients import build_download_client, build_http_client
+from flux_mcp.net.downloads import Downloader
+from flux_mcp.server import prompts
+from flux_mcp.server.gallery import gallery_app, gallery_tools, hide_ui_from_plain_clients
+from flux_mcp.server.resources import add_resources
+from flux_mcp.server.state import AppState
+from flux_mcp.server.toolkit import TIMEOUT_ADVICE
+from flux_mcp.server.tools import (
+    job_tools,
+    publish_portable_schemas,
+    refuse_non_object_arguments,
+    task_tools,
+)
+from flux_mcp.upstream.flux import FluxClient
+from flux_mcp.upstream.platform import PlatformClient
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+Generate and edit images with Flux models. generate_image and edit_image wait on the server for \
+the result and return the finished images (with small previews and saved files). A job takes 10 s \
+to 2 minutes: if it is not done within the wait limit the result has status "pending" and a \
+task_id; call get_task with that task_id to keep waiting (a pending result is not an error: do not \
+submit the prompt again). list_tasks finds earlier generations. edit_image also takes a \
+local file path (e.g. ~/Pictures/cat.jpg) or a data: URL; generate_variations makes more of an \
+earlier result; get_credits shows the balance left. generate_video makes a short MP4 (flux-3) from a \
+prompt, from keyframe images (e.g. flux://images/{task_id}/0 of an earlier result: "animate it") or \
+from a video; it waits and resumes the same way."""
+INSTRUCTIONS += " " + TIMEOUT_ADVICE
+
+
+@dataclass
+class HistoryProbe:
+    """The running server's history, for health checks outside MCP (`/healthz`)."""
+
+    history: History | None = None
+
+    async def report(self) -> dict[str, Any]:
+        """`{"backend", "ok", "reason"?}`: ok when the history answers right now."""
+        history = self.history
+        if history is None:
+            return {"backend": None, "ok": False, "reason": "the server is starting or stopping"}
+        try:
+            await history.probe()
+        except HistoryUnavailableError as exc:
+            return {"backend": history.kind, "ok": False, "reason": f"{history.where}: {exc.reason}"}
+        return {"backend": history.kind, "ok": True}
+
+
+def build_server(
+    settings: Settings,
+    *,
+    callbacks: CallbackHub | None = None,
+    stop: anyio.Event | None = None,
+    probe: HistoryProbe | None = None,
+) -> MCPServer[AppState]:
+    """A complete flux-mcp server for these settings.
+
+    With `callbacks`, tasks finish on the upstream's callback; when `stop` is set (shutdown), every
+    waiting call returns its task as pending at once. `probe` is given the history while it is open.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        async with open_history(settings, callbacks) as history:
+            if probe is not None:
+                probe.history = history
+            try:
+                async with (
+                    build_http_client(settings) as http,
+                    build_download_client(settings) as downloads,
+                    running_pollers() as pollers,
+                ):
+                    yield _app_state(settings, http, history, callbacks, stop, pollers, downloads=downloads)
+            finally:
+                if probe is not None:
+                    probe.history = None
+
+    server: MCPServer[AppState] = MCPServer(
+        "flux-mcp",
+        title="Flux images",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        lifespan=lifespan,
+        log_level=settings.log_level,
+        middleware=[
+            refuse_non_object_arguments,
+            check_prompt_arguments,
+            hide_ui_from_plain_clients,
+            publish_portable_schemas,
+        ],
+        # In the order hosts list them: the gallery's own tools (only Apps hosts see them), then ours.
+        tools=[*gallery_tools(), *job_tools(), *task_tools()],
+        extensions=[gallery_app()],
+    )
+    add_resources(server)
+    _add_prompts(server)
+    return server
+
+
+@asynccontextmanager
+async def open_history(settings: Settings, callbacks: CallbackHub | None = None) -> AsyncIterator[History]:
+    """The history the settings name: the SQLite file, or the PostgreSQL database shared by replicas.
+
+    On PostgreSQL, callbacks for slots another replica holds are relayed through it (NOTIFY), and the
+    ones other replicas relay wake this replica's slots.
+    """
+    problem = settings.history_problem()
+    if problem is not None:
+        raise RuntimeError(problem)
+    url = settings.history_url()
+    if url is None:
+        history = _open_history(settings)
+        try:
+            yield history
+        finally:
+            history.close()
+        return
+    try:
+        connect = History.connect(url, on_notify=callbacks.relayed if callbacks is not None else None)
+        async with connect as shared:
+            if callbacks is not None:
+                callbacks.relay = shared.notify
+            try:
+                yield shared
+            finally:
+                if callbacks is not None:
+                    callbacks.relay = None
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("psycopg", "psycopg_pool"):
+            raise
+        raise RuntimeError(
+            "FLUX_MCP_DATABASE_URL needs the PostgreSQL driver: pip install 'flux-mcp[postgres]'"
+        ) from exc
+
+
+def _open_history(settings: Settings) -> History:
+    """The history file; if it cannot be opened the server still serves, with a history in memory."""
+    path = settings.history_path()
+    try:
+        return History(path)
+    except (OSError, sqlite3.Error) as exc:
+        logger.warning("cannot open the history at %s (%s); keeping it in memory: set FLUX_MCP_DB", path, exc)
+        return History(Path(":memory:"))
+
+
+def _app_state(
+    settings: Settings,
+    http: httpx2.AsyncClient,
+    history: History,
+    callbacks: CallbackHub | None,
+    stop: anyio.Event | None,
+    pollers: Pollers,
+    *,
+    downloads: httpx2.AsyncClient,
+) -> AppState:
+    gate = anyio.CapacityLimiter(settings.max_concurrency)
+    schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
+
+    def jobs_for(token: str | None, owner: str = "") -> ImageJobs:
+        client = FluxClient.from_settings(http, settings, gate=gate, token=token)
+        return ImageJobs(
+            client,
+            max_wait=settings.wait_seconds,
+            schedule=schedule,
+            pollers=pollers,
+            history=history,
+            finisher=finisher,
+            owner=owner,
+            callbacks=callbacks,
+            stop=stop,
+            submit_bound=_longest_submission(settings),
+        )
+
+    downloader = Downloader(
+        downloads,
+        gate,
+        max_bytes=int(settings.max_download_mb * 1_000_000),
+        timeout=settings.download_timeout_seconds,
+    )
+    folder = settings.image_folder() if settings.saves_images() else None
+    keeper = ImageKeeper(downloader, folder=folder, preview_size=settings.preview_size)
+
+    def platform_for(token: str | None) -> PlatformClient:
+        return PlatformClient.from_settings(http, settings, gate=gate, token=token)
+
+    videos = VideoKeeper(
+        downloader,
+        folder=folder,
+        preview_size=settings.preview_size,
+        max_bytes=int(settings.max_video_download_mb * 1_000_000),
+    )
+    finisher = Finisher(history, keeper, videos, preview=settings.preview)
+    return AppState(
+        settings,
+        history,
+        keeper,
+        jobs=jobs_for(None),
+        jobs_for=jobs_for,
+        sources=ImageSources(history, keeper),
+        platform_for=platform_for,
+        videos=videos,
+    )
+
+
+def _longest_submission(settings: Settings) -> float:
+    """How long one submission can take: every attempt's timeout, every pause between, and a queue."""
+    attempts = settings.max_retries + 1
+    return attempts * settings.http_timeout_seconds + settings.max_retries * settings.retry_max_seconds + 60
+
+
+# --- prompts ----------------------------------------------------------------------------------
+
+
+def _add_prompts(server: MCPServer[AppState]) -> None:
+    for name, fn in prompts.PROMPTS.items():
+        description = " ".join((fn.__doc__ or "").split())
+        server.prompt(name=name, title=prompts.TITLES[name], description=description)(fn)
+
+
+async def check_prompt_arguments(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Bad prompt arguments are an invalid-params error naming each problem, not an internal error."""
+    params = ctx.params if ctx.method == "prompts/get" else None
+    if isinstance(params, dict) and isinstance(params.get("name"), str):
+        arguments = params.get("arguments")
+        problem = prompts.argument_problem(params["name"], arguments if isinstance(arguments, dict) else None)
+        if problem is not None:
+            raise MCPError(INVALID_PARAMS, f"Cannot get prompt {params['name']!r}: {problem}")
+    return await call_next(ctx)

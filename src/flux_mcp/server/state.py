@@ -1,0 +1,28 @@
+"""What every call of one running server shares (`AppState`), built once in the server's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flux_mcp.domain.settings import Settings
+from flux_mcp.history.store import History
+from flux_mcp.jobs.runner import ImageJobs
+from flux_mcp.media.images import ImageKeeper
+from flux_mcp.media.uploads import ImageSources
+from flux_mcp.media.videos import VideoKeeper
+from flux_mcp.upstream.platform import PlatformClient
+
+
+@dataclass
+class AppState:
+    """What every call of one server shares: built once in the lifespan."""
+
+    settings: Settings
+    history: History
+    keeper: ImageKeeper
+    jobs: ImageJobs  # with the server's own token
+    jobs_for: Callable[[str | None, str], ImageJobs]  # (a caller's token or None, its owner) -> jobs
+    sources: ImageSources  # edit inputs: checked, uploaded once
+    platform_for: Callable[[str | None], PlatformClient]  # uploads and balance, with a caller's token
+    videos: VideoKeeper
