@@ -35,6 +35,8 @@ from PIL import Image
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
+from flux_mcp.media.pictures import Picture, decode
+from flux_mcp.net.downloads import Downloader
 from flux_mcp.web.app import BearerGate, build_http_app
 
 TOKEN = "sk-test-SECRET-7f3a9c1e"
@@ -345,3 +347,8 @@ def stdio_exchange(
                 server.wait()
         errlog.seek(0)
         return read, errlog.read()
+
+
+async def fetch_picture(downloader: Downloader, url: str) -> Picture:
+    """A download decoded as the image keeper decodes it: what a result image goes through."""
+    return decode(await downloader.fetch_bytes(url), url)

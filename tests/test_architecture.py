@@ -1,4 +1,4 @@
-"""The package's shape: small modules, no import cycles, and imports that point one way.
+"""The package's shape: one folder per layer, imports that point down, no cycles, MCP only at the top.
 
 Read from the source (`ast`), not by importing it. Imports under `if TYPE_CHECKING:` are not counted (they
 never run); imports inside functions are (they run when called, and a cycle through them is still a cycle).
@@ -7,130 +7,142 @@ never run); imports inside functions are (they run when called, and a cycle thro
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "flux_mcp"
-MAX_LINES = 450
 
-# Each module of flux_mcp and its layer; a module imports only from its own layer or those below it.
-MODELS = {"models", "arguments", "results", "inputs", "videos", "settings", "credits"}
-CLIENT = {"client", "upstream", "http_clients", "errors", "addresses", "tls", "probes"}
-JOBS = {
-    "tasks",
-    "waiting",
-    "poller",
-    "finishing",
-    "callbacks",
-    "uploads",
-    "images",
-    "pictures",
-    "downloads",
-    "video_files",
-    "store",
-    "store_rows",
-    "store_backend",
-    "store_errors",
-    "store_sqlite",
-    "store_postgres",
-}
-SURFACE = {
-    "server",
-    "state",
-    "tools",
-    "toolkit",
-    "schemas",
-    "job_calls",
-    "delivery",
-    "render",
-    "gallery",
-    "resources",
-    "prompts",
-    "roots",
-    "refusals",
-    "auth",
-    "oauth",
-    "oauth_keys",
-    "http",
-    "http_gate",
-    "http_routes",
-    "logs",
-    "stdio",
-    "cli",
-    "doctor",
-    "hostconfig",
-    "sandbox",
-    "ui",  # the gallery view's HTML, a package of data
-}
-LAYERS = (MODELS, CLIENT, JOBS, SURFACE)  # bottom to top
-# What every test names as the surface: the modules the jobs, the client and the models never import.
-NAMED_SURFACE = {"server", "tools", "job_calls", "delivery", "gallery", "resources", "http", "cli"}
+# flux_mcp's layers, bottom to top: a package imports from its own modules and those of packages below it.
+LAYERS = ("domain", "net", "upstream", "history", "media", "jobs", "server", "web", "cli")
+# Only the MCP surface and above speak MCP or HTTP-serving: everything below it is usable without them.
+SURFACE = LAYERS.index("server")
+SURFACE_LIBRARIES = ("mcp", "mcp_types", "starlette", "uvicorn", "sse_starlette")
+EMULATOR = "emulator"  # the independent witness: it borrows nothing, and only the CLI starts it
 
 
-def module_files() -> list[Path]:
-    return sorted(path for path in PACKAGE.rglob("*.py") if "__pycache__" not in path.parts)
+def module_files(root: Path) -> list[Path]:
+    return sorted(path for path in root.rglob("*.py") if "__pycache__" not in path.parts)
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE).with_suffix("").parts
+def module_name(root: Path, path: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(part for part in parts if part != "__init__") or "__init__"
 
 
-def imported_modules(path: Path) -> set[str]:
-    """The flux_mcp modules `path` imports at run time, named below the package (`store`, `emulator.app`)."""
-    known = {module_name(file) for file in module_files()}
-    found: set[str] = set()
-    own = module_name(path)
-    package = ".".join(path.relative_to(PACKAGE).parent.parts)  # where `from .x import` starts
+def package_of(module: str) -> str:
+    return module.split(".")[0]
 
-    def add(name: str) -> None:
-        while name and name not in known:
-            name = name.rpartition(".")[0]
-        if name and name != own:
-            found.add(name)
+
+def run_time_imports(path: Path) -> list[tuple[str, int]]:
+    """(absolute module, line) of every import `path` runs, TYPE_CHECKING blocks left out."""
+    found: list[tuple[str, int]] = []
+    here = path.parent
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 continue
             if isinstance(child, ast.Import):
-                for alias in child.names:
-                    if alias.name.startswith("flux_mcp."):
-                        add(alias.name.removeprefix("flux_mcp."))
+                found.extend((alias.name, child.lineno) for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
-                base = _absolute(child, package)
-                if base == "flux_mcp" or base.startswith("flux_mcp."):
-                    below = base.removeprefix("flux_mcp").removeprefix(".")
-                    for alias in child.names:
-                        add(f"{below}.{alias.name}" if below else alias.name)
-                    if below:
-                        add(below)
+                base = _absolute(child, here)
+                found.append((base, child.lineno))
+                found.extend((f"{base}.{alias.name}", child.lineno) for alias in child.names)
             visit(child)
 
     visit(ast.parse(path.read_text(encoding="utf-8")))
     return found
 
 
-def _absolute(node: ast.ImportFrom, package: str) -> str:
+def _absolute(node: ast.ImportFrom, here: Path) -> str:
     if node.level == 0:
         return node.module or ""
-    parts = ["flux_mcp", *package.split(".")] if package else ["flux_mcp"]
+    parts = list(here.parts[here.parts.index("flux_mcp") :])
     parts = parts[: len(parts) - (node.level - 1)]
     return ".".join(parts + ([node.module] if node.module else []))
 
 
-def import_graph() -> dict[str, set[str]]:
-    return {module_name(path): imported_modules(path) for path in module_files()}
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Each flux_mcp module and the flux_mcp modules it imports, named below the package."""
+    files = module_files(root)
+    known = {module_name(root, file) for file in files}
+    graph: dict[str, set[str]] = {}
+    for file in files:
+        own = module_name(root, file)
+        graph[own] = set()
+        for imported, _ in run_time_imports(file):
+            if not (imported == "flux_mcp" or imported.startswith("flux_mcp.")):
+                continue
+            name = imported.removeprefix("flux_mcp").removeprefix(".")
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != own:
+                graph[own].add(name)
+    return graph
 
 
-def test_no_module_is_over_the_limit() -> None:
-    sizes = {module_name(path): len(path.read_text(encoding="utf-8").splitlines()) for path in module_files()}
-    assert {name: lines for name, lines in sizes.items() if lines > MAX_LINES} == {}
+def wrong_way_imports(root: Path) -> list[str]:
+    """Every import that breaks a package rule, as `module -> imported (rule)`."""
+    level = {name: index for index, name in enumerate(LAYERS)}
+    broken = []
+    for module, imported_modules in sorted(import_graph(root).items()):
+        package = package_of(module)
+        for imported in sorted(imported_modules):
+            target = package_of(imported)
+            if package == "__init__" or target == package:
+                continue
+            if package == EMULATOR:
+                broken.append(f"{module} -> {imported} (the emulator borrows nothing from flux_mcp)")
+            elif target == EMULATOR and package != "cli":
+                broken.append(f"{module} -> {imported} (only cli/ starts the emulator)")
+            elif target in level and level[target] > level[package]:
+                broken.append(f"{module} -> {imported} ({package}/ is below {target}/)")
+            elif target == "__init__":
+                broken.append(
+                    f"{module} -> flux_mcp (the package's facade is for users, not for its own modules)"
+                )
+    return broken
+
+
+def surface_libraries_below_the_surface(root: Path) -> list[str]:
+    below = set(LAYERS[:SURFACE])
+    found = []
+    for file in module_files(root):
+        module = module_name(root, file)
+        if package_of(module) not in below:
+            continue
+        for imported, line in run_time_imports(file):
+            if imported.split(".")[0] in SURFACE_LIBRARIES:
+                found.append(f"{module}:{line} imports {imported}")
+    return sorted(set(found))
+
+
+def test_every_module_lives_in_a_layer_package() -> None:
+    packages = {path.name for path in PACKAGE.iterdir() if path.is_dir() and path.name != "__pycache__"}
+    assert packages == {*LAYERS, EMULATOR}
+    loose = sorted(path.name for path in PACKAGE.glob("*.py") if path.name != "__init__.py")
+    assert loose == [], "modules outside a layer package"
+
+
+def test_each_package_says_its_job_in_one_line() -> None:
+    for name in (*LAYERS, EMULATOR):
+        docstring = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text(encoding="utf-8")))
+        assert docstring, f"{name}/__init__.py has no docstring"
+        assert len(docstring.splitlines()[0]) <= 110, name
+
+
+def test_packages_import_only_downwards() -> None:
+    assert wrong_way_imports(PACKAGE) == []
+
+
+def test_nothing_below_the_server_imports_mcp_or_starlette() -> None:
+    assert surface_libraries_below_the_surface(PACKAGE) == []
 
 
 def test_the_imports_have_no_cycle() -> None:
-    graph = import_graph()
+    graph = import_graph(PACKAGE)
     done: set[str] = set()
 
     def visit(name: str, path: list[str]) -> None:
@@ -146,33 +158,23 @@ def test_the_imports_have_no_cycle() -> None:
         visit(name, [])
 
 
-def test_every_module_has_a_layer_and_imports_only_downwards() -> None:
-    graph = import_graph()
-    top_level = {name for name in graph if "." not in name and name != "__init__" and name != "emulator"}
-    placed = set().union(*LAYERS)
-    assert top_level == placed, {"without a layer": top_level - placed, "gone": placed - top_level}
-    level = {name: index for index, layer in enumerate(LAYERS) for name in layer}
-    upward = {
-        (name, imported)
-        for name in top_level
-        for imported in graph[name]
-        if imported in level and level[imported] > level[name]
-    }
-    assert not upward, sorted(upward)
+def test_a_wrong_way_import_is_caught(tmp_path: Path) -> None:
+    """The rules are not vacuous: a copy of the package with one upward import, one MCP import in the jobs
+    layer and one emulator import outside the CLI fails each rule, naming the line."""
+    copy = tmp_path / "flux_mcp"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.mp4", "*.html"))
+    catalogue = copy / "domain" / "catalogue.py"
+    catalogue.write_text(catalogue.read_text() + "\nfrom flux_mcp.server.build import build_server\n")
+    poller = copy / "jobs" / "poller.py"
+    poller.write_text(poller.read_text() + "\nfrom mcp.server.mcpserver import Context\n")
+    render = copy / "server" / "render.py"
+    render.write_text(render.read_text() + "\nfrom flux_mcp.emulator import EmulatorConfig\n")
 
-
-def test_the_jobs_client_and_models_never_import_the_surface() -> None:
-    graph = import_graph()
-    below = MODELS | CLIENT | JOBS
-    assert NAMED_SURFACE <= SURFACE
-    reaching_up = {(name, imported) for name in below for imported in graph[name] if imported in SURFACE}
-    assert not reaching_up, sorted(reaching_up)
-
-
-def test_the_emulator_is_an_independent_witness() -> None:
-    """It answers as the Flux API does, from its own rules: none of flux-mcp's (else it would agree with any
-    bug in them)."""
-    graph = import_graph()
-    emulator = {name for name in graph if name == "emulator" or name.startswith("emulator.")}
-    borrowed = {(name, imported) for name in emulator for imported in graph[name] if imported not in emulator}
-    assert not borrowed, sorted(borrowed)
+    assert wrong_way_imports(copy) == [
+        "domain.catalogue -> server.build (domain/ is below server/)",
+        "server.render -> emulator (only cli/ starts the emulator)",
+    ]
+    assert surface_libraries_below_the_surface(copy) == [
+        f"jobs.poller:{len(poller.read_text().splitlines())} imports mcp.server.mcpserver",
+        f"jobs.poller:{len(poller.read_text().splitlines())} imports mcp.server.mcpserver.Context",
+    ]

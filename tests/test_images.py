@@ -26,7 +26,7 @@ from flux_mcp.media.pictures import PREVIEW_MAX_BYTES, decode
 from flux_mcp.net.downloads import Downloader
 from flux_mcp.server.build import build_server
 
-from .support import make_settings, noise_png, structured, text
+from .support import fetch_picture, make_settings, noise_png, structured, text
 
 pytestmark = pytest.mark.anyio
 
@@ -201,7 +201,7 @@ async def test_downloads_are_bounded(hostile: str, path: str, reason: str) -> No
     async with httpx2.AsyncClient() as http:
         downloader = Downloader(http, anyio.CapacityLimiter(4), max_bytes=1_000_000, timeout=10)
         with pytest.raises(ImageError, match=reason.replace("(", r"\(").replace(")", r"\)")):
-            await downloader.fetch(hostile + path)
+            await fetch_picture(downloader, hostile + path)
 
 
 async def test_redirect_to_an_image_is_followed(hostile: str) -> None:
@@ -209,7 +209,7 @@ async def test_redirect_to_an_image_is_followed(hostile: str) -> None:
 
     async with httpx2.AsyncClient() as http:
         downloader = Downloader(http, anyio.CapacityLimiter(4), max_bytes=1_000_000, timeout=10)
-        picture = await downloader.fetch(hostile + "/ok")
+        picture = await fetch_picture(downloader, hostile + "/ok")
     assert (picture.width, picture.height) == (32, 32)
 
 

@@ -25,7 +25,7 @@ from flux_mcp.server.build import build_server
 from flux_mcp.upstream.flux import FluxClient
 from flux_mcp.web.gate import BearerGate
 
-from .support import make_settings, png_bytes, structured, text, wait_for
+from .support import fetch_picture, make_settings, png_bytes, structured, text, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +34,7 @@ async def test_a_malformed_image_url_is_an_image_error_not_a_crash() -> None:
     async with httpx2.AsyncClient() as http:
         downloader = Downloader(http, anyio.CapacityLimiter(2), max_bytes=1_000_000, timeout=5)
         with pytest.raises(ImageError, match="could not download"):
-            await downloader.fetch("http://[::1/x.png")
+            await fetch_picture(downloader, "http://[::1/x.png")
         assert await downloader.reachable("http://[::1/x.png") is False
 
 

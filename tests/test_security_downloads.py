@@ -42,7 +42,7 @@ from flux_mcp.net.downloads import Downloader
 from flux_mcp.net.guard import ForbiddenAddress, GuardedBackend, refusal
 from flux_mcp.server.build import build_server
 
-from .support import TOKEN, png_bytes, scratch_folder, structured
+from .support import TOKEN, fetch_picture, png_bytes, scratch_folder, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -155,7 +155,7 @@ async def test_no_spelling_of_a_loopback_address_is_fetched(
 
     async def attempt(downloader: Downloader) -> bool:
         with pytest.raises(ImageError, match="refusing to download") as refused:
-            await downloader.fetch(url)
+            await fetch_picture(downloader, url)
         assert str(refused.value).startswith(f"refusing to download {url}: ")
         return await downloader.reachable(url)
 
@@ -168,7 +168,7 @@ async def test_a_redirect_from_the_upstream_to_an_internal_port_is_refused(
 ) -> None:
     async def attempt(downloader: Downloader) -> None:
         with pytest.raises(ImageError, match=r"refusing to download http://127\.0\.0\.1"):
-            await downloader.fetch(upstream + "/hop")
+            await fetch_picture(downloader, upstream + "/hop")
 
     await with_downloader(settings_for(upstream), attempt)
     assert internal.connections == 0
@@ -179,11 +179,13 @@ async def test_only_the_upstreams_exact_origin_is_trusted(upstream: str, interna
     other_spellings = [f"http://localhost:{port}/real.png", f"https://127.0.0.1:{port}/real.png"]
 
     async def attempt(downloader: Downloader) -> None:
-        picture = await downloader.fetch(upstream + "/real.png")  # the emulator and sandbox serve here
+        picture = await fetch_picture(
+            downloader, upstream + "/real.png"
+        )  # the emulator and sandbox serve here
         assert (picture.width, picture.height) == (32, 32)
         for url in other_spellings:  # same service, but not the configured origin
             with pytest.raises(ImageError, match="refusing to download"):
-                await downloader.fetch(url)
+                await fetch_picture(downloader, url)
 
     await with_downloader(settings_for(upstream), attempt)
 
@@ -192,7 +194,7 @@ async def test_private_downloads_can_be_allowed_explicitly(upstream: str, intern
     url = f"http://127.0.0.1:{internal.port}/x.png"
 
     async def attempt(downloader: Downloader) -> tuple[int, int]:
-        picture = await downloader.fetch(url)
+        picture = await fetch_picture(downloader, url)
         return picture.width, picture.height
 
     settings = settings_for(upstream, allow_private_downloads=True)
@@ -223,9 +225,9 @@ async def test_downloads_ignore_proxies_from_the_environment(
     monkeypatch.setenv("ALL_PROXY", f"http://127.0.0.1:{internal.port}")
 
     async def attempt(downloader: Downloader) -> None:
-        await downloader.fetch(upstream + "/real.png")
+        await fetch_picture(downloader, upstream + "/real.png")
         with pytest.raises(ImageError, match="refusing"):
-            await downloader.fetch("http://10.0.0.1/x.png")
+            await fetch_picture(downloader, "http://10.0.0.1/x.png")
 
     await with_downloader(settings_for(upstream), attempt)
     assert internal.connections == 0

@@ -226,31 +226,31 @@ async def test_each_credential_holds_a_bounded_number_of_sessions(
 async def test_verdicts_expire_and_a_flood_of_refusals_keeps_the_accepted_ones(
     emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flux_mcp.web import credentials
+    from flux_mcp.web import credentials as auth
 
-    monkeypatch.setattr(credentials, "MAX_VERDICTS", 3)
+    monkeypatch.setattr(auth, "MAX_VERDICTS", 3)
     now = [0.0]
     settings = pass_through(emulator)
-    credentials = credentials.Credentials(settings)
-    verifier = credentials.PassThroughVerifier(settings, credentials.identity, clock=lambda: now[0])
+    credentials = auth.Credentials(settings)
+    verifier = auth.PassThroughVerifier(settings, credentials.identity, clock=lambda: now[0])
     async with verifier.running():
-        assert (await verifier.admit(ALICE)).verdict is credentials.Verdict.ACCEPTED
+        assert (await verifier.admit(ALICE)).verdict is auth.Verdict.ACCEPTED
         for index in range(5):  # made-up tokens: more refusals than are kept
-            assert (await verifier.admit(f"made-up-{index}")).verdict is credentials.Verdict.REFUSED
-        assert (await verifier.admit(ALICE)).verdict is credentials.Verdict.ACCEPTED
+            assert (await verifier.admit(f"made-up-{index}")).verdict is auth.Verdict.REFUSED
+        assert (await verifier.admit(ALICE)).verdict is auth.Verdict.ACCEPTED
         assert emulator.state.tokens_seen.count(ALICE) == 1  # still known: no second lookup
         await verifier.admit("made-up-4")
         assert emulator.state.tokens_seen.count("made-up-4") == 1
         await verifier.admit("made-up-0")  # pushed out by the later ones: asked again
         assert emulator.state.tokens_seen.count("made-up-0") == 2
-        now[0] += credentials.REFUSED_SECONDS + 1
+        now[0] += auth.REFUSED_SECONDS + 1
         await verifier.admit("made-up-4")
         assert emulator.state.tokens_seen.count("made-up-4") == 2
         await verifier.admit(ALICE)
         assert emulator.state.tokens_seen.count(ALICE) == 1
-        now[0] += credentials.ACCEPTED_SECONDS
+        now[0] += auth.ACCEPTED_SECONDS
         emulator.state.config.tokens = frozenset({BOB})  # Alice's token was revoked meanwhile
-        assert (await verifier.admit(ALICE)).verdict is credentials.Verdict.REFUSED
+        assert (await verifier.admit(ALICE)).verdict is auth.Verdict.REFUSED
     assert all(token not in repr(vars(verifier)) for token in (ALICE, "made-up-4"))  # kept only as hashes
 
 
@@ -262,12 +262,12 @@ NEAR_MISSES = st.sampled_from(
 @given(presented=st.one_of(st.text(max_size=64), NEAR_MISSES))
 @examples(max_examples=200, deadline=None)
 def test_only_a_configured_server_token_is_admitted(presented: str) -> None:
-    from flux_mcp.web import credentials
+    from flux_mcp.web import credentials as auth
 
-    credentials = credentials.Credentials(Settings(auth_tokens=f"{ALICE},{BOB}"))
+    credentials = auth.Credentials(Settings(auth_tokens=f"{ALICE},{BOB}"))
     admission = anyio.run(credentials.admit, presented)
-    assert (admission.verdict is credentials.Verdict.ACCEPTED) == (presented in {ALICE, BOB})
-    if admission.verdict is credentials.Verdict.ACCEPTED:
+    assert (admission.verdict is auth.Verdict.ACCEPTED) == (presented in {ALICE, BOB})
+    if admission.verdict is auth.Verdict.ACCEPTED:
         other = BOB if presented == ALICE else ALICE
         assert admission.identity == credentials.identity(presented) != credentials.identity(other)
         assert presented not in admission.identity
@@ -298,14 +298,14 @@ async def hostile_upstream(status: int, body: Any) -> AsyncIterator[str]:
     ],
 )
 async def test_the_token_lookup_reads_the_upstreams_answers(status: int, body: Any, accepted: bool) -> None:
-    from flux_mcp.web import credentials
+    from flux_mcp.web import credentials as auth
 
     async with hostile_upstream(status, body) as base_url:
         settings = Settings(auth="passthrough", api_base_url=base_url)
-        verifier = credentials.PassThroughVerifier(settings, credentials.Credentials(settings).identity)
+        verifier = auth.PassThroughVerifier(settings, auth.Credentials(settings).identity)
         async with verifier.running():
             admission = await verifier.admit("sk-whatever")
-    assert admission.verdict is (credentials.Verdict.ACCEPTED if accepted else credentials.Verdict.REFUSED)
+    assert admission.verdict is (auth.Verdict.ACCEPTED if accepted else auth.Verdict.REFUSED)
 
 
 # --- 12.6 a session belongs to the credential that opened it ---------------------------------------

@@ -35,7 +35,7 @@ from flux_mcp.server.build import build_server
 from flux_mcp.upstream.call import MAX_RESPONSE_BYTES, RetryPolicy
 from flux_mcp.upstream.flux import FluxClient
 
-from .support import png_bytes, structured, text
+from .support import fetch_picture, png_bytes, structured, text
 from .test_security_downloads import settings_for
 
 pytestmark = pytest.mark.anyio
@@ -271,7 +271,7 @@ async def test_image_downloads_keep_no_cookies_either(cookie_setter: tuple[str, 
     base_url, record = cookie_setter
     async with build_download_client(settings_for(base_url)) as http:
         downloader = Downloader(http, anyio.CapacityLimiter(2), max_bytes=1_000_000, timeout=10)
-        await downloader.fetch(base_url + "/x.png")
-        await downloader.fetch(base_url + "/x.png")
+        await fetch_picture(downloader, base_url + "/x.png")
+        await fetch_picture(downloader, base_url + "/x.png")
         assert len(http.cookies.jar) == 0
     assert [cookie for _, cookie in record.seen] == [None, None]

@@ -46,7 +46,7 @@ def report():
     print("REPORT " + json.dumps({"loaded": loaded, "trust_loaded": shared_context().trust_loaded}),
           file=sys.stderr)
 atexit.register(report)
-from flux_mcp.cli import main
+from flux_mcp.cli.main import main
 sys.exit(main([]))
 """
 

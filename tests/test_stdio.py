@@ -1,4 +1,4 @@
-"""The stdio transport's own streams (flux_mcp.server.stdio): lines in, messages out, no thread round trip each.
+"""The stdio transport's own streams (`server.stdio`): lines in, messages out, no thread round trip each.
 
 The SDK's transport waited for a worker thread on every line read and on every write and flush of
 every message; `serve_stdio` gives it streams that do not. These tests hold the streams to what the
@@ -155,7 +155,7 @@ async def counted(*args, **kwargs):
     return await original(*args, **kwargs)
 anyio.to_thread.run_sync = counted
 atexit.register(lambda: print(f"worker-thread round trips: {hops}", file=sys.stderr))
-from flux_mcp.cli import main
+from flux_mcp.cli.main import main
 sys.exit(main([]))
 """
 

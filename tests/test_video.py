@@ -330,7 +330,7 @@ async def test_models_guide_says_video_edit_and_upscale_are_unavailable(client: 
 
 
 def test_demo_video_makes_a_playable_mp4_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flux_mcp.cli import main
+    from flux_mcp.cli.main import main
 
     code = main(
         ["demo", "--video", "a paper boat on a rainy street", "--out", str(tmp_path), "--latency", "0.2"]

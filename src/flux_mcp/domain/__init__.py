@@ -1,1 +1,1 @@
-"""Pure data: the model catalogue, requests and task answers, each tool's arguments, input parsing, settings, the error tree."""
+"""Pure data: the model catalogue, task requests and answers, tool arguments, inputs, settings, errors."""

@@ -9,18 +9,18 @@ must decide.
     ├── HistoryUnavailableError    the task history cannot be reached (where, reason)
     ├── StartupError               the HTTP settings are unsafe or inconsistent
     └── FluxError                  an upstream call failed; retry_after: the upstream's hint (seconds)
-        ├── MissingTokenError          nothing was sent: configure ACEDATACLOUD_API_TOKEN
-        ├── UndecidedRepeatError       nothing was sent: an identical earlier submission may have been billed
-        ├── UpstreamError              the upstream answered, but not with what was asked (status, code, trace_id)
-        │   ├── AuthenticationError    401 / token rejected, expired or used up: fix the token, do not retry
-        │   ├── RequestRejectedError   4xx: the request itself was refused (bad request, moderation, balance)
-        │   ├── TaskNotFoundError      the task id is unknown: check the id
-        │   ├── RateLimitedError       429: not taken; try again after retry_after
-        │   ├── ServerError            5xx: MAY have been processed (not when 503 comes with Retry-After)
-        │   └── MalformedResponseError 2xx that is not the JSON we expect (HTML, empty, truncated): MAY have been
-        └── TransportError             no usable HTTP answer
-            ├── NotSentError           provably never reached the upstream: safe to retry
-            └── ResponseLostError      sent, but the answer was lost (timeout, dropped): MAY have been processed
+        ├── MissingTokenError      nothing was sent: configure ACEDATACLOUD_API_TOKEN
+        ├── UndecidedRepeatError   nothing was sent: an identical earlier submission may have been billed
+        ├── UpstreamError          the upstream answered, but not with what was asked (status, code, trace)
+        │   ├── AuthenticationError     401 / token rejected, expired or used up: fix it, do not retry
+        │   ├── RequestRejectedError    4xx: the request itself was refused (bad request, moderation, balance)
+        │   ├── TaskNotFoundError       the task id is unknown: check the id
+        │   ├── RateLimitedError        429: not taken; try again after retry_after
+        │   ├── ServerError             5xx: MAY have been processed (not when 503 comes with Retry-After)
+        │   └── MalformedResponseError  2xx that is not the JSON we expect (HTML, empty, cut): MAY have been
+        └── TransportError         no usable HTTP answer
+            ├── NotSentError       provably never reached the upstream: safe to retry
+            └── ResponseLostError  sent, but the answer was lost (timeout, dropped): MAY have been processed
 
 The rule that keeps users from paying twice (`may_have_been_accepted`, `may_retry`): a submission is
 retried only after `NotSentError`, `RateLimitedError`, or a 503 carrying Retry-After; a lookup is free
@@ -33,7 +33,7 @@ from typing import Any, Self
 
 
 class FluxMcpError(Exception):
-    """The root of every error flux-mcp raises on purpose: its message is meant for the user, never a secret."""
+    """The root of every error flux-mcp raises on purpose: its message is for the user, never a secret."""
 
 
 class ImageInputError(FluxMcpError, ValueError):

@@ -1,1 +1,1 @@
-"""Outbound HTTP: the shared clients, TLS, the download address guard, idle-connection probes, bounded downloads."""
+"""Outbound HTTP: the shared clients, TLS, the download address guard, idle-connection probes, downloads."""

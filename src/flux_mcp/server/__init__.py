@@ -1,1 +1,1 @@
-"""The MCP surface: composition, state, the caller, the tools and their declaration, schemas, delivery, rendering, resources, prompts, roots, the gallery, stdio."""
+"""The MCP surface: composition, the caller, the tools, schemas, rendering, resources, prompts, gallery."""

@@ -1,1 +1,1 @@
-"""The AceDataCloud APIs: the Flux and platform clients over one shared call (retries, error answers), credits."""
+"""The AceDataCloud APIs: the Flux and platform clients over one shared call, and the credits."""

@@ -15,8 +15,8 @@ MCP sessions are bound to. Which token a tool call then pays with is `server.cal
 
 With server tokens and pass-through an identity is a keyed hash of the credential (the key is random per
 process), so two holders of different tokens never share a session, and nothing kept in memory can be
-turned back into a token. With OAuth it is the person (`history.store.person_owner`), so a refreshed token keeps
-its sessions and history.
+turned back into a token. With OAuth it is the person (`history.store.person_owner`), so a refreshed
+token keeps its sessions and history.
 
 What a refused request is told, and what the OAuth discovery paths answer, is in `challenges.py`.
 """
