@@ -17,12 +17,12 @@ from typing import Any
 
 import anyio
 from mcp import Client
-from tests.pgcluster import ClusterUnavailable, PostgresCluster
-from tests.replicas import TOKEN, Replica, callback_router, run_replicas
 
 from benchmarks.common import PROMPT, Profile
 from benchmarks.report import Row, verdict
 from flux_mcp.emulator import EmulatorConfig, serve_emulator
+from testkit.postgres import ClusterUnavailable, PostgresCluster
+from testkit.replicas import TOKEN, Replica, callback_router, run_replicas
 
 TASKS = 7
 LATENCY_SECONDS = 2.0

@@ -14,10 +14,8 @@ from mcp import Client
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 from flux_mcp.server.build import build_server
-from tests.pgcluster import ClusterUnavailable, PostgresCluster
+from testkit.postgres import ClusterUnavailable, PostgresCluster
 from tests.support import TOKEN, files_kept_in, listening_socket, make_settings
-
-__all__ = ["TOKEN", "make_settings"]  # still importable from here while other branches merge
 
 
 @pytest.fixture

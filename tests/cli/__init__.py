@@ -1,0 +1,1 @@
+"""Tests of flux_mcp.cli: the command, the sandbox, cold start."""

@@ -1,0 +1,1 @@
+"""flux-mcp driven end to end by real clients: agent frameworks, hosts, both transports."""

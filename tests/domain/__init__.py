@@ -1,0 +1,1 @@
+"""Tests of flux_mcp.domain: arguments, validation, image inputs."""

@@ -1,0 +1,1 @@
+"""Tests of the Flux API emulator itself."""

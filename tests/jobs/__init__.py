@@ -1,0 +1,1 @@
+"""Tests of flux_mcp.jobs: submit, attach, wait, poll, callbacks, finish."""

@@ -1,0 +1,1 @@
+"""Tests of flux_mcp.media: previews, saved files, videos."""

@@ -1,0 +1,1 @@
+"""Tests of flux_mcp.net: guarded downloads, idle-connection probes."""

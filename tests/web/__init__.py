@@ -1,0 +1,1 @@
+"""Tests of flux_mcp.web: streamable HTTP, its gate, OAuth, replicas."""

@@ -1,0 +1,566 @@
+"""FLUX_MCP_AUTH=oauth (issue 18): flux-mcp as an OAuth 2.1 resource server, against an authorization
+server written here (an RSA key, JWKS, OpenID and RFC 8414 metadata, an authorization-code endpoint with
+PKCE, a token endpoint and RFC 7662 introspection), all on loopback, with the emulator as the upstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import anyio
+import httpx2
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import (
+    AuthorizationCodeResult,
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthToken,
+)
+from pydantic import AnyUrl
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from flux_mcp.domain.errors import StartupError
+from flux_mcp.domain.settings import Settings
+from flux_mcp.emulator import RunningEmulator, serve_asgi
+from flux_mcp.web.app import build_http_app
+from tests.support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
+from tests.web.test_security_gate import INITIALIZE, json_lines, mcp_remote, post
+
+pytestmark = pytest.mark.anyio
+
+AUDIENCE = "https://flux.example.com"
+METADATA_URL = f"{AUDIENCE}/.well-known/oauth-protected-resource"
+REALM_PATH = "/realms/flux"
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class Issuer:
+    """An authorization server like Keycloak's realm: issuer https?://host/realms/flux."""
+
+    url: str = ""
+    kid: str = "k1"
+    key: rsa.RSAPrivateKey = field(default_factory=new_key)
+    jwks_fetches: int = 0
+    opaque: dict[str, dict[str, Any]] = field(default_factory=dict)  # introspectable tokens
+    introspected_as: list[str] = field(default_factory=list)
+    codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def claims(self, subject: str, **overrides: Any) -> dict[str, Any]:
+        now = int(time.time())
+        values = {
+            "iss": self.url,
+            "sub": subject,
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + 300,
+            "azp": "claude",
+            "scope": "openid flux",
+        }
+        values.update(overrides)
+        return {name: value for name, value in values.items() if value is not None}
+
+    def mint(
+        self,
+        subject: str,
+        *,
+        key: rsa.RSAPrivateKey | None = None,
+        kid: str | None = None,
+        algorithm: str = "RS256",
+        **overrides: Any,
+    ) -> str:
+        return jwt.encode(
+            self.claims(subject, **overrides),
+            key or self.key,
+            algorithm=algorithm,
+            headers={"kid": kid or self.kid},
+        )
+
+    def rotate(self) -> None:
+        self.kid, self.key = "k2", new_key()
+
+    def public_pem(self) -> bytes:
+        return self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def app(self) -> Starlette:
+        async def metadata(request: Request) -> Response:
+            return JSONResponse(
+                {
+                    "issuer": self.url,
+                    "jwks_uri": f"{self.url}/protocol/openid-connect/certs",
+                    "authorization_endpoint": f"{self.url}/protocol/openid-connect/auth",
+                    "token_endpoint": f"{self.url}/protocol/openid-connect/token",
+                    "introspection_endpoint": f"{self.url}/protocol/openid-connect/token/introspect",
+                    "response_types_supported": ["code"],
+                    "grant_types_supported": ["authorization_code"],
+                    "code_challenge_methods_supported": ["S256"],
+                    "token_endpoint_auth_methods_supported": ["none", "client_secret_basic"],
+                }
+            )
+
+        async def jwks(request: Request) -> Response:
+            self.jwks_fetches += 1
+            public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+            return JSONResponse({"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]})
+
+        async def introspect(request: Request) -> Response:
+            self.introspected_as.append(request.headers.get("authorization", ""))
+            form = await request.form()
+            claims = self.opaque.get(str(form.get("token")))
+            return JSONResponse({"active": True, **claims} if claims else {"active": False})
+
+        async def authorize(request: Request) -> Response:
+            # Consent is implied: the person signing in here is always "alice".
+            query = request.query_params
+            code = secrets.token_urlsafe(16)
+            self.codes[code] = {"challenge": query["code_challenge"], "resource": query.get("resource")}
+            target = f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}"
+            return RedirectResponse(target, status_code=302)
+
+        async def token(request: Request) -> Response:
+            form = await request.form()
+            grant = self.codes.pop(str(form.get("code")), None)
+            verifier = str(form.get("code_verifier", "")).encode()
+            if grant is None or b64(hashlib.sha256(verifier).digest()) != grant["challenge"]:
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            access = self.mint("alice", aud=grant["resource"])
+            return JSONResponse({"access_token": access, "token_type": "Bearer", "expires_in": 300})
+
+        realm = REALM_PATH
+        return Starlette(
+            routes=[
+                Route(f"{realm}/.well-known/openid-configuration", metadata),
+                Route(f"/.well-known/oauth-authorization-server{realm}", metadata),
+                Route(f"{realm}/protocol/openid-connect/certs", jwks),
+                Route(f"{realm}/protocol/openid-connect/token/introspect", introspect, methods=["POST"]),
+                Route(f"{realm}/protocol/openid-connect/auth", authorize),
+                Route(f"{realm}/protocol/openid-connect/token", token, methods=["POST"]),
+            ]
+        )
+
+
+@asynccontextmanager
+async def running_issuer() -> AsyncIterator[Issuer]:
+    issuer = Issuer()
+    async with serve_asgi(issuer.app()) as base_url:
+        issuer.url = base_url + REALM_PATH
+        yield issuer
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[Issuer]:
+    async with running_issuer() as running:
+        yield running
+
+
+def oauth_settings(emulator: RunningEmulator, issuer: Issuer, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"auth": "oauth", "oauth_issuer": issuer.url, "oauth_audience": AUDIENCE}
+    return make_settings(emulator, **(values | overrides))
+
+
+def challenge_of(response: httpx2.Response) -> str:
+    return response.headers.get("www-authenticate", "")
+
+
+# --- per person ----------------------------------------------------------------------------------
+
+
+async def test_each_person_sees_only_their_own_history_resources_and_gallery_items(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    alice, bob = issuer.mint("alice"), issuer.mint("bob")
+    made: dict[str, list[str]] = {"alice": [], "bob": []}
+    async with http_service(oauth_settings(emulator, issuer)) as base_url:
+        for person, token in (("alice", alice), ("bob", bob)):
+            async with mcp_client(base_url, token) as client:
+                for index in range(2):
+                    result = await client.call_tool("generate_image", {"prompt": f"{person} picture {index}"})
+                    assert structured(result)["status"] == "succeeded", text(result)
+                    made[person].append(structured(result)["task_id"])
+        # Alice signs in again with a fresh token: same person, same history.
+        async with mcp_client(base_url, issuer.mint("alice", jti="second")) as client:
+            listed = {
+                task["task_id"] for task in structured(await client.call_tool("list_tasks", {}))["tasks"]
+            }
+            own = await client.read_resource(f"flux://tasks/{made['alice'][0]}")
+            with pytest.raises(Exception, match="No task"):
+                await client.read_resource(f"flux://tasks/{made['bob'][0]}")
+            others = await client.call_tool("preview_image", {"task_id": made["bob"][0]})
+            mine = await client.call_tool("preview_image", {"task_id": made["alice"][0]})
+        async with mcp_client(base_url, bob) as client:
+            bobs = {task["task_id"] for task in structured(await client.call_tool("list_tasks", {}))["tasks"]}
+    assert listed == set(made["alice"]) and bobs == set(made["bob"])
+    assert made["bob"][0] not in own.contents[0].model_dump_json()
+    assert others.is_error and not mine.is_error
+    assert set(emulator.state.tokens_seen) == {TOKEN}  # the server's own token pays for everyone
+
+
+async def test_a_session_belongs_to_the_person_who_opened_it(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    async with http_service(oauth_settings(emulator, issuer)) as base_url, httpx2.AsyncClient() as http:
+        opened = await post(http, base_url, INITIALIZE, issuer.mint("alice"))
+        session = opened.headers["mcp-session-id"]
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        refreshed = await post(http, base_url, listing, issuer.mint("alice", jti="refresh"), session=session)
+        stolen = await post(http, base_url, listing, issuer.mint("mallory"), session=session)
+    assert opened.status_code == 200 and refreshed.status_code == 200
+    assert stolen.status_code in (403, 404)  # the SDK answers as if the session did not exist for her
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+def forged(issuer: Issuer, header: dict[str, Any], secret: bytes | None) -> str:
+    """A JWT made by hand: `alg: none`, or HMAC with the given secret (the issuer's public key)."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(issuer.claims('mallory')).encode())}"
+    signature = b"" if secret is None else hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+REFUSED: dict[str, tuple[Any, str]] = {
+    "wrong audience": (lambda i: i.mint("mallory", aud="https://other.example.com"), "wrong audience"),
+    "wrong issuer": (lambda i: i.mint("mallory", iss="https://evil.example.com/realms/flux"), "another"),
+    "expired": (lambda i: i.mint("mallory", exp=int(time.time()) - 600), "expired"),
+    "not yet valid": (lambda i: i.mint("mallory", nbf=int(time.time()) + 600), "not valid yet"),
+    "bad signature": (lambda i: i.mint("mallory", key=new_key()), "signature does not verify"),
+    "alg none": (lambda i: forged(i, {"alg": "none", "kid": i.kid}, None), "'none' are not accepted"),
+    "HS256 with the public key": (
+        lambda i: forged(i, {"alg": "HS256", "kid": i.kid, "typ": "JWT"}, i.public_pem()),
+        "'HS256' are not accepted",
+    ),
+    "unknown kid": (lambda i: i.mint("mallory", key=new_key(), kid="made-up"), "does not publish"),
+    "no subject": (lambda i: i.mint("", sub=None), "sub"),
+    "garbage": (lambda i: "not-a-jwt", "well-formed"),
+}
+
+
+async def test_tokens_that_are_not_for_this_server_get_401_with_the_challenge(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    answers: dict[str, httpx2.Response] = {}
+    async with http_service(oauth_settings(emulator, issuer)) as base_url, httpx2.AsyncClient() as http:
+        assert (await post(http, base_url, INITIALIZE, issuer.mint("alice"))).status_code == 200
+        for name, (make, _) in REFUSED.items():
+            answers[name] = await post(http, base_url, INITIALIZE, make(issuer))
+    for name, (_, why) in REFUSED.items():
+        response = answers[name]
+        assert response.status_code == 401, name
+        challenge = challenge_of(response)
+        assert challenge.startswith(f'Bearer realm="flux-mcp", resource_metadata="{METADATA_URL}", '), name
+        assert 'error="invalid_token", error_description="' in challenge, name
+        assert why in response.json()["error_description"], (name, response.json())
+    assert emulator.state.submissions == 0
+
+
+async def test_made_up_key_ids_cannot_make_the_server_hammer_the_issuer(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    stranger = new_key()
+    async with http_service(oauth_settings(emulator, issuer)) as base_url, httpx2.AsyncClient() as http:
+        assert (await post(http, base_url, INITIALIZE, issuer.mint("alice"))).status_code == 200
+        refused = [
+            await post(http, base_url, INITIALIZE, issuer.mint("mallory", key=stranger, kid=f"kid-{n}"))
+            for n in range(25)
+        ]
+    assert {response.status_code for response in refused} == {401}
+    assert issuer.jwks_fetches == 2  # the first load, and one refetch for all 25 unknown kids
+
+
+async def test_key_rotation_is_followed_without_a_restart(emulator: RunningEmulator, issuer: Issuer) -> None:
+    async with http_service(oauth_settings(emulator, issuer)) as base_url:
+        async with mcp_client(base_url, issuer.mint("alice")) as client:
+            assert structured(await client.call_tool("list_tasks", {}))["tasks"] == []
+        issuer.rotate()
+        async with mcp_client(base_url, issuer.mint("alice")) as client:
+            result = await client.call_tool("generate_image", {"prompt": "after the rotation"})
+    assert structured(result)["status"] == "succeeded"
+    assert issuer.jwks_fetches == 2
+
+
+async def test_an_unreachable_issuer_is_a_503_and_nothing_is_kept(emulator: RunningEmulator) -> None:
+    async with running_issuer() as issuer:
+        settings = oauth_settings(emulator, issuer)
+        token = issuer.mint("alice")
+    # The issuer has stopped: nobody can be checked now, and nobody is refused for good.
+    async with http_service(settings) as base_url, httpx2.AsyncClient() as http:
+        response = await post(http, base_url, INITIALIZE, token)
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert "cannot check your access token right now" in response.json()["message"]
+
+
+async def test_required_scopes_and_the_allowed_people(emulator: RunningEmulator, issuer: Issuer) -> None:
+    settings = oauth_settings(emulator, issuer, oauth_scopes="flux", oauth_allowed="alice, Bob@Example.com")
+    tokens = {
+        "alice": issuer.mint("alice"),
+        "bob by verified email": issuer.mint("b-42", email="bob@example.com", email_verified=True),
+        "unverified email": issuer.mint("m-1", email="bob@example.com", email_verified=False),
+        "carol": issuer.mint("carol", email="carol@example.com", email_verified=True),
+        "alice without the scope": issuer.mint("alice", scope="openid", jti="narrow"),
+        "alice with an scp list": issuer.mint("alice", scope=None, scp=["flux"], jti="scp"),
+    }
+    async with http_service(settings) as base_url, httpx2.AsyncClient() as http:
+        answers = {name: await post(http, base_url, INITIALIZE, token) for name, token in tokens.items()}
+        missing = await post(http, base_url, INITIALIZE, None)
+    status = {name: response.status_code for name, response in answers.items()}
+    assert status == {
+        "alice": 200,
+        "bob by verified email": 200,
+        "unverified email": 403,
+        "carol": 403,
+        "alice without the scope": 403,
+        "alice with an scp list": 200,
+    }
+    carol = answers["carol"].json()
+    assert carol["error"] == "access_denied"
+    assert (
+        "signed in as carol@example.com" in carol["message"] and "FLUX_MCP_OAUTH_ALLOWED" in carol["message"]
+    )
+    narrow = challenge_of(answers["alice without the scope"])
+    assert 'scope="flux"' in narrow and 'error="insufficient_scope"' in narrow
+    assert (
+        challenge_of(missing) == f'Bearer realm="flux-mcp", resource_metadata="{METADATA_URL}", scope="flux"'
+    )
+
+
+# --- discovery, as hosted clients do it ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"]
+)
+async def test_discovery_names_the_authorization_server(
+    emulator: RunningEmulator, issuer: Issuer, path: str
+) -> None:
+    settings = oauth_settings(emulator, issuer, oauth_scopes="flux")
+    async with http_service(settings) as base_url, httpx2.AsyncClient() as http:
+        metadata = await http.get(base_url + path)
+        unauthenticated = await post(http, base_url, INITIALIZE, None)
+        elsewhere = await http.get(base_url + "/.well-known/oauth-authorization-server")
+    assert metadata.status_code == 200
+    assert metadata.json() == {
+        "resource": AUDIENCE,
+        "authorization_servers": [issuer.url],
+        "scopes_supported": ["flux"],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Flux images (flux-mcp)",
+    }
+    assert unauthenticated.status_code == 401
+    assert f'resource_metadata="{METADATA_URL}"' in challenge_of(unauthenticated)
+    assert elsewhere.status_code == 404 and issuer.url in elsewhere.json()["error_description"]
+
+
+# --- introspection ---------------------------------------------------------------------------------
+
+
+async def test_introspection_mode_asks_the_authorization_server(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    active, foreign = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    issuer.opaque[active] = issuer.claims("alice")
+    issuer.opaque[foreign] = issuer.claims("alice", aud="https://other.example.com")
+    settings = oauth_settings(
+        emulator,
+        issuer,
+        oauth_introspection_url=f"{issuer.url}/protocol/openid-connect/token/introspect",
+        oauth_client_id="flux-mcp",
+        oauth_client_secret="introspection-secret",
+    )
+    async with http_service(settings) as base_url:
+        async with mcp_client(base_url, active) as client:
+            result = await client.call_tool("generate_image", {"prompt": "an introspected cat"})
+        async with httpx2.AsyncClient() as http:
+            unknown = await post(http, base_url, INITIALIZE, "never-issued")
+            wrong_audience = await post(http, base_url, INITIALIZE, foreign)
+    assert structured(result)["status"] == "succeeded"
+    assert unknown.status_code == wrong_audience.status_code == 401
+    assert "not active" in unknown.json()["error_description"]
+    assert "not issued for" in wrong_audience.json()["error_description"]
+    expected = "Basic " + base64.b64encode(b"flux-mcp:introspection-secret").decode()
+    assert set(issuer.introspected_as) == {expected}
+    assert issuer.jwks_fetches == 0
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"oauth_issuer": None}, "needs FLUX_MCP_OAUTH_ISSUER"),
+        ({"oauth_audience": None, "public_url": None}, "FLUX_MCP_PUBLIC_URL"),
+        ({"oauth_issuer": "http://sso.example.com/realms/flux"}, "must be an https:// URL"),
+        ({"oauth_client_id": "flux-mcp"}, "FLUX_MCP_OAUTH_CLIENT_SECRET"),
+    ],
+)
+async def test_inconsistent_oauth_settings_are_refused_at_start(
+    emulator: RunningEmulator, issuer: Issuer, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(StartupError, match=message):
+        build_http_app(oauth_settings(emulator, issuer, **overrides))
+
+
+async def test_oauth_may_serve_beyond_loopback_and_defaults_its_audience(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    settings = oauth_settings(emulator, issuer, host="0.0.0.0", oauth_audience=None, public_url=AUDIENCE)
+    build_http_app(settings)  # an authenticating mode needs no --allow-unauthenticated
+    assert settings.oauth_audience_url() == AUDIENCE
+
+
+# --- OAuth-aware clients -------------------------------------------------------------------------
+
+
+async def test_the_sdk_client_with_a_bearer_header_completes_generate_image(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    async with (
+        http_service(oauth_settings(emulator, issuer)) as base_url,
+        httpx2.AsyncClient(headers={"authorization": f"Bearer {issuer.mint('alice')}"}, timeout=30) as http,
+        Client(streamable_http_client(f"{base_url}/mcp", http_client=http)) as client,
+    ):
+        result = await client.call_tool("generate_image", {"prompt": "a lighthouse, signed in"})
+    assert structured(result)["status"] == "succeeded"
+
+
+class MemoryStorage:
+    """Token storage of the SDK's OAuth client: a client registered beforehand, as at Keycloak."""
+
+    def __init__(self, redirect: str) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client = OAuthClientInformationFull(
+            client_id="flux-test", redirect_uris=[AnyUrl(redirect)], token_endpoint_auth_method="none"
+        )
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def test_the_sdk_oauth_client_discovers_signs_in_and_calls_a_tool(
+    emulator: RunningEmulator, issuer: Issuer, loopback_socket: socket.socket
+) -> None:
+    """The whole run a hosted connector makes: 401 → metadata → authorization server → code → token → call."""
+    mcp_url = f"http://127.0.0.1:{port_of(loopback_socket)}/mcp"
+    redirect = "http://127.0.0.1:1/callback"
+    settings = oauth_settings(emulator, issuer, oauth_audience=mcp_url)
+    transcript: list[str] = []
+    redirected: list[str] = []
+
+    async def log_request(request: httpx2.Request) -> None:
+        transcript.append(f"> {request.method} {request.url.copy_with(query=None)}")
+
+    async def log_response(response: httpx2.Response) -> None:
+        challenge = response.headers.get("www-authenticate")
+        transcript.append(
+            f"< {response.status_code}" + (f" WWW-Authenticate: {challenge}" if challenge else "")
+        )
+
+    async def redirect_handler(url: str) -> None:
+        async with httpx2.AsyncClient() as http:  # the browser: the person signs in, the server redirects
+            answer = await http.get(url)
+        transcript.append(f"> GET {url.split('?')[0]} (browser)\n< {answer.status_code} to the redirect URL")
+        redirected.append(answer.headers["location"])
+
+    async def callback_handler() -> AuthorizationCodeResult:
+        query = parse_qs(urlsplit(redirected[-1]).query)
+        return AuthorizationCodeResult(code=query["code"][0], state=query["state"][0])
+
+    oauth = OAuthClientProvider(
+        mcp_url,
+        OAuthClientMetadata(redirect_uris=[AnyUrl(redirect)], token_endpoint_auth_method="none"),
+        MemoryStorage(redirect),
+        redirect_handler=redirect_handler,
+        callback_handler=callback_handler,
+    )
+    gate = build_http_app(settings)
+    inner: Any = gate.app
+    hooks = {"request": [log_request], "response": [log_response]}
+    async with (
+        inner.router.lifespan_context(inner),
+        serve_asgi(gate, sock=loopback_socket),
+        httpx2.AsyncClient(auth=oauth, event_hooks=hooks, timeout=30) as http,
+        Client(streamable_http_client(mcp_url, http_client=http)) as client,
+    ):
+        result = await client.call_tool("generate_image", {"prompt": "a lighthouse, via OAuth"})
+    print("\n" + "\n".join(transcript))
+    assert structured(result)["status"] == "succeeded"
+    assert any("resource_metadata=" in line for line in transcript)
+    assert any("/.well-known/oauth-protected-resource" in line for line in transcript)
+    assert any("/protocol/openid-connect/token" in line for line in transcript)
+
+
+async def test_mcp_remote_with_a_header_bridges_a_signed_in_person(
+    emulator: RunningEmulator, issuer: Issuer, tmp_path: Path, mcp_remote_proxy: list[str]
+) -> None:
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "generate_image", "arguments": {"prompt": "a bridged lighthouse"}},
+    }
+    async with http_service(oauth_settings(emulator, issuer)) as base_url:
+        command, env = mcp_remote(mcp_remote_proxy, base_url, issuer.mint("alice"), tmp_path / "home")
+        async with await anyio.open_process(command, env=env) as process:
+            assert process.stdin is not None and process.stdout is not None
+            answers = _answers(process.stdout)
+            with anyio.fail_after(90):
+                await process.stdin.send(json_lines(INITIALIZE))
+                assert (await answers.__anext__())["id"] == 1
+                await process.stdin.send(json_lines(initialized, call))
+                called = await answers.__anext__()
+            process.terminate()
+    assert called["id"] == 2
+    assert called["result"]["structuredContent"]["status"] == "succeeded"
+
+
+async def _answers(stream: Any) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC answers (with an id) mcp-remote writes to stdout, skipping notifications."""
+    buffer = b""
+    async for chunk in stream:
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                message = json.loads(line)
+                if "id" in message:
+                    yield message
