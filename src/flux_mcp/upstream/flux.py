@@ -1,10 +1,9 @@
-"""The REST clients of AceDataCloud: the Flux API (submit, retrieve, retrieve_batch) and its platform.
+"""The Flux API's client: submit a job, retrieve one task or a batch, and check a token for free.
 
-Both speak to their upstream through one `Upstream`: the retry loop, the reading of an error answer
-(status, code, message, trace id, Retry-After) and the failures of the network are declared there once;
-each client keeps only what it sends and how its upstream's statuses map to the errors of
-`flux_mcp.domain.errors`, whose rule decides what may be retried: a submission only when it provably was not
-taken, a free lookup after any transient failure. No error message ever contains the token.
+It speaks through one `upstream.call.Upstream` (the retry loop, the reading of an error answer, the network's
+failures, declared once) and keeps only what it sends and how the Flux API's statuses map to the errors of
+`domain.errors`, whose rule decides what may be retried: a submission only when it provably was not taken,
+a free lookup after any transient failure. No error message ever contains the token.
 """
 
 from __future__ import annotations

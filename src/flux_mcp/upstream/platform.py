@@ -1,10 +1,5 @@
-"""The REST clients of AceDataCloud: the Flux API (submit, retrieve, retrieve_batch) and its platform.
-
-Both speak to their upstream through one `Upstream`: the retry loop, the reading of an error answer
-(status, code, message, trace id, Retry-After) and the failures of the network are declared there once;
-each client keeps only what it sends and how its upstream's statuses map to the errors of
-`flux_mcp.domain.errors`, whose rule decides what may be retried: a submission only when it provably was not
-taken, a free lookup after any transient failure. No error message ever contains the token.
+"""The AceDataCloud platform's client: file uploads (an edit's local image) and the applications list
+(balances), with the Flux client's token and retry rules (`upstream.call`).
 """
 
 from __future__ import annotations
