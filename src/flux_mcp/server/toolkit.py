@@ -155,25 +155,24 @@ class _FluxTool(Tool):
     ) -> Any:
         try:
             return await super().run(arguments, context, convert_result)
-        except UnexpectedToolError as exc:
-            told = exc.__cause__
-            if isinstance(told, HistoryUnavailableError):
-                raise ToolError(f"Error executing tool {self.name}: {told}") from told
-            raise
+        except ToolError as exc:
+            return self.answer_failure(exc)
+
+    def answer_failure(self, exc: ToolError) -> Any:
+        """What the caller is told when the SDK reports `exc`: re-raised, reworded, or a result."""
+        cause = exc.__cause__
+        if isinstance(exc, UnexpectedToolError) and isinstance(cause, HistoryUnavailableError):
+            raise ToolError(f"Error executing tool {self.name}: {cause}") from cause
+        raise exc
 
 
 class _ModelTool(_FluxTool):
     """A tool whose refused arguments are a tool result naming each problem, not pydantic's report."""
 
-    async def run(
-        self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
-    ) -> Any:
-        try:
-            return await super().run(arguments, context, convert_result)
-        except ToolError as exc:
-            refused = exc.__cause__
-            # Only the arguments' validation ends in a ToolError caused by a ValidationError; a crash
-            # of the body is an UnexpectedToolError whatever caused it.
-            if isinstance(exc, UnexpectedToolError) or not isinstance(refused, ValidationError):
-                raise
-            return error_result(explain_validation_error(self.name, refused))
+    def answer_failure(self, exc: ToolError) -> Any:
+        refused = exc.__cause__
+        # Only the arguments' validation ends in a ToolError caused by a ValidationError; a crash of the
+        # body is an UnexpectedToolError whatever caused it.
+        if isinstance(exc, UnexpectedToolError) or not isinstance(refused, ValidationError):
+            return super().answer_failure(exc)
+        return error_result(explain_validation_error(self.name, refused))
