@@ -24,7 +24,9 @@ def settings_table() -> str:
     """One row per setting, in declaration order: its variable, its default, and its description."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        rows.append(f"| `{env_name(name, field)}` | {default_text(field)} | {_cell(field.description or '')} |")
+        rows.append(
+            f"| `{env_name(name, field)}` | {default_text(field)} | {_cell(field.description or '')} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -68,7 +70,9 @@ def with_region(text: str, name: str, body: str) -> str:
 def _region_pattern(name: str) -> re.Pattern[str]:
     marker = re.escape(name)
     return re.compile(
-        rf"(?P<start><!-- generated: {marker} [^\n]*-->\n)(?P<body>.*?)(?P<end><!-- /generated: {marker} -->)",
+        rf"(?P<start><!-- generated: {marker} [^\n]*-->\n)"
+        rf"(?P<body>.*?)"
+        rf"(?P<end><!-- /generated: {marker} -->)",
         re.S,
     )
 
