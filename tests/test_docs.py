@@ -74,10 +74,23 @@ def test_every_variable_the_docs_name_is_a_setting(doc: Path) -> None:
 
 
 @pytest.mark.parametrize("doc", USER_DOCS, ids=lambda path: path.name)
-def test_every_relative_link_leads_to_a_file(doc: Path) -> None:
-    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8"))
-    local = [target for target in targets if not re.match(r"[a-z]+:", target)]
-    assert [target for target in local if not (doc.parent / target).exists()] == []
+def test_every_relative_link_leads_to_a_file_and_heading(doc: Path) -> None:
+    links = re.findall(r"\]\(([^)\s]+)\)", doc.read_text(encoding="utf-8"))
+    broken = []
+    for link in links:
+        if re.match(r"[a-z]+:", link):
+            continue  # https:, mailto:
+        path, _, anchor = link.partition("#")
+        target = (doc.parent / path) if path else doc
+        if not target.exists() or (anchor and target.suffix == ".md" and anchor not in anchors(target)):
+            broken.append(link)
+    assert broken == []
+
+
+def anchors(doc: Path) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings."""
+    headings = re.findall(r"^#+ (.+)$", doc.read_text(encoding="utf-8"), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
 
 
 def tools_table(text: str) -> dict[str, dict[str, object]]:
