@@ -1,11 +1,12 @@
 """flux-mcp from real agent frameworks, over streamable HTTP and stdio, each with an offline scripted model.
 
 pydantic-ai and openai-agents (both on mcp 2.x) load the tools, call them and hand the results to
-the model; the scripted model records what it was handed (see agent_frameworks.py). One test per
-behaviour over HTTP; over stdio the README's snippets run one conversation with all of them, with
-the LLM swapped for the scripted model. The google-adk and llama-index snippets (also on mcp 2.x) run
-the same conversation. A framework that is not installed (`pip install -e ".[test,frameworks]"`)
-skips its tests with the reason. The retry rule after a client timeout: test_frameworks_retry.py.
+the model; the scripted model records what it was handed (see tests/support/frameworks.py). One test
+per behaviour over HTTP; over stdio the snippets of docs/frameworks.md run one conversation with all of
+them, with the LLM swapped for the scripted model. The google-adk and llama-index snippets (also on
+mcp 2.x) run the same conversation; the langchain and smolagents ones (mcp 1.x) are read, not run. A
+framework that is not installed (`pip install -e ".[test,frameworks]"`) skips its tests with the
+reason. The retry rule after a client timeout: test_frameworks_retry.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
 from tests.support.frameworks import (
     CORE_TOOLS,
@@ -28,16 +30,18 @@ from tests.support.frameworks import (
     PydanticAI,
     Script,
     decode_image,
+    doc_snippet,
     get_task_of,
     http_endpoint,
     local_flux_launch,
     run_snippet,
+    snippet_env,
     stdio_env,
 )
 
 pytestmark = pytest.mark.anyio
 
-# What the README recommends, so the tests run the settings users are told to use.
+# What docs/frameworks.md recommends, so the tests run the settings users are told to use.
 RECOMMENDED: dict[str, dict[str, Any]] = {
     "pydantic-ai": {},  # read_timeout defaults to 300 s
     "openai-agents": {"client_session_timeout_seconds": 60, "cache_tools_list": True},
@@ -51,7 +55,7 @@ def framework(request: pytest.FixtureRequest) -> Framework:
 
 @pytest.fixture
 async def endpoint(emulator: RunningEmulator) -> AsyncIterator[Endpoint]:
-    """Streamable HTTP, for the tests one behaviour each; stdio is the README snippets' transport below."""
+    """Streamable HTTP, for the tests one behaviour each; stdio is the doc snippets' transport below."""
     async with http_endpoint(emulator) as http:
         yield http
 
@@ -128,7 +132,7 @@ async def test_a_pending_job_completes_with_get_task(
     assert emulator.state.submissions == 1
 
 
-# --- over stdio: the README's snippets as written, with the scripted model in place of the LLM -------
+# --- over stdio: docs/frameworks.md's snippets as written, with the scripted model in place of the LLM
 
 
 def whole_conversation() -> Script:
@@ -158,7 +162,7 @@ def check_whole_conversation(script: Script, emulator: RunningEmulator, *, previ
     assert emulator.state.submissions == 2
 
 
-async def test_readme_pydantic_ai_snippet_over_stdio(
+async def test_pydantic_ai_snippet_over_stdio(
     emulator: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     driver = PydanticAI()
@@ -180,7 +184,7 @@ async def test_readme_pydantic_ai_snippet_over_stdio(
     assert refused.flagged_error and not finished.flagged_error  # pydantic-ai flags a failed call
 
 
-async def test_readme_openai_agents_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
+async def test_openai_agents_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
     driver = OpenAIAgents()
     snippet = run_snippet("openai-agents")
     params = snippet["flux"].params
@@ -195,7 +199,7 @@ async def test_readme_openai_agents_snippet_over_stdio(emulator: RunningEmulator
     check_whole_conversation(script, emulator)
 
 
-async def test_readme_google_adk_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
+async def test_google_adk_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
     driver = GoogleADK()
     snippet = run_snippet("google-adk")
     toolset, agent = snippet["flux"], snippet["root_agent"]
@@ -218,7 +222,7 @@ async def test_readme_google_adk_snippet_over_stdio(emulator: RunningEmulator, t
     assert script.seen[0].flagged_error and not script.seen[1].flagged_error
 
 
-async def test_readme_llama_index_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
+async def test_llama_index_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
     driver = LlamaIndex()
     snippet = run_snippet("llama-index")
     client = snippet["flux"]
@@ -236,3 +240,19 @@ async def test_readme_llama_index_snippet_over_stdio(emulator: RunningEmulator, 
     assert "get_task" in pending.text and script.last("get_task").task_id() == pending.task_id()
     assert "Generated 1 image" in script.last("get_task").text
     assert emulator.state.submissions == 2
+
+
+# --- the two snippets on mcp 1.x: flux-mcp cannot be installed beside them, so they are read, not run
+
+
+@pytest.mark.parametrize("name", ["langchain-mcp-adapters", "smolagents"])
+def test_the_mcp_1_snippets_compile_and_pass_the_token(name: str) -> None:
+    compile(doc_snippet(name), f"docs/frameworks.md:{name}", "exec")
+    assert snippet_env(name)["ACEDATACLOUD_API_TOKEN"] == "your-token"
+
+
+def test_the_langchain_snippet_turns_resource_links_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """langchain hands a resource link to the model provider as an image URL it cannot fetch."""
+    for name, value in snippet_env("langchain-mcp-adapters").items():
+        monkeypatch.setenv(name, value)
+    assert Settings().resource_links is False

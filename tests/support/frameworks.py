@@ -11,6 +11,7 @@ The frameworks are imported only inside the drivers, so a missing one skips its 
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import json
@@ -31,7 +32,7 @@ from tests.support import TOKEN, flux_command, http_service, make_settings
 CORE_TOOLS = {"generate_image", "edit_image", "get_task", "get_tasks", "list_tasks"}
 CLIENT_TOKEN = "framework-client-token-42"
 TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-README = Path(__file__).resolve().parents[2] / "README.md"
+FRAMEWORKS_DOC = Path(__file__).resolve().parents[2] / "docs" / "frameworks.md"
 
 Call = tuple[str, dict[str, Any]]
 Step = Call | Callable[["Script"], Call | None]
@@ -362,7 +363,7 @@ def _openai_result(tool: str, output: Any) -> Seen:
 FRAMEWORKS: dict[str, Callable[[], Framework]] = {"pydantic-ai": PydanticAI, "openai-agents": OpenAIAgents}
 
 
-# The README's other two frameworks on mcp 2.x, driven through their snippets (stdio) only.
+# The other two frameworks on mcp 2.x, driven through their snippets in docs/frameworks.md (stdio) only.
 
 
 class GoogleADK:
@@ -455,30 +456,42 @@ class LlamaIndex:
             script.seen.append(Seen(call[0], output.content, [], flagged))
 
 
-# --- README snippets ---------------------------------------------------------------------------
+# --- the snippets of docs/frameworks.md ------------------------------------------------------------
 
 
-def readme_snippet(name: str) -> str:
-    """The ```python block after `<!-- snippet: NAME -->` in the README's agent-frameworks section."""
-    text = README.read_text(encoding="utf-8")
+def doc_snippet(name: str) -> str:
+    """The ```python block after `<!-- snippet: NAME -->` in docs/frameworks.md."""
+    text = FRAMEWORKS_DOC.read_text(encoding="utf-8")
     match = re.search(rf"<!-- snippet: {re.escape(name)} -->\s*```python\n(.*?)```", text, re.S)
-    assert match is not None, f"README.md has no snippet marked {name!r}"
+    assert match is not None, f"docs/frameworks.md has no snippet marked {name!r}"
     return match.group(1)
 
 
+def snippet_env(name: str) -> dict[str, str]:
+    """The environment a snippet gives flux-mcp: its `env` literal (a keyword or a dict entry), read unrun."""
+    for node in ast.walk(ast.parse(doc_snippet(name))):
+        if isinstance(node, ast.keyword) and node.arg == "env":
+            return dict(ast.literal_eval(node.value))
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "env":
+                    return dict(ast.literal_eval(value))
+    raise AssertionError(f"the {name} snippet passes flux-mcp no env")
+
+
 def run_snippet(name: str) -> dict[str, Any]:
-    """Execute a README snippet as an imported module; what it prints is collected in `printed`.
+    """Execute a snippet of docs/frameworks.md as a module; what it prints is collected in `printed`.
 
     (`print` is replaced rather than captured: pytest's captured stderr has no file descriptor to hand
     to a stdio server.)
     """
     printed: list[str] = []
     namespace: dict[str, Any] = {
-        "__name__": f"readme_{name.replace('-', '_')}",
+        "__name__": f"snippet_{name.replace('-', '_')}",
         "printed": printed,
         "print": lambda *values: printed.append(" ".join(str(value) for value in values)),
     }
-    exec(compile(readme_snippet(name), f"README.md:{name}", "exec"), namespace)
+    exec(compile(doc_snippet(name), f"docs/frameworks.md:{name}", "exec"), namespace)
     return namespace
 
 

@@ -54,9 +54,15 @@ class Settings(BaseSettings):
         45.0,
         ge=0,
         le=3600,
-        description="Longest a tool call waits for images before returning a task handle.",
+        description=(
+            "Longest a tool call waits for images before it returns `pending` with a task id for get_task; "
+            "keep it under your host's tool-call timeout."
+        ),
     )
-    log_level: LogLevel = Field("INFO", description="Log level of the stderr log.")
+    log_level: LogLevel = Field(
+        "INFO",
+        description="Level of the log, which goes to stderr only: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    )
     poll_min_seconds: float = Field(2.0, gt=0, description="First look at a task after this many seconds.")
     poll_max_seconds: float = Field(15.0, gt=0, description="Longest pause between two looks at a task.")
     http_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one upstream HTTP request.")
@@ -67,7 +73,9 @@ class Settings(BaseSettings):
         3, ge=0, le=10, description="Retries of a request the upstream provably refused."
     )
     retry_max_seconds: float = Field(20.0, ge=0, description="Longest single pause before a retry.")
-    preview_size: int = Field(512, ge=0, le=2048, description="Longest side of inline previews; 0 = none.")
+    preview_size: int = Field(
+        512, ge=0, le=2048, description="Longest side of inline previews in pixels; 0 = none."
+    )
     preview: PreviewChoice = Field(
         "default", description="Inline previews when a call does not choose: default, small or none."
     )
@@ -75,9 +83,11 @@ class Settings(BaseSettings):
         True, description="Put a resource link to each full-size image in results (off for langchain)."
     )
     save: bool | None = Field(
-        None, description="Save images to output_dir; unset = yes on stdio, no over HTTP."
+        None, description="Save images to FLUX_MCP_OUTPUT_DIR; unset = yes on stdio, no over HTTP."
     )
-    output_dir: Path | None = Field(None, description="Folder for saved images; unset = Pictures/flux-mcp.")
+    output_dir: Path | None = Field(
+        None, description="Folder for saved images; unset = flux-mcp in Pictures (or home)."
+    )
     db: Path | None = Field(
         None,
         description="History database file (or a postgresql:// URL); unset = the user's data folder.",
@@ -113,7 +123,10 @@ class Settings(BaseSettings):
     )
     auth: AuthMode | None = Field(
         None,
-        description="HTTP auth: tokens, passthrough, oauth or none; unset = tokens if auth_tokens is set.",
+        description=(
+            "HTTP auth: tokens, passthrough, oauth or none; unset = tokens if FLUX_MCP_AUTH_TOKENS is set, "
+            "else none."
+        ),
     )
     auth_tokens: SecretStr | None = Field(
         None, description="Comma-separated bearer tokens HTTP clients must send."
@@ -133,7 +146,9 @@ class Settings(BaseSettings):
         None, description="Check tokens by RFC 7662 introspection at this URL instead of as JWTs."
     )
     oauth_client_id: str | None = Field(None, description="Client ID this server introspects with.")
-    oauth_client_secret: SecretStr | None = Field(None, description="Its client secret.")
+    oauth_client_secret: SecretStr | None = Field(
+        None, description="The client secret of FLUX_MCP_OAUTH_CLIENT_ID."
+    )
     oauth_allowed: str | None = Field(
         None, description="Comma-separated subjects or verified emails who may use it; unset = anyone."
     )
