@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from flux_mcp import __version__
 from flux_mcp.cli import hostconfig
-from flux_mcp.cli.logs import configure_logging
+from flux_mcp.cli.logs import configure_logging, configure_warnings
 from flux_mcp.domain.catalogue import MODELS
 from flux_mcp.domain.settings import Settings
 from flux_mcp.server.build import build_server
@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     quiet = command == "demo" and "FLUX_MCP_LOG_LEVEL" not in os.environ  # the demo shows its own progress
     configure_logging("WARNING" if quiet else settings.log_level)
+    configure_warnings()
     try:
         if command == "demo":
             return anyio.run(_demo, settings, args)

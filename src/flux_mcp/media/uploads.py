@@ -17,7 +17,6 @@ import logging
 import os
 import stat
 import sys
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -42,7 +41,7 @@ from flux_mcp.domain.inputs import (
 from flux_mcp.domain.tasks import ImageInfo
 from flux_mcp.history.store import History
 from flux_mcp.media.images import ImageKeeper, slug
-from flux_mcp.media.pictures import MAX_PIXELS, Picture, decode, pillow
+from flux_mcp.media.pictures import MAX_PIXELS, Picture, decode
 from flux_mcp.upstream.platform import PlatformClient
 
 logger = logging.getLogger(__name__)
@@ -193,15 +192,13 @@ def check_image_bytes(data: bytes, name: str, max_bytes: int = MAX_INPUT_BYTES) 
 
 
 def _check_pixels(data: bytes, name: str) -> None:
-    pillow()
+    """Refuse by the size the file declares, before any pixel is decoded, saying how to fix it."""
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):  # see pictures.opened
         raise ImageInputError(
             f"{name} has too many pixels (at most {MAX_PIXELS / 1e6:g} megapixels)"
         ) from None

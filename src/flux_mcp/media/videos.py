@@ -23,13 +23,12 @@ import anyio
 from flux_mcp.domain.errors import ImageError, VideoError
 from flux_mcp.domain.tasks import ImageInfo, TaskResult, TaskStatus, VideoInfo
 from flux_mcp.media.images import save, sidecar_metadata
-from flux_mcp.media.pictures import PREVIEW_MAX_BYTES, Picture, Preview, preview_of
+from flux_mcp.media.pictures import MAX_PIXELS, PREVIEW_MAX_BYTES, Picture, Preview, preview_of
 from flux_mcp.net.downloads import Downloader
 
 logger = logging.getLogger(__name__)
 
 NO_POSTER = "no poster frame is shown (install flux-mcp[video] for one)"
-MAX_POSTER_PIXELS = 40_000_000  # the same decompression bound as images
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def poster_frame(data: bytes, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> 
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.video[0]
-            if stream.width * stream.height > MAX_POSTER_PIXELS:
+            if stream.width * stream.height > MAX_PIXELS:  # checked before a frame is decoded
                 raise VideoError(f"the video declares {stream.width}x{stream.height}, too large to decode")
             frame = next(container.decode(stream))
             image = frame.to_image()  # type: ignore[no-untyped-call]

@@ -20,10 +20,8 @@ pending result is never a delivered one (get_task, or the same call again, picks
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Literal
 
-from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import CallToolResult
 
 from flux_mcp.domain.tasks import TaskBatchResult, TaskResult, TaskStatus
@@ -70,12 +68,12 @@ async def _log_outcome(ctx: CallContext, result: TaskResult) -> None:
 async def log_to_client(ctx: CallContext, level: Literal["info", "warning"], message: str) -> None:
     """An MCP log message, for clients that asked for them (many hosts show them in a log pane).
 
-    The logging capability is deprecated as of protocol 2026-07-28, so the SDK warns on every call; the
-    message still reaches clients that opted in, and nothing else changes. Never fails the call.
+    The logging capability is deprecated as of protocol 2026-07-28, so the SDK warns (MCPDeprecationWarning)
+    on every call; the message still reaches clients that opted in, and nothing else changes. Whether that
+    warning shows is the application's choice: the `flux-mcp` command silences it (cli/logs.py). Never fails
+    the call.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MCPDeprecationWarning)
-            await ctx.log(level, message, logger_name="flux-mcp")
+        await ctx.log(level, message, logger_name="flux-mcp")
     except Exception as exc:
         logger.debug("log message not delivered: %s", exc)
