@@ -31,6 +31,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -66,11 +67,9 @@ SHUTDOWN_GRACE_SECONDS = 10
 
 
 async def serve_http(settings: Settings, *, allow_unauthenticated: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT: `flux-mcp serve --transport http`."""
+    """Serve until SIGTERM/SIGINT: `flux-mcp serve --transport http`. Port 0: one the OS chooses (logged)."""
     stopping = anyio.Event()
     app = build_http_app(settings, allow_unauthenticated=allow_unauthenticated, stop=stopping)
-    where = f"http://{settings.host}:{settings.port}{MCP_PATH}"
-    logger.info("serving MCP over streamable HTTP at %s (auth: %s)", where, settings.auth_mode())
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -80,18 +79,36 @@ async def serve_http(settings: Settings, *, allow_unauthenticated: bool = False)
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    await DrainingServer(config, stopping, asyncio.get_running_loop()).serve()
+    listening = partial(_log_listening, settings)
+    await DrainingServer(config, stopping, asyncio.get_running_loop(), listening=listening).serve()
+
+
+def _log_listening(settings: Settings, port: int) -> None:
+    where = f"http://{settings.host}:{port}{MCP_PATH}"
+    logger.info("serving MCP over streamable HTTP at %s (auth: %s)", where, settings.auth_mode())
 
 
 class DrainingServer(uvicorn.Server):
     """uvicorn that, on a signal, first ends every wait, so open calls answer `pending` before it stops."""
 
     def __init__(
-        self, config: uvicorn.Config, stopping: anyio.Event, loop: asyncio.AbstractEventLoop
+        self,
+        config: uvicorn.Config,
+        stopping: anyio.Event,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        listening: Callable[[int], None] = lambda port: None,
     ) -> None:
         super().__init__(config)
         self._stopping = stopping
         self._loop = loop
+        self._listening = listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup, then `listening(port)` with the port it listens on (the OS's choice for 0)."""
+        await super().startup(sockets)
+        if self.started:
+            self._listening(self.servers[0].sockets[0].getsockname()[1])
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._stopping.is_set():  # a second signal: stop now
