@@ -40,6 +40,7 @@ from flux_mcp.domain.inputs import (
 )
 from flux_mcp.domain.tasks import ImageInfo
 from flux_mcp.history.store import History
+from flux_mcp.media.bounded import KeyedLocks
 from flux_mcp.media.images import ImageKeeper, slug
 from flux_mcp.media.pictures import MAX_PIXELS, Picture, decode
 from flux_mcp.upstream.platform import PlatformClient
@@ -74,7 +75,7 @@ class ImageSources:
     history: History
     keeper: ImageKeeper
     max_bytes: int = MAX_INPUT_BYTES
-    _locks: dict[tuple[str, str], anyio.Lock] = field(default_factory=dict)
+    _locks: KeyedLocks[tuple[str, str]] = field(default_factory=KeyedLocks)  # by (owner, content digest)
 
     async def url_for(
         self,
@@ -119,7 +120,7 @@ class ImageSources:
     async def _upload(self, file: LocalFile, platform: PlatformClient, owner: str) -> str:
         picture = await anyio.to_thread.run_sync(check_image_bytes, file.data, file.name, self.max_bytes)
         digest = hashlib.sha256(file.data).hexdigest()
-        async with self._locks.setdefault((owner, digest), anyio.Lock()):
+        async with self._locks.hold((owner, digest)):
             known = await self.history.uploaded(digest, owner, max_age=UPLOAD_REUSE_SECONDS)
             if known is not None:
                 logger.info("reusing the upload of %s (sha256 %s)", file.name, digest[:12])
