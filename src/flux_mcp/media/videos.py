@@ -197,7 +197,7 @@ class VideoKeeper:
             "bytes": len(data),
         }
         metadata = {
-            **sidecar_metadata_for(result, video),
+            **video_sidecar_metadata(result, video),
             **{k: v for k, v in extra.items() if v is not None},
         }
         picture = Picture(data, "video/mp4", "mp4", video.width or 0, video.height or 0)
@@ -211,7 +211,7 @@ class VideoKeeper:
         return await anyio.to_thread.run_sync(poster_frame, data, self._preview_size, limiter=self._cpu)
 
 
-def sidecar_metadata_for(result: TaskResult, video: VideoInfo) -> dict[str, Any]:
+def video_sidecar_metadata(result: TaskResult, video: VideoInfo) -> dict[str, Any]:
     """The image sidecar's fields, for a video: no seed, the video's own URL."""
     metadata = sidecar_metadata(result, ImageInfo(index=video.index, url=video.url))
     metadata.pop("seed", None)

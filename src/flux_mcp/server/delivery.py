@@ -1,6 +1,6 @@
 """Handing a finished job to the caller: the outcome logged to the client, its content, the delivery mark.
 
-A retry never pays twice (tasks.py continues an identical submission whose outcome no caller has
+A retry never pays twice (jobs/runner.py continues an identical submission whose outcome no caller has
 received). Here is where an outcome counts as delivered: a finished task (succeeded or failed), or the
 news that a submission may have been billed, is marked delivered by the tool that returns it, as the
 last thing it awaits (`History.deliver`); a call cancelled by then takes its mark back, and nothing
@@ -36,18 +36,18 @@ async def answer(caller: Caller, finished: FinishedJob, ctx: CallContext) -> Cal
     """A job tool's answer: the outcome logged to the client, shown, and (last) marked delivered."""
     await _log_outcome(ctx, finished.result)
     shown = present(finished, resource_links=caller.state.settings.resource_links)
-    await delivered(caller, [finished.result])
+    await mark_delivered(caller, [finished.result])
     return shown
 
 
 async def answer_batch(caller: Caller, batch: TaskBatchResult) -> CallToolResult:
     """get_tasks' answer: the tasks shown, and (last) the finished ones marked delivered."""
     shown = batch_result(batch)
-    await delivered(caller, batch.tasks)
+    await mark_delivered(caller, batch.tasks)
     return shown
 
 
-async def delivered(caller: Caller, results: list[TaskResult]) -> None:
+async def mark_delivered(caller: Caller, results: list[TaskResult]) -> None:
     """Mark the finished ones among `results` delivered: the last thing a tool awaits before answering."""
     finished = [result.task_id for result in results if result.status in FINISHED]
     await caller.state.history.deliver(caller.owner, task_ids=finished)

@@ -9,18 +9,19 @@
                                      with FLUX_MCP_AUTH=oauth: RFC 9728 metadata naming the issuer
     /.well-known/oauth-…, /register, /authorize, /token
                                      404 saying this server takes a static bearer token, or (oauth)
-                                     where the authorization server is (auth.py)
+                                     where the authorization server is (challenges.py)
 
-`build_http_app` composes it: the MCP app, its own routes (`http_routes`), all behind the gate
-(`http_gate`). Every request meets the Host/Origin rules (DNS rebinding), whatever its route. Auth has three
-modes (auth.py). With server tokens (`FLUX_MCP_AUTH_TOKENS`) a client must present one of them and the
-server pays upstream with its own `ACEDATACLOUD_API_TOKEN`. With pass-through (`FLUX_MCP_AUTH=passthrough`)
-each client presents its own AceDataCloud token, verified once with the upstream and then used for its
-calls only, never logged or stored. In both, a request without valid credentials gets a 401 before any
-MCP processing, each session belongs to the credential that opened it, and one credential holds at most
-FLUX_MCP_MAX_SESSIONS_PER_CLIENT sessions. With OAuth (`FLUX_MCP_AUTH=oauth`, oauth.py) clients present
-access tokens of the organisation's authorization server; sessions, limits and history are per person,
-and the server's own token pays. `none` (loopback, or behind a proxy that authenticates) checks nothing.
+`build_http_app` composes it: the MCP app, its own routes (`routes.service_routes`), all behind the gate
+(`gate.BearerGate`). Every request meets the Host/Origin rules (DNS rebinding), whatever its route. Auth
+has three modes (credentials.py). With server tokens (`FLUX_MCP_AUTH_TOKENS`) a client must present one of
+them and the server pays upstream with its own `ACEDATACLOUD_API_TOKEN`. With pass-through
+(`FLUX_MCP_AUTH=passthrough`) each client presents its own AceDataCloud token, verified once with the
+upstream and then used for its calls only, never logged or stored. In both, a request without valid
+credentials gets a 401 before any MCP processing, each session belongs to the credential that opened it,
+and one credential holds at most FLUX_MCP_MAX_SESSIONS_PER_CLIENT sessions. With OAuth
+(`FLUX_MCP_AUTH=oauth`, oauth.py) clients present access tokens of the organisation's authorization
+server; sessions, limits and history are per person, and the server's own token pays. `none` (loopback, or
+behind a proxy that authenticates) checks nothing.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What a request must pass before it reaches the service: the Host/Origin rules on every route, valid
 credentials on /mcp, and at most FLUX_MCP_MAX_SESSIONS_PER_CLIENT open sessions per credential.
 
-`BearerGate` is the outermost ASGI app of `http.build_http_app`; whom a credential belongs to, and
-what a refusal says, are `auth.Credentials`' business.
+`BearerGate` is the outermost ASGI app of `app.build_http_app`; whom a credential belongs to, and
+what a refusal says, are `credentials.Credentials`' business.
 """
 
 from __future__ import annotations
