@@ -11,8 +11,9 @@ import pytest
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from flux_mcp.cli.doctor import DoctorContext, Status, check_packages
+from flux_mcp.domain.errors import UnsupportedSdkError
 from flux_mcp.server.build import build_server
-from flux_mcp.server.sdk import MCP_REQUIREMENT, MCP_VERSIONS, UnsupportedSdkError, sdk_internal
+from flux_mcp.server.sdk import MCP_REQUIREMENT, MCP_VERSIONS, sdk_internal
 from flux_mcp.web.gate import open_session_ids
 from tests.support import make_settings
 

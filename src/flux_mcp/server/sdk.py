@@ -11,6 +11,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from flux_mcp.domain.errors import UnsupportedSdkError
+
 MCP_VERSIONS = ((2, 3), (2, 4))  # from (inclusive) .. to (exclusive): the versions tested
 MCP_REQUIREMENT = "mcp>={}.{},<{}.{}".format(*MCP_VERSIONS[0], *MCP_VERSIONS[1])
 
@@ -20,17 +22,15 @@ def sdk_internal(owner: object, name: str) -> Any:
     try:
         return getattr(owner, name)
     except AttributeError:
-        raise UnsupportedSdkError(f"{type(owner).__name__}.{name}") from None
+        raise unsupported_sdk(f"{type(owner).__name__}.{name}") from None
 
 
-class UnsupportedSdkError(RuntimeError):
-    """The installed MCP SDK lacks an internal flux-mcp relies on: a version outside MCP_REQUIREMENT."""
-
-    def __init__(self, missing: str) -> None:
-        super().__init__(
-            f"the installed MCP SDK (mcp {_installed()}) has no {missing}, which flux-mcp needs: "
-            f'install a version it supports, pip install "{MCP_REQUIREMENT}"'
-        )
+def unsupported_sdk(missing: str) -> UnsupportedSdkError:
+    """The error for an SDK without `missing`: which mcp is installed, and the range to install."""
+    return UnsupportedSdkError(
+        f"the installed MCP SDK (mcp {_installed()}) has no {missing}, which flux-mcp needs: "
+        f'install a version it supports, pip install "{MCP_REQUIREMENT}"'
+    )
 
 
 def _installed() -> str:

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.server.caller import bearer_token
-from flux_mcp.server.sdk import UnsupportedSdkError, sdk_internal
+from flux_mcp.server.sdk import sdk_internal, unsupported_sdk
 from flux_mcp.web.challenges import undecided
 from flux_mcp.web.credentials import Credentials, Verdict
 
@@ -202,7 +202,7 @@ def open_session_ids(manager: StreamableHTTPSessionManager) -> Container[str]:
     """
     registry = sdk_internal(manager, "_server_instances")
     if not isinstance(registry, dict):
-        raise UnsupportedSdkError(f"{type(manager).__name__}._server_instances as a dict")
+        raise unsupported_sdk(f"{type(manager).__name__}._server_instances as a dict")
     return registry
 
 
