@@ -178,3 +178,65 @@ def test_a_wrong_way_import_is_caught(tmp_path: Path) -> None:
         f"jobs.poller:{len(poller.read_text().splitlines())} imports mcp.server.mcpserver",
         f"jobs.poller:{len(poller.read_text().splitlines())} imports mcp.server.mcpserver.Context",
     ]
+
+
+# Calls that change the whole process: warning filters (catch_warnings swaps the one global list, so
+# concurrent callers clobber each other), logger levels and handlers. Only the command (cli/) sets them.
+PROCESS_WIDE_CALLS = {
+    "filterwarnings",
+    "simplefilter",
+    "resetwarnings",
+    "catch_warnings",
+    "captureWarnings",
+    "setLevel",
+    "basicConfig",
+    "dictConfig",
+    "fileConfig",
+}
+PROCESS_WIDE_ATTRIBUTES = {"MAX_IMAGE_PIXELS"}  # Pillow's global decompression-bomb limit
+
+
+def process_wide_settings(root: Path) -> list[str]:
+    """`module:line call` of each process-wide setting made outside cli/."""
+    found: list[tuple[str, int, str]] = []
+    for file in module_files(root):
+        module = module_name(root, file)
+        if package_of(module) == "cli":
+            continue
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and _called_name(node.func) in PROCESS_WIDE_CALLS:
+                found.append((module, node.lineno, _called_name(node.func)))
+            elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Attribute) and target.attr in PROCESS_WIDE_ATTRIBUTES:
+                        found.append((module, node.lineno, f"{target.attr} ="))
+    return [f"{module}:{line} {what}" for module, line, what in sorted(found)]
+
+
+def _called_name(func: ast.expr) -> str:
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
+
+
+def test_no_library_module_sets_a_warning_filter_or_a_logger_level(tmp_path: Path) -> None:
+    assert process_wide_settings(PACKAGE) == []
+
+    planted = tmp_path / "flux_mcp"
+    (planted / "media").mkdir(parents=True)
+    (planted / "cli").mkdir()
+    (planted / "media" / "pictures.py").write_text(
+        "import logging, warnings\nfrom PIL import Image\n"
+        "warnings.filterwarnings('error')\n"
+        "with warnings.catch_warnings():\n    pass\n"
+        "logging.getLogger('httpx').setLevel(logging.WARNING)\n"
+        "Image.MAX_IMAGE_PIXELS = None\n"
+    )
+    (planted / "cli" / "logs.py").write_text("import warnings\nwarnings.simplefilter('ignore')\n")
+    assert process_wide_settings(planted) == [
+        "media.pictures:3 filterwarnings",
+        "media.pictures:4 catch_warnings",
+        "media.pictures:6 setLevel",
+        "media.pictures:7 MAX_IMAGE_PIXELS =",
+    ]

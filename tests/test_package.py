@@ -45,9 +45,10 @@ def test_every_error_of_the_tree_is_exported() -> None:
     tree = {
         name
         for name, value in vars(errors).items()
-        if inspect.isclass(value) and issubclass(value, errors.FluxError)
+        if inspect.isclass(value) and issubclass(value, errors.FluxMcpError)
     }
-    assert tree <= set(flux_mcp.__all__)
+    assert {"FluxMcpError", "StartupError", "FluxError"} <= tree <= set(flux_mcp.__all__)
+    assert all(issubclass(getattr(flux_mcp, name), flux_mcp.FluxMcpError) for name in tree)
 
 
 def test_an_unknown_name_is_an_attribute_error_and_submodules_still_import() -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shlex
+import socket
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx2
 import pytest
 from PIL import Image
 from pydantic import ValidationError
@@ -40,7 +44,8 @@ from flux_mcp.cli.hostconfig import (
 )
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
-from tests.support import TOKEN, free_port, make_settings
+from testkit import flux_command
+from tests.support import STARTUP_TIMEOUT, TOKEN, child_env, free_port, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -184,6 +189,45 @@ def test_serve_refuses_an_out_of_range_port_before_serving(tmp_path: Path) -> No
     assert result.returncode == 2, result.stderr
     assert "invalid settings" in result.stderr and "65535" in result.stderr
     assert "Traceback" not in result.stderr and "serving MCP" not in result.stderr
+
+
+async def test_serve_on_port_0_listens_on_a_port_the_os_chose_and_logs_it(tmp_path: Path) -> None:
+    command = [*flux_command(), "serve", "--transport", "http", "--port", "0"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # FLUX_MCP_PORT's port is busy: 0 must not mean it
+        busy = taken.getsockname()[1]
+        env = child_env(tmp_path, ACEDATACLOUD_API_TOKEN=TOKEN, FLUX_MCP_PORT=str(busy))
+        async with await anyio.open_process(command, env=env, stdin=subprocess.DEVNULL) as process:
+            assert process.stderr is not None
+            seen = ""
+            with anyio.fail_after(STARTUP_TIMEOUT):
+                while (served := re.search(r"serving MCP over streamable HTTP at (\S+)/mcp", seen)) is None:
+                    try:
+                        seen += (await process.stderr.receive()).decode()
+                    except anyio.EndOfStream:
+                        pytest.fail(f"flux-mcp serve ended before it said where it listens:\n{seen}")
+            base = served.group(1)
+            port = re.fullmatch(r"http://127\.0\.0\.1:(\d+)", base)
+            assert port is not None and int(port.group(1)) not in (0, busy), base
+            async with httpx2.AsyncClient() as http:
+                assert (await http.get(f"{base}/healthz")).status_code == 200
+            process.terminate()
+            await process.wait()
+
+
+def test_the_command_sends_warnings_to_its_log_but_not_the_deprecation_it_causes_by_design() -> None:
+    script = (
+        "import warnings\n"
+        "from mcp.shared.exceptions import MCPDeprecationWarning\n"
+        "from flux_mcp.cli.logs import configure_logging, configure_warnings\n"
+        "configure_logging('INFO')\n"
+        "configure_warnings()\n"
+        "warnings.warn('The logging capability is deprecated as of 2026-07-28.', MCPDeprecationWarning)\n"
+        "warnings.warn('something else', UserWarning)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "logging capability" not in done.stderr
+    assert re.search(r"WARNING py\.warnings: .*UserWarning: something else", done.stderr), done.stderr
 
 
 # ---- config HOST ----------------------------------------------------------------------------------

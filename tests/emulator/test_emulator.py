@@ -590,10 +590,10 @@ async def test_exit_with_a_request_in_flight_is_quick_and_drops_it() -> None:
 
 
 @pytest.mark.anyio
-async def test_run_emulator_forever_logs_its_url_and_stops_on_sigint() -> None:
+async def test_the_emulator_command_logs_its_url_and_stops_on_sigint() -> None:
     source = str(SOURCE_DIR)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
-    code = "from flux_mcp.emulator import run_emulator_forever; run_emulator_forever(port=0)"
+    code = "import sys; from flux_mcp.cli.main import main; sys.exit(main(['emulator', '--port', '0']))"
     async with await anyio.open_process([sys.executable, "-c", code], env=env) as process:
         assert process.stderr is not None
         seen = b""

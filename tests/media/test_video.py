@@ -20,7 +20,7 @@ from flux_mcp.domain.errors import VideoError
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.videos import GenerateVideoArgs
 from flux_mcp.emulator import Fault, RunningEmulator
-from flux_mcp.media.videos import mp4_info, poster_available
+from flux_mcp.media.videos import mp4_info, poster_available, poster_frame
 from flux_mcp.server.build import build_server
 from tests.support import make_settings, text
 from tests.support import structured as data
@@ -101,6 +101,19 @@ async def test_the_poster_frame_is_a_small_image_of_the_first_frame(client: Clie
     with Image.open(io.BytesIO(base64.b64decode(poster.data))) as image:
         assert image.format == "JPEG" and image.height > image.width  # 9:16, as the video
     assert "no poster" not in text(result)
+
+
+@needs_pyav
+async def test_a_video_declaring_too_many_pixels_gets_no_poster_and_no_decode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import flux_mcp.media.videos
+
+    clip = Path(flux_mcp.media.videos.__file__).parent.parent / "emulator" / "clip.mp4"
+    assert poster_frame(clip.read_bytes(), 64) is not None
+    monkeypatch.setattr(flux_mcp.media.videos, "MAX_PIXELS", 16)  # as if the clip were a bomb
+    with pytest.raises(VideoError, match="too large to decode"):
+        poster_frame(clip.read_bytes(), 64)
 
 
 async def test_without_pyav_the_result_says_no_poster_is_shown(

@@ -11,13 +11,14 @@ import io
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpcore2
@@ -36,7 +37,7 @@ from starlette.routing import Route
 from flux_mcp.domain.errors import ImageError
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import serve_asgi
-from flux_mcp.media.pictures import MAX_PIXELS, decode
+from flux_mcp.media.pictures import MAX_PIXELS, Picture, decode, to_png
 from flux_mcp.net.clients import build_download_client
 from flux_mcp.net.downloads import Downloader
 from flux_mcp.net.guard import ForbiddenAddress, GuardedBackend, refusal
@@ -387,11 +388,15 @@ def declared_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
-@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")  # as in the server process
+@pytest.mark.parametrize("application_filter", ["default", "error", "ignore"])  # of Pillow's bomb warning
 @pytest.mark.parametrize(("width", "height"), [(10_000, 10_000), (7_000, 7_000), (40_001, 1_000)])
 def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(
-    decodes: list[tuple[int, int]], width: int, height: int
+    decodes: list[tuple[int, int]],
+    width: int,
+    height: int,
+    application_filter: Literal["default", "error", "ignore"],
 ) -> None:
+    warnings.simplefilter(application_filter, Image.DecompressionBombWarning)  # pytest restores the filters
     bomb = declared_png(width, height)
     assert len(bomb) < 200_000 and width * height > MAX_PIXELS
     with pytest.raises(ImageError, match=r"over the 40-megapixel limit.*not decoded"):
@@ -399,22 +404,32 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(
     assert decodes == []
 
 
-def test_pillows_own_bomb_warning_is_an_error_in_the_server_process(tmp_path: Path) -> None:
-    # pytest resets warning filters around each test, so the server's own filter is checked in a
-    # fresh interpreter, as `flux-mcp` runs it. Pillow is loaded at the server's first image, not at
-    # start: from that image on, its bomb warning is an error.
+def test_a_png_conversion_checks_the_declared_size_first(decodes: list[tuple[int, int]]) -> None:
+    bomb = Picture(declared_png(10_000, 10_000), "image/webp", "webp", 64, 48)  # as if it were a saved WebP
+    with pytest.raises(ImageError, match="40-megapixel limit"):
+        to_png(bomb)
+    assert decodes == []
+
+
+def test_decoding_changes_no_process_wide_setting(tmp_path: Path) -> None:
+    # A fresh interpreter, as an application embedding flux-mcp runs it: its warning filters and
+    # Pillow's limits are the same after images (a bomb among them) were checked as before.
     assert Image.MAX_IMAGE_PIXELS is not None and MAX_PIXELS < Image.MAX_IMAGE_PIXELS
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(declared_png(10_000, 10_000))
     (tmp_path / "ok.png").write_bytes(png_bytes(64, 48))
     script = (
-        "import sys, pathlib, flux_mcp.media.pictures\n"
-        "flux_mcp.media.pictures.decode(pathlib.Path(sys.argv[2]).read_bytes(), 'ok.png')\n"
+        "import sys, pathlib, warnings\n"
         "from PIL import Image\n"
+        "before = (list(warnings.filters), Image.MAX_IMAGE_PIXELS)\n"
+        "from flux_mcp.domain.errors import ImageError\n"
+        "from flux_mcp.media.pictures import decode\n"
+        "decode(pathlib.Path(sys.argv[2]).read_bytes(), 'ok.png', 16)\n"
         "try:\n"
-        "    Image.open(sys.argv[1])\n"
-        "except Image.DecompressionBombWarning:\n"
-        "    print('raised')\n"
+        "    decode(pathlib.Path(sys.argv[1]).read_bytes(), 'bomb.png', 16)\n"
+        "except ImageError:\n"
+        "    print('refused')\n"
+        "print((list(warnings.filters), Image.MAX_IMAGE_PIXELS) == before)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(bomb), str(tmp_path / "ok.png")],
@@ -422,7 +437,7 @@ def test_pillows_own_bomb_warning_is_an_error_in_the_server_process(tmp_path: Pa
         text=True,
         timeout=60,
     )
-    assert done.stdout.strip() == "raised", done.stderr
+    assert done.stdout.split() == ["refused", "True"], done.stderr
 
 
 def test_an_image_within_the_limit_is_still_decoded(decodes: list[tuple[int, int]]) -> None:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
+from mcp_types import Tool
 from pydantic import ValidationError
 
 from flux_mcp.domain.arguments import ASPECT_RATIOS, TOOL_ARGUMENTS
@@ -37,10 +38,10 @@ CLIENTS = ["plain", "legacy", "apps"]  # legacy: protocol 2025-11-25, as many ho
 
 
 @cache
-def published(kind: str) -> dict[str, dict[str, Any]]:
-    """tools/list as a plain, legacy-protocol or MCP Apps client gets it: tool name -> input schema."""
+def listed(kind: str) -> tuple[Tool, ...]:
+    """tools/list as a plain, legacy-protocol or MCP Apps client gets it."""
 
-    async def listing() -> dict[str, dict[str, Any]]:
+    async def listing() -> tuple[Tool, ...]:
         scratch = scratch_folder()  # in the tmp_path of the first test that asks
         server = build_server(Settings(api_base_url="http://127.0.0.1:9", db=scratch / "history.db"))
         extensions = (
@@ -48,9 +49,14 @@ def published(kind: str) -> dict[str, dict[str, Any]]:
         )
         mode = "legacy" if kind == "legacy" else "auto"
         async with Client(server, extensions=extensions, mode=mode) as client:
-            return {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+            return tuple((await client.list_tools()).tools)
 
     return anyio.run(listing)
+
+
+def published(kind: str) -> dict[str, dict[str, Any]]:
+    """Tool name -> input schema, as `kind` of client gets them."""
+    return {tool.name: tool.input_schema for tool in listed(kind)}
 
 
 def tools_of(kind: str) -> list[tuple[str, dict[str, Any]]]:
@@ -165,6 +171,30 @@ def test_openai_agents_own_strict_conversion(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", CLIENTS)
+def test_openai_agents_turns_every_tool_into_a_strict_function_tool(kind: str) -> None:
+    """The conversion openai-agents runs on each listed tool with `convert_schemas_to_strict=True`
+    (`MCPUtil.to_function_tool`): a schema it cannot make strict is sent non-strict, with only an
+    INFO log line ("Error converting MCP schema to strict mode") to say so."""
+    agents_mcp = pytest.importorskip("agents.mcp")
+    server = agents_mcp.MCPServerStreamableHttp({"url": "http://127.0.0.1:9/mcp"})  # never connected
+    for tool in listed(kind):
+        converted = agents_mcp.MCPUtil.to_function_tool(tool, server, convert_schemas_to_strict=True)
+        assert converted.strict_json_schema, tool.name
+        assert rules.openai_strict_violations(converted.params_json_schema) == [], tool.name
+
+
+def test_the_strict_function_tool_check_catches_an_open_empty_object() -> None:
+    """What get_credits published before: an object without properties that did not say it is closed."""
+    agents_mcp = pytest.importorskip("agents.mcp")
+    server = agents_mcp.MCPServerStreamableHttp({"url": "http://127.0.0.1:9/mcp"})
+    [credits] = [tool for tool in listed("plain") if tool.name == "get_credits"]
+    opened = credits.model_copy(update={"input_schema": {"properties": {}, "type": "object"}})
+    assert not agents_mcp.MCPUtil.to_function_tool(
+        opened, server, convert_schemas_to_strict=True
+    ).strict_json_schema
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
 def test_google_adk_own_gemini_conversion_keeps_descriptions(kind: str) -> None:
     gemini = pytest.importorskip("google.adk.tools._gemini_schema_util")
     for name, schema in tools_of(kind):
@@ -214,6 +244,13 @@ def test_rewrite_collapses_nullable_unions_and_describes_defaults_and_formats() 
     }
     assert props["models"]["description"] == "Pick one:\n- a\n- b\nDefault: a."
     assert props["either"] == original["properties"]["either"]  # a real union is left for the checks to flag
+
+
+def test_rewrite_closes_only_a_tool_without_arguments() -> None:
+    empty = {"type": "object", "properties": {}, "title": "get_creditsArguments"}
+    assert portable_schema(empty) == {**empty, "additionalProperties": False}
+    with_arguments = {"type": "object", "properties": {"x": {"type": "integer", "description": "X."}}}
+    assert portable_schema(with_arguments) == with_arguments  # the frameworks close these themselves
 
 
 # --- what a strict model sends is still accepted, and validated as before -------------------------

@@ -40,12 +40,12 @@ from flux_mcp.domain.settings import DEFAULT_BASE_URL, Settings
 from flux_mcp.history.sqlite import make_private_folder
 from flux_mcp.history.store import History
 from flux_mcp.net.clients import build_http_client
+from flux_mcp.server.sdk import MCP_REQUIREMENT, MCP_VERSIONS
 from flux_mcp.upstream.call import RetryPolicy
 from flux_mcp.upstream.flux import FluxClient
 
 MIN_PYTHON = (3, 11)
 PACKAGES = ("flux-mcp", "mcp", "httpx2", "pydantic")
-MIN_MCP = (2, 3)
 PROBE_TASK_ID = "flux-mcp-doctor"
 PROBE_TIMEOUT_SECONDS = 15.0
 DESKTOP_HOST_TIMEOUT_SECONDS = 60.0
@@ -126,11 +126,11 @@ async def check_packages(_: DoctorContext) -> CheckResult:
     if missing:
         return fail(f"packages missing: {', '.join(missing)}", f"pip install --upgrade {' '.join(PACKAGES)}")
     mcp_version = version("mcp")
-    if _version_tuple(mcp_version) < MIN_MCP:
-        wanted = ".".join(str(part) for part in MIN_MCP)
+    lowest, beyond = MCP_VERSIONS
+    if not lowest <= _version_tuple(mcp_version)[:2] < beyond:
         return fail(
-            f"mcp {mcp_version} is too old (flux-mcp needs ≥ {wanted})",
-            f'pip install --upgrade "mcp>={wanted},<3"',
+            f"mcp {mcp_version} is not a version flux-mcp supports ({MCP_REQUIREMENT})",
+            f'pip install "{MCP_REQUIREMENT}"',
         )
     return ok("packages: " + ", ".join(found))
 

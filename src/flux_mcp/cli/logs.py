@@ -1,16 +1,20 @@
-"""Logging: one readable stderr log, with the third-party loggers that would write payloads held back.
+"""Logging and warnings: one readable stderr log, with the third-party loggers that would write payloads
+held back. Process-wide settings, so the command sets them (main), never the library.
 
 At DEBUG some libraries log what passes through them: sse-starlette every SSE frame whole (prompts,
 results, base64 previews), httpcore2 every response's headers (cookies), the MCP SDK whole messages in
 a few places. Those carry users' data, and sometimes a secret an upstream echoed back, so they never
-log below the ceilings in PAYLOAD_LOGGERS, whatever FLUX_MCP_LOG_LEVEL says. `build_http_app` applies the
-same ceilings for applications that embed the service with their own logging.
+log below the ceilings in PAYLOAD_LOGGERS, whatever FLUX_MCP_LOG_LEVEL says. An application that embeds
+the service with its own logging applies them with `hold_back_payload_loggers()`.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
+
+from mcp.shared.exceptions import MCPDeprecationWarning
 
 PAYLOAD_LOGGERS = {
     "sse_starlette": logging.WARNING,  # DEBUG: each SSE frame whole
@@ -40,3 +44,13 @@ def hold_back_payload_loggers(level: int | None = None) -> None:
             logger.setLevel(max(ceiling, level))
         elif logger.getEffectiveLevel() < ceiling:
             logger.setLevel(ceiling)
+
+
+def configure_warnings() -> None:
+    """Warnings go to the log; the one flux-mcp causes by design is not shown.
+
+    MCP log messages (`ctx.log`) are deprecated from protocol 2026-07-28 on, and the SDK warns at each
+    one; flux-mcp sends them to the clients of older protocols that asked for them, on purpose.
+    """
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", "The logging capability is deprecated", MCPDeprecationWarning)

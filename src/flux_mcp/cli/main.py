@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from flux_mcp import __version__
 from flux_mcp.cli import hostconfig
-from flux_mcp.cli.logs import configure_logging
+from flux_mcp.cli.logs import configure_logging, configure_warnings
 from flux_mcp.domain.catalogue import MODELS
 from flux_mcp.domain.settings import Settings
 from flux_mcp.server.build import build_server
@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     quiet = command == "demo" and "FLUX_MCP_LOG_LEVEL" not in os.environ  # the demo shows its own progress
     configure_logging("WARNING" if quiet else settings.log_level)
+    configure_warnings()
     try:
         if command == "demo":
             return anyio.run(_demo, settings, args)
@@ -92,8 +93,8 @@ def _settings(command: str, args: argparse.Namespace) -> Settings:
     if command != "serve" or args.transport != "http":
         return settings
     return settings.with_changes(
-        host=args.host or settings.host,
-        port=args.port or settings.port,
+        host=settings.host if args.host is None else args.host,
+        port=settings.port if args.port is None else args.port,  # 0 too: the OS chooses a port
         stateless=args.stateless or settings.stateless,
     )
 
@@ -159,7 +160,10 @@ def _add_serve_options(parser: argparse.ArgumentParser, default: Any = None) -> 
         "--host", default=pick(None), help="HTTP bind address (FLUX_MCP_HOST, default 127.0.0.1)"
     )
     parser.add_argument(
-        "--port", type=int, default=pick(None), help="HTTP port (FLUX_MCP_PORT, default 8000)"
+        "--port",
+        type=int,
+        default=pick(None),
+        help="HTTP port (FLUX_MCP_PORT, default 8000; 0: any free port, logged)",
     )
     parser.add_argument(
         "--stateless",

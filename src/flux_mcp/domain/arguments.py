@@ -2,7 +2,7 @@
 
 An arguments model serves three purposes: the tool's input schema (its parameters are the fields of
 its model in `TOOL_ARGUMENTS`; see `toolkit.model_tool`), the one validation of each call, before any
-upstream call, and (`to_request`) the `models.ImageRequest` sent to `POST /flux/images`.
+upstream call, and (`to_request`) the `tasks.ImageRequest` sent to `POST /flux/images`.
 """
 
 from __future__ import annotations

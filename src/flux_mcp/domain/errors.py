@@ -8,6 +8,7 @@ must decide.
     │   └── VideoError             a video download or check was refused
     ├── HistoryUnavailableError    the task history cannot be reached (where, reason)
     ├── StartupError               the HTTP settings are unsafe or inconsistent
+    ├── UnsupportedSdkError        the installed MCP SDK lacks an internal flux-mcp relies on
     └── FluxError                  an upstream call failed; retry_after: the upstream's hint (seconds)
         ├── MissingTokenError      nothing was sent: configure ACEDATACLOUD_API_TOKEN
         ├── UndecidedRepeatError   nothing was sent: an identical earlier submission may have been billed
@@ -70,6 +71,11 @@ class HistoryUnavailableError(FluxMcpError):
 
 class StartupError(FluxMcpError):
     """The HTTP settings are unsafe or inconsistent; the message says what to change."""
+
+
+class UnsupportedSdkError(FluxMcpError):
+    """The installed MCP SDK lacks an internal flux-mcp relies on (`server.sdk`): a version it does not
+    support; the message names the versions it does."""
 
 
 class FluxError(FluxMcpError):

@@ -4,7 +4,7 @@ As for images, one pydantic model is the tool's input schema, the validation tha
 upstream call, and the source of the request body. Every combination the API refuses is refused here
 with what would be accepted: each mode takes exactly its own input (i2v keyframes, v2v a start video,
 draft_enhance the draft's task id), durations are 5-20 s (5-15 for v2v) or "auto", and a keyframe's
-time must fall inside the video. Results come back as `models.VideoInfo` through the same task
+time must fall inside the video. Results come back as `tasks.VideoInfo` through the same task
 records as images (`parse_task_record`); `kind: "video"` in a request is what marks a video task.
 
 The upstream also documents the actions `edit` and `upscale`; they answer `service_unavailable` for

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import socket
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -124,9 +123,10 @@ async def serve_asgi(
 def run_emulator_forever(
     config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> None:
-    """Serve the emulator in the foreground until SIGINT/SIGTERM (the `flux-mcp emulator` command)."""
-    if not logging.getLogger().hasHandlers():
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    """Serve the emulator in the foreground until SIGINT/SIGTERM (the `flux-mcp emulator` command).
+
+    Its address is logged at INFO: the command configures logging, as any program running it would.
+    """
     app = create_app(EmulatorState(config if config is not None else EmulatorConfig()))
     runtime: EmulatorRuntime = app.state.runtime
     sock = _bind(host, port)

@@ -2,12 +2,12 @@
 
 Every call that looks at a task (generate_image, edit_image, generate_variations, generate_video,
 get_task) ends in `Finisher.finish`. The upstream's snapshot has already become a `TaskResult`
-(`task_result`, which keeps no more images than the request asked for). A succeeded result gets its
-files kept: each image or video downloaded once, checked, previewed and saved with a sidecar
-(`images.ImageKeeper`, `video_files.VideoKeeper`), reusing the files an earlier record of the task names.
-Then the result is written to the history, once: this is the only place a job's state is recorded.
+(`task_result`, which keeps no more images than the request asked for). A succeeded result gets its files
+kept: each image or video downloaded once, checked, previewed and saved with a sidecar
+(`images.ImageKeeper`, `videos.VideoKeeper` in media/), reusing the files an earlier record of the task
+names. Then the result is written to the history, once: this is the only place a job's state is recorded.
 What comes back, a `FinishedJob`, is the result as this call shows it with its inline previews, which
-`server.present` turns into MCP content without any I/O of its own.
+`server.render.present` turns into MCP content without any I/O of its own.
 
 The history never forgets a saved file: when this call could not keep a file again (its download
 failed, or saving is off here and no preview was wanted), the recorded result still names the file
@@ -87,9 +87,9 @@ class Finisher:
         except BaseException:
             # The state is news even when its files could not be kept (a fault, or the caller went away).
             with anyio.CancelScope(shield=True):
-                await self._record(remembered(result, earlier), owner)
+                await self._record(with_earlier_files(result, earlier), owner)
             raise
-        await self._record(remembered(finished.result, earlier), owner)
+        await self._record(with_earlier_files(finished.result, earlier), owner)
         return finished
 
     async def _keep_images(
@@ -180,7 +180,7 @@ def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: 
     return result
 
 
-def remembered(result: TaskResult, earlier: TaskResult | None) -> TaskResult:
+def with_earlier_files(result: TaskResult, earlier: TaskResult | None) -> TaskResult:
     """`result` as the history keeps it: still naming the files (and sizes) an earlier record kept."""
     if earlier is None:
         return result

@@ -1,9 +1,9 @@
 """Running Flux jobs: submit (or continue an identical one nobody has the result of), wait, finish.
 
-A tool call never blocks blindly and never polls in the chat. `ImageJobs.run` submits with
+A tool call never blocks blindly and never polls in the chat. `Jobs.run` submits with
 `async: true`, then waits on the server (`waiting.TaskWaiter`: woken by the poller of its token or a
 callback, with progress) until the images exist or the call's budget runs out; then it returns a normal
-`pending` result with the task id, and `ImageJobs.resume` (the `get_task` tool) waits the same way.
+`pending` result with the task id, and `Jobs.resume` (the `get_task` tool) waits the same way.
 Whatever state a call ends with is finished by `finishing.Finisher` (files kept, the state recorded
 once). Cancelling a call stops its waiting, never the task nor other calls waiting on it: the upstream
 keeps it and `get_task` still finds it.
@@ -23,7 +23,7 @@ deliberate re-run and submits anew. The cases:
 - `unknown` (the submission may have been accepted and billed, no task id): submit nothing; say so
   and point at list_tasks. That message counts as delivered, so an identical call after it submits.
 - `rejected` (the upstream provably did not take it): nothing to continue; submit.
-What "delivered" means (the server marks it, `History.deliver`) is explained in server.py.
+What "delivered" means (the server marks it, `History.deliver`) is explained in server/delivery.py.
 
 Whatever the upstream (or anyone) sends, a result carries at most the images its request asked for.
 """
@@ -73,14 +73,14 @@ SUBMITTING_POLL_FIRST, SUBMITTING_POLL_MAX = 0.05, 1.0
 
 @dataclass
 class JobTicket:
-    """What a job call's answer is about besides its task: filled in by `ImageJobs.run`."""
+    """What a job call's answer is about besides its task: filled in by `Jobs.run`."""
 
     # The answer tells its caller that this history row's submission may have been billed.
     undecided_row: int | None = None
 
 
-class ImageJobs:
-    """The use cases behind the tools: run a job, resume a task, look up many tasks."""
+class Jobs:
+    """The use cases behind the tools: run a job (images or a video), resume a task, look up many tasks."""
 
     def __init__(
         self,

@@ -21,17 +21,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from flux_mcp.domain.errors import ImageError
 from flux_mcp.domain.tasks import ImageInfo, PreviewChoice, TaskResult, TaskStatus
+from flux_mcp.media.bounded import KeyedLocks, Recent
 from flux_mcp.media.pictures import PREVIEW_MAX_BYTES, Picture, Preview, decode
 from flux_mcp.net.downloads import Downloader
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +40,10 @@ SMALL_PREVIEW_SIDE = 256
 SMALL_PREVIEW_MAX_BYTES = 16_000
 SMALL_RESULT_PREVIEW_BUDGET = 40_000
 CACHE_ENTRIES = 16
+# Files this process saved, by (task, index): for a call that read the history before another call's
+# save of the same image was recorded there. The history is the lasting record, so the most recent saves
+# are enough: far more than the images a server finishes at once.
+SAVED_PATHS_REMEMBERED = 1024
 # Decoded checks and previews kept by content (PreviewCache): all previews together at most this large.
 PREVIEW_CACHE_BYTES = 32 * 1024 * 1024
 
@@ -92,10 +94,9 @@ class ImageKeeper:
         self._downloader = downloader
         self._folder = folder  # None: saving is off
         self._preview_size = preview_size
-        self._cache: dict[tuple[str, int], Picture] = {}
-        self._cache_entries = cache_entries
-        self._locks: dict[tuple[str, int], anyio.Lock] = {}
-        self._saved: dict[tuple[str, int], str] = {}  # files saved by this process
+        self._cache: Recent[tuple[str, int], Picture] = Recent(cache_entries)  # downloads not saved
+        self._locks: KeyedLocks[tuple[str, int]] = KeyedLocks()
+        self._saved: Recent[tuple[str, int], str] = Recent(SAVED_PATHS_REMEMBERED)
         self._previews = PreviewCache()
         # Previews decode full images: a few at a time, not one per worker thread (40), bounds memory.
         self._cpu = anyio.CapacityLimiter(os.cpu_count() or 2)
@@ -139,7 +140,7 @@ class ImageKeeper:
         side, budget = preview_side, LARGE_PREVIEW_MAX_BYTES
         picture = await anyio.to_thread.run_sync(decode, data, source, side, budget, limiter=self._cpu)
         if not image.path:
-            self._remember(task_id, image.index, picture)
+            self._cache.put((task_id, image.index), picture)
         return picture
 
     async def _kept(
@@ -148,7 +149,7 @@ class ImageKeeper:
         key = (result.task_id, image.index)
         # One image is fetched and saved by one call at a time: two get_task calls for the same task
         # (an assistant and the gallery, say) must not download it twice or save two copies.
-        async with self._locks.setdefault(key, anyio.Lock()):
+        async with self._locks.hold(key):
             try:
                 path = saved_path or self._saved.get(key)
                 picture = await self._saved_picture(path, preview)
@@ -160,7 +161,7 @@ class ImageKeeper:
                 warning = f"could not save the image: {exc.strerror or exc}"
                 return KeptImage(image.model_copy(update={"warning": warning}), None)
             if path:
-                self._saved[key] = path
+                self._saved.put(key, path)
         info = image.model_copy(update={"path": path, "width": picture.width, "height": picture.height})
         return KeptImage(info, picture.preview)
 
@@ -184,7 +185,7 @@ class ImageKeeper:
         data = cached.data if cached is not None else await self._downloader.fetch_bytes(image.url)
         picture = await self._decode(data, image.url, preview)
         if self._folder is None:
-            self._remember(result.task_id, image.index, picture)
+            self._cache.put((result.task_id, image.index), picture)
             return picture, image.path
         metadata = sidecar_metadata(result, image)
         stored = await anyio.to_thread.run_sync(
@@ -197,11 +198,6 @@ class ImageKeeper:
         side, max_bytes = preview  # side 0: checked, not previewed
         decoded = partial(self._previews.decode, data, source, side, max_bytes)
         return await anyio.to_thread.run_sync(decoded, limiter=self._cpu)
-
-    def _remember(self, task_id: str, index: int, picture: Picture) -> None:
-        self._cache[(task_id, index)] = picture
-        while len(self._cache) > self._cache_entries:
-            del self._cache[next(iter(self._cache))]
 
 
 class PreviewCache:

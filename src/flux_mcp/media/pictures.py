@@ -1,11 +1,16 @@
-"""Image bytes checked and decoded, and their previews: Pillow, imported at the first image, not at start."""
+"""Image bytes checked and decoded, and their previews: Pillow, imported at the first image, not at start.
+
+Every decode starts from `opened`: the size an image declares is checked against MAX_PIXELS before a
+single pixel is decoded. That check is the guard against decompression bombs; it changes no process-wide
+state (no warning filter, no Pillow limit), so it holds whatever the embedding application has set.
+"""
 
 from __future__ import annotations
 
 import base64
-import functools
 import io
-import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,8 +21,8 @@ if TYPE_CHECKING:
 
 PREVIEW_MAX_BYTES = 150_000  # each preview, base64-encoded as it travels
 # Flux's largest outputs are about 4 megapixels; 40 keeps room for any model to come while refusing
-# decompression bombs long before Pillow's own limit (89 Mpx warns, 179 Mpx refuses), which lets a
-# 94 KB PNG decode to almost 1 GB. Any image Pillow would warn about is refused here before load().
+# decompression bombs long before Pillow's own limit (89 Mpx only warns, 179 Mpx refuses), which lets
+# a 94 KB PNG decode to almost 1 GB. Any image Pillow would warn about is refused here before load().
 MAX_PIXELS = 40_000_000
 REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA"}
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
@@ -46,26 +51,11 @@ class Preview:
         return base64.b64encode(self.data).decode("ascii")
 
 
-@functools.cache
-def pillow() -> None:
-    """Import Pillow (at the first image, not at start) and make its decompression-bomb warning an error.
-
-    Pillow only warns (and decodes anyway) between its two limits: a warning in a log protects nothing.
-    Warning filters are process-wide in Python 3.11, so this one is set once, before the first decode.
-    """
-    from PIL import Image
-
-    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-
-
 def to_png(picture: Picture) -> bytes:
     """PNG bytes of a picture (the bytes themselves when it already is one)."""
     if picture.mime_type == "image/png":
         return picture.data
-    pillow()
-    from PIL import Image
-
-    with Image.open(io.BytesIO(picture.data)) as image:
+    with opened(picture.data, "the image") as image:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return buffer.getvalue()
@@ -79,25 +69,36 @@ def decode(
     The declared size is checked before any pixel is decoded: a small file can declare a huge image.
     With `preview_side`, the preview is made from the same decode (decoding is most of the cost).
     """
-    pillow()
+    with opened(data, source) as image:
+        fmt, (width, height) = image.format or "", image.size
+        if preview_side > 0:
+            image.draft(None, (preview_side, preview_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+        image.load()
+        preview = preview_of(image, preview_side, preview_bytes) if preview_side > 0 else None
+    extension, mime_type = FORMATS[fmt]
+    return Picture(data, mime_type, extension, width, height, preview)
+
+
+@contextmanager
+def opened(data: bytes, source: str) -> Iterator[Image.Image]:
+    """The image, opened with its declared format and size checked and no pixel decoded yet.
+
+    Whatever goes wrong inside, up to the last pixel decoded, is an ImageError saying why.
+    """
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            fmt, (width, height) = image.format or "", image.size
-            _check_declared(fmt, width, height, source)
-            if preview_side > 0:
-                image.draft(None, (preview_side, preview_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
-            image.load()
-            preview = preview_of(image, preview_side, preview_bytes) if preview_side > 0 else None
+            _check_declared(image.format or "", *image.size, source)
+            yield image
     except ImageError:
         raise
+    # Pillow's own bomb check: an error past its upper limit, and past its lower one a warning, raised
+    # only where the embedding application made warnings errors (a server's tests often do).
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise ImageError(_too_many_pixels(source)) from None
     except Exception:  # Pillow signals damage in many ways (OSError, SyntaxError, ValueError, …)
         raise ImageError(f"{source} is not a readable image") from None
-    extension, mime_type = FORMATS[fmt]
-    return Picture(data, mime_type, extension, width, height, preview)
 
 
 def _check_declared(fmt: str, width: int, height: int, source: str) -> None:

@@ -17,7 +17,6 @@ import logging
 import os
 import stat
 import sys
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -41,8 +40,9 @@ from flux_mcp.domain.inputs import (
 )
 from flux_mcp.domain.tasks import ImageInfo
 from flux_mcp.history.store import History
+from flux_mcp.media.bounded import KeyedLocks
 from flux_mcp.media.images import ImageKeeper, slug
-from flux_mcp.media.pictures import MAX_PIXELS, Picture, decode, pillow
+from flux_mcp.media.pictures import MAX_PIXELS, Picture, decode
 from flux_mcp.upstream.platform import PlatformClient
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class ImageSources:
     history: History
     keeper: ImageKeeper
     max_bytes: int = MAX_INPUT_BYTES
-    _locks: dict[tuple[str, str], anyio.Lock] = field(default_factory=dict)
+    _locks: KeyedLocks[tuple[str, str]] = field(default_factory=KeyedLocks)  # by (owner, content digest)
 
     async def url_for(
         self,
@@ -120,7 +120,7 @@ class ImageSources:
     async def _upload(self, file: LocalFile, platform: PlatformClient, owner: str) -> str:
         picture = await anyio.to_thread.run_sync(check_image_bytes, file.data, file.name, self.max_bytes)
         digest = hashlib.sha256(file.data).hexdigest()
-        async with self._locks.setdefault((owner, digest), anyio.Lock()):
+        async with self._locks.hold((owner, digest)):
             known = await self.history.uploaded(digest, owner, max_age=UPLOAD_REUSE_SECONDS)
             if known is not None:
                 logger.info("reusing the upload of %s (sha256 %s)", file.name, digest[:12])
@@ -193,15 +193,13 @@ def check_image_bytes(data: bytes, name: str, max_bytes: int = MAX_INPUT_BYTES) 
 
 
 def _check_pixels(data: bytes, name: str) -> None:
-    pillow()
+    """Refuse by the size the file declares, before any pixel is decoded, saying how to fix it."""
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):  # see pictures.opened
         raise ImageInputError(
             f"{name} has too many pixels (at most {MAX_PIXELS / 1e6:g} megapixels)"
         ) from None

@@ -22,14 +22,14 @@ import anyio
 
 from flux_mcp.domain.errors import ImageError, VideoError
 from flux_mcp.domain.tasks import ImageInfo, TaskResult, TaskStatus, VideoInfo
-from flux_mcp.media.images import save, sidecar_metadata
-from flux_mcp.media.pictures import PREVIEW_MAX_BYTES, Picture, Preview, preview_of
+from flux_mcp.media.bounded import KeyedLocks, Recent
+from flux_mcp.media.images import SAVED_PATHS_REMEMBERED, save, sidecar_metadata
+from flux_mcp.media.pictures import MAX_PIXELS, PREVIEW_MAX_BYTES, Picture, Preview, preview_of
 from flux_mcp.net.downloads import Downloader
 
 logger = logging.getLogger(__name__)
 
 NO_POSTER = "no poster frame is shown (install flux-mcp[video] for one)"
-MAX_POSTER_PIXELS = 40_000_000  # the same decompression bound as images
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def poster_frame(data: bytes, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> 
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.video[0]
-            if stream.width * stream.height > MAX_POSTER_PIXELS:
+            if stream.width * stream.height > MAX_PIXELS:  # checked before a frame is decoded
                 raise VideoError(f"the video declares {stream.width}x{stream.height}, too large to decode")
             frame = next(container.decode(stream))
             image = frame.to_image()  # type: ignore[no-untyped-call]
@@ -132,8 +132,8 @@ class VideoKeeper:
         self._folder = folder  # None: saving is off
         self._preview_size = preview_size
         self._max_bytes = max_bytes
-        self._locks: dict[tuple[str, int], anyio.Lock] = {}
-        self._saved: dict[tuple[str, int], str] = {}
+        self._locks: KeyedLocks[tuple[str, int]] = KeyedLocks()
+        self._saved: Recent[tuple[str, int], str] = Recent(SAVED_PATHS_REMEMBERED)  # as ImageKeeper's
         self._cpu = anyio.CapacityLimiter(1)  # one decode at a time: a poster is rarely wanted twice at once
 
     async def keep(self, result: TaskResult, saved: dict[int, str]) -> list[KeptVideo]:
@@ -150,20 +150,22 @@ class VideoKeeper:
 
     async def _one(self, result: TaskResult, video: VideoInfo, saved_path: str | None) -> KeptVideo:
         key = (result.task_id, video.index)
-        async with self._locks.setdefault(key, anyio.Lock()):
+        async with self._locks.hold(key):
             try:
                 path = saved_path or self._saved.get(key)
                 data = await self._saved_video(path)
                 if data is None:
                     data = await self._download(video.url)
-                    path = await self._save(result, video, data) if self._folder is not None else video.path
+                    path = video.path
+                    if self._folder is not None:
+                        path = await self._save(self._folder, result, video, data)
             except ImageError as exc:
                 return KeptVideo(video.model_copy(update={"warning": str(exc)}), None)
             except OSError as exc:
                 warning = f"could not save the video: {exc.strerror or exc}"
                 return KeptVideo(video.model_copy(update={"warning": warning}), None)
             if path:
-                self._saved[key] = path
+                self._saved.put(key, path)
         info = video.model_copy(update={"path": path, "size_bytes": len(data)})
         try:
             return KeptVideo(info, await self._poster(data))
@@ -186,8 +188,7 @@ class VideoKeeper:
         mp4_info(data, url)
         return data
 
-    async def _save(self, result: TaskResult, video: VideoInfo, data: bytes) -> str:
-        assert self._folder is not None
+    async def _save(self, folder: Path, result: TaskResult, video: VideoInfo, data: bytes) -> str:
         info = mp4_info(data)
         extra = {
             "seconds": video.seconds if video.seconds is not None else round(info.seconds, 3),
@@ -196,13 +197,11 @@ class VideoKeeper:
             "bytes": len(data),
         }
         metadata = {
-            **sidecar_metadata_for(result, video),
+            **video_sidecar_metadata(result, video),
             **{k: v for k, v in extra.items() if v is not None},
         }
         picture = Picture(data, "video/mp4", "mp4", video.width or 0, video.height or 0)
-        stored = await anyio.to_thread.run_sync(
-            partial(save, self._folder, picture, metadata, index=video.index)
-        )
+        stored = await anyio.to_thread.run_sync(partial(save, folder, picture, metadata, index=video.index))
         return str(stored.path)
 
     async def _poster(self, data: bytes) -> Preview | None:
@@ -212,7 +211,7 @@ class VideoKeeper:
         return await anyio.to_thread.run_sync(poster_frame, data, self._preview_size, limiter=self._cpu)
 
 
-def sidecar_metadata_for(result: TaskResult, video: VideoInfo) -> dict[str, Any]:
+def video_sidecar_metadata(result: TaskResult, video: VideoInfo) -> dict[str, Any]:
     """The image sidecar's fields, for a video: no seed, the video's own URL."""
     metadata = sidecar_metadata(result, ImageInfo(index=video.index, url=video.url))
     metadata.pop("seed", None)

@@ -17,7 +17,7 @@ MAX_REDIRECTS = 5
 class Downloader:
     """Fetches images: never sends credentials, never trusts the host.
 
-    `http` is the client from `http_clients.build_download_client`, whose connections reach only public
+    `http` is the client from `clients.build_download_client`, whose connections reach only public
     addresses; redirects are followed here, one checked hop at a time.
     """
 

@@ -3,7 +3,7 @@ over what the server's calls share (`AppState`), opened and closed by its lifesp
 
 Nothing here is global, so tests build as many servers as they like. The tools are in `tools.py`
 (each declared by its arguments model in `arguments.py`), the `flux://` resources in `resources.py`, the
-MCP App in `gallery.py`; who a call is for is `auth.caller_of`, and how a result reaches the caller
+MCP App in `gallery.py`; who a call is for is `caller.caller_of`, and how a result reaches the caller
 is `delivery`.
 """
 
@@ -31,7 +31,7 @@ from flux_mcp.history.store import History
 from flux_mcp.jobs.callbacks import CallbackHub
 from flux_mcp.jobs.finishing import Finisher
 from flux_mcp.jobs.poller import Pollers, PollSchedule, running_pollers
-from flux_mcp.jobs.runner import ImageJobs
+from flux_mcp.jobs.runner import Jobs
 from flux_mcp.media.images import ImageKeeper
 from flux_mcp.media.uploads import ImageSources
 from flux_mcp.media.videos import VideoKeeper
@@ -194,9 +194,9 @@ def _app_state(
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
 
-    def jobs_for(token: str | None, owner: str = "") -> ImageJobs:
+    def jobs_for(token: str | None, owner: str = "") -> Jobs:
         client = FluxClient.from_settings(http, settings, gate=gate, token=token)
-        return ImageJobs(
+        return Jobs(
             client,
             max_wait=settings.wait_seconds,
             schedule=schedule,

@@ -14,7 +14,7 @@ from mcp.server.mcpserver import Context
 from starlette.requests import Request
 
 from flux_mcp.history.store import person_owner
-from flux_mcp.jobs.runner import ImageJobs
+from flux_mcp.jobs.runner import Jobs
 from flux_mcp.server.state import AppState
 from flux_mcp.upstream.platform import PlatformClient
 
@@ -26,7 +26,7 @@ class Caller:
     """Who a call is for: which token pays upstream, and whose history it sees."""
 
     state: AppState
-    jobs: ImageJobs
+    jobs: Jobs
     owner: str = ""
     token: str | None = None  # a pass-through caller's own token; None: the server's
 

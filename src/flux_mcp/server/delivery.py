@@ -1,6 +1,6 @@
 """Handing a finished job to the caller: the outcome logged to the client, its content, the delivery mark.
 
-A retry never pays twice (tasks.py continues an identical submission whose outcome no caller has
+A retry never pays twice (jobs/runner.py continues an identical submission whose outcome no caller has
 received). Here is where an outcome counts as delivered: a finished task (succeeded or failed), or the
 news that a submission may have been billed, is marked delivered by the tool that returns it, as the
 last thing it awaits (`History.deliver`); a call cancelled by then takes its mark back, and nothing
@@ -20,10 +20,8 @@ pending result is never a delivered one (get_task, or the same call again, picks
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Literal
 
-from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import CallToolResult
 
 from flux_mcp.domain.tasks import TaskBatchResult, TaskResult, TaskStatus
@@ -38,18 +36,18 @@ async def answer(caller: Caller, finished: FinishedJob, ctx: CallContext) -> Cal
     """A job tool's answer: the outcome logged to the client, shown, and (last) marked delivered."""
     await _log_outcome(ctx, finished.result)
     shown = present(finished, resource_links=caller.state.settings.resource_links)
-    await delivered(caller, [finished.result])
+    await mark_delivered(caller, [finished.result])
     return shown
 
 
 async def answer_batch(caller: Caller, batch: TaskBatchResult) -> CallToolResult:
     """get_tasks' answer: the tasks shown, and (last) the finished ones marked delivered."""
     shown = batch_result(batch)
-    await delivered(caller, batch.tasks)
+    await mark_delivered(caller, batch.tasks)
     return shown
 
 
-async def delivered(caller: Caller, results: list[TaskResult]) -> None:
+async def mark_delivered(caller: Caller, results: list[TaskResult]) -> None:
     """Mark the finished ones among `results` delivered: the last thing a tool awaits before answering."""
     finished = [result.task_id for result in results if result.status in FINISHED]
     await caller.state.history.deliver(caller.owner, task_ids=finished)
@@ -70,12 +68,12 @@ async def _log_outcome(ctx: CallContext, result: TaskResult) -> None:
 async def log_to_client(ctx: CallContext, level: Literal["info", "warning"], message: str) -> None:
     """An MCP log message, for clients that asked for them (many hosts show them in a log pane).
 
-    The logging capability is deprecated as of protocol 2026-07-28, so the SDK warns on every call; the
-    message still reaches clients that opted in, and nothing else changes. Never fails the call.
+    The logging capability is deprecated as of protocol 2026-07-28, so the SDK warns (MCPDeprecationWarning)
+    on every call; the message still reaches clients that opted in, and nothing else changes. Whether that
+    warning shows is the application's choice: the `flux-mcp` command silences it (cli/logs.py). Never fails
+    the call.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MCPDeprecationWarning)
-            await ctx.log(level, message, logger_name="flux-mcp")
+        await ctx.log(level, message, logger_name="flux-mcp")
     except Exception as exc:
         logger.debug("log message not delivered: %s", exc)

@@ -2,7 +2,7 @@
 
 The tools in `tools.py` get their arguments validated; here an edit's image, a video's keyframes and
 start video become URLs the Flux API can fetch (a local file or data: URL checked, then uploaded once),
-the job is run or resumed by `tasks.ImageJobs`, and whatever goes wrong becomes a tool error an
+the job is run or resumed by `jobs.runner.Jobs`, and whatever goes wrong becomes a tool error an
 assistant can act on: an upstream error as the upstream said it (with the warning that a submission
 may have been billed, when it may), a bug or a local fault as a plain message with the log for details.
 """
@@ -79,7 +79,7 @@ async def _submit_and_answer(
     progress = progress_reporter(ctx)
     ticket = JobTicket()
     work = lambda: caller.jobs.run(request, wait_seconds, progress, ticket, preview)  # noqa: E731
-    shown = await guarded(tool, work, lambda finished: answer(caller, finished, ctx))
+    shown = await tool_result_of(tool, work, lambda finished: answer(caller, finished, ctx))
     if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
         await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
     return shown
@@ -148,9 +148,10 @@ async def variation_arguments(
     }
 
 
-async def guarded(
+async def tool_result_of(
     tool: str, work: Callable[[], Awaitable[R]], render: Callable[[R], Awaitable[CallToolResult]]
 ) -> CallToolResult:
+    """`render(await work())`, or the tool error an assistant can act on when anything goes wrong."""
     try:
         return await render(await work())
     except HistoryUnavailableError as exc:

@@ -5,7 +5,7 @@
 - `edit_instruction`: word an edit the way the kontext models follow it, then edit.
 
 Each returns the text of one user message. The model and size facts come from the catalogue in
-`models.py` and the size rules in `arguments.py`, so a model added there shows up here too.
+`catalogue.py` and the size rules in `arguments.py`, so a model added there shows up here too.
 """
 
 from __future__ import annotations

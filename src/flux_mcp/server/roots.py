@@ -10,15 +10,13 @@ roots, never the call. Roots are an addition to FLUX_MCP_INPUT_DIRS, never a rep
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import ListRoots
-from mcp.shared.exceptions import MCPDeprecationWarning
-from mcp_types import ListRootsResult
+from mcp_types import ListRootsRequest, ListRootsResult
 from mcp_types.version import is_version_at_least
 
 from flux_mcp.domain.errors import ImageInputError
@@ -43,10 +41,10 @@ async def client_roots(image_url: str, ctx: Context) -> ListRootsResult | ListRo
         return ListRoots()
     with anyio.move_on_after(ROOTS_TIMEOUT_SECONDS):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", MCPDeprecationWarning)
-                roots: ListRootsResult = await ctx.session.list_roots()
-                return roots
+            # The request itself, not `session.list_roots()`: that helper warns that roots are deprecated
+            # from 2026-07-28 on, and this path serves only the older protocols, where they are not.
+            roots: ListRootsResult = await ctx.session.send_request(ListRootsRequest(), ListRootsResult)
+            return roots
         except Exception as exc:  # a client that cannot list its roots has none for us
             logger.info("the client's roots are not available: %s", exc)
             return None

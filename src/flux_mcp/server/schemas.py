@@ -12,7 +12,10 @@ keeping every constraint:
   a nullable enum lists `null` among its values (so a strict model can still choose "none of them");
 - a default moves into the description ("Default: flux-dev."); `default: null` is already said by
   the nullable type;
-- a `format` that OpenAI strict mode or Gemini would refuse or drop moves into the description.
+- a `format` that OpenAI strict mode or Gemini would refuse or drop moves into the description;
+- a tool without arguments says that it takes none (`additionalProperties: false`, as its arguments
+  model refuses any): openai-agents will not make an object with no properties strict unless it is
+  closed, and sends such a tool non-strict.
 
 Only what is published changes: arguments are still validated by the models in `arguments.py`, so an
 omitted argument still gets its default and a bad one the same error.
@@ -37,7 +40,13 @@ _SCHEMA_VALUES = ("items", "additionalProperties", "not")
 
 def portable_schema(schema: JsonSchema) -> JsonSchema:
     """A rewritten copy of one tool's input schema; the argument is left as it was."""
-    return _portable(schema)
+    return _closed_if_empty(_portable(schema))
+
+
+def _closed_if_empty(root: JsonSchema) -> JsonSchema:
+    if root.get("type") != "object" or root.get("properties") or "additionalProperties" in root:
+        return root
+    return {**root, "additionalProperties": False}
 
 
 def _portable(node: JsonSchema) -> JsonSchema:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.history.store import History
-from flux_mcp.jobs.runner import ImageJobs
+from flux_mcp.jobs.runner import Jobs
 from flux_mcp.media.images import ImageKeeper
 from flux_mcp.media.uploads import ImageSources
 from flux_mcp.media.videos import VideoKeeper
@@ -21,8 +21,8 @@ class AppState:
     settings: Settings
     history: History
     keeper: ImageKeeper
-    jobs: ImageJobs  # with the server's own token
-    jobs_for: Callable[[str | None, str], ImageJobs]  # (a caller's token or None, its owner) -> jobs
+    jobs: Jobs  # with the server's own token
+    jobs_for: Callable[[str | None, str], Jobs]  # (a caller's token or None, its owner) -> jobs
     sources: ImageSources  # edit inputs: checked, uploaded once
     platform_for: Callable[[str | None], PlatformClient]  # uploads and balance, with a caller's token
     videos: VideoKeeper

@@ -31,8 +31,11 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 import anyio.to_thread
 
+from flux_mcp.server.sdk import sdk_internal
+
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+    from mcp.server.lowlevel import Server as LowLevelServer
     from mcp.server.mcpserver import MCPServer
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -58,7 +61,8 @@ async def serve_stdio(server: MCPServer[Any], stop: StopSignals) -> None:
         return
     from mcp.server.stdio import stdio_server
 
-    lowlevel = server._lowlevel_server  # the SDK has no public way to serve an MCPServer on given streams
+    # The SDK has no public way to serve an MCPServer on given streams (server/sdk.py).
+    lowlevel: LowLevelServer[Any] = sdk_internal(server, "_lowlevel_server")
     with _stdout_diverted(wire):
         output = QueuedOutput(wire)
         # Both streams are used the way stdio_server uses them: stdin iterated, stdout written and flushed.

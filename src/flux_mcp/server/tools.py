@@ -37,10 +37,10 @@ from flux_mcp.server.caller import CallContext, caller_of
 from flux_mcp.server.delivery import answer, answer_batch
 from flux_mcp.server.gallery import UI_META
 from flux_mcp.server.job_calls import (
-    guarded,
     progress_reporter,
     run_job,
     run_video_job,
+    tool_result_of,
     variation_arguments,
 )
 from flux_mcp.server.render import FINISHED, error_result, history_item, history_line
@@ -217,7 +217,7 @@ async def get_task(args: GetTaskArgs, ctx: CallContext) -> Annotated[CallToolRes
     caller = caller_of(ctx)
     progress = progress_reporter(ctx)
     work = lambda: caller.jobs.resume(args.task_id, args.wait_seconds, progress, args.preview)  # noqa: E731
-    return await guarded("get_task", work, lambda finished: answer(caller, finished, ctx))
+    return await tool_result_of("get_task", work, lambda finished: answer(caller, finished, ctx))
 
 
 @described
@@ -225,7 +225,7 @@ async def get_tasks(args: GetTasksArgs, ctx: CallContext) -> Annotated[CallToolR
     """Look up the current state of up to 50 tasks at once, without waiting."""
     caller = caller_of(ctx)
     work = lambda: caller.jobs.lookup(list(args.task_ids))  # noqa: E731
-    return await guarded("get_tasks", work, lambda batch: answer_batch(caller, batch))
+    return await tool_result_of("get_tasks", work, lambda batch: answer_batch(caller, batch))
 
 
 @described

@@ -59,22 +59,22 @@ def token_and_retry(settings: Settings, token: str | None) -> tuple[str | None, 
 
 
 @dataclass(frozen=True)
-class Refusal:
-    """What an upstream's unwanted answer says, scrubbed: what a client builds its error from."""
+class ErrorAnswer:
+    """What an upstream's error answer says, scrubbed: what a client builds its error from."""
 
     status: int
     code: str | None
     detail: str
     trace_id: str | None
     retry_after: float | None
-    answered_2xx: bool  # a refusal in a success status (`success: false`, or a body that is not JSON)
+    answered_2xx: bool  # an error answer in a success status (`success: false`, or a body that is not JSON)
 
     @property
     def where(self) -> str:
         return f" (trace id {self.trace_id})" if self.trace_id else ""
 
     def fields(self) -> dict[str, Any]:
-        """The keyword arguments of every `UpstreamError` made from this refusal."""
+        """The keyword arguments of every `UpstreamError` made from this answer."""
         return {"status": self.status, "code": self.code, "trace_id": self.trace_id}
 
 
@@ -161,7 +161,9 @@ class Upstream:
             return ResponseLostError(f"The {self.name} did not answer in time ({describe_failure(exc)}).")
         return ResponseLostError(f"The connection to the {self.name} broke: {describe_failure(exc)}")
 
-    def refusal(self, response: httpx2.Response, data: dict[str, Any] | None, content: bytes) -> Refusal:
+    def error_answer(
+        self, response: httpx2.Response, data: dict[str, Any] | None, content: bytes
+    ) -> ErrorAnswer:
         """Read an answer that is not what was asked: `data` is its JSON object, None if it has none."""
         body = data or {}
         error = body.get("error")
@@ -172,7 +174,7 @@ class Upstream:
         if not isinstance(detail, str) or not detail:
             shown = answer_text(response, content) if data is None else ""
             detail = code or shown or response.reason_phrase
-        return Refusal(
+        return ErrorAnswer(
             status=response.status_code,
             code=code,
             detail=self.scrub(detail),
@@ -181,19 +183,19 @@ class Upstream:
             answered_2xx=response.is_success,
         )
 
-    def rate_limited(self, refusal: Refusal) -> RateLimitedError:
-        wait = f"{refusal.retry_after:.0f} s" if refusal.retry_after is not None else "a minute"
+    def rate_limited(self, answer: ErrorAnswer) -> RateLimitedError:
+        wait = f"{answer.retry_after:.0f} s" if answer.retry_after is not None else "a minute"
         return RateLimitedError(
             f"The {self.name} is rate limiting requests; try again in {wait}.",
-            retry_after=refusal.retry_after,
-            **refusal.fields(),
+            retry_after=answer.retry_after,
+            **answer.fields(),
         )
 
-    def failed(self, refusal: Refusal) -> ServerError:
+    def failed(self, answer: ErrorAnswer) -> ServerError:
         return ServerError(
-            f"The {self.name} failed with HTTP {refusal.status}: {refusal.detail}{refusal.where}",
-            retry_after=refusal.retry_after,
-            **refusal.fields(),
+            f"The {self.name} failed with HTTP {answer.status}: {answer.detail}{answer.where}",
+            retry_after=answer.retry_after,
+            **answer.fields(),
         )
 
     def clean(self, value: Any) -> str | None:

@@ -30,7 +30,7 @@ from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.tasks import ImageRequest, TaskError, TaskSnapshot, parse_task_record
 from flux_mcp.domain.videos import VideoRequest
 from flux_mcp.upstream.call import (
-    Refusal,
+    ErrorAnswer,
     RetryPolicy,
     Upstream,
     answer_text,
@@ -199,18 +199,18 @@ class FluxClient:
                     status=response.status_code,
                 )
             if data.get("success") is False and not data.get("task_id") and "id" not in data:
-                raise self._error(self._upstream.refusal(response, data, content))
+                raise self._error(self._upstream.error_answer(response, data, content))
             return data
-        raise self._error(self._upstream.refusal(response, data, content))
+        raise self._error(self._upstream.error_answer(response, data, content))
 
-    def _error(self, refusal: Refusal) -> UpstreamError:
-        """The error a Flux API refusal means (one in a 2xx status is a JSON body saying `success: false`)."""
+    def _error(self, answer: ErrorAnswer) -> UpstreamError:
+        """The error a Flux API error answer means (in a 2xx status: a JSON body saying `success: false`)."""
         status, code, detail, where, fields = (
-            refusal.status,
-            refusal.code,
-            refusal.detail,
-            refusal.where,
-            refusal.fields(),
+            answer.status,
+            answer.code,
+            answer.detail,
+            answer.where,
+            answer.fields(),
         )
         if status == 401 or code in {"invalid_token", "token_expired", "no_token", "token_mismatched"}:
             return AuthenticationError(
@@ -226,7 +226,7 @@ class FluxClient:
                 **fields,
             )
         if status == 429 or code == "too_many_requests":
-            return self._upstream.rate_limited(refusal)
+            return self._upstream.rate_limited(answer)
         if status == 404 or code == "not_found":
             return TaskNotFoundError(f"Not found: {detail}{where}", **fields)
         if status == 403:
@@ -235,9 +235,9 @@ class FluxClient:
                 f"rephrase the prompt{where}.",
                 **fields,
             )
-        if 400 <= status < 500 or refusal.answered_2xx:
+        if 400 <= status < 500 or answer.answered_2xx:
             return RequestRejectedError(f"The Flux API rejected the request: {detail}{where}", **fields)
-        return self._upstream.failed(refusal)
+        return self._upstream.failed(answer)
 
     def _scrubbed(self, snapshot: TaskSnapshot) -> TaskSnapshot:
         return scrub_snapshot(snapshot, self._upstream.secrets())

@@ -21,7 +21,7 @@ from flux_mcp.domain.errors import (
     UpstreamError,
 )
 from flux_mcp.domain.settings import Settings
-from flux_mcp.upstream.call import Refusal, RetryPolicy, Upstream, json_object, token_and_retry
+from flux_mcp.upstream.call import ErrorAnswer, RetryPolicy, Upstream, json_object, token_and_retry
 
 # --- The AceDataCloud platform: file uploads and balances ------------------------------------------
 
@@ -115,12 +115,12 @@ class PlatformClient:
             data = {"items": json.loads(content)}  # a bare list of items
         if response.is_success and data is not None:
             return data
-        raise self._error(upstream.refusal(response, data, content))
+        raise self._error(upstream.error_answer(response, data, content))
 
-    def _error(self, refusal: Refusal) -> UpstreamError:
-        """The error a platform refusal means (one in a 2xx status is an answer that is not JSON)."""
-        status, code, detail, fields = refusal.status, refusal.code, refusal.detail, refusal.fields()
-        if refusal.answered_2xx:
+    def _error(self, answer: ErrorAnswer) -> UpstreamError:
+        """The error a platform error answer means (one in a 2xx status is an answer that is not JSON)."""
+        status, code, detail, fields = answer.status, answer.code, answer.detail, answer.fields()
+        if answer.answered_2xx:
             return MalformedResponseError(
                 f"The AceDataCloud platform answered {status} with something that is not JSON: {detail!r}",
                 **fields,
@@ -132,14 +132,14 @@ class PlatformClient:
                 **fields,
             )
         if status == 429:
-            return self._upstream.rate_limited(refusal)
+            return self._upstream.rate_limited(answer)
         if status == 413:
             return RequestRejectedError(
                 f"The AceDataCloud platform refused the file as too large ({detail}).", **fields
             )
         if 400 <= status < 500:
             return RequestRejectedError(f"The AceDataCloud platform refused the request: {detail}", **fields)
-        return self._upstream.failed(refusal)
+        return self._upstream.failed(answer)
 
 
 def _is_json_list(content: bytes) -> bool:

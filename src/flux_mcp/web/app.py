@@ -9,18 +9,19 @@
                                      with FLUX_MCP_AUTH=oauth: RFC 9728 metadata naming the issuer
     /.well-known/oauth-…, /register, /authorize, /token
                                      404 saying this server takes a static bearer token, or (oauth)
-                                     where the authorization server is (auth.py)
+                                     where the authorization server is (challenges.py)
 
-`build_http_app` composes it: the MCP app, its own routes (`http_routes`), all behind the gate
-(`http_gate`). Every request meets the Host/Origin rules (DNS rebinding), whatever its route. Auth has three
-modes (auth.py). With server tokens (`FLUX_MCP_AUTH_TOKENS`) a client must present one of them and the
-server pays upstream with its own `ACEDATACLOUD_API_TOKEN`. With pass-through (`FLUX_MCP_AUTH=passthrough`)
-each client presents its own AceDataCloud token, verified once with the upstream and then used for its
-calls only, never logged or stored. In both, a request without valid credentials gets a 401 before any
-MCP processing, each session belongs to the credential that opened it, and one credential holds at most
-FLUX_MCP_MAX_SESSIONS_PER_CLIENT sessions. With OAuth (`FLUX_MCP_AUTH=oauth`, oauth.py) clients present
-access tokens of the organisation's authorization server; sessions, limits and history are per person,
-and the server's own token pays. `none` (loopback, or behind a proxy that authenticates) checks nothing.
+`build_http_app` composes it: the MCP app, its own routes (`routes.service_routes`), all behind the gate
+(`gate.BearerGate`). Every request meets the Host/Origin rules (DNS rebinding), whatever its route. Auth
+has three modes (credentials.py). With server tokens (`FLUX_MCP_AUTH_TOKENS`) a client must present one of
+them and the server pays upstream with its own `ACEDATACLOUD_API_TOKEN`. With pass-through
+(`FLUX_MCP_AUTH=passthrough`) each client presents its own AceDataCloud token, verified once with the
+upstream and then used for its calls only, never logged or stored. In both, a request without valid
+credentials gets a 401 before any MCP processing, each session belongs to the credential that opened it,
+and one credential holds at most FLUX_MCP_MAX_SESSIONS_PER_CLIENT sessions. With OAuth
+(`FLUX_MCP_AUTH=oauth`, oauth.py) clients present access tokens of the organisation's authorization
+server; sessions, limits and history are per person, and the server's own token pays. `none` (loopback, or
+behind a proxy that authenticates) checks nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -66,11 +68,9 @@ SHUTDOWN_GRACE_SECONDS = 10
 
 
 async def serve_http(settings: Settings, *, allow_unauthenticated: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT: `flux-mcp serve --transport http`."""
+    """Serve until SIGTERM/SIGINT: `flux-mcp serve --transport http`. Port 0: one the OS chooses (logged)."""
     stopping = anyio.Event()
     app = build_http_app(settings, allow_unauthenticated=allow_unauthenticated, stop=stopping)
-    where = f"http://{settings.host}:{settings.port}{MCP_PATH}"
-    logger.info("serving MCP over streamable HTTP at %s (auth: %s)", where, settings.auth_mode())
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -80,18 +80,36 @@ async def serve_http(settings: Settings, *, allow_unauthenticated: bool = False)
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    await DrainingServer(config, stopping, asyncio.get_running_loop()).serve()
+    listening = partial(_log_listening, settings)
+    await DrainingServer(config, stopping, asyncio.get_running_loop(), listening=listening).serve()
+
+
+def _log_listening(settings: Settings, port: int) -> None:
+    where = f"http://{settings.host}:{port}{MCP_PATH}"
+    logger.info("serving MCP over streamable HTTP at %s (auth: %s)", where, settings.auth_mode())
 
 
 class DrainingServer(uvicorn.Server):
     """uvicorn that, on a signal, first ends every wait, so open calls answer `pending` before it stops."""
 
     def __init__(
-        self, config: uvicorn.Config, stopping: anyio.Event, loop: asyncio.AbstractEventLoop
+        self,
+        config: uvicorn.Config,
+        stopping: anyio.Event,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        listening: Callable[[int], None] = lambda port: None,
     ) -> None:
         super().__init__(config)
         self._stopping = stopping
         self._loop = loop
+        self._listening = listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup, then `listening(port)` with the port it listens on (the OS's choice for 0)."""
+        await super().startup(sockets)
+        if self.started:
+            self._listening(self.servers[0].sockets[0].getsockname()[1])
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._stopping.is_set():  # a second signal: stop now

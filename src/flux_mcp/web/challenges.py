@@ -3,7 +3,7 @@
 OAuth clients (mcp-remote, hosts with OAuth built in) answer a 401 by probing the discovery paths below.
 In oauth mode the RFC 9728 paths serve this resource's metadata, naming the authorization server, and
 every 401 points at it (`resource_metadata`). Otherwise this server takes a static bearer token, and
-every one of those paths says so in a 404 a bridge prints. Which requests are refused is `auth.py`'s.
+every one of those paths says so in a 404 a bridge prints. Which requests are refused is `credentials.py`'s.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from flux_mcp.domain.settings import AuthMode, Settings
 
 if TYPE_CHECKING:
     from flux_mcp.web.credentials import Admission
-    from flux_mcp.web.oauth import Refusal
+    from flux_mcp.web.oauth import TokenRejection
 
 REALM = "flux-mcp"
 STATIC_BEARER = "flux-mcp takes a static bearer token, not OAuth"
@@ -112,7 +112,7 @@ def protected_resource_paths(settings: Settings, mcp_path: str) -> list[str]:
     return paths if derived in paths else [*paths, derived]
 
 
-def oauth_refused(settings: Settings, refusal: Refusal | None) -> Response:
+def oauth_refused(settings: Settings, rejection: TokenRejection | None) -> Response:
     """401/403 with an RFC 6750 challenge that points at the metadata (RFC 9728 §5.1).
 
     Without any token there is no error code (RFC 6750 §3.1). A person the server does not admit gets a
@@ -122,7 +122,7 @@ def oauth_refused(settings: Settings, refusal: Refusal | None) -> Response:
     challenge = f'Bearer realm="{REALM}", resource_metadata="{resource_metadata_url(settings)}"'
     if scopes:
         challenge += f', scope="{" ".join(scopes)}"'
-    if refusal is None:
+    if rejection is None:
         message = (
             f"No access token was sent. Sign in with {settings.oauth_issuer}: OAuth clients discover how "
             f"at {resource_metadata_url(settings)}."
@@ -133,12 +133,16 @@ def oauth_refused(settings: Settings, refusal: Refusal | None) -> Response:
             headers={"WWW-Authenticate": challenge},
         )
     headers = {}
-    if refusal.error != "access_denied":
-        description = _header_safe(refusal.description)
-        error = f'error="{refusal.error}", error_description="{description}"'
+    if rejection.error != "access_denied":
+        description = _header_safe(rejection.description)
+        error = f'error="{rejection.error}", error_description="{description}"'
         headers["WWW-Authenticate"] = f"{challenge}, {error}"
-    body = {"error": refusal.error, "error_description": refusal.description, "message": refusal.description}
-    return JSONResponse(body, status_code=refusal.status, headers=headers)
+    body = {
+        "error": rejection.error,
+        "error_description": rejection.description,
+        "message": rejection.description,
+    }
+    return JSONResponse(body, status_code=rejection.status, headers=headers)
 
 
 def oauth_discovery_paths(mcp_path: str) -> tuple[str, ...]:

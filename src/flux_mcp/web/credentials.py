@@ -50,7 +50,7 @@ from flux_mcp.upstream.flux import FluxClient
 from flux_mcp.web.challenges import oauth_refused, unauthorized
 
 if TYPE_CHECKING:
-    from flux_mcp.web.oauth import OAuthVerifier, Refusal
+    from flux_mcp.web.oauth import OAuthVerifier, TokenRejection
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Admission:
     retry_after: float = UNDECIDED_RETRY_SECONDS  # when undecided
     reason: str = ""  # when undecided: what went wrong upstream (never carries the token)
     token: AccessToken | None = None  # oauth, when accepted: what the access token says
-    refusal: Refusal | None = None  # oauth, when refused: why
+    rejection: TokenRejection | None = None  # oauth, when refused: why
 
     @property
     def user(self) -> AuthenticatedUser:
@@ -135,12 +135,12 @@ class Credentials:
             person = person_owner(oauth.issuer, checked.subject or "")
             return Admission(Verdict.ACCEPTED, identity=person, token=checked)
         logger.info("refused an access token: %s", checked.description)
-        return Admission(Verdict.REFUSED, refusal=checked)
+        return Admission(Verdict.REFUSED, rejection=checked)
 
     def refused(self, admission: Admission | None) -> Response:
         """The answer to a request without a token (`admission` None) or with a refused one."""
         if self.mode == "oauth":
-            return oauth_refused(self._settings, admission.refusal if admission else None)
+            return oauth_refused(self._settings, admission.rejection if admission else None)
         return unauthorized(self.mode, missing=admission is None)
 
     @asynccontextmanager

@@ -1,8 +1,8 @@
 """What a request must pass before it reaches the service: the Host/Origin rules on every route, valid
 credentials on /mcp, and at most FLUX_MCP_MAX_SESSIONS_PER_CLIENT open sessions per credential.
 
-`BearerGate` is the outermost ASGI app of `http.build_http_app`; whom a credential belongs to, and
-what a refusal says, are `auth.Credentials`' business.
+`BearerGate` is the outermost ASGI app of `app.build_http_app`; whom a credential belongs to, and
+what a refusal says, are `credentials.Credentials`' business.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.server.caller import bearer_token
+from flux_mcp.server.sdk import sdk_internal, unsupported_sdk
 from flux_mcp.web.challenges import undecided
 from flux_mcp.web.credentials import Credentials, Verdict
 
@@ -197,11 +198,11 @@ def open_session_ids(manager: StreamableHTTPSessionManager) -> Container[str]:
     """The ids of the sessions the SDK holds right now.
 
     The SDK has no public list of its sessions (nor a limit per credential); its registry is the one
-    truth about which have ended. tests/test_security_gate.py fails if it moves.
+    truth about which have ended (server/sdk.py).
     """
-    registry = getattr(manager, "_server_instances", None)
+    registry = sdk_internal(manager, "_server_instances")
     if not isinstance(registry, dict):
-        raise RuntimeError("this MCP SDK keeps no session registry flux-mcp can read; pin mcp to 2.3")
+        raise unsupported_sdk(f"{type(manager).__name__}._server_instances as a dict")
     return registry
 
 

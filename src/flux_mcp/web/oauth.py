@@ -48,7 +48,7 @@ FETCH_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
-class Refusal:
+class TokenRejection:
     """Why a token is refused: 401 invalid_token, 403 insufficient_scope (RFC 6750), 403 access_denied."""
 
     status: int
@@ -57,11 +57,11 @@ class Refusal:
     final: bool = True  # False: may change soon (an unknown key before a refetch), so it is not kept
 
 
-Checked = AccessToken | Refusal
+Checked = AccessToken | TokenRejection
 
 
-def invalid(description: str) -> Refusal:
-    return Refusal(401, "invalid_token", description)
+def invalid_token(description: str) -> TokenRejection:
+    return TokenRejection(401, "invalid_token", description)
 
 
 class OAuthVerifier:
@@ -136,15 +136,15 @@ class OAuthVerifier:
         """The verdict and how long it may be kept (0: not at all)."""
         http = self._require_http()
         if self._settings.oauth_introspection_url:
-            claims_or_refusal = await self._introspect(http, token)
+            claims_or_rejection = await self._introspect(http, token)
             keep = INTROSPECTED_SECONDS
         else:
-            claims_or_refusal = await self._decode(http, token)
+            claims_or_rejection = await self._decode(http, token)
             keep = ACCEPTED_SECONDS
-        if isinstance(claims_or_refusal, Refusal):
-            return claims_or_refusal, REFUSED_SECONDS if claims_or_refusal.final else 0.0
-        checked = self._admit(claims_or_refusal, key)
-        if isinstance(checked, Refusal):
+        if isinstance(claims_or_rejection, TokenRejection):
+            return claims_or_rejection, REFUSED_SECONDS if claims_or_rejection.final else 0.0
+        checked = self._admit(claims_or_rejection, key)
+        if isinstance(checked, TokenRejection):
             return checked, REFUSED_SECONDS
         if checked.expires_at is None:
             return checked, keep
@@ -157,20 +157,20 @@ class OAuthVerifier:
 
     # --- JWT ------------------------------------------------------------------------------------------
 
-    async def _decode(self, http: httpx2.AsyncClient, token: str) -> dict[str, Any] | Refusal:
+    async def _decode(self, http: httpx2.AsyncClient, token: str) -> dict[str, Any] | TokenRejection:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
-            return invalid("The access token is not a well-formed JWT.")
+            return invalid_token("The access token is not a well-formed JWT.")
         algorithm = header.get("alg")
         if algorithm not in ALGORITHMS:
-            return invalid(f"Tokens signed with {str(algorithm)[:20]!r} are not accepted.")
+            return invalid_token(f"Tokens signed with {str(algorithm)[:20]!r} are not accepted.")
         kid = header.get("kid")
         jwk = await self._keys.find(http, kid if isinstance(kid, str) else None, algorithm)
         if jwk is None:
             shown = str(kid)[:64]
             description = f"The access token is signed with a key ({shown!r}) the issuer does not publish."
-            return Refusal(401, "invalid_token", description, final=False)
+            return TokenRejection(401, "invalid_token", description, final=False)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -182,12 +182,12 @@ class OAuthVerifier:
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.InvalidTokenError as exc:
-            return invalid(_why(exc))
+            return invalid_token(_why(exc))
         return claims
 
     # --- introspection ---------------------------------------------------------------------------------
 
-    async def _introspect(self, http: httpx2.AsyncClient, token: str) -> dict[str, Any] | Refusal:
+    async def _introspect(self, http: httpx2.AsyncClient, token: str) -> dict[str, Any] | TokenRejection:
         url = self._settings.oauth_introspection_url or ""
         secret = self._settings.oauth_client_secret
         auth = None
@@ -196,25 +196,25 @@ class OAuthVerifier:
         form = {"token": token, "token_type_hint": "access_token"}
         answer = await fetch_json(http, url, data=form, auth=auth)
         if answer.get("active") is not True:
-            return invalid("The access token is not active (expired, revoked, or never issued).")
+            return invalid_token("The access token is not active (expired, revoked, or never issued).")
         return self._check_introspected(answer)
 
-    def _check_introspected(self, claims: dict[str, Any]) -> dict[str, Any] | Refusal:
+    def _check_introspected(self, claims: dict[str, Any]) -> dict[str, Any] | TokenRejection:
         now = self._clock()
         if claims.get("iss", self.issuer) != self.issuer:
-            return invalid("The access token was issued by another authorization server.")
+            return invalid_token("The access token was issued by another authorization server.")
         audiences = claims.get("aud")
         audiences = [audiences] if isinstance(audiences, str) else audiences
         if not isinstance(audiences, list) or not any(_same_url(aud, self.audience) for aud in audiences):
-            return invalid(f"The access token was not issued for {self.audience}.")
+            return invalid_token(f"The access token was not issued for {self.audience}.")
         expires = claims.get("exp")
         if isinstance(expires, int | float) and expires + LEEWAY_SECONDS < now:
-            return invalid("The access token has expired.")
+            return invalid_token("The access token has expired.")
         not_before = claims.get("nbf")
         if isinstance(not_before, int | float) and not_before - LEEWAY_SECONDS > now:
-            return invalid("The access token is not valid yet.")
+            return invalid_token("The access token is not valid yet.")
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-            return invalid("The access token names no subject (sub).")
+            return invalid_token("The access token names no subject (sub).")
         return claims
 
     # --- who, and may they --------------------------------------------------------------------------
@@ -225,11 +225,11 @@ class OAuthVerifier:
         missing = [scope for scope in self.scopes if scope not in granted]
         if missing:
             lacking = " ".join(missing)
-            return Refusal(403, "insufficient_scope", f"The access token lacks the scope {lacking}.")
+            return TokenRejection(403, "insufficient_scope", f"The access token lacks the scope {lacking}.")
         email = claims.get("email") if claims.get("email_verified") is True else None
         if self.allowed and subject not in self.allowed and str(email or "").lower() not in self.allowed:
             shown = email or subject
-            return Refusal(
+            return TokenRejection(
                 403,
                 "access_denied",
                 f"You are signed in as {shown}, who is not among the people this flux-mcp server admits "

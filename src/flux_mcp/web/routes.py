@@ -3,7 +3,7 @@
 GET  /healthz                    no auth; version, whether an upstream token is configured, and
                                  whether the history answers (503 with the reason when it does not)
 POST /callbacks/flux/{secret}    a wake-up for the call waiting on that task (the secret is the auth)
-/.well-known/…, /register, …     what a client looking for OAuth is told (`refusals.discovery_routes`)
+/.well-known/…, /register, …     what a client looking for OAuth is told (`challenges.discovery_routes`)
 """
 
 from __future__ import annotations
