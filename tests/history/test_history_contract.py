@@ -20,8 +20,8 @@ from mcp import Client
 from flux_mcp.domain.errors import HistoryUnavailableError
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.tasks import ImageInfo, TaskError, TaskResult, TaskStatus
-from flux_mcp.history.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from flux_mcp.history.rows import SUBMITTING, UNKNOWN, Claim
+from flux_mcp.history.schema import SCHEMA_VERSION
 from flux_mcp.history.store import History
 from flux_mcp.server.build import build_server
 from tests.support import free_port
@@ -247,12 +247,50 @@ async def test_owners_never_see_each_others_rows(history: History) -> None:
     assert await history.find_task("t-b", owner="alice") is None
 
 
-async def test_recent_filters_by_status_and_by_prompt_text_literally(history: History) -> None:
+async def test_list_tasks_filters_by_status_and_by_prompt_text_literally(history: History) -> None:
     await history.record_state(result("t-1", prompt="100% cat_photo"))
     await history.record_state(result("t-2", TaskStatus.FAILED, prompt="1000 cats"))
     assert [e.task_id for e in await history.list_tasks(10, query="0% cat_")] == ["t-1"]
     assert [e.task_id for e in await history.list_tasks(10, status="failed")] == ["t-2"]
     assert [e.task_id for e in await history.list_tasks(1)] == ["t-2"]
+
+
+# What each query finds among the prompts of SEARCHED, on both backends alike: case ignored beyond ASCII
+# (`ß` is `ss`), composed and decomposed accents equal, and LIKE's `%`, `_` and `\` taken literally.
+SEARCHED = {
+    "t-cat": "a cat on a mat",
+    "t-summer": "un été à Paris",
+    "t-katze": "Katze im Schnee",
+    "t-street": "Straße bei Nacht",
+    "t-percent": "100% Cat_photo",
+    "t-slash": "Fox \\ Hound",
+}
+FOUND = {
+    "Cat": {"t-cat", "t-percent"},
+    "A CAT": {"t-cat"},
+    "ÉTÉ": {"t-summer"},
+    "E\u0301TE\u0301 À": {"t-summer"},
+    "KATZE": {"t-katze"},
+    "katze": {"t-katze"},
+    "STRASSE": {"t-street"},
+    "straße BEI": {"t-street"},
+    "0% CAT_": {"t-percent"},
+    "%": {"t-percent"},
+    "_": {"t-percent"},
+    "x \\ h": {"t-slash"},
+    "Ça": set(),
+}
+
+
+async def test_list_tasks_finds_prompts_whatever_their_case_on_both_backends(history: History) -> None:
+    for task_id, prompt in SEARCHED.items():
+        if task_id == "t-katze":  # written as a submission is, before the task has an id
+            row = await history.record_submitting({**REQUEST, "prompt": prompt})
+            await history.mark_submitted(row, task_id, None)
+        else:
+            await history.record_state(result(task_id, prompt=prompt))
+    found = {query: {e.task_id for e in await history.list_tasks(50, query=query)} for query in FOUND}
+    assert found == FOUND
 
 
 async def test_abandoned_submissions_become_unknown(history: History) -> None:
@@ -280,7 +318,7 @@ async def test_replicas_starting_together_migrate_a_fresh_database_once(postgres
             group.start_soon(start)
     with psycopg.connect(postgres_url) as db:
         versions = [row[0] for row in db.execute("SELECT version FROM flux_mcp_migrations ORDER BY version")]
-    assert versions == list(range(1, PG_SCHEMA_VERSION + 1))
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
 
 
 async def test_an_unreachable_database_is_a_clear_error_that_names_no_password() -> None:
@@ -308,8 +346,10 @@ async def test_a_history_written_by_the_previous_release_opens_and_reads(
     with closing(sqlite3.connect(path)) as db:
         db.executescript(EARLIER_RELEASE.read_text())
         stored = {row[0]: json.loads(row[1]) for row in db.execute("SELECT task_id, result FROM tasks")}
+        foxes = {row[0] for row in db.execute("SELECT task_id FROM tasks WHERE prompt LIKE '%red fox%'")}
     history = History(path)
     try:
+        assert len(foxes) == 2 and {e.task_id for e in await history.list_tasks(10, query="RED Fox")} == foxes
         entries = await history.list_tasks(10)
         assert {entry.task_id: entry.result for entry in entries} == {
             task_id: TaskResult.model_validate(result) for task_id, result in stored.items()
@@ -330,3 +370,21 @@ async def test_a_history_written_by_the_previous_release_opens_and_reads(
     assert listed is not None and len(listed["tasks"]) == len(stored)
     assert sorted(item["kind"] for item in listed["tasks"]) == ["image"] * 5 + ["video"]
     assert json.loads(getattr(resource.contents[0], "text", ""))["result"] == stored[fox["task_id"]]
+
+
+async def test_a_postgres_history_written_by_the_previous_release_is_upgraded_and_searchable(
+    postgres_url: str,
+) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute((EARLIER_RELEASE.parent / "history-v1-postgres.sql").read_text().encode())
+    async with History.connect(postgres_url) as history:
+        found = {query: {e.task_id for e in await history.list_tasks(10, query=query)} for query in QUERIES}
+        fox = await history.find_task("t-fox")
+    assert found == QUERIES
+    assert fox is not None and fox.result is not None and fox.result.prompt == "A Red Fox in Snow"
+    with psycopg.connect(postgres_url) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM flux_mcp_migrations ORDER BY version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+QUERIES = {"red FOX": {"t-fox"}, "ÉTÉ À": {"t-summer"}, "STRASSE": {"t-street"}, "paris": {"t-summer"}}

@@ -27,7 +27,7 @@ from flux_mcp.domain.arguments import GenerateImageArgs
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.tasks import parse_task_record
 from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_emulator
-from flux_mcp.history.sqlite import SCHEMA, SCHEMA_VERSION
+from flux_mcp.history.schema import SCHEMA_VERSION
 from flux_mcp.history.store import History
 from flux_mcp.jobs.finishing import task_result
 from flux_mcp.server.build import INSTRUCTIONS, build_server
@@ -487,10 +487,13 @@ async def test_stdio_client_timeout_then_retry_in_the_same_session(
 # --- the history file -------------------------------------------------------------------------------------
 
 
+VERSION_0 = Path(__file__).resolve().parents[1] / "data" / "history-v0.sql"
+
+
 def old_history(path: Path) -> None:
     """A history file as flux-mcp wrote it before retry attachment (schema version 0)."""
     with closing(sqlite3.connect(path)) as db, db:
-        db.executescript(SCHEMA)
+        db.executescript(VERSION_0.read_text())
         now = time.time()
         db.execute(
             "INSERT INTO tasks (task_id, status, model, prompt, size, request, created_at, updated_at) "

@@ -61,12 +61,16 @@ from flux_mcp.domain.errors import HistoryUnavailableError
 from flux_mcp.domain.tasks import TaskResult
 from flux_mcp.history.backend import Backend
 from flux_mcp.history.rows import (
+    FOLD,
     RECORD,
     SUBMITTING,
+    UNFOLDED,
     UNKNOWN,
     Claim,
     HistoryEntry,
+    contains,
     entry_from_row,
+    fold_params,
     insert_row,
     record_params,
 )
@@ -160,7 +164,8 @@ class History:
         return hmac.new(self._owner_key.encode(), token.encode(), hashlib.sha256).hexdigest()[:32]
 
     def close(self) -> None:
-        self._backend.close()
+        """Close a SQLite history, without an event loop; a PostgreSQL one closes with `aclose`."""
+        self._sqlite().close()
 
     async def aclose(self) -> None:
         await self._backend.aclose()
@@ -270,13 +275,15 @@ class History:
     async def list_tasks(
         self, limit: int, status: str | None = None, query: str | None = None, owner: str = ""
     ) -> list[HistoryEntry]:
+        """The owner's newest rows first, at most `limit`; `query` keeps the prompts that contain it, case
+        ignored the same way on both backends (`rows.folded`), its `%` and `_` taken literally."""
         sql, params = "SELECT * FROM tasks WHERE owner=?", [owner]
         if status is not None:
             sql += " AND status=?"
             params.append(status)
         if query:
-            sql += " AND prompt LIKE ? ESCAPE '\\'"
-            params.append("%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            sql += " AND prompt_folded LIKE ? ESCAPE '\\'"
+            params.append(contains(query))
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         await self._ready()
         rows = await self._backend.fetch(sql, (*params, limit))
@@ -364,19 +371,27 @@ class History:
 
 
 def _prepare_now(sqlite: SqliteBackend) -> str:
-    """Opening a SQLite history: its owner key, and rows a dead process left `submitting` made `unknown`."""
+    """Opening a SQLite history: its owner key, rows a dead process left `submitting` made `unknown`, and
+    the prompts of rows an older release wrote folded for search."""
     sqlite.execute_now(OWNER_KEY_INSERT, (secrets.token_hex(32),))
     key = str(sqlite.fetch_now(OWNER_KEY_SELECT)[0]["value"])
     now = time.time()
     sqlite.execute_now(SWEEP_INTERRUPTED, (UNKNOWN, INTERRUPTED, now, SUBMITTING, now + 1))
+    if unfolded := sqlite.fetch_now(UNFOLDED):
+        sqlite.execute_many_now(FOLD, fold_params(unfolded))
     return key
 
 
 async def _prepare(backend: Backend) -> str:
-    """Reaching a shared history: its owner key, and only long-abandoned `submitting` rows made `unknown`."""
+    """Reaching a shared history: its owner key, only long-abandoned `submitting` rows made `unknown`, and
+    the prompts of rows an older release wrote folded for search."""
     await backend.execute(OWNER_KEY_INSERT, (secrets.token_hex(32),))
     key = str((await backend.fetch(OWNER_KEY_SELECT))[0]["value"])
     now = time.time()
     stale = now - STALE_SUBMITTING_SECONDS
     await backend.execute(SWEEP_INTERRUPTED, (UNKNOWN, INTERRUPTED, now, SUBMITTING, stale))
+    if unfolded := await backend.fetch(UNFOLDED):
+        async with backend.transaction() as tx:
+            for params in fold_params(unfolded):
+                await tx.execute(FOLD, params)
     return key
