@@ -162,7 +162,7 @@ def test_opening_a_file_another_process_is_writing_waits_for_it(
     (history,) = opened
     assert isinstance(history, History)
     try:
-        assert history._sqlite().fetch_now("PRAGMA journal_mode")[0][0] == "wal"
+        assert history._sqlite().fetch_now("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     finally:
         history.close()
 

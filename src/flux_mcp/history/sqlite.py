@@ -40,6 +40,7 @@ PRIVATE_FILE_MODE = 0o600
 # How long a statement, and opening the file, waits for another process's lock before it fails.
 BUSY_TIMEOUT_SECONDS = 10.0
 OPEN_RETRY_PAUSES = (0.01, 0.25)  # first and longest pause between attempts to open a busy file
+UNOPENABLE_FIX = "set FLUX_MCP_DB to a file in a writable folder, or move a damaged file aside"
 
 
 class SqliteBackend(Backend):
