@@ -63,6 +63,7 @@ class PostgresBackend(Backend):
         self._url = url
         self.where = describe(url)
         self._migrated = False
+        self._closed = False
         self._listening: anyio.CancelScope | None = None  # `listen`, while it runs
         self._listened = anyio.Event()  # set when `listen` has closed its connection and returned
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
@@ -81,6 +82,7 @@ class PostgresBackend(Backend):
 
     async def aclose(self) -> None:
         """Close the pool's connections and stop `listen` (its connection closed) before returning."""
+        self._closed = True
         if self._listening is not None:
             self._listening.cancel()
             await self._listened.wait()
@@ -119,6 +121,8 @@ class PostgresBackend(Backend):
         """Hand every notification on CALLBACK_CHANNEL to `handler`, reconnecting until `aclose`."""
         if self._listening is not None:
             raise RuntimeError("this backend is already listening")
+        if self._closed:
+            return
         try:
             with anyio.CancelScope() as self._listening:
                 await self._listen(handler)

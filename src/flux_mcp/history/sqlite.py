@@ -114,7 +114,7 @@ class SqliteBackend(Backend):
             try:
                 self._db.executemany(sql, rows)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                _rollback(self._db)
                 raise
             self._db.execute("COMMIT")
 
@@ -149,7 +149,7 @@ def _open(path: Path) -> sqlite3.Connection:
         try:
             _prepare(db)
             return db
-        except sqlite3.OperationalError as exc:
+        except BaseException as exc:
             db.close()
             if not _busy(exc) or time.monotonic() + pause > deadline:
                 raise
@@ -175,7 +175,7 @@ def _prepare(db: sqlite3.Connection) -> None:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
     db.execute("COMMIT")
 
@@ -187,9 +187,17 @@ def _columns(db: sqlite3.Connection) -> dict[str, set[str]]:
     }
 
 
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
+def _busy(exc: BaseException) -> bool:
+    """Whether SQLite refused for a lock another connection holds (a moment's wait may clear it)."""
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.OperationalError) else None
     return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """End the transaction an error interrupted, unless SQLite already has (a second error would hide
+    the first)."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def make_private_folder(folder: Path) -> None:

@@ -176,9 +176,12 @@ def _open_history(settings: Settings) -> History:
 
     It used to fall back to a history in memory, silently: every task submitted then was lost at the
     next restart, which breaks the first promise (a submitted task can always be found again, and an
-    identical retry never pays twice across processes). A file that cannot be opened is a setting to fix,
-    and `flux-mcp doctor` reports it the same way. A file another process is opening is waited for
-    (`history.sqlite`), not refused.
+    identical retry never pays twice across processes). Serving on and saying so in every result would
+    not keep that promise either: a result's warning is read by a model, not by whoever can fix the
+    setting, and the tasks would still be lost. A server that does not start is what hosts show their
+    users, with its one line of stderr; `flux-mcp doctor` reports the same. A file another process is
+    opening is waited for (`history.sqlite`), not refused. The sandbox, which bills nothing, decides
+    otherwise for its own history (`cli.sandbox`).
     """
     path = settings.history_path()
     try:
