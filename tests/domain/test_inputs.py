@@ -530,11 +530,11 @@ async def test_the_platform_refuses_a_bad_token(emulator: RunningEmulator, pictu
 async def test_a_remembered_upload_is_reused_only_while_fresh(tmp_path: Path) -> None:
     history = History(tmp_path / "history.db")
     digest = hashlib.sha256(b"x").hexdigest()
-    await history.remember_upload(digest, "https://files.test/x.png")
-    assert await history.uploaded(digest, max_age=UPLOAD_REUSE_SECONDS) == "https://files.test/x.png"
-    assert await history.uploaded(digest, "someone-else", max_age=UPLOAD_REUSE_SECONDS) is None
+    await history.record_upload(digest, "https://files.test/x.png")
+    assert await history.find_upload(digest, max_age=UPLOAD_REUSE_SECONDS) == "https://files.test/x.png"
+    assert await history.find_upload(digest, "someone-else", max_age=UPLOAD_REUSE_SECONDS) is None
     history._execute("UPDATE uploads SET uploaded_at = uploaded_at - ?", (UPLOAD_REUSE_SECONDS + 1,))
-    assert await history.uploaded(digest, max_age=UPLOAD_REUSE_SECONDS) is None
+    assert await history.find_upload(digest, max_age=UPLOAD_REUSE_SECONDS) is None
     history.close()
 
 

@@ -75,13 +75,13 @@ async def test_a_finished_job_is_recorded_once(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tool: str, arguments: dict[str, Any]
 ) -> None:
     recorded: list[TaskResult] = []
-    record = History.record
+    record = History.record_state
 
     async def counting(history: History, result: TaskResult, owner: str = "") -> None:
         recorded.append(result)
         await record(history, result, owner)
 
-    monkeypatch.setattr(History, "record", counting)
+    monkeypatch.setattr(History, "record_state", counting)
     async with Client(build_server(settings)) as client:
         shown = structured(await client.call_tool(tool, arguments))
         listed = structured(await client.call_tool("list_tasks", {}))["tasks"]
@@ -95,13 +95,13 @@ async def test_each_call_that_sees_a_task_records_the_state_it_saw_once(
     emulator: RunningEmulator, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorded: list[str] = []
-    record = History.record
+    record = History.record_state
 
     async def counting(history: History, result: TaskResult, owner: str = "") -> None:
         recorded.append(result.status.value)
         await record(history, result, owner)
 
-    monkeypatch.setattr(History, "record", counting)
+    monkeypatch.setattr(History, "record_state", counting)
     emulator.state.config.latency = 0.5
     async with Client(build_server(settings)) as client:
         pending = structured(await client.call_tool("generate_image", {"prompt": "a cat", "wait_seconds": 0}))
@@ -127,12 +127,12 @@ async def test_a_later_finish_keeps_the_files_an_earlier_one_saved(tmp_path: Pat
     history = History(tmp_path / "history.db")
     try:
         kept = finished_result(images=[ImageInfo(index=0, url="https://images.test/0.png", path="/p/0.png")])
-        await history.record(kept)
+        await history.record_state(kept)
         # A process that keeps nothing (saving off, no previews) finishes the same task later.
         finished = await Finisher(history).finish(
             finished_result(images=[kept.images[0].model_copy(update={"path": None})])
         )
-        entry = await history.get("t-1")
+        entry = await history.find_task("t-1")
     finally:
         history.close()
     assert finished.result.images[0].path is None  # the answer says what this call did

@@ -413,21 +413,21 @@ async def test_history_marks_an_interrupted_submission_unknown_on_open(tmp_path:
     from flux_mcp.history.store import History
 
     first = History(tmp_path / "history.db")
-    await first.begin({"action": "generate", "prompt": "interrupted", "model": "flux-dev"})
+    await first.record_submitting({"action": "generate", "prompt": "interrupted", "model": "flux-dev"})
     first.close()  # the process "dies" between asking and hearing back
     second = History(tmp_path / "history.db")
     try:
-        (entry,) = await second.recent(10)
+        (entry,) = await second.list_tasks(10)
         assert (
             entry.status == "unknown"
             and entry.task_id is None
             and "stopped while submitting" in (entry.error or "")
         )
         # A submit that does finish after another process opened the file still gets its task id.
-        row = await second.begin({"action": "generate", "prompt": "racing", "model": "flux-dev"})
+        row = await second.record_submitting({"action": "generate", "prompt": "racing", "model": "flux-dev"})
         History(tmp_path / "history.db").close()  # another process starts meanwhile
-        await second.submitted(row, "task-1", None)
-        racing = await second.get("task-1")
+        await second.mark_submitted(row, "task-1", None)
+        racing = await second.find_task("task-1")
         assert racing is not None and racing.status == "pending" and racing.error is None
     finally:
         second.close()

@@ -27,7 +27,7 @@ from flux_mcp.domain.arguments import GenerateImageArgs
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.tasks import parse_task_record
 from flux_mcp.emulator import EmulatorConfig, Fault, RunningEmulator, serve_emulator
-from flux_mcp.history.sqlite import SCHEMA, SCHEMA_VERSION
+from flux_mcp.history.schema import SCHEMA_VERSION
 from flux_mcp.history.store import History
 from flux_mcp.jobs.finishing import task_result
 from flux_mcp.server.build import INSTRUCTIONS, build_server
@@ -196,7 +196,7 @@ async def test_finished_result_listed_by_list_tasks_is_delivered(emulator: Runni
         other = History(settings.history_path())
         try:
             snapshot = parse_task_record(task.record())
-            await other.record(task_result(snapshot, task.request, 1.0))
+            await other.record_state(task_result(snapshot, task.request, 1.0))
         finally:
             other.close()
         listed = structured(await client.call_tool("list_tasks", {}))["tasks"]
@@ -287,8 +287,10 @@ async def test_a_task_the_upstream_no_longer_knows_is_submitted_anew(emulator: R
     request = GenerateImageArgs.model_validate(CAT).to_request()
     history = History(settings.history_path())
     try:  # an hour ago this request was submitted as t-gone, which the upstream has since forgotten
-        claim = await history.claim(request.model_dump(exclude_none=True), request.fingerprint(), since=0)
-        await history.submitted(claim.row_id, "t-gone", None)
+        claim = await history.claim_submission(
+            request.model_dump(exclude_none=True), request.fingerprint(), since=0
+        )
+        await history.mark_submitted(claim.row_id, "t-gone", None)
     finally:
         history.close()
     with closing(sqlite3.connect(settings.history_path())) as db, db:
@@ -346,7 +348,7 @@ async def test_submission_left_half_done_by_a_dead_process_is_not_resubmitted(
         other = History(settings.history_path())
         try:
             body, fingerprint = request.model_dump(exclude_none=True), request.fingerprint()
-            await other.claim(body, fingerprint, since=0)
+            await other.claim_submission(body, fingerprint, since=0)
         finally:
             other.close()
         with closing(sqlite3.connect(settings.history_path())) as db, db:
@@ -485,10 +487,13 @@ async def test_stdio_client_timeout_then_retry_in_the_same_session(
 # --- the history file -------------------------------------------------------------------------------------
 
 
+VERSION_0 = Path(__file__).resolve().parents[1] / "data" / "history-v0.sql"
+
+
 def old_history(path: Path) -> None:
     """A history file as flux-mcp wrote it before retry attachment (schema version 0)."""
     with closing(sqlite3.connect(path)) as db, db:
-        db.executescript(SCHEMA)
+        db.executescript(VERSION_0.read_text())
         now = time.time()
         db.execute(
             "INSERT INTO tasks (task_id, status, model, prompt, size, request, created_at, updated_at) "
@@ -524,7 +529,7 @@ async def test_processes_opening_an_old_file_at_once_migrate_it_once(tmp_path: P
             group.start_soon(anyio.to_thread.run_sync, open_and_close)
     reopened = History(tmp_path / "history.db")
     try:
-        (entry,) = await reopened.recent(10)
+        (entry,) = await reopened.list_tasks(10)
         assert entry.task_id == "t-old" and entry.fingerprint is None and entry.delivered_at is None
     finally:
         reopened.close()
@@ -536,20 +541,22 @@ async def test_a_call_cancelled_while_marking_its_result_delivered_takes_the_mar
     history = History(tmp_path / "history.db")
     request = GenerateImageArgs.model_validate(CAT).to_request()
     try:
-        claim = await history.claim(request.model_dump(exclude_none=True), request.fingerprint(), since=0)
-        await history.submitted(claim.row_id, "t-1", None)
+        claim = await history.claim_submission(
+            request.model_dump(exclude_none=True), request.fingerprint(), since=0
+        )
+        await history.mark_submitted(claim.row_id, "t-1", None)
         with closing(sqlite3.connect(tmp_path / "history.db", isolation_level=None)) as other:
             other.execute("BEGIN EXCLUSIVE")  # the mark's write has to wait for this lock
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as group:
-                    group.start_soon(partial(history.deliver, task_ids=["t-1"]))
+                    group.start_soon(partial(history.mark_delivered, task_ids=["t-1"]))
                     await anyio.wait_all_tasks_blocked()  # the mark is being written, in its thread
                     scope.cancel()  # the client cancels: this answer will never be sent
                     other.execute("COMMIT")
-        entry = await history.get("t-1")
+        entry = await history.find_task("t-1")
         assert entry is not None and entry.delivered_at is None  # written, then taken back
-        await history.deliver(task_ids=["t-1"])
-        entry = await history.get("t-1")
+        await history.mark_delivered(task_ids=["t-1"])
+        entry = await history.find_task("t-1")
         assert entry is not None and entry.delivered_at is not None
     finally:
         history.close()

@@ -312,16 +312,3 @@ async def test_local_files_are_refused_with_the_reason(
     result = await client.call_tool("edit_image", {"prompt": "night", "image_url": path})
     assert result.is_error and reason in text(result), text(result)
     assert emulator.state.submissions == 0 and emulator.state.platform.upload_requests == 0
-
-
-async def test_an_unusable_history_file_does_not_stop_the_server(
-    emulator: RunningEmulator, tmp_path: Path
-) -> None:
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the history folder should be")
-    settings = make_settings(emulator, db=blocker / "history.db")
-    async with Client(build_server(settings)) as client:
-        result = await client.call_tool("generate_image", {"prompt": "still works"})
-        listed = structured(await client.call_tool("list_tasks", {}))
-    assert structured(result)["status"] == "succeeded"
-    assert [task["prompt"] for task in listed["tasks"]] == ["still works"]

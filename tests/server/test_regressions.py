@@ -72,9 +72,9 @@ async def test_concurrent_history_records_of_a_new_task_do_not_collide(tmp_path:
     for _ in range(20):
         async with anyio.create_task_group() as group:
             for _ in range(8):
-                group.start_soon(history.record, result)
+                group.start_soon(history.record_state, result)
         result = result.model_copy(update={"task_id": result.task_id + "x"})
-    assert len(await history.recent(100)) == 20
+    assert len(await history.list_tasks(100)) == 20
     history.close()
 
 

@@ -37,7 +37,7 @@ from flux_mcp.domain.errors import (
     TaskNotFoundError,
 )
 from flux_mcp.domain.settings import DEFAULT_BASE_URL, Settings
-from flux_mcp.history.sqlite import make_private_folder
+from flux_mcp.history.sqlite import UNOPENABLE_FIX
 from flux_mcp.history.store import History
 from flux_mcp.net.clients import build_http_client
 from flux_mcp.server.sdk import MCP_REQUIREMENT, MCP_VERSIONS
@@ -267,8 +267,8 @@ async def check_history(ctx: DoctorContext) -> CheckResult:
         count = await anyio.to_thread.run_sync(_count_history, path)
     except (OSError, sqlite3.Error) as exc:
         return fail(
-            f"history: cannot open {path} ({exc})",
-            "set FLUX_MCP_DB to a file in a writable folder, or move the damaged file aside",
+            f"history: cannot open {path} ({exc}): the server does not start without it",
+            UNOPENABLE_FIX,
         )
     return ok(f"history: {path} ({count} tasks)")
 
@@ -293,12 +293,11 @@ def _probe_writable(folder: Path) -> None:
 
 
 def _count_history(path: Path) -> int:
-    if not path.exists():
-        make_private_folder(path.parent)  # the folder the server will use, with the mode it would give it
-        return 0
+    """The tasks in the history file, opened as the server opens it (created, private, if it is new): what
+    would stop the server fails here."""
+    History(path).close()
     with closing(sqlite3.connect(path)) as db:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        return int(db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]) if "tasks" in tables else 0
+        return int(db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
 
 
 async def check_http(ctx: DoctorContext) -> CheckResult:

@@ -31,6 +31,7 @@ from flux_mcp import __version__
 from flux_mcp.cli import hostconfig
 from flux_mcp.cli.logs import configure_logging, configure_warnings
 from flux_mcp.domain.catalogue import MODELS
+from flux_mcp.domain.errors import StartupError
 from flux_mcp.domain.settings import Settings
 from flux_mcp.server.build import build_server
 from flux_mcp.server.stdio import serve_stdio, stdin_ended_by_signals
@@ -82,6 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_serve, settings, args)
     except KeyboardInterrupt:
         return 130
+    except (StartupError, BaseExceptionGroup) as exc:  # a lifespan's refusal reaches here inside groups
+        refusal = _refusal(exc)
+        if refusal is None:
+            raise
+        print(f"flux-mcp: {refusal}", file=sys.stderr)
+        return 1
+
+
+def _refusal(exc: BaseException) -> StartupError | None:
+    """The StartupError that ended the server, however deep in exception groups it arrived."""
+    if isinstance(exc, StartupError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        return next((found for inner in exc.exceptions if (found := _refusal(inner)) is not None), None)
+    return None
 
 
 def _settings(command: str, args: argparse.Namespace) -> Settings:
@@ -206,7 +222,6 @@ async def _serve_stdio(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _serve_http(settings: Settings, args: argparse.Namespace) -> None:
     async with _upstream(settings, sandbox=args.sandbox, latency=SANDBOX_LATENCY) as effective:
-        from flux_mcp.domain.errors import StartupError
         from flux_mcp.web.app import serve_http
 
         try:

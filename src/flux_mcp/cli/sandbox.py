@@ -26,6 +26,8 @@ from pydantic import SecretStr
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, TaskJournal, serve_emulator
+from flux_mcp.history.sqlite import IN_MEMORY
+from flux_mcp.history.store import History
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ async def serve_sandbox(
             api_base_url=emulator.base_url,
             platform_base_url=emulator.base_url,
             api_token=SecretStr(SANDBOX_TOKEN),
-            db=places.history,
+            db=_usable_history(places.history),
             output_dir=folder,
         )
 
@@ -103,8 +105,27 @@ async def _emulator(places: SandboxPlaces, config: EmulatorConfig) -> AsyncItera
         yield running
 
 
+def _usable_history(path: Path) -> Path:
+    """The sandbox's history file, if it can be opened; else one in memory, said in the log.
+
+    A real server does not start without its history file (`server.build`): what it submits is billed.
+    The sandbox bills nothing, and is how people try flux-mcp before any setup, so it serves on.
+    """
+    try:
+        History(path).close()
+    except (OSError, sqlite3.Error) as exc:
+        logger.warning(
+            "cannot open the sandbox's history at %s (%s): it lasts only as long as this process; set "
+            "FLUX_MCP_DB to a writable place",
+            path,
+            exc,
+        )
+        return Path(IN_MEMORY)
+    return path
+
+
 def _usable_journal(path: Path) -> Path | None:
-    """The journal file, if it can be opened; else none, as the history falls back to memory."""
+    """The journal file, if it can be opened; else none, as with the sandbox's history."""
     try:
         TaskJournal(path).close()
     except (OSError, sqlite3.Error) as exc:

@@ -7,7 +7,7 @@ must decide.
     ├── ImageError                 a download or decode was refused
     │   └── VideoError             a video download or check was refused
     ├── HistoryUnavailableError    the task history cannot be reached (where, reason)
-    ├── StartupError               the HTTP settings are unsafe or inconsistent
+    ├── StartupError               the server does not start: unsafe settings, or no usable history
     ├── UnsupportedSdkError        the installed MCP SDK lacks an internal flux-mcp relies on
     └── FluxError                  an upstream call failed; retry_after: the upstream's hint (seconds)
         ├── MissingTokenError      nothing was sent: configure ACEDATACLOUD_API_TOKEN
@@ -70,7 +70,8 @@ class HistoryUnavailableError(FluxMcpError):
 
 
 class StartupError(FluxMcpError):
-    """The HTTP settings are unsafe or inconsistent; the message says what to change."""
+    """The server does not start: its settings are unsafe or inconsistent, or its history cannot be opened;
+    the message says what to change."""
 
 
 class UnsupportedSdkError(FluxMcpError):

@@ -1,7 +1,7 @@
 """What a history backend is: SQL statements run in sessions, and one way to open and close it.
 
-`store.History` holds the rules and reaches its database only through this shape; `store_sqlite` (one
-file, opened as it is built) and `store_postgres` (a pool, opened without waiting for the server) say
+`store.History` holds the rules and reaches its database only through this shape; `sqlite` (one
+file, opened as it is built) and `postgres` (a pool, opened without waiting for the server) say
 how a session is had and how a transaction is held. Statements use `?` placeholders and read rows by
 column name whichever backend runs them.
 """
@@ -62,11 +62,8 @@ class Backend(ABC):
         """Start reaching the database."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Close without an event loop, where the backend can."""
-
     async def aclose(self) -> None:
-        self.close()
+        """Close every connection to the database, and stop whatever listens on one."""
 
     @abstractmethod
     async def probe(self) -> None:

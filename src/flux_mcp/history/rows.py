@@ -1,7 +1,7 @@
 """A history row: how one is written (the statements and their parameters) and read back (`HistoryEntry`).
 
 The rules that decide when a row is written are `store.History`'s; this is only the row's shape, in the
-columns of `store_sqlite.SCHEMA` (PostgreSQL has the same ones).
+columns `schema.TABLES` declares for both backends.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,19 +24,23 @@ logger = logging.getLogger(__name__)
 SUBMITTING = "submitting"
 UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
 
-ROW_COLUMNS = "owner, status, action, model, prompt, size, request, fingerprint, created_at, updated_at"
+ROW_COLUMNS = (
+    "owner, status, action, model, prompt, prompt_folded, size, request, fingerprint, created_at, updated_at"
+)
 TASK_COLUMNS = (
-    "owner, task_id, status, model, prompt, size, request, result, trace_id, error, created_at, updated_at"
+    "owner, task_id, status, model, prompt, prompt_folded, size, request, result, trace_id, error, "
+    "created_at, updated_at"
 )
 FINAL = tuple(status.value for status in TaskStatus if status is not TaskStatus.PENDING)  # a task's end
 # One statement, atomic in SQLite (>= 3.24) and PostgreSQL alike: no lock, no read first. What the task
 # was submitted with (model, prompt, size) stays as the submission wrote it; a stale pending state (a
 # process that looked a moment before the task finished, writing last) leaves a final one in place.
 RECORD = (
-    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 12)}) "
+    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
     "ON CONFLICT (task_id, owner) DO UPDATE SET status=excluded.status, result=excluded.result, "
     "trace_id=COALESCE(excluded.trace_id, tasks.trace_id), error=excluded.error, "
     "model=COALESCE(tasks.model, excluded.model), prompt=COALESCE(tasks.prompt, excluded.prompt), "
+    "prompt_folded=CASE WHEN tasks.prompt IS NULL THEN excluded.prompt_folded ELSE tasks.prompt_folded END, "
     "size=COALESCE(tasks.size, excluded.size), updated_at=excluded.updated_at "
     f"WHERE tasks.status NOT IN ({', '.join('?' * len(FINAL))}) "
     f"OR excluded.status IN ({', '.join('?' * len(FINAL))})"
@@ -84,16 +89,45 @@ class Claim:
     earlier: HistoryEntry | None  # None: the row is new (status submitting) and this call submits
 
 
+# Rows whose folded copy of the prompt is missing: written by a release before it existed.
+UNFOLDED = "SELECT id, prompt FROM tasks WHERE prompt IS NOT NULL AND prompt_folded IS NULL"
+FOLD = "UPDATE tasks SET prompt_folded=? WHERE id=? AND prompt_folded IS NULL"
+
+
+def folded(text: str) -> str:
+    """A prompt as `list_tasks` searches it, the same on every backend: Unicode case folded (`ß` is `ss`,
+    `É` is `é`) and composed (`e` + U+0301 is `é`), in Python rather than SQL, where SQLite folds ASCII
+    only and PostgreSQL folds nothing in `LIKE`."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", text).casefold())
+
+
+def folded_or_none(text: str | None) -> str | None:
+    return folded(text) if text is not None else None
+
+
+def fold_params(rows: list[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """The parameters of FOLD for the UNFOLDED rows."""
+    return [(folded(str(row["prompt"])), int(row["id"])) for row in rows]
+
+
+def contains(text: str) -> str:
+    """A LIKE pattern (with ESCAPE '\\') matching folded prompts that contain `text`, its `%`, `_` and `\\`
+    taken literally."""
+    escaped = folded(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 async def insert_row(db: Statements, request: dict[str, Any], owner: str, fingerprint: str | None) -> int:
     now = time.time()
     rows = await db.fetch(
-        f"INSERT INTO tasks ({ROW_COLUMNS}) VALUES ({', '.join('?' * 10)}) RETURNING id",
+        f"INSERT INTO tasks ({ROW_COLUMNS}) VALUES ({', '.join('?' * 11)}) RETURNING id",
         (
             owner,
             SUBMITTING,
             request.get("action"),
             request.get("model"),
             request.get("prompt"),
+            folded_or_none(request.get("prompt")),
             request.get("size"),
             json.dumps(request),
             fingerprint,
@@ -112,6 +146,7 @@ def record_params(result: TaskResult, owner: str, now: float) -> tuple[Any, ...]
         result.status.value,
         result.model,
         result.prompt,
+        folded_or_none(result.prompt),
         result.size,
         json.dumps(submitted),
         result.model_dump_json(),

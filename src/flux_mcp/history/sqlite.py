@@ -5,8 +5,9 @@ in a worker thread, one at a time (an anyio lock in the process, SQLite's own lo
 a statement outside a transaction commits on its own, and a transaction holds the lock throughout and
 starts with `BEGIN IMMEDIATE`, so processes sharing the file decide one at a time.
 
-The file carries its schema version (`PRAGMA user_version`); opening an older file migrates it in place,
-one versioned step at a time, inside a write transaction (so processes racing to open it do not collide).
+The file carries its schema version (`PRAGMA user_version`); opening an older file brings it up to the
+tables `schema` declares, in place, inside a write transaction (so processes racing to open it do not
+collide). Opening a file another process is opening or writing waits for it (`_open`), never fails at once.
 
 Prompts are private: the data folder is created 0700 and the database 0600 before SQLite opens it
 (SQLite gives its -wal and -shm files the database's own mode). An existing folder keeps its mode
@@ -20,74 +21,26 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from flux_mcp.history.backend import Backend
+from flux_mcp.history.schema import SCHEMA_VERSION, TABLES, upgrade
 
 logger = logging.getLogger(__name__)
 
 IN_MEMORY = ":memory:"
 PRIVATE_FOLDER_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    owner TEXT NOT NULL DEFAULT '',
-    task_id TEXT,
-    status TEXT NOT NULL,
-    action TEXT,
-    model TEXT,
-    prompt TEXT,
-    size TEXT,
-    request TEXT NOT NULL,
-    result TEXT,
-    trace_id TEXT,
-    error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    UNIQUE (task_id, owner)
-);
-CREATE INDEX IF NOT EXISTS tasks_created ON tasks (owner, created_at DESC);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# Edit inputs uploaded to the platform, by content: one upload per distinct file while its URL is fresh.
-UPLOADS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    owner TEXT NOT NULL DEFAULT '',
-    sha256 TEXT NOT NULL,
-    file_url TEXT NOT NULL,
-    uploaded_at REAL NOT NULL,
-    PRIMARY KEY (owner, sha256)
-);
-"""
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One step of the history file's schema: columns added to `tasks` when missing, then statements."""
-
-    version: int
-    columns: dict[str, str]
-    statements: tuple[str, ...] = ()
-
-
-MIGRATIONS = (
-    Migration(
-        1,  # retry attachment: which request a row is, and whether a caller has received its outcome
-        {"fingerprint": "TEXT", "delivered_at": "REAL"},
-        (
-            "CREATE INDEX IF NOT EXISTS tasks_undelivered ON tasks (owner, fingerprint, created_at) "
-            "WHERE delivered_at IS NULL",
-        ),
-    ),
-)
-SCHEMA_VERSION = MIGRATIONS[-1].version
+# How long a statement, and opening the file, waits for another process's lock before it fails.
+BUSY_TIMEOUT_SECONDS = 10.0
+OPEN_RETRY_PAUSES = (0.01, 0.25)  # first and longest pause between attempts to open a busy file
+UNOPENABLE_FIX = "set FLUX_MCP_DB to a file in a writable folder, or move a damaged file aside"
 
 
 class SqliteBackend(Backend):
@@ -104,13 +57,7 @@ class SqliteBackend(Backend):
         self.where = "in memory" if str(path) == IN_MEMORY else str(path)
         self._thread_lock = threading.RLock()
         self._lock = anyio.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        with self._thread_lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-            self._db.executescript(UPLOADS_SCHEMA)
+        self._db = _open(path)
 
     # -- what store.History uses -----------------------------------------------------------------
 
@@ -137,8 +84,12 @@ class SqliteBackend(Backend):
         """Opened as it was built: a file that cannot be opened fails there, at once."""
 
     def close(self) -> None:
+        """Close the file (no event loop needed)."""
         with self._thread_lock:
             self._db.close()
+
+    async def aclose(self) -> None:
+        self.close()
 
     async def probe(self) -> None:
         """A file that opened stays usable; there is no server to lose."""
@@ -156,30 +107,16 @@ class SqliteBackend(Backend):
         with self._thread_lock:
             return self._db.execute(sql, tuple(params)).rowcount
 
-    def _migrate(self) -> None:
-        self._db.executescript(SCHEMA)
-        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-            return
-        self._db.execute("BEGIN IMMEDIATE")  # re-read the version under the write lock: one migrator wins
-        try:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            for step in MIGRATIONS:
-                if step.version > version:
-                    self._apply(step)
-            if version < SCHEMA_VERSION:
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    def execute_many_now(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for each of `rows`, committed together."""
+        with self._thread_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(sql, rows)
+            except BaseException:
+                _rollback(self._db)
+                raise
             self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    def _apply(self, step: Migration) -> None:
-        present = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        for column, kind in step.columns.items():
-            if column not in present:
-                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
-        for statement in step.statements:
-            self._db.execute(statement)
 
 
 class _Statements:
@@ -193,6 +130,74 @@ class _Statements:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await anyio.to_thread.run_sync(self._backend.execute_now, sql, params)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """A connection to the file in WAL mode, its tables brought up to the schema.
+
+    Another process opening or writing the file at the same moment can make SQLite answer "database is
+    locked" without waiting for its busy timeout (`PRAGMA journal_mode=WAL` on a new file needs a lock
+    SQLite will not wait for while another connection holds a write lock): opening tries again, with
+    short pauses, for up to BUSY_TIMEOUT_SECONDS, and only then fails.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause, told = OPEN_RETRY_PAUSES[0], False
+    while True:
+        db = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS
+        )
+        try:
+            _prepare(db)
+            return db
+        except BaseException as exc:
+            db.close()
+            if not _busy(exc) or time.monotonic() + pause > deadline:
+                raise
+            if not told:
+                logger.info(
+                    "history file %s is busy (another process is opening or writing it); waiting", path
+                )
+                told = True
+        time.sleep(pause)
+        pause = min(pause * 2, OPEN_RETRY_PAUSES[1])
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")  # re-read the version under the write lock: one process upgrades it
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            for statement in upgrade("sqlite", _columns(db)):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        _rollback(db)
+        raise
+    db.execute("COMMIT")
+
+
+def _columns(db: sqlite3.Connection) -> dict[str, set[str]]:
+    return {
+        table.name: {row["name"] for row in db.execute(f"PRAGMA table_info({table.name})")}
+        for table in TABLES
+    }
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether SQLite refused for a lock another connection holds (a moment's wait may clear it)."""
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.OperationalError) else None
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """End the transaction an error interrupted, unless SQLite already has (a second error would hide
+    the first)."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def make_private_folder(folder: Path) -> None:

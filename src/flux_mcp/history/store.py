@@ -9,29 +9,30 @@ cut): the upstream may or may not have the task. Opening a SQLite history turns 
 honestly, never dropped. A process that is still submitting when another opens the same file is not
 hurt by this: its own answer (task id, or failure) rewrites the row by its id a moment later. A shared
 PostgreSQL history, which replicas open all the time, does that only to rows older than
-STALE_SUBMITTING_SECONDS; younger ones are settled by the retry rule's own bound (tasks.py).
+STALE_SUBMITTING_SECONDS; younger ones are settled by the retry rule's own bound (`jobs.runner`).
 
-A result is stored as a `TaskResult` and read back as one (parsed in `store_rows.stored_result`, nowhere
-else). Each state a job reaches is recorded by one statement, an upsert (`record`): no lock, no read
+A result is stored as a `TaskResult` and read back as one (parsed in `rows.stored_result`, nowhere
+else). Each state a job reaches is recorded by one statement, an upsert (`record_state`): no lock, no read
 first, so two processes or replicas recording one task at the same moment leave one row, and a finished
 state is never replaced by the pending one a slower look wrote last. What a record keeps of earlier ones
 (the saved files) is the job's business: `finishing.Finisher` writes it into the result it records.
 
 Each row also says which request it is (`fingerprint`, `ImageRequest.fingerprint`) and whether any
 caller has received its outcome yet (`delivered_at`). That is what lets an identical retry continue a
-job instead of paying for it again (the rule is in tasks.py); `claim` decides it atomically, in one
-transaction (SQLite's `BEGIN IMMEDIATE`; PostgreSQL's advisory lock on the owner and fingerprint), so
+job instead of paying for it again (the rule is in `jobs.runner`); `claim_submission` decides it
+atomically, in one transaction (SQLite's `BEGIN IMMEDIATE`; PostgreSQL's advisory lock on the owner and
+fingerprint), so
 two identical calls at the same moment (in one process, in two processes sharing a file, or on two
 replicas) make one submission. Rows written before these columns existed have no fingerprint and are
 never continued.
 
-The rules live here once; a row's shape is `store_rows`, and the backends only run statements
-(`store_backend` is their shape): `store_sqlite` (one file, the embedded default) and `store_postgres`
+The rules live here once; a row's shape is `rows`, and the backends only run statements
+(`backend` is their shape): `sqlite` (one file, the embedded default) and `postgres`
 (`FLUX_MCP_DATABASE_URL`, shared by replicas, with LISTEN/NOTIFY to relay callbacks between them). When
 PostgreSQL cannot be reached every call that needs it raises `HistoryUnavailableError`, except the
-writes that follow a submission (`submitted`, `submit_failed`, `record`): those are kept in order in
-memory and written first thing once the database answers, so a task id the upstream gave is never lost
-to an outage the process outlives.
+writes that follow a submission (`mark_submitted`, `mark_submit_failed`, `record_state`): those are
+kept in order in memory and written first thing once the database answers, so a task id the upstream
+gave is never lost to an outage the process outlives.
 
 History is kept, not pruned: one row is about a kilobyte, so years of use stay small; delete the
 file (FLUX_MCP_DB) to start over.
@@ -49,7 +50,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -60,12 +61,16 @@ from flux_mcp.domain.errors import HistoryUnavailableError
 from flux_mcp.domain.tasks import TaskResult
 from flux_mcp.history.backend import Backend
 from flux_mcp.history.rows import (
+    FOLD,
     RECORD,
     SUBMITTING,
+    UNFOLDED,
     UNKNOWN,
     Claim,
     HistoryEntry,
+    contains,
     entry_from_row,
+    fold_params,
     insert_row,
     record_params,
 )
@@ -159,7 +164,8 @@ class History:
         return hmac.new(self._owner_key.encode(), token.encode(), hashlib.sha256).hexdigest()[:32]
 
     def close(self) -> None:
-        self._backend.close()
+        """Close a SQLite history, without an event loop; a PostgreSQL one closes with `aclose`."""
+        self._sqlite().close()
 
     async def aclose(self) -> None:
         await self._backend.aclose()
@@ -173,12 +179,12 @@ class History:
         """Tell every replica sharing this history (`connect(on_notify=...)`); a no-op on SQLite."""
         await self._backend.notify(payload)
 
-    async def begin(self, request: dict[str, Any], owner: str = "") -> int:
+    async def record_submitting(self, request: dict[str, Any], owner: str = "") -> int:
         """Record a submission about to be made; returns the row id to complete it with."""
         await self._ready()
         return await insert_row(self._backend, request, owner, None)
 
-    async def claim(
+    async def claim_submission(
         self, request: dict[str, Any], fingerprint: str, owner: str = "", *, since: float
     ) -> Claim:
         """The newest row since `since` with this fingerprint whose outcome no caller has received, if any;
@@ -195,12 +201,12 @@ class History:
                 return Claim(rows[0]["id"], entry_from_row(rows[0]))
             return Claim(await insert_row(tx, request, owner, fingerprint), None)
 
-    async def row(self, row_id: int) -> HistoryEntry | None:
+    async def find_row(self, row_id: int) -> HistoryEntry | None:
         await self._ready()
         rows = await self._backend.fetch("SELECT * FROM tasks WHERE id=?", (row_id,))
         return entry_from_row(rows[0]) if rows else None
 
-    async def deliver(
+    async def mark_delivered(
         self, owner: str = "", *, task_ids: Collection[str] = (), row_ids: Collection[int] = ()
     ) -> None:
         """Note that a caller is being given these rows' outcomes (called last, just before answering).
@@ -214,7 +220,7 @@ class History:
         stamp = time.time()
         try:
             await self._ready()
-            await self._deliver(stamp, owner, list(task_ids), list(row_ids))
+            await self._mark_delivered(stamp, owner, list(task_ids), list(row_ids))
             await anyio.lowlevel.checkpoint_if_cancelled()
         except (sqlite3.Error, HistoryUnavailableError) as exc:
             logger.warning("could not note a delivered result in the history: %s", exc)
@@ -225,7 +231,7 @@ class History:
                 )
             raise
 
-    async def submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
+    async def mark_submitted(self, row_id: int, task_id: str, trace_id: str | None) -> None:
         # A task id is news no caller has had yet, even if one was told this submission's fate was unknown.
         stamp = time.time()
         await self._durable(
@@ -237,7 +243,7 @@ class History:
             ),
         )
 
-    async def submit_failed(self, row_id: int, error: str, *, maybe_accepted: bool) -> None:
+    async def mark_submit_failed(self, row_id: int, error: str, *, maybe_accepted: bool) -> None:
         status, stamp = (UNKNOWN if maybe_accepted else "rejected"), time.time()
         await self._durable(
             "a failed submission",
@@ -246,7 +252,7 @@ class History:
             ),
         )
 
-    async def abandoned(self, row_id: int) -> None:
+    async def mark_abandoned(self, row_id: int) -> None:
         """A row still `submitting` after any submission would have ended: its process died mid-submit."""
         await self._ready()
         await self._backend.execute(
@@ -254,34 +260,36 @@ class History:
             (UNKNOWN, INTERRUPTED, time.time(), row_id, SUBMITTING),
         )
 
-    async def record(self, result: TaskResult, owner: str = "") -> None:
+    async def record_state(self, result: TaskResult, owner: str = "") -> None:
         """Store the latest known state of a task, as given (inserting it if this server never saw it)."""
         params = record_params(result, owner, time.time())
         await self._durable(
             f"the state of task {result.task_id}", lambda: self._backend.execute(RECORD, params)
         )
 
-    async def get(self, task_id: str, owner: str = "") -> HistoryEntry | None:
+    async def find_task(self, task_id: str, owner: str = "") -> HistoryEntry | None:
         await self._ready()
         rows = await self._backend.fetch("SELECT * FROM tasks WHERE task_id=? AND owner=?", (task_id, owner))
         return entry_from_row(rows[0]) if rows else None
 
-    async def recent(
+    async def list_tasks(
         self, limit: int, status: str | None = None, query: str | None = None, owner: str = ""
     ) -> list[HistoryEntry]:
+        """The owner's newest rows first, at most `limit`; `query` keeps the prompts that contain it, case
+        ignored the same way on both backends (`rows.folded`), its `%` and `_` taken literally."""
         sql, params = "SELECT * FROM tasks WHERE owner=?", [owner]
         if status is not None:
             sql += " AND status=?"
             params.append(status)
         if query:
-            sql += " AND prompt LIKE ? ESCAPE '\\'"
-            params.append("%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            sql += " AND prompt_folded LIKE ? ESCAPE '\\'"
+            params.append(contains(query))
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         await self._ready()
         rows = await self._backend.fetch(sql, (*params, limit))
         return [entry_from_row(row) for row in rows]
 
-    async def uploaded(self, sha256: str, owner: str = "", *, max_age: float) -> str | None:
+    async def find_upload(self, sha256: str, owner: str = "", *, max_age: float) -> str | None:
         """The file URL an upload of this content got less than `max_age` seconds ago, if any."""
         await self._ready()
         rows = await self._backend.fetch(
@@ -290,7 +298,7 @@ class History:
         )
         return str(rows[0]["file_url"]) if rows else None
 
-    async def remember_upload(self, sha256: str, file_url: str, owner: str = "") -> None:
+    async def record_upload(self, sha256: str, file_url: str, owner: str = "") -> None:
         await self._ready()
         await self._backend.execute(
             "INSERT INTO uploads (owner, sha256, file_url, uploaded_at) VALUES (?, ?, ?, ?) "
@@ -304,9 +312,6 @@ class History:
     def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
         return self._sqlite().execute_now(sql, params)
 
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Mapping[str, Any]]:
-        return self._sqlite().fetch_now(sql, params)
-
     def _sqlite(self) -> SqliteBackend:
         if not isinstance(self._backend, SqliteBackend):
             raise TypeError("only a SQLite history is reachable synchronously")
@@ -314,7 +319,9 @@ class History:
 
     # -- rules -------------------------------------------------------------------------------------
 
-    async def _deliver(self, stamp: float, owner: str, task_ids: list[str], row_ids: list[int]) -> None:
+    async def _mark_delivered(
+        self, stamp: float, owner: str, task_ids: list[str], row_ids: list[int]
+    ) -> None:
         tasks, rows = ", ".join("?" * len(task_ids)) or "NULL", ", ".join("?" * len(row_ids)) or "NULL"
         await self._backend.execute(
             f"UPDATE tasks SET delivered_at=? WHERE owner=? AND delivered_at IS NULL "
@@ -364,19 +371,27 @@ class History:
 
 
 def _prepare_now(sqlite: SqliteBackend) -> str:
-    """Opening a SQLite history: its owner key, and rows a dead process left `submitting` made `unknown`."""
+    """Opening a SQLite history: its owner key, rows a dead process left `submitting` made `unknown`, and
+    the prompts of rows an older release wrote folded for search."""
     sqlite.execute_now(OWNER_KEY_INSERT, (secrets.token_hex(32),))
     key = str(sqlite.fetch_now(OWNER_KEY_SELECT)[0]["value"])
     now = time.time()
     sqlite.execute_now(SWEEP_INTERRUPTED, (UNKNOWN, INTERRUPTED, now, SUBMITTING, now + 1))
+    if unfolded := sqlite.fetch_now(UNFOLDED):
+        sqlite.execute_many_now(FOLD, fold_params(unfolded))
     return key
 
 
 async def _prepare(backend: Backend) -> str:
-    """Reaching a shared history: its owner key, and only long-abandoned `submitting` rows made `unknown`."""
+    """Reaching a shared history: its owner key, only long-abandoned `submitting` rows made `unknown`, and
+    the prompts of rows an older release wrote folded for search."""
     await backend.execute(OWNER_KEY_INSERT, (secrets.token_hex(32),))
     key = str((await backend.fetch(OWNER_KEY_SELECT))[0]["value"])
     now = time.time()
     stale = now - STALE_SUBMITTING_SECONDS
     await backend.execute(SWEEP_INTERRUPTED, (UNKNOWN, INTERRUPTED, now, SUBMITTING, stale))
+    if unfolded := await backend.fetch(UNFOLDED):
+        async with backend.transaction() as tx:
+            for params in fold_params(unfolded):
+                await tx.execute(FOLD, params)
     return key

@@ -131,14 +131,14 @@ class Finisher:
         if self._history is None:
             return None
         try:
-            entry = await self._history.get(task_id, owner)
+            entry = await self._history.find_task(task_id, owner)
         except HistoryUnavailableError:
             return None
         return entry.result if entry is not None else None
 
     async def _record(self, result: TaskResult, owner: str) -> None:
         if self._history is not None:
-            await self._history.record(result, owner)
+            await self._history.record_state(result, owner)
 
 
 def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: float | None) -> TaskResult:

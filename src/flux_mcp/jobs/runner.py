@@ -10,11 +10,11 @@ keeps it and `get_task` still finds it.
 
 A retry never pays twice. Clients time tool calls out on their own clock (openai-agents and google-adk
 after 5 s by default) while the job goes on upstream, and a model that is told "error, try again"
-calls again with the same arguments. So `run` first claims the request in the history (`History.claim`):
-if an identical request (same `ImageRequest.fingerprint`, same owner, within ATTACH_HORIZON_SECONDS)
-was submitted and no caller has received its outcome yet, the call continues that task instead of
-submitting (`attached` in the result). Once an outcome has been delivered, an identical call is a
-deliberate re-run and submits anew. The cases:
+calls again with the same arguments. So `run` first claims the request in the history
+(`History.claim_submission`): if an identical request (same `ImageRequest.fingerprint`, same owner,
+within ATTACH_HORIZON_SECONDS) was submitted and no caller has received its outcome yet, the call
+continues that task instead of submitting (`attached` in the result). Once an outcome has been
+delivered, an identical call is a deliberate re-run and submits anew. The cases:
 - pending, or finished after its own caller went away: continue it, wait as usual, return the images.
 - failed, never seen: continue it too, and return the failure. The caller learns why (a refusal
   would most likely fail again); an identical call after that submits anew.
@@ -23,7 +23,7 @@ deliberate re-run and submits anew. The cases:
 - `unknown` (the submission may have been accepted and billed, no task id): submit nothing; say so
   and point at list_tasks. That message counts as delivered, so an identical call after it submits.
 - `rejected` (the upstream provably did not take it): nothing to continue; submit.
-What "delivered" means (the server marks it, `History.deliver`) is explained in server/delivery.py.
+What "delivered" means (the server marks it, `History.mark_delivered`) is explained in server/delivery.py.
 
 Whatever the upstream (or anyone) sends, a result carries at most the images its request asked for.
 """
@@ -175,7 +175,7 @@ class Jobs:
         """The history's row of a task; None when there is none, or the history cannot be reached (the
         upstream still has the task, so get_task goes on without it)."""
         try:
-            return await self._history.get(task_id, self._owner) if self._history is not None else None
+            return await self._history.find_task(task_id, self._owner) if self._history is not None else None
         except HistoryUnavailableError as exc:
             logger.warning("looking up task %s without the history: %s", task_id, exc.reason)
             return None
@@ -200,7 +200,7 @@ class Jobs:
         body, fingerprint = request.model_dump(exclude_none=True), request.fingerprint()
         while True:
             since = time.time() - ATTACH_HORIZON_SECONDS
-            claim = await self._history.claim(body, fingerprint, self._owner, since=since)
+            claim = await self._history.claim_submission(body, fingerprint, self._owner, since=since)
             if claim.earlier is None or claim.earlier.status != SUBMITTING:
                 return claim
             await self._await_submission(claim.earlier)
@@ -213,7 +213,7 @@ class Jobs:
         entry: HistoryEntry | None = earlier
         while entry is not None and entry.status == SUBMITTING:
             if time.time() - entry.created_at > self._submit_bound:
-                await self._history.abandoned(entry.row_id)
+                await self._history.mark_abandoned(entry.row_id)
                 return
             if self._stop is not None and self._stop.is_set():
                 raise UndecidedRepeatError(
@@ -222,7 +222,7 @@ class Jobs:
                 )
             await sleep_until(anyio.current_time() + pause, [self._stop] if self._stop is not None else [])
             pause = min(pause * 2, SUBMITTING_POLL_MAX)
-            entry = await self._history.row(entry.row_id)
+            entry = await self._history.find_row(entry.row_id)
 
     async def _continue(
         self,
@@ -252,7 +252,7 @@ class Jobs:
         except TaskNotFoundError:
             if age > NOT_FOUND_GRACE_SECONDS:
                 logger.warning("task %s is unknown upstream; submitting the request anew", task_id)
-                await self._history.deliver(self._owner, row_ids=[earlier.row_id])  # never continue it
+                await self._history.mark_delivered(self._owner, row_ids=[earlier.row_id])  # never continue it
                 return None
             snapshot = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING, trace_id=earlier.trace_id)
         except TRANSIENT as exc:  # the task exists upstream; the waiter looks again
@@ -283,17 +283,19 @@ class Jobs:
             submission = await self._client.submit(request, callback_url=callback_url)
         except FluxError as exc:
             maybe_accepted = may_have_been_accepted(exc)
-            await self._history.submit_failed(row, exc.message, maybe_accepted=maybe_accepted)
+            await self._history.mark_submit_failed(row, exc.message, maybe_accepted=maybe_accepted)
             if maybe_accepted:
                 ticket.undecided_row = row
             raise
         except BaseException:
             # Cancelled (or crashed) while the request was in flight: the upstream may have it.
             with anyio.CancelScope(shield=True):
-                await self._history.submit_failed(row, "interrupted while submitting", maybe_accepted=True)
+                await self._history.mark_submit_failed(
+                    row, "interrupted while submitting", maybe_accepted=True
+                )
             raise
         self._bind(slot, submission.task_id)
-        await self._history.submitted(row, submission.task_id, submission.trace_id)
+        await self._history.mark_submitted(row, submission.task_id, submission.trace_id)
         return submission
 
     def _release(self, slot: CallbackSlot | None) -> None:

@@ -121,7 +121,7 @@ class ImageSources:
         picture = await anyio.to_thread.run_sync(check_image_bytes, file.data, file.name, self.max_bytes)
         digest = hashlib.sha256(file.data).hexdigest()
         async with self._locks.hold((owner, digest)):
-            known = await self.history.uploaded(digest, owner, max_age=UPLOAD_REUSE_SECONDS)
+            known = await self.history.find_upload(digest, owner, max_age=UPLOAD_REUSE_SECONDS)
             if known is not None:
                 logger.info("reusing the upload of %s (sha256 %s)", file.name, digest[:12])
                 return known
@@ -130,7 +130,7 @@ class ImageSources:
                 url = await platform.upload(file.data, filename, picture.mime_type)
             except FluxError as exc:
                 raise UploadFailedError(upload_failure(exc, file.name)) from None
-            await self.history.remember_upload(digest, url, owner)
+            await self.history.record_upload(digest, url, owner)
         logger.info("uploaded %s (%d bytes, sha256 %s)", file.name, len(file.data), digest[:12])
         return url
 

@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,8 +24,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
 from flux_mcp import __version__
-from flux_mcp.domain.errors import HistoryUnavailableError
+from flux_mcp.domain.errors import HistoryUnavailableError, StartupError
 from flux_mcp.domain.settings import Settings
+from flux_mcp.history.sqlite import UNOPENABLE_FIX
 from flux_mcp.history.store import History
 from flux_mcp.jobs.callbacks import CallbackHub
 from flux_mcp.jobs.finishing import Finisher
@@ -144,7 +144,7 @@ async def open_history(settings: Settings, callbacks: CallbackHub | None = None)
     """
     problem = settings.history_problem()
     if problem is not None:
-        raise RuntimeError(problem)
+        raise StartupError(problem)
     url = settings.history_url()
     if url is None:
         history = _open_history(settings)
@@ -166,19 +166,31 @@ async def open_history(settings: Settings, callbacks: CallbackHub | None = None)
     except ModuleNotFoundError as exc:
         if exc.name not in ("psycopg", "psycopg_pool"):
             raise
-        raise RuntimeError(
+        raise StartupError(
             "FLUX_MCP_DATABASE_URL needs the PostgreSQL driver: pip install 'flux-mcp[postgres]'"
         ) from exc
 
 
 def _open_history(settings: Settings) -> History:
-    """The history file; if it cannot be opened the server still serves, with a history in memory."""
+    """The history file, or StartupError: the server does not start without it.
+
+    It used to fall back to a history in memory, silently: every task submitted then was lost at the
+    next restart, which breaks the first promise (a submitted task can always be found again, and an
+    identical retry never pays twice across processes). Serving on and saying so in every result would
+    not keep that promise either: a result's warning is read by a model, not by whoever can fix the
+    setting, and the tasks would still be lost. A server that does not start is what hosts show their
+    users, with its one line of stderr; `flux-mcp doctor` reports the same. A file another process is
+    opening is waited for (`history.sqlite`), not refused. The sandbox, which bills nothing, decides
+    otherwise for its own history (`cli.sandbox`).
+    """
     path = settings.history_path()
     try:
         return History(path)
     except (OSError, sqlite3.Error) as exc:
-        logger.warning("cannot open the history at %s (%s); keeping it in memory: set FLUX_MCP_DB", path, exc)
-        return History(Path(":memory:"))
+        raise StartupError(
+            f"cannot open the task history at {path} ({exc}). Every submission is written there before it "
+            f"is sent, so that no task is lost; flux-mcp does not start without it: {UNOPENABLE_FIX}."
+        ) from exc
 
 
 def _app_state(

@@ -3,7 +3,7 @@
 A retry never pays twice (jobs/runner.py continues an identical submission whose outcome no caller has
 received). Here is where an outcome counts as delivered: a finished task (succeeded or failed), or the
 news that a submission may have been billed, is marked delivered by the tool that returns it, as the
-last thing it awaits (`History.deliver`); a call cancelled by then takes its mark back, and nothing
+last thing it awaits (`History.mark_delivered`); a call cancelled by then takes its mark back, and nothing
 after that yields before the SDK writes the answer. What the server can know about a caller that
 gave up: the mcp 2.x client sends `notifications/cancelled` when its read timeout expires (the timeout
 openai-agents sets with `client_session_timeout_seconds` and google-adk with `timeout`, 5 s by
@@ -50,7 +50,7 @@ async def answer_batch(caller: Caller, batch: TaskBatchResult) -> CallToolResult
 async def mark_delivered(caller: Caller, results: list[TaskResult]) -> None:
     """Mark the finished ones among `results` delivered: the last thing a tool awaits before answering."""
     finished = [result.task_id for result in results if result.status in FINISHED]
-    await caller.state.history.deliver(caller.owner, task_ids=finished)
+    await caller.state.history.mark_delivered(caller.owner, task_ids=finished)
 
 
 async def _log_outcome(ctx: CallContext, result: TaskResult) -> None:

@@ -81,7 +81,7 @@ async def _submit_and_answer(
     work = lambda: caller.jobs.run(request, wait_seconds, progress, ticket, preview)  # noqa: E731
     shown = await tool_result_of(tool, work, lambda finished: answer(caller, finished, ctx))
     if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
-        await caller.state.history.deliver(caller.owner, row_ids=[ticket.undecided_row])
+        await caller.state.history.mark_delivered(caller.owner, row_ids=[ticket.undecided_row])
     return shown
 
 
@@ -123,7 +123,7 @@ async def variation_arguments(
     caller: Caller, task_id: str, count: int, prompt_suffix: str | None
 ) -> dict[str, Any]:
     """generate_image arguments for more images like an earlier task of this server's history."""
-    entry = await caller.state.history.get(task_id, caller.owner)
+    entry = await caller.state.history.find_task(task_id, caller.owner)
     if entry is None:
         raise ValueError(
             f"No task {task_id!r} in this server's history. generate_variations varies an earlier result of "

@@ -33,7 +33,7 @@ def add_resources(server: MCPServer[AppState]) -> None:
     )
     async def task_resource(task_id: str, ctx: CallContext) -> str:
         caller = caller_of(ctx)
-        entry = await caller.state.history.get(task_id, caller.owner)
+        entry = await caller.state.history.find_task(task_id, caller.owner)
         if entry is None:
             raise ResourceError(f"No task {task_id!r} in this server's history.")
         return json.dumps(entry.as_dict(), indent=2, ensure_ascii=False)
@@ -98,7 +98,7 @@ def add_resources(server: MCPServer[AppState]) -> None:
 
 
 async def known_image(caller: Caller, task_id: str, index: str) -> ImageInfo:
-    entry = await caller.state.history.get(task_id, caller.owner)
+    entry = await caller.state.history.find_task(task_id, caller.owner)
     images = entry.result.images if entry is not None and entry.result is not None else []
     if not (index.isascii() and index.isdecimal()) or int(index) >= len(images):
         raise ResourceError(f"No image {index} of task {task_id!r} in this server's history.")
@@ -106,7 +106,7 @@ async def known_image(caller: Caller, task_id: str, index: str) -> ImageInfo:
 
 
 async def known_video(caller: Caller, task_id: str, index: str) -> VideoInfo:
-    entry = await caller.state.history.get(task_id, caller.owner)
+    entry = await caller.state.history.find_task(task_id, caller.owner)
     videos = entry.result.videos if entry is not None and entry.result is not None else []
     if not (index.isascii() and index.isdecimal()) or int(index) >= len(videos):
         raise ResourceError(f"No video {index} of task {task_id!r} in this server's history.")

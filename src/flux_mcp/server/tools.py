@@ -235,11 +235,11 @@ async def list_tasks(args: ListTasksArgs, ctx: CallContext) -> Annotated[CallToo
     Use it to find an earlier image again (its task_id works with get_task, its images with edit_image).
     """
     caller = caller_of(ctx)
-    entries = await caller.state.history.recent(args.limit, args.status, args.query, owner=caller.owner)
+    entries = await caller.state.history.list_tasks(args.limit, args.status, args.query, owner=caller.owner)
     listing = HistoryList(tasks=[history_item(entry) for entry in entries])
     lines = [history_line(item) for item in listing.tasks] or ["No generations recorded yet."]
     finished = [entry.row_id for entry in entries if entry.status in FINISHED]
-    await caller.state.history.deliver(caller.owner, row_ids=finished)
+    await caller.state.history.mark_delivered(caller.owner, row_ids=finished)
     return CallToolResult(
         content=[TextContent(type="text", text="\n".join(lines))],
         structured_content=listing.model_dump(mode="json"),
