@@ -7,7 +7,7 @@ many hosts still speak it) and an MCP Apps client (which also sees the gallery's
 A refactoring that should change nothing must leave them as they are. When a change to what is
 published is intended, regenerate the files and review the diff:
 
-    FLUX_MCP_UPDATE_GOLDEN=1 pytest tests/test_tools_list_golden.py
+    FLUX_MCP_UPDATE_GOLDEN=1 pytest tests/server/test_tools_list_golden.py
 """
 
 from __future__ import annotations
