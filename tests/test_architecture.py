@@ -240,3 +240,28 @@ def test_no_library_module_sets_a_warning_filter_or_a_logger_level(tmp_path: Pat
         "media.pictures:6 setLevel",
         "media.pictures:7 MAX_IMAGE_PIXELS =",
     ]
+
+
+def runtime_asserts(root: Path) -> list[str]:
+    """`module:line` of each `assert` in flux-mcp's own code (the emulator, a test witness, may use them)."""
+    found = []
+    for file in module_files(root):
+        module = module_name(root, file)
+        if package_of(module) == EMULATOR:
+            continue
+        tree = ast.parse(file.read_text(encoding="utf-8"))
+        found.extend(f"{module}:{node.lineno}" for node in ast.walk(tree) if isinstance(node, ast.Assert))
+    return sorted(found)
+
+
+def test_no_assert_guards_the_running_code(tmp_path: Path) -> None:
+    """`python -O` removes asserts: a guard that matters is an `if` that raises or answers."""
+    assert runtime_asserts(PACKAGE) == []
+
+    planted = tmp_path / "flux_mcp"
+    (planted / "jobs").mkdir(parents=True)
+    (planted / "emulator").mkdir()
+    guarded = "def f(x: int | None) -> int:\n    assert x is not None\n    return x\n"
+    (planted / "jobs" / "runner.py").write_text(guarded)
+    (planted / "emulator" / "app.py").write_text("assert True\n")
+    assert runtime_asserts(planted) == ["jobs.runner:2"]

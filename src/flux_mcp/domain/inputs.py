@@ -107,9 +107,7 @@ def parse_image_input(value: str) -> ImageInput:
 
 def file_uri_path(uri: str) -> LocalImage:
     """The local path a file:// URI names (also used for the client's MCP roots)."""
-    parsed = _file_uri(uri.strip())
-    assert isinstance(parsed, LocalImage)
-    return parsed
+    return _file_uri(uri.strip())
 
 
 def _http_url(value: str) -> str:

@@ -120,7 +120,8 @@ class Watch:
         """The settled task; raises what made it final when that was an error."""
         if self.failure is not None:
             raise self.failure
-        assert self.snapshot is not None
+        if self.snapshot is None:
+            raise RuntimeError("outcome() was read before the task settled")
         return self.snapshot
 
     def triggers(self) -> bool:

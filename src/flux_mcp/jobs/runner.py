@@ -123,12 +123,13 @@ class Jobs:
         """
         started = anyio.current_time()
         ticket = ticket if ticket is not None else JobTicket()
-        claim = await self._claim(request) if self._history is not None else None
-        while claim is not None and claim.earlier is not None:
-            continued = await self._continue(claim.earlier, wait_seconds, progress, ticket, preview)
+        history = self._history
+        claim = await self._claim(history, request) if history is not None else None
+        while history is not None and claim is not None and claim.earlier is not None:
+            continued = await self._continue(history, claim.earlier, wait_seconds, progress, ticket, preview)
             if continued is not None:
                 return continued
-            claim = await self._claim(request)
+            claim = await self._claim(history, request)
         slot = self._callbacks.open() if self._callbacks is not None else None
         if queued := self._client.queued():
             await progress(0.0, f"Queued: {queued} upstream requests ahead (FLUX_MCP_MAX_CONCURRENCY)")
@@ -190,30 +191,28 @@ class Jobs:
             missing=[task_id for task_id in unique_ids if task_id not in by_id],
         )
 
-    async def _claim(self, request: ImageRequest | VideoRequest) -> Claim:
+    async def _claim(self, history: History, request: ImageRequest | VideoRequest) -> Claim:
         """The history row this call submits with, or the undelivered identical submission it continues.
 
         An identical submission still in flight elsewhere is waited for (the history is polled: the other
         call may live in another process) until it has a task id or has failed, then claimed again.
         """
-        assert self._history is not None
         body, fingerprint = request.model_dump(exclude_none=True), request.fingerprint()
         while True:
             since = time.time() - ATTACH_HORIZON_SECONDS
-            claim = await self._history.claim_submission(body, fingerprint, self._owner, since=since)
+            claim = await history.claim_submission(body, fingerprint, self._owner, since=since)
             if claim.earlier is None or claim.earlier.status != SUBMITTING:
                 return claim
-            await self._await_submission(claim.earlier)
+            await self._await_submission(history, claim.earlier)
 
-    async def _await_submission(self, earlier: HistoryEntry) -> None:
+    async def _await_submission(self, history: History, earlier: HistoryEntry) -> None:
         """Wait until another call's submission leaves `submitting`; past the bound its process is dead."""
-        assert self._history is not None
         logger.info("an identical request is being submitted; waiting for its task id")
         pause = SUBMITTING_POLL_FIRST
         entry: HistoryEntry | None = earlier
         while entry is not None and entry.status == SUBMITTING:
             if time.time() - entry.created_at > self._submit_bound:
-                await self._history.mark_abandoned(entry.row_id)
+                await history.mark_abandoned(entry.row_id)
                 return
             if self._stop is not None and self._stop.is_set():
                 raise UndecidedRepeatError(
@@ -222,10 +221,11 @@ class Jobs:
                 )
             await sleep_until(anyio.current_time() + pause, [self._stop] if self._stop is not None else [])
             pause = min(pause * 2, SUBMITTING_POLL_MAX)
-            entry = await self._history.find_row(entry.row_id)
+            entry = await history.find_row(entry.row_id)
 
     async def _continue(
         self,
+        history: History,
         earlier: HistoryEntry,
         wait_seconds: float | None,
         progress: ProgressFn,
@@ -236,7 +236,6 @@ class Jobs:
 
         None when the upstream no longer knows that task: nothing of it can be billed, so the call submits.
         """
-        assert self._history is not None
         started = anyio.current_time()
         age = max(0.0, time.time() - earlier.created_at)
         if earlier.task_id is None:
@@ -252,7 +251,7 @@ class Jobs:
         except TaskNotFoundError:
             if age > NOT_FOUND_GRACE_SECONDS:
                 logger.warning("task %s is unknown upstream; submitting the request anew", task_id)
-                await self._history.mark_delivered(self._owner, row_ids=[earlier.row_id])  # never continue it
+                await history.mark_delivered(self._owner, row_ids=[earlier.row_id])  # never continue it
                 return None
             snapshot = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING, trace_id=earlier.trace_id)
         except TRANSIENT as exc:  # the task exists upstream; the waiter looks again

@@ -120,8 +120,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
                 )
             except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
                 failure = exc
-        assert failure is not None  # _checked_addresses never returns an empty list
-        raise failure
+        raise failure or httpcore2.ConnectError(f"no address to connect to for {host}")
 
     async def connect_unix_socket(
         self,
