@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,29 +111,25 @@ def _usable_history(path: Path) -> Path:
     A real server does not start without its history file (`server.build`): what it submits is billed.
     The sandbox bills nothing, and is how people try flux-mcp before any setup, so it serves on.
     """
-    try:
-        History(path).close()
-    except (OSError, sqlite3.Error) as exc:
-        logger.warning(
-            "cannot open the sandbox's history at %s (%s): it lasts only as long as this process; set "
-            "FLUX_MCP_DB to a writable place",
-            path,
-            exc,
-        )
-        return Path(IN_MEMORY)
-    return path
+    return path if _opens(path, History, "history") else Path(IN_MEMORY)
 
 
 def _usable_journal(path: Path) -> Path | None:
     """The journal file, if it can be opened; else none, as with the sandbox's history."""
+    return path if _opens(path, TaskJournal, "task journal") else None
+
+
+def _opens(path: Path, kind: Callable[[Path], History | TaskJournal], what: str) -> bool:
+    """Whether the sandbox's `what` at `path` opens; if not, the log says it lasts only this process."""
     try:
-        TaskJournal(path).close()
+        kind(path).close()
     except (OSError, sqlite3.Error) as exc:
         logger.warning(
-            "cannot open the sandbox's task journal at %s (%s): its tasks last only as long as this "
-            "process; set FLUX_MCP_DB to a writable place",
+            "cannot open the sandbox's %s at %s (%s): it lasts only as long as this process; set "
+            "FLUX_MCP_DB to a writable place",
+            what,
             path,
             exc,
         )
-        return None
-    return path
+        return False
+    return True
