@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shlex
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -40,12 +37,11 @@ from flux_mcp.cli.hostconfig import (
 )
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
-from tests.support import TOKEN, free_port, make_settings
+from tests.support import TOKEN, free_port, make_settings, run_cli
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = Path(sys.executable).with_name("flux-mcp.exe" if os.name == "nt" else "flux-mcp")
 
 
 async def doctor_output(settings: Settings | None, **kwargs: Any) -> tuple[bool, str, dict[str, str]]:
@@ -322,20 +318,6 @@ def test_server_json_follows_the_registry_schema() -> None:
 
 
 # ---- the command itself, as a user runs it --------------------------------------------------------
-
-
-def run_cli(*args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {key: value for key, value in os.environ.items() if key != "ACEDATACLOUD_API_TOKEN"}
-    environ.update(env)
-    return subprocess.run(
-        [str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-        env=environ,
-        check=False,
-    )
 
 
 def test_version_and_help() -> None:

@@ -37,7 +37,6 @@ from flux_mcp.history.store import History
 from flux_mcp.media.uploads import UPLOAD_REUSE_SECONDS
 from flux_mcp.server import roots as roots_module
 from flux_mcp.server.build import build_server
-from tests.cli.test_cli import run_cli
 from tests.support import (
     RED,
     TOKEN,
@@ -47,12 +46,13 @@ from tests.support import (
     image_bytes,
     make_settings,
     mcp_client,
+    run_cli,
     stderr_file,
     stdio_session,
     structured,
     text,
 )
-from tests.web.test_http import CLIENT_TOKEN, token_settings
+from tests.support.web import CLIENT_TOKEN, token_settings
 
 pytestmark = pytest.mark.anyio
 

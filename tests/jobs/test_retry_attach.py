@@ -31,11 +31,11 @@ from flux_mcp.history.sqlite import SCHEMA, SCHEMA_VERSION
 from flux_mcp.history.store import History
 from flux_mcp.jobs.finishing import task_result
 from flux_mcp.server.build import INSTRUCTIONS, build_server
-from tests.jobs.test_reliability import raw_server
 from tests.support import (
     TOKEN,
     Recorder,
     emulator_env,
+    finish_tasks_now,
     history_rows,
     http_service,
     make_settings,
@@ -47,6 +47,7 @@ from tests.support import (
     text,
     wait_for,
 )
+from tests.support.stdio import raw_server
 
 pytestmark = pytest.mark.anyio
 
@@ -383,8 +384,12 @@ async def test_concurrent_identical_calls_make_one_submission(
     assert "an identical request is being submitted" in caplog.text  # they waited for its task id
 
 
-async def test_two_servers_sharing_a_history_make_one_submission(emulator: RunningEmulator) -> None:
-    emulator.state.config.latency = 0.5
+async def test_two_servers_sharing_a_history_make_one_submission(
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="flux_mcp")
+    # The task runs until the test ends it, so each server, however slowly it starts, finds it undelivered.
+    emulator.state.config.latency = 3600
     emulator.state.faults.append(Fault("slow", delay=1.0))
     settings = make_settings(emulator)
     results: list[CallToolResult] = []
@@ -396,6 +401,8 @@ async def test_two_servers_sharing_a_history_make_one_submission(emulator: Runni
     async with anyio.create_task_group() as group:
         for _ in range(3):
             group.start_soon(call)
+        await wait_for(lambda: caplog.text.count("continuing task") == 2)
+        finish_tasks_now(emulator)
     assert emulator.state.submissions == 1
     assert all(structured(result)["status"] == "succeeded" for result in results)
     assert len({structured(result)["task_id"] for result in results}) == 1

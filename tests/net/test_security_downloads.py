@@ -41,7 +41,7 @@ from flux_mcp.net.clients import build_download_client
 from flux_mcp.net.downloads import Downloader
 from flux_mcp.net.guard import ForbiddenAddress, GuardedBackend, refusal
 from flux_mcp.server.build import build_server
-from tests.support import TOKEN, fetch_picture, png_bytes, scratch_folder, structured
+from tests.support import fetch_picture, png_bytes, settings_for, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -107,19 +107,6 @@ async def upstream(internal: InternalService) -> AsyncIterator[str]:
     ]
     async with serve_asgi(Starlette(routes=routes)) as base_url:
         yield base_url
-
-
-def settings_for(upstream: str, **overrides: Any) -> Settings:
-    scratch = scratch_folder()
-    values: dict[str, Any] = {
-        "api_token": TOKEN,
-        "api_base_url": upstream,
-        "output_dir": scratch / "images",
-        "db": scratch / "history.db",
-        "poll_min_seconds": 0.05,
-        "poll_max_seconds": 0.2,
-    }
-    return Settings(**{**values, **overrides})
 
 
 async def with_downloader(settings: Settings, use: Callable[[Downloader], Awaitable[Any]]) -> Any:
