@@ -283,6 +283,7 @@ async def test_upstream_requests_in_flight_never_exceed_max_concurrency(tmp_path
 # --- 2. crash recovery ----------------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 async def test_killed_server_loses_no_task(tmp_path: Path) -> None:
     config = EmulatorConfig(latency=3.0, tokens=frozenset({TOKEN}), seed=3)
     async with serve_emulator(config) as emulator:
@@ -359,6 +360,7 @@ async def test_history_marks_an_interrupted_submission_unknown_on_open(tmp_path:
 # --- 3. graceful shutdown -----------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 async def test_closing_stdin_ends_a_long_wait_promptly(tmp_path: Path) -> None:
     config = EmulatorConfig(latency=60.0, tokens=frozenset({TOKEN}))
     async with serve_emulator(config) as emulator:
@@ -398,6 +400,7 @@ async def test_closing_stdin_ends_a_long_wait_promptly(tmp_path: Path) -> None:
         assert emulator.state.submissions == 1
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_sigterm_over_http_answers_waiting_calls_then_exits(tmp_path: Path, mode: str) -> None:
     config = EmulatorConfig(latency=60.0, tokens=frozenset({TOKEN}))
@@ -507,6 +510,7 @@ def echo_upstream() -> Starlette:
 ECHO_KINDS = ["json400", "json401", "html500", "text200", "false200", "text404", "rate429", "long500"]
 
 
+@pytest.mark.subprocess
 async def test_secret_scan_over_stdio_at_debug(tmp_path: Path) -> None:
     secret = f"sk-SCAN-{uuid.uuid4()}"
     config = EmulatorConfig(latency=0.2, tokens=frozenset({secret}), retry_after=0.05, seed=4)
@@ -912,6 +916,7 @@ DROPPED = [
 ]
 
 
+@pytest.mark.subprocess
 async def test_hostile_json_rpc_never_crashes_the_stdio_server(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:

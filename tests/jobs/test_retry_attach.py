@@ -428,6 +428,7 @@ async def test_pass_through_callers_never_continue_each_others_tasks(emulator: R
 # --- across processes (stdio) -----------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 async def test_killed_stdio_process_then_a_new_process_continues_the_task(tmp_path: Path) -> None:
     config = EmulatorConfig(latency=3.0, tokens=frozenset({TOKEN}), seed=5)
     async with serve_emulator(config) as emulator:
@@ -452,6 +453,7 @@ async def test_killed_stdio_process_then_a_new_process_continues_the_task(tmp_pa
     assert "Traceback" not in log, log[-3000:]
 
 
+@pytest.mark.subprocess
 async def test_two_stdio_processes_calling_at_once_make_one_submission(tmp_path: Path) -> None:
     config = EmulatorConfig(latency=0.5, tokens=frozenset({TOKEN}), seed=6)
     async with serve_emulator(config) as emulator:
@@ -475,6 +477,7 @@ async def test_two_stdio_processes_calling_at_once_make_one_submission(tmp_path:
         assert sorted(structured(result)["attached"] for result in results) == [False, True]
 
 
+@pytest.mark.subprocess
 async def test_stdio_client_timeout_then_retry_in_the_same_session(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:

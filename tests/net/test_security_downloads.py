@@ -386,6 +386,7 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(
     assert decodes == []
 
 
+@pytest.mark.subprocess
 def test_pillows_own_bomb_warning_is_an_error_in_the_server_process(tmp_path: Path) -> None:
     # pytest resets warning filters around each test, so the server's own filter is checked in a
     # fresh interpreter, as `flux-mcp` runs it. Pillow is loaded at the server's first image, not at

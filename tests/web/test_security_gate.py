@@ -302,6 +302,7 @@ async def test_nobody_else_can_use_or_end_a_session(emulator: RunningEmulator, m
 # --- 12.8 the DEBUG log of a real HTTP service holds no payloads -----------------------------------
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_debug_log_of_the_http_service_holds_no_tokens_prompts_or_previews(
     emulator: RunningEmulator, tmp_path: Path, mode: ConnectMode
