@@ -51,6 +51,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("quick"):
         given = config.option.markexpr
         config.option.markexpr = f"({given}) and {QUICK}" if given else QUICK
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("maxschedchunk") is None:
+        # With `-n`, hand out one test at a time: the long tests, sorted first below, then start on
+        # different workers at once instead of queueing behind each other in one worker's first chunk.
+        config.option.maxschedchunk = 1
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by them
@@ -63,6 +67,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             for implied in (name, *IMPLIED_MARKERS.get(name, ())):
                 if item.get_closest_marker(implied) is None:
                     item.add_marker(implied)
+    items.sort(key=lasting_first)
+
+
+def lasting_first(item: pytest.Item) -> int:
+    """Long scenarios first, then tests that start processes, then the rest (the order within each kept):
+    the many short tests fill the workers' gaps at the end instead of a long one running alone."""
+    if item.get_closest_marker("slow") is not None:
+        return 0
+    return 1 if item.get_closest_marker("subprocess") is not None else 2
 
 
 @pytest.fixture(autouse=True)
