@@ -51,10 +51,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("quick"):
         given = config.option.markexpr
         config.option.markexpr = f"({given}) and {QUICK}" if given else QUICK
-    if config.pluginmanager.hasplugin("xdist") and config.getoption("maxschedchunk") is None:
-        # With `-n`, hand out one test at a time: the long tests, sorted first below, then start on
-        # different workers at once instead of queueing behind each other in one worker's first chunk.
-        config.option.maxschedchunk = 1
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by them
@@ -72,7 +68,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def lasting_first(item: pytest.Item) -> int:
     """Long scenarios first, then tests that start processes, then the rest (the order within each kept):
-    the many short tests fill the workers' gaps at the end instead of a long one running alone."""
+    with `-n`, the many short tests fill the workers' gaps at the end instead of a long one running alone
+    (`--maxschedchunk=1` in pyproject.toml: xdist hands out one test at a time, in this order)."""
     if item.get_closest_marker("slow") is not None:
         return 0
     return 1 if item.get_closest_marker("subprocess") is not None else 2
