@@ -21,6 +21,7 @@ from testkit import free_port
 
 SUPERUSER = "flux"
 START_TIMEOUT_SECONDS = 120
+PORT_ATTEMPTS = 3
 
 
 class ClusterUnavailable(Exception):
@@ -72,7 +73,7 @@ class PostgresCluster:
                 "--locale=C",
                 "--no-sync",
             )
-            self.start()
+            self._start_on_a_free_port()
         except (ClusterUnavailable, OSError) as exc:
             self.remove()
             raise ClusterUnavailable(str(exc)) from exc
@@ -88,6 +89,17 @@ class PostgresCluster:
         with psycopg.connect(self.url(), autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {name}".encode())
         return self.url(name)
+
+    def _start_on_a_free_port(self) -> None:
+        """Start; if another process took the port meanwhile (parallel test workers), on another one."""
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self.start()
+                return
+            except ClusterUnavailable as exc:
+                if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"

@@ -265,3 +265,64 @@ def test_no_assert_guards_the_running_code(tmp_path: Path) -> None:
     (planted / "jobs" / "runner.py").write_text(guarded)
     (planted / "emulator" / "app.py").write_text("assert True\n")
     assert runtime_asserts(planted) == ["jobs.runner:2"]
+
+
+# --- the tests' own shape: shared helpers live in tests/support and testkit, never in a test module -----
+
+ROOT = PACKAGE.parent.parent
+
+
+def imported_names(path: Path, root: Path) -> list[tuple[str, int]]:
+    """(absolute dotted name, line) of every module or name `path` imports; relative imports resolved."""
+    package = list(path.relative_to(root).parent.parts)
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base_parts = package[: len(package) - node.level + 1] if node.level else []
+            base = ".".join([*base_parts, *([node.module] if node.module else [])])
+            found.append((base, node.lineno))
+            found.extend((f"{base}.{alias.name}", node.lineno) for alias in node.names)
+    return found
+
+
+def borrowed_test_code(root: Path) -> list[str]:
+    """Every import of a test module anywhere, and of anything in tests/ from benchmarks/ or testkit/."""
+    found = []
+    for folder in ("tests", "benchmarks", "testkit"):
+        for path in module_files(root / folder):
+            where = path.relative_to(root).as_posix()
+            for name, line in imported_names(path, root):
+                parts = name.split(".")
+                if parts[0] == "tests" and any(part.startswith("test_") for part in parts):
+                    found.append(f"{where}:{line} imports the test module {name}")
+                elif parts[0] == "tests" and folder != "tests":
+                    found.append(f"{where}:{line} imports {name} from tests/")
+    return sorted(set(found))
+
+
+def test_no_test_module_imports_another_and_benchmarks_import_nothing_from_tests() -> None:
+    assert borrowed_test_code(ROOT) == []
+
+
+def test_borrowed_test_code_is_caught(tmp_path: Path) -> None:
+    for folder in ("tests", "benchmarks", "testkit"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("node_modules"))
+    inputs = tmp_path / "tests" / "domain" / "test_inputs.py"
+    inputs.write_text(inputs.read_text() + "\nfrom tests.cli.test_cli import run_cli\n")
+    http = tmp_path / "tests" / "web" / "test_http.py"
+    http.write_text(http.read_text() + "\nfrom . import test_oauth\n")
+    replicas = tmp_path / "benchmarks" / "replicas.py"
+    replicas.write_text(replicas.read_text() + "\nfrom tests.support import TOKEN\n")
+
+    def last_line(path: Path) -> int:
+        return len(path.read_text().splitlines())
+
+    assert borrowed_test_code(tmp_path) == [
+        f"benchmarks/replicas.py:{last_line(replicas)} imports tests.support from tests/",
+        f"benchmarks/replicas.py:{last_line(replicas)} imports tests.support.TOKEN from tests/",
+        f"tests/domain/test_inputs.py:{last_line(inputs)} imports the test module tests.cli.test_cli",
+        f"tests/domain/test_inputs.py:{last_line(inputs)} imports the test module tests.cli.test_cli.run_cli",
+        f"tests/web/test_http.py:{last_line(http)} imports the test module tests.web.test_oauth",
+    ]

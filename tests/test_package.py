@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import flux_mcp
 from flux_mcp.domain import errors
 
@@ -58,6 +60,7 @@ def test_an_unknown_name_is_an_attribute_error_and_submodules_still_import() -> 
     assert hostconfig.__name__ == "flux_mcp.cli.hostconfig"
 
 
+@pytest.mark.subprocess
 def test_importing_the_package_loads_neither_the_sdk_nor_the_server() -> None:
     probe = (
         "import json, sys, flux_mcp; "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shlex
 import socket
@@ -45,12 +44,11 @@ from flux_mcp.cli.hostconfig import (
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
 from testkit import flux_command
-from tests.support import STARTUP_TIMEOUT, TOKEN, child_env, free_port, make_settings
+from tests.support import STARTUP_TIMEOUT, TOKEN, child_env, free_port, make_settings, run_cli
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = Path(sys.executable).with_name("flux-mcp.exe" if os.name == "nt" else "flux-mcp")
 
 
 async def doctor_output(settings: Settings | None, **kwargs: Any) -> tuple[bool, str, dict[str, str]]:
@@ -184,6 +182,7 @@ def test_settings_changed_in_code_are_validated_like_the_environment() -> None:
     assert changed.db is None and changed.history_url() == "postgresql://flux@db.internal/flux"
 
 
+@pytest.mark.subprocess
 def test_serve_refuses_an_out_of_range_port_before_serving(tmp_path: Path) -> None:
     result = run_cli("serve", "--transport", "http", "--port", "99999", FLUX_MCP_DB=str(tmp_path / "h.db"))
     assert result.returncode == 2, result.stderr
@@ -368,20 +367,7 @@ def test_server_json_follows_the_registry_schema() -> None:
 # ---- the command itself, as a user runs it --------------------------------------------------------
 
 
-def run_cli(*args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {key: value for key, value in os.environ.items() if key != "ACEDATACLOUD_API_TOKEN"}
-    environ.update(env)
-    return subprocess.run(
-        [str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-        env=environ,
-        check=False,
-    )
-
-
+@pytest.mark.subprocess
 def test_version_and_help() -> None:
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"flux-mcp {__version__}"
@@ -392,6 +378,7 @@ def test_version_and_help() -> None:
         assert f"flux-mcp {command}" in shown.stdout
 
 
+@pytest.mark.subprocess
 def test_config_command_prints_json_and_says_where_it_goes() -> None:
     result = run_cli("config", "cursor", ACEDATACLOUD_API_TOKEN=TOKEN)
     assert result.returncode == 0, result.stderr
@@ -400,12 +387,14 @@ def test_config_command_prints_json_and_says_where_it_goes() -> None:
     assert TOKEN not in result.stdout + result.stderr
 
 
+@pytest.mark.subprocess
 def test_doctor_command_without_a_token_exits_non_zero(tmp_path: Path) -> None:
     result = run_cli("doctor", ACEDATACLOUD_API_BASE_URL=f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert "✗ token" in result.stdout and "ACEDATACLOUD_API_TOKEN" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_demo_saves_a_png_that_decodes(tmp_path: Path) -> None:
     elsewhere = {"FLUX_MCP_OUTPUT_DIR": str(tmp_path / "saved"), "FLUX_MCP_DB": str(tmp_path / "history.db")}
     result = run_cli(

@@ -40,6 +40,7 @@ def sandbox_env(tmp_path: Path) -> dict[str, str]:
 # --- across processes ----------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 async def test_a_pending_sandbox_task_is_finished_by_the_next_sandbox_process(tmp_path: Path) -> None:
     env = sandbox_env(tmp_path)
     with stderr_file(tmp_path) as errlog:

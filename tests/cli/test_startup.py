@@ -15,12 +15,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support import child_env, initialize_request, stdio_exchange
+
+pytestmark = pytest.mark.subprocess  # each test starts flux-mcp
 
 EXIT_BOUND_SECONDS = 60.0  # only there so a broken build fails instead of hanging the suite
 # Optional or per-command modules a stdio server has no use for until a call needs them.

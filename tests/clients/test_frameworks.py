@@ -39,7 +39,7 @@ from tests.support.frameworks import (
     stdio_env,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.frameworks]
 
 # What docs/frameworks.md recommends, so the tests run the settings users are told to use.
 RECOMMENDED: dict[str, dict[str, Any]] = {
@@ -162,6 +162,7 @@ def check_whole_conversation(script: Script, emulator: RunningEmulator, *, previ
     assert emulator.state.submissions == 2
 
 
+@pytest.mark.subprocess
 async def test_pydantic_ai_snippet_over_stdio(
     emulator: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,6 +185,7 @@ async def test_pydantic_ai_snippet_over_stdio(
     assert refused.flagged_error and not finished.flagged_error  # pydantic-ai flags a failed call
 
 
+@pytest.mark.subprocess
 async def test_openai_agents_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
     driver = OpenAIAgents()
     snippet = run_snippet("openai-agents")
@@ -199,6 +201,7 @@ async def test_openai_agents_snippet_over_stdio(emulator: RunningEmulator, tmp_p
     check_whole_conversation(script, emulator)
 
 
+@pytest.mark.subprocess
 async def test_google_adk_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
     driver = GoogleADK()
     snippet = run_snippet("google-adk")
@@ -222,6 +225,7 @@ async def test_google_adk_snippet_over_stdio(emulator: RunningEmulator, tmp_path
     assert script.seen[0].flagged_error and not script.seen[1].flagged_error
 
 
+@pytest.mark.subprocess
 async def test_llama_index_snippet_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
     driver = LlamaIndex()
     snippet = run_snippet("llama-index")

@@ -24,7 +24,7 @@ from tests.support.frameworks import (
     stdio_endpoint,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.frameworks]
 
 CALL = ("generate_image", {"prompt": "a lighthouse at dusk, long exposure"})
 
@@ -40,6 +40,7 @@ def check_one_task_and_its_images(tries: list[Seen], emulator: RunningEmulator) 
     assert answered.images and answered.task_id() == submitted[0], answered.text
 
 
+@pytest.mark.subprocess
 async def test_openai_agents_retry_after_its_default_timeout_continues_the_task(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:
@@ -53,6 +54,7 @@ async def test_openai_agents_retry_after_its_default_timeout_continues_the_task(
     check_one_task_and_its_images(script.seen, emulator)
 
 
+@pytest.mark.subprocess
 async def test_openai_agents_retry_from_a_new_process_continues_the_task(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:

@@ -138,6 +138,7 @@ def test_gemini_and_codex_add_lines_put_each_word_where_their_parsers_expect_it(
     ]
 
 
+@pytest.mark.subprocess
 def test_config_command_prints_parseable_gemini_and_codex_configs(tmp_path: Path) -> None:
     env = child_env(tmp_path)
     for host, parse in (("gemini", json.loads), ("codex", tomllib.loads)):
@@ -178,6 +179,7 @@ def _initialize(process: subprocess.Popen[bytes]) -> dict[str, Any]:
     return answer
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_stdio_server_stops_at_once_on_a_stop_signal_and_cleans_up(

@@ -43,6 +43,7 @@ STARTUP_TIMEOUT = 15.0
 # --- stdio --------------------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 async def test_stdio_console_script_round_trip(emulator: RunningEmulator, tmp_path: Path) -> None:
     recorder = Recorder()
     with stderr_file(tmp_path) as errlog:
@@ -82,6 +83,7 @@ async def test_stdio_console_script_round_trip(emulator: RunningEmulator, tmp_pa
     assert TOKEN not in log
 
 
+@pytest.mark.subprocess
 async def test_stdio_sandbox_works_offline_without_a_token(tmp_path: Path) -> None:
     recorder = Recorder()
     env = child_env(tmp_path, FLUX_MCP_POLL_MIN_SECONDS="0.1", FLUX_MCP_POLL_MAX_SECONDS="0.3")
@@ -140,6 +142,7 @@ async def test_streamable_http_round_trip_with_progress(
     assert recorder.faults == [] and emulator.state.submissions == 1
 
 
+@pytest.mark.subprocess
 async def test_serve_http_subprocess(emulator: RunningEmulator, tmp_path: Path) -> None:
     port = free_port()
     command = [*flux_command(), "serve", "--transport", "http", "--port", str(port)]

@@ -37,7 +37,6 @@ from flux_mcp.history.store import History
 from flux_mcp.media.uploads import UPLOAD_REUSE_SECONDS
 from flux_mcp.server import roots as roots_module
 from flux_mcp.server.build import build_server
-from tests.cli.test_cli import run_cli
 from tests.support import (
     RED,
     TOKEN,
@@ -47,12 +46,13 @@ from tests.support import (
     image_bytes,
     make_settings,
     mcp_client,
+    run_cli,
     stderr_file,
     stdio_session,
     structured,
     text,
 )
-from tests.web.test_http import CLIENT_TOKEN, token_settings
+from tests.support.web import CLIENT_TOKEN, token_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -541,6 +541,7 @@ async def test_a_remembered_upload_is_reused_only_while_fresh(tmp_path: Path) ->
 # --- the whole story, as a user runs it -------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 async def test_a_photo_in_the_home_folder_is_edited_in_one_call_over_stdio(tmp_path: Path) -> None:
     """ "make my photo at ~/Pictures/cat.jpg look like a watercolor", against `flux-mcp --sandbox`."""
     home = tmp_path / "home"
@@ -563,6 +564,7 @@ async def test_a_photo_in_the_home_folder_is_edited_in_one_call_over_stdio(tmp_p
     assert recorder.progress and not recorder.faults
 
 
+@pytest.mark.subprocess
 def test_demo_edits_a_local_file_offline(tmp_path: Path) -> None:
     photo = tmp_path / "holiday" / "photo.jpg"
     photo.parent.mkdir()

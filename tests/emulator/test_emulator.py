@@ -589,6 +589,7 @@ async def test_exit_with_a_request_in_flight_is_quick_and_drops_it() -> None:
     assert len(errors) == 1
 
 
+@pytest.mark.subprocess
 @pytest.mark.anyio
 async def test_the_emulator_command_logs_its_url_and_stops_on_sigint() -> None:
     source = str(SOURCE_DIR)

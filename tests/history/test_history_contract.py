@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 REQUEST: dict[str, Any] = {"action": "generate", "prompt": "a red fox", "model": "flux-dev", "size": "1:1"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -14,15 +14,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from anyio.abc import Process
-from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 from mcp_types import CallToolResult, ImageContent
 from pydantic import SecretStr
@@ -69,85 +66,11 @@ from tests.support import (
     wait_for,
     wait_until_listening,
 )
+from tests.support.stdio import raw_server
 
 pytestmark = pytest.mark.anyio
 
-PROTOCOL = "2025-11-25"  # the initialize handshake most hosts still speak
-
-
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-class RawStdio:
-    """flux-mcp over stdio, spoken to line by line; every line it writes to stdout must be JSON-RPC."""
-
-    def __init__(self, process: Process) -> None:
-        assert process.stdin is not None and process.stdout is not None
-        self.process = process
-        self._stdin = process.stdin
-        self._stdout = BufferedByteReceiveStream(process.stdout)
-        self.received: list[dict[str, Any]] = []
-        self.stdout = bytearray()
-        self._responses: dict[Any, dict[str, Any]] = {}
-        self._next_id = 1000
-
-    async def send(self, message: dict[str, Any] | str | bytes) -> None:
-        if isinstance(message, dict):
-            message = json.dumps(message)
-        line = message if isinstance(message, bytes) else message.encode()
-        await self._stdin.send(line + b"\n")
-
-    async def read(self) -> dict[str, Any]:
-        line = await self._stdout.receive_until(b"\n", 64 * 1024 * 1024)
-        self.stdout += line + b"\n"
-        message = json.loads(line)  # a line that is not JSON fails the test here
-        assert isinstance(message, dict) and message.get("jsonrpc") == "2.0", line[:300]
-        self.received.append(message)
-        if "method" not in message:
-            assert ("result" in message) != ("error" in message), message
-            self._responses[message.get("id")] = message
-        return message
-
-    async def response(self, request_id: Any, within: float = 20.0) -> dict[str, Any]:
-        with anyio.fail_after(within):
-            while request_id not in self._responses:
-                await self.read()
-        return self._responses.pop(request_id)
-
-    async def request(
-        self, method: str, params: dict[str, Any] | None = None, *, within: float = 20.0
-    ) -> dict[str, Any]:
-        self._next_id += 1
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        await self.send(message)
-        return await self.response(self._next_id, within)
-
-    async def call(self, tool: str, arguments: dict[str, Any], *, within: float = 20.0) -> dict[str, Any]:
-        answer = await self.request("tools/call", {"name": tool, "arguments": arguments}, within=within)
-        result: dict[str, Any] = answer["result"]
-        return result
-
-    async def initialize(self) -> None:
-        client = {"name": "raw-test", "version": "1"}
-        params = {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": client}
-        answer = await self.request("initialize", params, within=30)
-        assert answer["result"]["serverInfo"]["name"] == "flux-mcp"
-        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-
-
-@asynccontextmanager
-async def raw_server(env: dict[str, str], errlog: IO[str]) -> AsyncIterator[RawStdio]:
-    process = await anyio.open_process(flux_command(), env=env, stderr=errlog)
-    try:
-        yield RawStdio(process)
-    finally:
-        with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            await process.aclose()
 
 
 # --- 1. fault soak: nothing lost, nothing billed twice ---------------------------------------------
@@ -360,6 +283,7 @@ async def test_upstream_requests_in_flight_never_exceed_max_concurrency(tmp_path
 # --- 2. crash recovery ----------------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 async def test_killed_server_loses_no_task(tmp_path: Path) -> None:
     config = EmulatorConfig(latency=3.0, tokens=frozenset({TOKEN}), seed=3)
     async with serve_emulator(config) as emulator:
@@ -436,6 +360,7 @@ async def test_history_marks_an_interrupted_submission_unknown_on_open(tmp_path:
 # --- 3. graceful shutdown -----------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 async def test_closing_stdin_ends_a_long_wait_promptly(tmp_path: Path) -> None:
     config = EmulatorConfig(latency=60.0, tokens=frozenset({TOKEN}))
     async with serve_emulator(config) as emulator:
@@ -475,6 +400,7 @@ async def test_closing_stdin_ends_a_long_wait_promptly(tmp_path: Path) -> None:
         assert emulator.state.submissions == 1
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_sigterm_over_http_answers_waiting_calls_then_exits(tmp_path: Path, mode: str) -> None:
     config = EmulatorConfig(latency=60.0, tokens=frozenset({TOKEN}))
@@ -584,6 +510,7 @@ def echo_upstream() -> Starlette:
 ECHO_KINDS = ["json400", "json401", "html500", "text200", "false200", "text404", "rate429", "long500"]
 
 
+@pytest.mark.subprocess
 async def test_secret_scan_over_stdio_at_debug(tmp_path: Path) -> None:
     secret = f"sk-SCAN-{uuid.uuid4()}"
     config = EmulatorConfig(latency=0.2, tokens=frozenset({secret}), retry_after=0.05, seed=4)
@@ -989,6 +916,7 @@ DROPPED = [
 ]
 
 
+@pytest.mark.subprocess
 async def test_hostile_json_rpc_never_crashes_the_stdio_server(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:

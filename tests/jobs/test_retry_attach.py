@@ -31,11 +31,11 @@ from flux_mcp.history.schema import SCHEMA_VERSION
 from flux_mcp.history.store import History
 from flux_mcp.jobs.finishing import task_result
 from flux_mcp.server.build import INSTRUCTIONS, build_server
-from tests.jobs.test_reliability import raw_server
 from tests.support import (
     TOKEN,
     Recorder,
     emulator_env,
+    finish_tasks_now,
     history_rows,
     http_service,
     make_settings,
@@ -47,6 +47,7 @@ from tests.support import (
     text,
     wait_for,
 )
+from tests.support.stdio import raw_server
 
 pytestmark = pytest.mark.anyio
 
@@ -366,7 +367,7 @@ async def test_concurrent_identical_calls_make_one_submission(
     emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="flux_mcp")
-    emulator.state.config.latency = 0.5
+    emulator.state.config.latency = 3600  # until the test ends it: no call comes too late to find it
     emulator.state.faults.append(Fault("slow", delay=1.0))  # the others find the first still submitting
     results: list[CallToolResult] = []
     async with Client(build_server(make_settings(emulator))) as client:
@@ -377,6 +378,8 @@ async def test_concurrent_identical_calls_make_one_submission(
         async with anyio.create_task_group() as group:
             for _ in range(5):
                 group.start_soon(call)
+            await wait_for(lambda: caplog.text.count("continuing task") == 4)
+            finish_tasks_now(emulator)
     assert emulator.state.submissions == 1
     for result in results:
         assert_images(result)
@@ -385,8 +388,12 @@ async def test_concurrent_identical_calls_make_one_submission(
     assert "an identical request is being submitted" in caplog.text  # they waited for its task id
 
 
-async def test_two_servers_sharing_a_history_make_one_submission(emulator: RunningEmulator) -> None:
-    emulator.state.config.latency = 0.5
+async def test_two_servers_sharing_a_history_make_one_submission(
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="flux_mcp")
+    # The task runs until the test ends it, so each server, however slowly it starts, finds it undelivered.
+    emulator.state.config.latency = 3600
     emulator.state.faults.append(Fault("slow", delay=1.0))
     settings = make_settings(emulator)
     results: list[CallToolResult] = []
@@ -398,6 +405,8 @@ async def test_two_servers_sharing_a_history_make_one_submission(emulator: Runni
     async with anyio.create_task_group() as group:
         for _ in range(3):
             group.start_soon(call)
+        await wait_for(lambda: caplog.text.count("continuing task") == 2)
+        finish_tasks_now(emulator)
     assert emulator.state.submissions == 1
     assert all(structured(result)["status"] == "succeeded" for result in results)
     assert len({structured(result)["task_id"] for result in results}) == 1
@@ -423,6 +432,7 @@ async def test_pass_through_callers_never_continue_each_others_tasks(emulator: R
 # --- across processes (stdio) -----------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 async def test_killed_stdio_process_then_a_new_process_continues_the_task(tmp_path: Path) -> None:
     config = EmulatorConfig(latency=3.0, tokens=frozenset({TOKEN}), seed=5)
     async with serve_emulator(config) as emulator:
@@ -447,16 +457,20 @@ async def test_killed_stdio_process_then_a_new_process_continues_the_task(tmp_pa
     assert "Traceback" not in log, log[-3000:]
 
 
+@pytest.mark.subprocess
 async def test_two_stdio_processes_calling_at_once_make_one_submission(tmp_path: Path) -> None:
-    config = EmulatorConfig(latency=0.5, tokens=frozenset({TOKEN}), seed=6)
+    # The task runs until the test ends it, so the second process, however slowly it gets to the call,
+    # finds it undelivered.
+    config = EmulatorConfig(latency=3600, tokens=frozenset({TOKEN}), seed=6)
     async with serve_emulator(config) as emulator:
         emulator.state.faults.append(Fault("slow", delay=1.5))
         env = emulator_env(emulator, tmp_path)
         results: list[CallToolResult] = []
-        with stderr_file(tmp_path) as errlog:
+        logs = [tmp_path / "one.log", tmp_path / "two.log"]
+        with logs[0].open("w") as log_one, logs[1].open("w") as log_two:
             async with (
-                stdio_session([], env, errlog, Recorder()) as one,
-                stdio_session([], env, errlog, Recorder()) as two,
+                stdio_session([], env, log_one, Recorder()) as one,
+                stdio_session([], env, log_two, Recorder()) as two,
             ):
 
                 async def call(client: Client) -> None:
@@ -465,11 +479,14 @@ async def test_two_stdio_processes_calling_at_once_make_one_submission(tmp_path:
                 async with anyio.create_task_group() as group:
                     group.start_soon(call, one)
                     group.start_soon(call, two)
+                    await wait_for(lambda: any("continuing task" in log.read_text() for log in logs))
+                    finish_tasks_now(emulator)
         assert emulator.state.submissions == 1
         assert all(structured(result)["status"] == "succeeded" for result in results)
         assert sorted(structured(result)["attached"] for result in results) == [False, True]
 
 
+@pytest.mark.subprocess
 async def test_stdio_client_timeout_then_retry_in_the_same_session(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:

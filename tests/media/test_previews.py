@@ -151,6 +151,7 @@ def test_preview_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         Settings()
 
 
+@pytest.mark.subprocess
 async def test_preview_choices_over_stdio(emulator: RunningEmulator, tmp_path: Path) -> None:
     recorder = Recorder()
     env = emulator_env(emulator, tmp_path) | {"FLUX_MCP_PREVIEW": "small"}

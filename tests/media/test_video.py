@@ -24,9 +24,18 @@ from flux_mcp.media.videos import mp4_info, poster_available, poster_frame
 from flux_mcp.server.build import build_server
 from tests.support import make_settings, text
 from tests.support import structured as data
+from tests.support.prerequisites import require
 
 pytestmark = pytest.mark.anyio
-needs_pyav = pytest.mark.skipif(not poster_available(), reason="the video extra (PyAV) is not installed")
+
+
+@pytest.fixture
+def pyav() -> None:
+    if not poster_available():
+        require("video", "the video extra (PyAV) is not installed (pip install -e '.[video]')")
+
+
+needs_pyav = pytest.mark.usefixtures("pyav")
 
 
 def check_mp4(path: Path, seconds: float) -> None:

@@ -42,7 +42,7 @@ from flux_mcp.net.clients import build_download_client
 from flux_mcp.net.downloads import Downloader
 from flux_mcp.net.guard import ForbiddenAddress, GuardedBackend, refusal
 from flux_mcp.server.build import build_server
-from tests.support import TOKEN, fetch_picture, png_bytes, scratch_folder, structured
+from tests.support import fetch_picture, png_bytes, settings_for, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -108,19 +108,6 @@ async def upstream(internal: InternalService) -> AsyncIterator[str]:
     ]
     async with serve_asgi(Starlette(routes=routes)) as base_url:
         yield base_url
-
-
-def settings_for(upstream: str, **overrides: Any) -> Settings:
-    scratch = scratch_folder()
-    values: dict[str, Any] = {
-        "api_token": TOKEN,
-        "api_base_url": upstream,
-        "output_dir": scratch / "images",
-        "db": scratch / "history.db",
-        "poll_min_seconds": 0.05,
-        "poll_max_seconds": 0.2,
-    }
-    return Settings(**{**values, **overrides})
 
 
 async def with_downloader(settings: Settings, use: Callable[[Downloader], Awaitable[Any]]) -> Any:
@@ -411,6 +398,7 @@ def test_a_png_conversion_checks_the_declared_size_first(decodes: list[tuple[int
     assert decodes == []
 
 
+@pytest.mark.subprocess
 def test_decoding_changes_no_process_wide_setting(tmp_path: Path) -> None:
     # A fresh interpreter, as an application embedding flux-mcp runs it: its warning filters and
     # Pillow's limits are the same after images (a bomb among them) were checked as before.

@@ -35,6 +35,7 @@ from flux_mcp.media.videos import poster_available
 from flux_mcp.server.build import build_server
 from flux_mcp.server.ui import GALLERY_URI, gallery_html
 from tests.support import apps_client, make_settings
+from tests.support.prerequisites import require
 
 pytestmark = pytest.mark.anyio
 
@@ -137,15 +138,15 @@ async def test_results_are_the_same_for_both_kinds_of_client(emulator: RunningEm
 
 
 def browser_tools() -> tuple[str, str]:
-    """node and Chromium, or a visible skip saying what is missing."""
+    """node and Chromium, or a visible skip saying what is missing (a failure where CI requires them)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("browser test: node/npm not found; install Node.js to run it")
+        require("node", "browser test: node/npm not found; install Node.js to run it")
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("browser test: chromium not found; `apt-get install chromium` (or set CHROMIUM)")
+        require("browser", "browser test: chromium not found; `apt-get install chromium` (or set CHROMIUM)")
     if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        pytest.skip("browser test: tests/browser/node_modules missing; run `npm ci --prefix tests/browser`")
+        require("browser", "browser test: no tests/browser/node_modules; run `npm ci --prefix tests/browser`")
     return node, chromium
 
 
@@ -175,6 +176,7 @@ async def gallery_host(settings: Settings, emulator: RunningEmulator) -> AsyncIt
         yield f"{base_url}/browser/host.html"
 
 
+@pytest.mark.browser
 async def test_gallery_in_a_browser(emulator: RunningEmulator, settings: Settings, tmp_path: Path) -> None:
     node, chromium = browser_tools()
     async with gallery_host(settings, emulator) as url:

@@ -33,6 +33,7 @@ from flux_mcp.server.gallery import APP_ONLY_TOOLS
 from flux_mcp.server.schemas import portable_schema
 from tests.support import make_settings, scratch_folder, text
 from tests.support import schema_rules as rules
+from tests.support.prerequisites import require_module
 
 CLIENTS = ["plain", "legacy", "apps"]  # legacy: protocol 2025-11-25, as many hosts still speak it
 
@@ -160,16 +161,21 @@ def test_the_checks_catch_the_shapes_that_broke_frameworks() -> None:
 
 # --- the frameworks' own conversions, where installed --------------------------------------------
 
+OPENAI_AGENTS = "openai-agents is not installed (pip install -e '.[test,frameworks]')"
+GOOGLE_ADK = "google-adk is not installed (pip install -e '.[test,frameworks]')"
 
+
+@pytest.mark.frameworks
 @pytest.mark.parametrize("kind", CLIENTS)
 def test_openai_agents_own_strict_conversion(kind: str) -> None:
-    strict_schema = pytest.importorskip("agents.strict_schema")
+    strict_schema = require_module("frameworks", "agents.strict_schema", OPENAI_AGENTS)
     for name, schema in tools_of(kind):
         converted = strict_schema.ensure_strict_json_schema(copy.deepcopy(schema))
         assert converted == rules.openai_agents_strict(schema), name  # the checker converts as it does
         assert rules.openai_strict_violations(converted) == [], name
 
 
+@pytest.mark.frameworks
 @pytest.mark.parametrize("kind", CLIENTS)
 def test_openai_agents_turns_every_tool_into_a_strict_function_tool(kind: str) -> None:
     """The conversion openai-agents runs on each listed tool with `convert_schemas_to_strict=True`
@@ -196,7 +202,7 @@ def test_the_strict_function_tool_check_catches_an_open_empty_object() -> None:
 
 @pytest.mark.parametrize("kind", CLIENTS)
 def test_google_adk_own_gemini_conversion_keeps_descriptions(kind: str) -> None:
-    gemini = pytest.importorskip("google.adk.tools._gemini_schema_util")
+    gemini = require_module("frameworks", "google.adk.tools._gemini_schema_util", GOOGLE_ADK)
     for name, schema in tools_of(kind):
         converted = gemini._to_gemini_schema(copy.deepcopy(schema))
         for field, prop in schema["properties"].items():
@@ -207,8 +213,9 @@ def test_google_adk_own_gemini_conversion_keeps_descriptions(kind: str) -> None:
                 assert kept.enum == [value for value in prop["enum"] if value is not None], (name, field)
 
 
+@pytest.mark.frameworks
 def test_google_adk_own_conversion_dropped_descriptions_of_the_old_shapes() -> None:
-    gemini = pytest.importorskip("google.adk.tools._gemini_schema_util")
+    gemini = require_module("frameworks", "google.adk.tools._gemini_schema_util", GOOGLE_ADK)
     converted = gemini._to_gemini_schema(TOOL_ARGUMENTS["list_tasks"].model_json_schema())
     assert not converted.properties["status"].description and not converted.properties["query"].description
 

@@ -159,6 +159,7 @@ sys.exit(main([]))
 """
 
 
+@pytest.mark.subprocess
 def test_a_burst_of_requests_over_stdio_needs_no_worker_thread_per_message(tmp_path: Path) -> None:
     requests = 40
     env = child_env(

@@ -1,8 +1,9 @@
 """What the test files share: reading tool results, settings kept in the test's folder, waiting on a
 condition, loopback ports, small pictures, flux-mcp child processes, the HTTP service, the history file.
 
-Test modules import these from here; one imports another only for that topic's own pieces (the OAuth
-issuer, the security gate's mcp-remote). Fixtures live in conftest.py.
+Test modules import these from here, and a topic's own pieces from the modules beside this one (`web`:
+raw JSON-RPC posts and mcp-remote; `oauth`: the authorization server; `stdio`: a line-by-line stdio
+peer; `frameworks`, `schema_rules`). No test module imports another. Fixtures live in conftest.py.
 """
 
 from __future__ import annotations
@@ -104,6 +105,20 @@ def make_settings(upstream: RunningEmulator | str, **overrides: Any) -> Settings
     return Settings(**values)
 
 
+def settings_for(upstream: str, **overrides: Any) -> Settings:
+    """Settings against a hand-written upstream, with the default wait and retry bounds; files in tmp_path."""
+    scratch = scratch_folder()
+    values: dict[str, Any] = {
+        "api_token": TOKEN,
+        "api_base_url": upstream,
+        "output_dir": scratch / "images",
+        "db": scratch / "history.db",
+        "poll_min_seconds": 0.05,
+        "poll_max_seconds": 0.2,
+    }
+    return Settings(**{**values, **overrides})
+
+
 # --- waiting --------------------------------------------------------------------------------------
 
 
@@ -186,6 +201,21 @@ def emulator_env(emulator: RunningEmulator, scratch: Path) -> dict[str, str]:
         FLUX_MCP_POLL_MIN_SECONDS="0.05",
         FLUX_MCP_POLL_MAX_SECONDS="0.2",
         FLUX_MCP_LOG_LEVEL="DEBUG",
+    )
+
+
+def run_cli(*args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
+    """`flux-mcp ARGS` as a user runs it: this environment without the API token, plus `env`."""
+    environ = {key: value for key, value in os.environ.items() if key != "ACEDATACLOUD_API_TOKEN"}
+    environ.update(env)
+    return subprocess.run(
+        [*flux_command(), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        env=environ,
+        check=False,
     )
 
 

@@ -5,8 +5,8 @@ Each framework connects to flux-mcp as its users connect it: its own stdio clien
 LLM: it issues the tool calls a real model would and records exactly what the framework handed back
 to it (text, images, whether it was flagged as an error). That record is what the tests check.
 
-The frameworks are imported only inside the drivers, so a missing one skips its tests
-(`pytest.importorskip`) instead of breaking collection.
+The frameworks are imported only inside the drivers, so a missing one skips its tests (or fails them
+where FLUX_MCP_REQUIRE names `frameworks`) instead of breaking collection.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import pytest
 from PIL import Image
 
 from flux_mcp.emulator import RunningEmulator
 from tests.support import TOKEN, flux_command, http_service, make_settings
+from tests.support.prerequisites import require_module
 
 CORE_TOOLS = {"generate_image", "edit_image", "get_task", "get_tasks", "list_tasks"}
 CLIENT_TOKEN = "framework-client-token-42"
@@ -175,8 +175,8 @@ async def http_endpoint(emulator: RunningEmulator, **overrides: Any) -> AsyncIte
 # --- the frameworks ----------------------------------------------------------------------------
 
 
-def require(module: str, package: str) -> None:
-    pytest.importorskip(module, reason=f"{package} is not installed (pip install -e '.[test,frameworks]')")
+def require_framework(module: str, package: str) -> None:
+    require_module("frameworks", module, f"{package} is not installed (pip install -e '.[test,frameworks]')")
 
 
 class Framework(Protocol):
@@ -193,7 +193,7 @@ class PydanticAI:
     name = "pydantic-ai"
 
     def __init__(self) -> None:
-        require("pydantic_ai.mcp", "pydantic-ai-slim[mcp]")
+        require_framework("pydantic_ai.mcp", "pydantic-ai-slim[mcp]")
 
     def toolset(self, endpoint: Endpoint, **options: Any) -> Any:
         from fastmcp.client.transports import StdioTransport
@@ -254,7 +254,7 @@ class OpenAIAgents:
     name = "openai-agents"
 
     def __init__(self) -> None:
-        require("agents.mcp", "openai-agents")
+        require_framework("agents.mcp", "openai-agents")
         from agents import set_tracing_disabled
 
         set_tracing_disabled(True)  # tracing would export to the network
@@ -372,7 +372,7 @@ class GoogleADK:
     name = "google-adk"
 
     def __init__(self) -> None:
-        require("google.adk.tools.mcp_tool", "google-adk[mcp]")
+        require_framework("google.adk.tools.mcp_tool", "google-adk[mcp]")
 
     def model(self, script: Script) -> Any:
         from google.adk.models.base_llm import BaseLlm
@@ -440,7 +440,7 @@ class LlamaIndex:
     name = "llama-index"
 
     def __init__(self) -> None:
-        require("llama_index.tools.mcp", "llama-index-tools-mcp")
+        require_framework("llama_index.tools.mcp", "llama-index-tools-mcp")
 
     async def call_tools(self, client: Any, script: Script) -> None:
         from llama_index.tools.mcp import McpToolSpec

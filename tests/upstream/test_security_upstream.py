@@ -34,8 +34,7 @@ from flux_mcp.net.downloads import Downloader
 from flux_mcp.server.build import build_server
 from flux_mcp.upstream.call import MAX_RESPONSE_BYTES, RetryPolicy
 from flux_mcp.upstream.flux import FluxClient
-from tests.net.test_security_downloads import settings_for
-from tests.support import fetch_picture, png_bytes, structured, text
+from tests.support import fetch_picture, png_bytes, settings_for, structured, text
 
 pytestmark = pytest.mark.anyio
 

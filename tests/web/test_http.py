@@ -12,18 +12,12 @@ import httpx2
 import pytest
 
 from flux_mcp.domain.errors import StartupError
-from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.web.app import build_http_app
 from tests.support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
+from tests.support.web import CLIENT_TOKEN, token_settings
 
 pytestmark = pytest.mark.anyio
-
-CLIENT_TOKEN = "team-token-0123456789"
-
-
-def token_settings(emulator: RunningEmulator, **overrides: Any) -> Settings:
-    return make_settings(emulator, auth_tokens=f"other-token,{CLIENT_TOKEN}", **overrides)
 
 
 async def post_mcp(base_url: str, headers: dict[str, str]) -> httpx2.Response:

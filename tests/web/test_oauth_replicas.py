@@ -14,7 +14,7 @@ import pytest
 from flux_mcp.emulator import RunningEmulator
 from testkit.replicas import run_replicas
 from tests.support import mcp_client, structured, text
-from tests.web.test_oauth import AUDIENCE, Issuer, running_issuer
+from tests.support.oauth import AUDIENCE, Issuer, running_issuer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -23,7 +23,7 @@ from testkit.postgres import PostgresCluster
 from testkit.replicas import Replica, callback_router, health, run_replicas, wait_healthy
 from tests.support import TOKEN, structured, text, wait_for
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
 
 
 async def call(replica: Replica, tool: str, arguments: dict[str, Any]) -> CallToolResult:

@@ -50,22 +50,11 @@ from tests.support import (
     text,
     wait_until_listening,
 )
+from tests.support.web import INITIALIZE, headers_for, json_lines, mcp_remote, post
 
 pytestmark = pytest.mark.anyio
 
 ALICE, BOB = "sk-alice-0123456789abcdef", "sk-bob-fedcba9876543210"
-LEGACY = "2025-06-18"
-ACCEPT = "application/json, text/event-stream"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": LEGACY,
-        "capabilities": {},
-        "clientInfo": {"name": "probe", "version": "1"},
-    },
-}
 TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 GENERATE = {
     "jsonrpc": "2.0",
@@ -92,20 +81,6 @@ def pass_through(emulator: RunningEmulator, **overrides: Any) -> Settings:
 
 def two_tokens(emulator: RunningEmulator, **overrides: Any) -> Settings:
     return make_settings(emulator, auth_tokens=f"{ALICE},{BOB}", **overrides)
-
-
-def headers_for(token: str | None, session: str | None = None) -> dict[str, str]:
-    headers = {"accept": ACCEPT, "mcp-protocol-version": LEGACY}
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    if session is not None:
-        headers["mcp-session-id"] = session
-    return headers
-
-
-async def post(http: httpx2.AsyncClient, base_url: str, body: Any, token: str | None, **kw: Any) -> Any:
-    headers = headers_for(token, kw.pop("session", None)) | kw.pop("headers", {})
-    return await http.post(f"{base_url}/mcp", json=body, headers=headers, **kw)
 
 
 async def open_session(http: httpx2.AsyncClient, base_url: str, token: str) -> str:
@@ -327,6 +302,7 @@ async def test_nobody_else_can_use_or_end_a_session(emulator: RunningEmulator, m
 # --- 12.8 the DEBUG log of a real HTTP service holds no payloads -----------------------------------
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_debug_log_of_the_http_service_holds_no_tokens_prompts_or_previews(
     emulator: RunningEmulator, tmp_path: Path, mode: ConnectMode
@@ -453,17 +429,6 @@ async def test_oauth_discovery_paths_answer_a_404_that_says_what_to_send(
     assert "not accepted" in sent.json()["error_description"]
     assert "No bearer token was sent" in unsent.json()["error_description"]
     assert emulator.state.polls == 0  # answering a probe asks the upstream nothing
-
-
-def mcp_remote(proxy: list[str], base_url: str, token: str, home: Path) -> tuple[list[str], dict[str, str]]:
-    """The `mcp_remote_proxy` fixture's mcp-remote bridging to `base_url` with `token`."""
-    home.mkdir(exist_ok=True)  # mcp-remote keeps its OAuth state under HOME
-    command = [*proxy, f"{base_url}/mcp", "--header", f"Authorization: Bearer {token}"]
-    return command, {"PATH": os.environ.get("PATH", ""), "HOME": str(home)}
-
-
-def json_lines(*messages: dict[str, Any]) -> bytes:
-    return b"".join(json.dumps(message).encode() + b"\n" for message in messages)
 
 
 async def test_mcp_remote_prints_flux_mcps_reason_for_a_wrong_token(
