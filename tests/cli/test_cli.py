@@ -190,6 +190,7 @@ def test_serve_refuses_an_out_of_range_port_before_serving(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr and "serving MCP" not in result.stderr
 
 
+@pytest.mark.subprocess
 async def test_serve_on_port_0_listens_on_a_port_the_os_chose_and_logs_it(tmp_path: Path) -> None:
     command = [*flux_command(), "serve", "--transport", "http", "--port", "0"]
     with socket.create_server(("127.0.0.1", 0)) as taken:  # FLUX_MCP_PORT's port is busy: 0 must not mean it
@@ -213,6 +214,7 @@ async def test_serve_on_port_0_listens_on_a_port_the_os_chose_and_logs_it(tmp_pa
             await process.wait()
 
 
+@pytest.mark.subprocess
 def test_the_command_sends_warnings_to_its_log_but_not_the_deprecation_it_causes_by_design() -> None:
     script = (
         "import warnings\n"

@@ -16,6 +16,8 @@ from flux_mcp.server.build import build_server
 from testkit import flux_command
 from tests.support import child_env, free_port, initialize_request, make_settings
 
+pytestmark = pytest.mark.subprocess
+
 EXIT_BOUND_SECONDS = 60.0  # only so that a broken build fails instead of hanging
 
 
