@@ -26,7 +26,8 @@ USER_DOCS = [
     ROOT / "CONTRIBUTING.md",
     *(ROOT / "docs" / name for name in ("frameworks.md", "deploy.md", "tools.md")),
 ]
-NOT_SETTINGS = {UPDATE_VARIABLE, "FLUX_MCP_UPDATE_GOLDEN"}  # variables of the tests, not of the server
+# Variables of the tests, not of the server.
+NOT_SETTINGS = {UPDATE_VARIABLE, "FLUX_MCP_UPDATE_GOLDEN", "FLUX_MCP_REQUIRE"}
 THIS = "tests/test_docs.py"
 SHOWN_HOSTS = ("claude-desktop", "claude-code", "codex")  # the hosts whose config the README shows
 FENCES = {"claude-code": "bash", "codex": "toml"}  # the other hosts' configs are JSON
