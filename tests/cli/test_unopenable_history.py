@@ -12,11 +12,11 @@ from mcp import Client
 
 from flux_mcp.cli.doctor import DoctorContext, Status, check_history
 from flux_mcp.cli.main import _refusal
+from flux_mcp.history.rows import SUBMITTING
+from flux_mcp.history.store import History
 from flux_mcp.server.build import build_server
 from testkit import flux_command
 from tests.support import child_env, free_port, initialize_request, make_settings
-
-pytestmark = pytest.mark.subprocess
 
 EXIT_BOUND_SECONDS = 60.0  # only so that a broken build fails instead of hanging
 
@@ -56,6 +56,23 @@ async def test_doctor_says_the_server_will_not_start(tmp_path: Path) -> None:
     assert result.fix is not None and "FLUX_MCP_DB" in result.fix
 
 
+@pytest.mark.anyio
+async def test_doctor_leaves_a_submission_in_flight_alone(tmp_path: Path) -> None:
+    """A server may be submitting while the user runs doctor: its `submitting` row stays as it is (opening
+    the history as a server does would settle it as interrupted, and a retry could no longer attach)."""
+    path = tmp_path / "history.db"
+    history = History(path)
+    row_id = await history.record_submitting({"action": "generate", "prompt": "a kite", "model": "flux-dev"})
+    try:
+        result = await check_history(DoctorContext(make_settings(NOWHERE, db=path)))
+        assert result.status is Status.OK, result.text
+        entry = await history.find_row(row_id)
+        assert entry is not None and entry.status == SUBMITTING
+    finally:
+        history.close()
+
+
+@pytest.mark.subprocess
 def test_a_stdio_server_exits_with_the_reason_and_no_traceback(tmp_path: Path) -> None:
     path = unopenable(tmp_path, "a folder")
     env = child_env(tmp_path, ACEDATACLOUD_API_TOKEN="sk-test", FLUX_MCP_DB=str(path))
@@ -73,6 +90,7 @@ def test_a_stdio_server_exits_with_the_reason_and_no_traceback(tmp_path: Path) -
     assert "Traceback" not in server.stderr
 
 
+@pytest.mark.subprocess
 def test_an_http_server_exits_non_zero_with_the_reason_in_its_log(tmp_path: Path) -> None:
     path = unopenable(tmp_path, "a folder")
     env = child_env(tmp_path, ACEDATACLOUD_API_TOKEN="sk-test", FLUX_MCP_DB=str(path))

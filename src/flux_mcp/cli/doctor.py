@@ -37,7 +37,7 @@ from flux_mcp.domain.errors import (
     TaskNotFoundError,
 )
 from flux_mcp.domain.settings import DEFAULT_BASE_URL, Settings
-from flux_mcp.history.sqlite import UNOPENABLE_FIX
+from flux_mcp.history.sqlite import UNOPENABLE_FIX, SqliteBackend
 from flux_mcp.history.store import History
 from flux_mcp.net.clients import build_http_client
 from flux_mcp.server.sdk import MCP_REQUIREMENT, MCP_VERSIONS
@@ -293,9 +293,10 @@ def _probe_writable(folder: Path) -> None:
 
 
 def _count_history(path: Path) -> int:
-    """The tasks in the history file, opened as the server opens it (created, private, if it is new): what
-    would stop the server fails here."""
-    History(path).close()
+    """The tasks in the history file, opened as the server's backend opens it (created, private, brought up
+    to the current schema): what would stop the server fails here. Not through `History`, whose opening
+    settles rows left `submitting`: a server may be submitting one right now."""
+    SqliteBackend(path).close()
     with closing(sqlite3.connect(path)) as db:
         return int(db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
 

@@ -110,7 +110,11 @@ class History:
             if path is None:
                 raise ValueError("History needs a path or a backend")
             sqlite = SqliteBackend(path)
-            self._owner_key = _prepare_now(sqlite)
+            try:
+                self._owner_key = _prepare_now(sqlite)
+            except BaseException:
+                sqlite.close()  # a history that failed to open keeps no connection to its file
+                raise
             backend = sqlite
         self._backend: Backend = backend
         self._deferred: list[Callable[[], Awaitable[None]]] = []
