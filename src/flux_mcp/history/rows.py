@@ -90,7 +90,8 @@ class Claim:
 
 
 # Rows whose folded copy of the prompt is missing: written by a release before it existed.
-UNFOLDED = "SELECT id, prompt FROM tasks WHERE prompt IS NOT NULL AND prompt_folded IS NULL"
+# In one order, so replicas folding them at once wait for each other and never deadlock.
+UNFOLDED = "SELECT id, prompt FROM tasks WHERE prompt IS NOT NULL AND prompt_folded IS NULL ORDER BY id"
 FOLD = "UPDATE tasks SET prompt_folded=? WHERE id=? AND prompt_folded IS NULL"
 
 
