@@ -1,4 +1,4 @@
-"""Each tool's arguments are declared once, by its model in `models.py`, and each call is validated once.
+"""Each tool's arguments are declared once, by its model in `domain/arguments.py`, validated once per call.
 
 The published parameters are the model's fields (names, order, which are required); a call's arguments
 go through the model exactly once, before the tool runs, and the tool gets what the model validated.
