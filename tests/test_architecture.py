@@ -43,6 +43,8 @@ def run_time_imports(path: Path) -> list[tuple[str, int]]:
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for branch in child.orelse:  # an `else:` runs
+                    visit(ast.Module(body=[branch], type_ignores=[]))
                 continue
             if isinstance(child, ast.Import):
                 found.extend((alias.name, child.lineno) for alias in child.names)
