@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +58,16 @@ def mcp_remote(proxy: list[str], base_url: str, token: str, home: Path) -> tuple
 
 def json_lines(*messages: dict[str, Any]) -> bytes:
     return b"".join(json.dumps(message).encode() + b"\n" for message in messages)
+
+
+async def json_rpc_answers(stream: Any) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC answers (with an id) a stdio peer such as mcp-remote writes, skipping notifications."""
+    buffer = b""
+    async for chunk in stream:
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                message = json.loads(line)
+                if "id" in message:
+                    yield message

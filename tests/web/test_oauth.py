@@ -37,7 +37,7 @@ from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.web.app import build_http_app
 from tests.support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 from tests.support.oauth import AUDIENCE, Issuer, b64, new_key, running_issuer
-from tests.support.web import INITIALIZE, json_lines, mcp_remote, post
+from tests.support.web import INITIALIZE, json_lines, json_rpc_answers, mcp_remote, post
 
 pytestmark = pytest.mark.anyio
 
@@ -409,7 +409,7 @@ async def test_mcp_remote_with_a_header_bridges_a_signed_in_person(
         command, env = mcp_remote(mcp_remote_proxy, base_url, issuer.mint("alice"), tmp_path / "home")
         async with await anyio.open_process(command, env=env) as process:
             assert process.stdin is not None and process.stdout is not None
-            answers = _answers(process.stdout)
+            answers = json_rpc_answers(process.stdout)
             with anyio.fail_after(90):
                 await process.stdin.send(json_lines(INITIALIZE))
                 assert (await answers.__anext__())["id"] == 1
@@ -418,16 +418,3 @@ async def test_mcp_remote_with_a_header_bridges_a_signed_in_person(
             process.terminate()
     assert called["id"] == 2
     assert called["result"]["structuredContent"]["status"] == "succeeded"
-
-
-async def _answers(stream: Any) -> AsyncIterator[dict[str, Any]]:
-    """The JSON-RPC answers (with an id) mcp-remote writes to stdout, skipping notifications."""
-    buffer = b""
-    async for chunk in stream:
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                message = json.loads(line)
-                if "id" in message:
-                    yield message

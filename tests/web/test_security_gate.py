@@ -8,7 +8,6 @@ the app under uvicorn, the emulator as the upstream, small hostile upstreams wri
 from __future__ import annotations
 
 import base64
-import json
 import os
 import subprocess
 import uuid
@@ -50,7 +49,7 @@ from tests.support import (
     text,
     wait_until_listening,
 )
-from tests.support.web import INITIALIZE, headers_for, json_lines, mcp_remote, post
+from tests.support.web import INITIALIZE, headers_for, json_lines, json_rpc_answers, mcp_remote, post
 
 pytestmark = pytest.mark.anyio
 
@@ -453,7 +452,7 @@ async def test_mcp_remote_bridges_a_good_token(
         command, env = mcp_remote(mcp_remote_proxy, base_url, ALICE, tmp_path / "home")
         async with await anyio.open_process(command, env=env) as process:
             assert process.stdin is not None and process.stdout is not None
-            answers = _lines(process.stdout)
+            answers = json_rpc_answers(process.stdout)
             with anyio.fail_after(60):
                 await process.stdin.send(json_lines(INITIALIZE))
                 assert (await answers.__anext__())["id"] == 1
@@ -461,13 +460,3 @@ async def test_mcp_remote_bridges_a_good_token(
                 listing = await answers.__anext__()
             process.terminate()
     assert "generate_image" in {tool["name"] for tool in listing["result"]["tools"]}
-
-
-async def _lines(stream: Any) -> AsyncIterator[dict[str, Any]]:
-    buffer = b""
-    async for chunk in stream:
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                yield json.loads(line)
