@@ -152,6 +152,18 @@ class Settings(BaseSettings):
     oauth_allowed: str | None = Field(
         None, description="Comma-separated subjects or verified emails who may use it; unset = anyone."
     )
+    # --- metrics (HTTP only): /metrics in the Prometheus text format ---
+    metrics: bool = Field(
+        False,
+        description=(
+            "Serve /metrics (Prometheus text format) over HTTP: loopback clients only, unless "
+            "FLUX_MCP_METRICS_TOKEN is set."
+        ),
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token /metrics requires; with it set, /metrics answers any client that has it.",
+    )
 
     def with_changes(self, **changes: Any) -> Self:
         """A copy with `changes` (by field name), validated like settings read from the environment.

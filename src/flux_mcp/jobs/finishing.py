@@ -17,6 +17,7 @@ and size an earlier record had (`remembered`); the answer says what this call di
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,7 +33,9 @@ from flux_mcp.domain.tasks import (
     VideoInfo,
     images_asked,
 )
+from flux_mcp.domain.telemetry import NO_OBSERVER, Observer, task_span
 from flux_mcp.domain.videos import MAX_VIDEOS, is_video_request, video_uri
+from flux_mcp.history.rows import HistoryEntry
 from flux_mcp.history.store import History
 from flux_mcp.media.images import ImageKeeper, KeptImage
 from flux_mcp.media.pictures import Preview
@@ -67,29 +70,33 @@ class Finisher:
         videos: VideoKeeper | None = None,
         *,
         preview: PreviewChoice = "default",
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._history = history
         self._images = images
         self._videos = videos
         self._preview = preview  # FLUX_MCP_PREVIEW: the choice when a call makes none
+        self._observer = observer
 
     async def finish(
         self, result: TaskResult, owner: str = "", preview: PreviewChoice | None = None
     ) -> FinishedJob:
         """Keep the files of a succeeded result (previews as `preview` chooses), then record it once."""
         if result.status is not TaskStatus.SUCCEEDED:
-            await self._record(result, owner)
+            known = await self._known(result.task_id, owner) if result.status is TaskStatus.FAILED else None
+            await self._record(result, owner, known)
             return FinishedJob(result)
-        earlier = await self._earlier(result.task_id, owner)
+        known = await self._known(result.task_id, owner)
+        earlier = known.result if known is not None else None
         keep = self._keep_videos if result.kind == "video" else self._keep_images
         try:
             finished = await keep(result, earlier, preview or self._preview)
         except BaseException:
             # The state is news even when its files could not be kept (a fault, or the caller went away).
             with anyio.CancelScope(shield=True):
-                await self._record(with_earlier_files(result, earlier), owner)
+                await self._record(with_earlier_files(result, earlier), owner, known)
             raise
-        await self._record(with_earlier_files(finished.result, earlier), owner)
+        await self._record(with_earlier_files(finished.result, earlier), owner, known)
         return finished
 
     async def _keep_images(
@@ -125,20 +132,29 @@ class Finisher:
         posters = tuple(video.poster if preview != "none" else None for video in kept)
         return FinishedJob(result.model_copy(update={"videos": videos}), posters)
 
-    async def _earlier(self, task_id: str, owner: str) -> TaskResult | None:
-        """What the history last recorded of the task; None when nothing, or it cannot be reached (the
-        files are kept all the same, and the record waits for the history)."""
+    async def _known(self, task_id: str, owner: str) -> HistoryEntry | None:
+        """What the history holds of the task; None when nothing, or it cannot be reached (the files are
+        kept all the same, and the record waits for the history)."""
         if self._history is None:
             return None
         try:
-            entry = await self._history.find_task(task_id, owner)
+            return await self._history.find_task(task_id, owner)
         except HistoryUnavailableError:
             return None
-        return entry.result if entry is not None else None
 
-    async def _record(self, result: TaskResult, owner: str) -> None:
-        if self._history is not None:
-            await self._history.record_state(result, owner)
+    async def _record(self, result: TaskResult, owner: str, known: HistoryEntry | None) -> None:
+        with task_span("flux.save", result.task_id, result.model, status=result.status.value):
+            if self._history is not None:
+                await self._history.record_state(result, owner)
+        if result.status is not TaskStatus.PENDING and _first_end(known):
+            seconds = time.time() - known.created_at if known is not None else None
+            credits = result.cost.amount if result.cost is not None else None
+            self._observer.task_ended(result.model or "", result.status.value, seconds, credits)
+
+
+def _first_end(known: HistoryEntry | None) -> bool:
+    """Whether recording an ended state is this task's first: its cost and time are counted once."""
+    return known is None or known.result is None or known.result.status is TaskStatus.PENDING
 
 
 def task_result(snapshot: TaskSnapshot, request: dict[str, Any] | None, waited: float | None) -> TaskResult:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -57,6 +57,16 @@ import anyio.abc
 from flux_mcp.domain.catalogue import MAX_BATCH
 from flux_mcp.domain.errors import TRANSIENT, FluxError, RequestRejectedError, TaskNotFoundError
 from flux_mcp.domain.tasks import TaskSnapshot, TaskStatus
+from flux_mcp.domain.telemetry import (
+    NO_OBSERVER,
+    TASK_ID,
+    Context,
+    Observer,
+    Span,
+    current_context,
+    link_to,
+    span,
+)
 from flux_mcp.upstream.flux import FluxClient
 
 logger = logging.getLogger(__name__)
@@ -106,6 +116,7 @@ class Watch:
         # Requests its own due looks did not cost because they shared them: spent on extra looks at it.
         self.savings = 0.0
         self.poke: Callable[[], None] = lambda: None
+        self.trace: Context = current_context()  # its first waiter's: the parent of the spans of its looks
 
     def look_soon(self) -> None:
         """Ask for a look now, whatever the schedule says (it does not move the schedule)."""
@@ -247,9 +258,14 @@ class Poller:
     """Watches the waiting tasks of one token and reads them, due looks merged and requests filled."""
 
     def __init__(
-        self, client: FluxClient, group: anyio.abc.TaskGroup, on_idle: Callable[[Poller], None]
+        self,
+        client: FluxClient,
+        group: anyio.abc.TaskGroup,
+        on_idle: Callable[[Poller], None],
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._client = client
+        self._observer = observer
         self._group = group
         self._on_idle = on_idle
         self._watches: dict[str, Watch] = {}
@@ -272,6 +288,7 @@ class Poller:
         if watch is None:
             watch = self._watches[task_id] = Watch(task_id, schedule, age=age, now=now)
             watch.poke = self._poke
+            self._observer.tasks_waiting(1)
         elif schedule.pause(age) < watch.schedule.pause(age):  # a waiter that needs looks sooner joined
             watch.schedule = schedule
             watch.next_due = min(watch.next_due, watch.last_look + schedule.pause(age))
@@ -285,6 +302,7 @@ class Poller:
             watch.deadlines.remove(look_until)
             if not watch.deadlines and self._watches.get(task_id) is watch:
                 del self._watches[task_id]
+                self._observer.tasks_waiting(-1)
             self._poke()
 
     def _poke(self) -> None:
@@ -325,8 +343,10 @@ class Poller:
 
     async def _read(self, request: list[Watch]) -> None:
         task_ids = [watch.task_id for watch in request]
+        self._observer.poller_read(len(task_ids))
         try:
-            found = await self._fetch(task_ids)
+            with _look_span(request):
+                found = await self._fetch(task_ids)
         except TRANSIENT as exc:
             # The tasks exist upstream; a failed look is no reason to give them up.
             logger.warning("could not check %s: %s", _tasks_named(task_ids), exc.message)
@@ -378,11 +398,20 @@ class Poller:
             self._hold_until = max(self._hold_until, anyio.current_time() + error.retry_after)
 
 
+def _look_span(request: list[Watch]) -> AbstractContextManager[Span]:
+    """`flux.poll`: one read, a child of the call waiting on its first task, linked to the others'."""
+    first, others = request[0], request[1:]
+    links = [link for watch in others if (link := link_to(watch.trace)) is not None]
+    attributes = {TASK_ID: first.task_id if not others else None, "flux.tasks": len(request)}
+    return span("flux.poll", attributes, parent=first.trace, links=links)
+
+
 class Pollers:
     """The pollers of one server, one per upstream token; their loops run in the server's task group."""
 
-    def __init__(self, group: anyio.abc.TaskGroup) -> None:
+    def __init__(self, group: anyio.abc.TaskGroup, observer: Observer = NO_OBSERVER) -> None:
         self._group = group
+        self._observer = observer
         self._pollers: dict[str, Poller] = {}
 
     def __len__(self) -> int:
@@ -403,7 +432,9 @@ class Pollers:
         key = client.token_key()
         poller = self._pollers.get(key)
         if poller is None:
-            poller = self._pollers[key] = Poller(client, self._group, lambda idle: self._retire(key, idle))
+            poller = self._pollers[key] = Poller(
+                client, self._group, lambda idle: self._retire(key, idle), self._observer
+            )
         with poller.watching(
             task_id, schedule=schedule, age=age, just_submitted=just_submitted, look_until=look_until
         ) as watch:
@@ -415,10 +446,10 @@ class Pollers:
 
 
 @asynccontextmanager
-async def running_pollers() -> AsyncIterator[Pollers]:
+async def running_pollers(observer: Observer = NO_OBSERVER) -> AsyncIterator[Pollers]:
     """Pollers whose loops live as long as the block (a server's lifespan)."""
     async with anyio.create_task_group() as group:
-        yield Pollers(group)
+        yield Pollers(group, observer)
         group.cancel_scope.cancel()
 
 

@@ -52,6 +52,7 @@ from flux_mcp.domain.tasks import (
     TaskSnapshot,
     TaskStatus,
 )
+from flux_mcp.domain.telemetry import TASK_ID, task_span
 from flux_mcp.domain.videos import VideoRequest
 from flux_mcp.history.rows import SUBMITTING, Claim, HistoryEntry
 from flux_mcp.history.store import History
@@ -134,7 +135,9 @@ class Jobs:
         if queued := self._client.queued():
             await progress(0.0, f"Queued: {queued} upstream requests ahead (FLUX_MCP_MAX_CONCURRENCY)")
         try:
-            submission = await self._submit(request, slot, claim.row_id if claim else None, ticket)
+            with task_span("flux.submit", None, request.model, action=request.action) as step:
+                submission = await self._submit(request, slot, claim.row_id if claim else None, ticket)
+                step.set_attribute(TASK_ID, submission.task_id)
         except BaseException:
             self._release(slot)
             raise

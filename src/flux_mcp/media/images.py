@@ -27,6 +27,7 @@ import anyio
 
 from flux_mcp.domain.errors import ImageError
 from flux_mcp.domain.tasks import ImageInfo, PreviewChoice, TaskResult, TaskStatus
+from flux_mcp.domain.telemetry import task_span
 from flux_mcp.media.bounded import KeyedLocks, Recent
 from flux_mcp.media.pictures import PREVIEW_MAX_BYTES, Picture, Preview, decode
 from flux_mcp.net.downloads import Downloader
@@ -182,7 +183,11 @@ class ImageKeeper:
     ) -> tuple[Picture, str | None]:
         """The image, fetched (or from the cache), and where it was saved (None: saving is off)."""
         cached = self._cache.get((result.task_id, image.index))
-        data = cached.data if cached is not None else await self._downloader.fetch_bytes(image.url)
+        if cached is not None:
+            data = cached.data
+        else:
+            with task_span("flux.download", result.task_id, result.model, media="image", index=image.index):
+                data = await self._downloader.fetch_bytes(image.url)
         picture = await self._decode(data, image.url, preview)
         if self._folder is None:
             self._cache.put((result.task_id, image.index), picture)

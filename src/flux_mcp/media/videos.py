@@ -22,6 +22,7 @@ import anyio
 
 from flux_mcp.domain.errors import ImageError, VideoError
 from flux_mcp.domain.tasks import ImageInfo, TaskResult, TaskStatus, VideoInfo
+from flux_mcp.domain.telemetry import task_span
 from flux_mcp.media.bounded import KeyedLocks, Recent
 from flux_mcp.media.images import SAVED_PATHS_REMEMBERED, save, sidecar_metadata
 from flux_mcp.media.pictures import MAX_PIXELS, PREVIEW_MAX_BYTES, Picture, Preview, preview_of
@@ -155,7 +156,10 @@ class VideoKeeper:
                 path = saved_path or self._saved.get(key)
                 data = await self._saved_video(path)
                 if data is None:
-                    data = await self._download(video.url)
+                    with task_span(
+                        "flux.download", result.task_id, result.model, media="video", index=video.index
+                    ):
+                        data = await self._download(video.url)
                     path = video.path
                     if self._folder is not None:
                         path = await self._save(self._folder, result, video, data)

@@ -9,6 +9,7 @@ import anyio
 import httpx2
 
 from flux_mcp.domain.errors import ImageError
+from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
 from flux_mcp.net.guard import ForbiddenAddress
 
 MAX_REDIRECTS = 5
@@ -22,9 +23,16 @@ class Downloader:
     """
 
     def __init__(
-        self, http: httpx2.AsyncClient, gate: anyio.CapacityLimiter, *, max_bytes: int, timeout: float
+        self,
+        http: httpx2.AsyncClient,
+        gate: anyio.CapacityLimiter,
+        *,
+        max_bytes: int,
+        timeout: float,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._http = http
+        self._observer = observer
         self._gate = gate
         self._max_bytes = max_bytes
         self._timeout = timeout
@@ -43,6 +51,7 @@ class Downloader:
         except TimeoutError:
             raise ImageError(f"downloading {url} took longer than {self._timeout:.0f} s") from None
         except ForbiddenAddress:
+            self._observer.download_refused()
             raise ImageError(refused(url)) from None
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise ImageError(f"could not download {url}: {type(exc).__name__}") from None
@@ -57,7 +66,10 @@ class Downloader:
             with anyio.fail_after(min(self._timeout, 15.0)):
                 async with self._gate, self._open(url) as response:
                     return response.is_success
-        except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, ImageError, ForbiddenAddress):
+        except ForbiddenAddress:
+            self._observer.download_refused()
+            return False
+        except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, ImageError):
             return False
 
     async def _follow(self, url: str, media: str = "image", limit: int = 0) -> tuple[bytes, str]:

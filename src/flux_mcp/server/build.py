@@ -26,6 +26,7 @@ from mcp_types import INVALID_PARAMS
 from flux_mcp import __version__
 from flux_mcp.domain.errors import HistoryUnavailableError, StartupError
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
 from flux_mcp.history.sqlite import UNOPENABLE_FIX
 from flux_mcp.history.store import History
 from flux_mcp.jobs.callbacks import CallbackHub
@@ -39,6 +40,7 @@ from flux_mcp.net.clients import build_download_client, build_http_client
 from flux_mcp.net.downloads import Downloader
 from flux_mcp.server import prompts
 from flux_mcp.server.gallery import gallery_app, gallery_tools, hide_ui_from_plain_clients
+from flux_mcp.server.observing import observing
 from flux_mcp.server.resources import add_resources
 from flux_mcp.server.state import AppState
 from flux_mcp.server.toolkit import TIMEOUT_ADVICE
@@ -90,11 +92,13 @@ def build_server(
     callbacks: CallbackHub | None = None,
     stop: anyio.Event | None = None,
     probe: HistoryProbe | None = None,
+    observer: Observer = NO_OBSERVER,
 ) -> MCPServer[AppState]:
     """A complete flux-mcp server for these settings.
 
     With `callbacks`, tasks finish on the upstream's callback; when `stop` is set (shutdown), every
     waiting call returns its task as pending at once. `probe` is given the history while it is open.
+    `observer` is told what happens (requests, upstream calls, jobs: `domain.telemetry`).
     """
 
     @asynccontextmanager
@@ -106,13 +110,26 @@ def build_server(
                 async with (
                     build_http_client(settings) as http,
                     build_download_client(settings) as downloads,
-                    running_pollers() as pollers,
+                    running_pollers(observer) as pollers,
                 ):
-                    yield _app_state(settings, http, history, callbacks, stop, pollers, downloads=downloads)
+                    yield _app_state(
+                        settings,
+                        http,
+                        history,
+                        callbacks,
+                        stop,
+                        pollers,
+                        downloads=downloads,
+                        observer=observer,
+                    )
             finally:
                 if probe is not None:
                     probe.history = None
 
+    # In the order hosts list them: the gallery's own tools (only Apps hosts see them), then ours.
+    tools = [*gallery_tools(), *job_tools(), *task_tools()]
+    # Only a server that counts pays for the counting.
+    counting = [observing(observer, (tool.name for tool in tools))] if observer is not NO_OBSERVER else []
     server: MCPServer[AppState] = MCPServer(
         "flux-mcp",
         title="Flux images",
@@ -121,13 +138,13 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
         middleware=[
+            *counting,
             refuse_non_object_arguments,
             check_prompt_arguments,
             hide_ui_from_plain_clients,
             publish_portable_schemas,
         ],
-        # In the order hosts list them: the gallery's own tools (only Apps hosts see them), then ours.
-        tools=[*gallery_tools(), *job_tools(), *task_tools()],
+        tools=tools,
         extensions=[gallery_app()],
     )
     add_resources(server)
@@ -202,12 +219,13 @@ def _app_state(
     pollers: Pollers,
     *,
     downloads: httpx2.AsyncClient,
+    observer: Observer = NO_OBSERVER,
 ) -> AppState:
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
 
     def jobs_for(token: str | None, owner: str = "") -> Jobs:
-        client = FluxClient.from_settings(http, settings, gate=gate, token=token)
+        client = FluxClient.from_settings(http, settings, gate=gate, token=token, observer=observer)
         return Jobs(
             client,
             max_wait=settings.wait_seconds,
@@ -226,12 +244,13 @@ def _app_state(
         gate,
         max_bytes=int(settings.max_download_mb * 1_000_000),
         timeout=settings.download_timeout_seconds,
+        observer=observer,
     )
     folder = settings.image_folder() if settings.saves_images() else None
     keeper = ImageKeeper(downloader, folder=folder, preview_size=settings.preview_size)
 
     def platform_for(token: str | None) -> PlatformClient:
-        return PlatformClient.from_settings(http, settings, gate=gate, token=token)
+        return PlatformClient.from_settings(http, settings, gate=gate, token=token, observer=observer)
 
     videos = VideoKeeper(
         downloader,
@@ -239,7 +258,7 @@ def _app_state(
         preview_size=settings.preview_size,
         max_bytes=int(settings.max_video_download_mb * 1_000_000),
     )
-    finisher = Finisher(history, keeper, videos, preview=settings.preview)
+    finisher = Finisher(history, keeper, videos, preview=settings.preview, observer=observer)
     return AppState(
         settings,
         history,
@@ -249,6 +268,7 @@ def _app_state(
         sources=ImageSources(history, keeper),
         platform_for=platform_for,
         videos=videos,
+        observer=observer,
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
 from flux_mcp.history.store import History
 from flux_mcp.jobs.runner import Jobs
 from flux_mcp.media.images import ImageKeeper
@@ -26,3 +27,5 @@ class AppState:
     sources: ImageSources  # edit inputs: checked, uploaded once
     platform_for: Callable[[str | None], PlatformClient]  # uploads and balance, with a caller's token
     videos: VideoKeeper
+    # Told what happens; `state.observer.budget_refused()` when a budget refuses a call.
+    observer: Observer = NO_OBSERVER

@@ -26,6 +26,7 @@ from flux_mcp.domain.errors import (
     may_retry,
 )
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
 
 logger = logging.getLogger(__name__)
 
@@ -94,21 +95,30 @@ class Upstream:
     sleep: Callable[[float], Awaitable[None]]
     detail_key: str | None = None  # a top-level field that carries the message when `error` does not
     reads_trace: bool = True  # whether error answers carry a `trace_id` worth quoting
+    observer: Observer = NO_OBSERVER  # told of every exchange: its endpoint and status
 
     async def exchange(
         self, http: httpx2.AsyncClient, method: str, url: str, **kwargs: Any
     ) -> tuple[httpx2.Response, bytes]:
-        """Send one request and read its answer, refusing one larger than MAX_RESPONSE_BYTES unread."""
-        async with http.stream(method, url, **kwargs) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-                raise self._too_large(response)
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise self._too_large(response)  # leaving the block drops the connection
-                chunks.append(chunk)
+        """Send one request and read its answer, refusing one larger than MAX_RESPONSE_BYTES unread.
+
+        The observer hears of it once: with the answer's status, or "no_answer" when none came.
+        """
+        endpoint, status = url.removeprefix(self.base_url).split("?", 1)[0] or "/", "no_answer"
+        try:
+            async with http.stream(method, url, **kwargs) as response:
+                status = str(response.status_code)
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                    raise self._too_large(response)
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        raise self._too_large(response)  # leaving the block drops the connection
+                    chunks.append(chunk)
+        finally:
+            self.observer.upstream_request(endpoint, status)
         return response, b"".join(chunks)
 
     def _too_large(self, response: httpx2.Response) -> MalformedResponseError:

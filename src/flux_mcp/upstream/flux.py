@@ -28,6 +28,7 @@ from flux_mcp.domain.errors import (
 )
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.tasks import ImageRequest, TaskError, TaskSnapshot, parse_task_record
+from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
 from flux_mcp.domain.videos import VideoRequest
 from flux_mcp.upstream.call import (
     ErrorAnswer,
@@ -66,11 +67,13 @@ class FluxClient:
         gate: anyio.CapacityLimiter | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         deadline: float | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         """`deadline` bounds each whole request; by default the HTTP client's timeout (from settings)."""
         self._http = http
         self._deadline = deadline if deadline is not None else http.timeout.read
-        self._upstream = Upstream("Flux API", base_url.rstrip("/"), token, retry or RetryPolicy(), sleep)
+        retry = retry or RetryPolicy()
+        self._upstream = Upstream("Flux API", base_url.rstrip("/"), token, retry, sleep, observer=observer)
         self._gate = gate or anyio.CapacityLimiter(32)
 
     @classmethod
@@ -81,10 +84,11 @@ class FluxClient:
         *,
         gate: anyio.CapacityLimiter,
         token: str | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> FluxClient:
         """A client for these settings; `gate` is shared by every client of one server."""
         token, retry = token_and_retry(settings, token)
-        return cls(http, settings.api_base_url, token, retry=retry, gate=gate)
+        return cls(http, settings.api_base_url, token, retry=retry, gate=gate, observer=observer)
 
     def token_key(self) -> str:
         """A name for this client's upstream and token that reveals neither: who may share a request."""

@@ -21,6 +21,7 @@ from flux_mcp.domain.errors import (
     UpstreamError,
 )
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
 from flux_mcp.upstream.call import ErrorAnswer, RetryPolicy, Upstream, json_object, token_and_retry
 
 # --- The AceDataCloud platform: file uploads and balances ------------------------------------------
@@ -46,6 +47,7 @@ class PlatformClient:
         retry: RetryPolicy | None = None,
         gate: anyio.CapacityLimiter | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._http = http
         self._upstream = Upstream(
@@ -56,6 +58,7 @@ class PlatformClient:
             sleep,
             detail_key="detail",
             reads_trace=False,
+            observer=observer,
         )
         self._gate = gate or anyio.CapacityLimiter(32)
 
@@ -67,10 +70,11 @@ class PlatformClient:
         *,
         gate: anyio.CapacityLimiter,
         token: str | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> PlatformClient:
         """A platform client for these settings, with the same token and retry rules as the API's."""
         token, retry = token_and_retry(settings, token)
-        return cls(http, settings.platform_base_url, token, retry=retry, gate=gate)
+        return cls(http, settings.platform_base_url, token, retry=retry, gate=gate, observer=observer)
 
     async def upload(self, data: bytes, filename: str, mime_type: str) -> str:
         """Upload one file; its public `file_url`. Retried only when it provably did not arrive."""

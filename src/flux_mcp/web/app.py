@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import uvicorn
@@ -43,6 +43,7 @@ from starlette.types import ASGIApp
 
 from flux_mcp.domain.errors import StartupError
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.telemetry import NO_OBSERVER
 from flux_mcp.jobs.callbacks import CallbackHub
 from flux_mcp.server.build import HistoryProbe, build_server
 from flux_mcp.web.credentials import Credentials
@@ -55,6 +56,9 @@ from flux_mcp.web.gate import (
     transport_security,
 )
 from flux_mcp.web.routes import service_routes
+
+if TYPE_CHECKING:
+    from flux_mcp.web.metrics import PrometheusObserver
 
 logger = logging.getLogger(__name__)
 
@@ -144,20 +148,35 @@ def build_http_app(
         logger.warning("ACEDATACLOUD_API_TOKEN is not set: every tool call will fail until it is")
     hub = CallbackHub(settings.public_url, key=settings.callback_secret()) if settings.public_url else None
     probe = HistoryProbe()
-    server = build_server(settings, callbacks=hub, stop=stop, probe=probe)
+    counters = prometheus_counters(settings)
+    observer = counters if counters is not None else NO_OBSERVER
+    server = build_server(settings, callbacks=hub, stop=stop, probe=probe, observer=observer)
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
         transport_security=transport_security(settings),
         host=settings.host,
     )
-    app.router.routes.extend(service_routes(settings, hub, probe))
+    app.router.routes.extend(service_routes(settings, hub, probe, observer))
+    if counters is not None:
+        from flux_mcp.web.metrics import metrics_route
+
+        app.router.routes.append(metrics_route(settings, counters))
     credentials = Credentials(settings)
     _run_beside(app, credentials.running)
     sessions = None
     if not settings.stateless and credentials.mode != "none":
         sessions = SessionLedger(settings.max_sessions_per_client, open_session_ids(server.session_manager))
     return BearerGate(app, settings, credentials, sessions)
+
+
+def prometheus_counters(settings: Settings) -> PrometheusObserver | None:
+    """This app's own counters with FLUX_MCP_METRICS=true; None (nothing counted) otherwise."""
+    if not settings.metrics:
+        return None
+    from flux_mcp.web.metrics import PrometheusObserver  # prometheus-client is imported only when used
+
+    return PrometheusObserver()
 
 
 def served_over_http(settings: Settings) -> Settings:

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from flux_mcp import __version__
 from flux_mcp.domain.errors import HistoryUnavailableError
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
 from flux_mcp.jobs.callbacks import CallbackHub
 from flux_mcp.server.build import HistoryProbe
 from flux_mcp.web.challenges import discovery_routes
@@ -29,7 +30,9 @@ logger = logging.getLogger(__name__)
 MAX_CALLBACK_BYTES = 1_000_000
 
 
-def service_routes(settings: Settings, hub: CallbackHub | None, probe: HistoryProbe) -> list[Route]:
+def service_routes(
+    settings: Settings, hub: CallbackHub | None, probe: HistoryProbe, observer: Observer = NO_OBSERVER
+) -> list[Route]:
     """/healthz, the callback receiver and the discovery answers, for the app beside its MCP endpoint."""
 
     async def healthz(request: Request) -> Response:
@@ -48,6 +51,13 @@ def service_routes(settings: Settings, hub: CallbackHub | None, probe: HistoryPr
         )
 
     async def callback(request: Request) -> Response:
+        observer.callback_received()
+        answer = await receive(request)
+        if 400 <= answer.status_code < 500:
+            observer.callback_refused()
+        return answer
+
+    async def receive(request: Request) -> Response:
         secret = request.path_params["secret"]
         if hub is None or not hub.knows(secret):
             return _not_found()
