@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from flux_mcp import __version__
 from flux_mcp.cli import hostconfig
 from flux_mcp.cli.logs import configure_logging, configure_warnings
+from flux_mcp.cli.telemetry import configure_tracing
 from flux_mcp.domain.catalogue import MODELS
 from flux_mcp.domain.errors import StartupError
 from flux_mcp.domain.settings import Settings
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = command == "demo" and "FLUX_MCP_LOG_LEVEL" not in os.environ  # the demo shows its own progress
     configure_logging("WARNING" if quiet else settings.log_level)
     configure_warnings()
+    if command == "serve":
+        configure_tracing(os.environ)
     try:
         if command == "demo":
             return anyio.run(_demo, settings, args)

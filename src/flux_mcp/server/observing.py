@@ -97,7 +97,10 @@ def _is_tool_error(result: HandlerResult) -> bool:
 
 def _job_outcome(result: HandlerResult, arguments: Any, error_type: str | None) -> tuple[str, str]:
     """(model, outcome) of a job tool's answer: the task's status, or "error" when it has none."""
-    state = result.structured_content if isinstance(result, CallToolResult) else None
+    if isinstance(result, CallToolResult):
+        state = result.structured_content
+    else:  # the answer as the wire carries it
+        state = result.get("structuredContent") if isinstance(result, dict) else None
     if isinstance(state, dict) and isinstance(state.get("status"), str):
         return known_model(state.get("model")), state["status"]
     asked = arguments.get("model") if isinstance(arguments, dict) else None
