@@ -182,6 +182,39 @@ def test_a_wrong_way_import_is_caught(tmp_path: Path) -> None:
     ]
 
 
+# Each telemetry library has one door: the layers report to `domain.telemetry` (an Observer, spans through
+# the OpenTelemetry API), the command sets up the SDK, and only the HTTP app's /metrics knows Prometheus.
+TELEMETRY_DOORS = {
+    "opentelemetry": {"domain.telemetry", "cli.telemetry"},
+    "prometheus_client": {"web.metrics"},
+}
+
+
+def telemetry_imports(root: Path) -> list[str]:
+    """`module:line imports X` of each telemetry library imported outside its door."""
+    found = []
+    for file in module_files(root):
+        module = module_name(root, file)
+        for imported, line in run_time_imports(file):
+            doors = TELEMETRY_DOORS.get(imported.split(".")[0])
+            if doors is not None and module not in doors:
+                found.append(f"{module}:{line} imports {imported}")
+    return sorted(set(found))
+
+
+def test_telemetry_libraries_are_imported_through_their_one_module(tmp_path: Path) -> None:
+    assert telemetry_imports(PACKAGE) == []
+
+    planted = tmp_path / "flux_mcp"
+    (planted / "jobs").mkdir(parents=True)
+    (planted / "jobs" / "poller.py").write_text("from opentelemetry import trace\nimport prometheus_client\n")
+    assert telemetry_imports(planted) == [
+        "jobs.poller:1 imports opentelemetry",
+        "jobs.poller:1 imports opentelemetry.trace",
+        "jobs.poller:2 imports prometheus_client",
+    ]
+
+
 # Calls that change the whole process: warning filters (catch_warnings swaps the one global list, so
 # concurrent callers clobber each other), logger levels and handlers. Only the command (cli/) sets them.
 PROCESS_WIDE_CALLS = {
@@ -194,6 +227,8 @@ PROCESS_WIDE_CALLS = {
     "basicConfig",
     "dictConfig",
     "fileConfig",
+    "set_tracer_provider",  # OpenTelemetry's one provider per process
+    "set_meter_provider",
 }
 PROCESS_WIDE_ATTRIBUTES = {"MAX_IMAGE_PIXELS"}  # Pillow's global decompression-bomb limit
 

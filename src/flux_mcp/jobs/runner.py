@@ -164,7 +164,8 @@ class Jobs:
             return await self._finisher.finish(ended, self._owner, preview)
         slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
         seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
-        snapshot = await self._client.retrieve(task_id)
+        with task_span("flux.poll", task_id, entry.model if entry is not None else None, tasks=1):
+            snapshot = await self._client.retrieve(task_id)
         # Continue the poll schedule from the task's age, not from zero (0 if this server did not submit it).
         age = max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
         snapshot = await self._wait(
@@ -250,7 +251,8 @@ class Jobs:
         slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
         seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
         try:
-            snapshot = await self._client.retrieve(task_id)
+            with task_span("flux.poll", task_id, earlier.model, tasks=1):
+                snapshot = await self._client.retrieve(task_id)
         except TaskNotFoundError:
             if age > NOT_FOUND_GRACE_SECONDS:
                 logger.warning("task %s is unknown upstream; submitting the request anew", task_id)
