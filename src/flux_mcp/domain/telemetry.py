@@ -82,6 +82,9 @@ def span(
 
     Attributes whose value is None are left out.
     """
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):  # no SDK: nothing would record
+        yield trace.INVALID_SPAN
+        return
     shown = {key: value for key, value in attributes.items() if value is not None}
     with _tracer.start_as_current_span(
         name, context=parent, kind=SpanKind.INTERNAL, attributes=shown, links=links
