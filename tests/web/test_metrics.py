@@ -8,13 +8,16 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from mcp import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from flux_mcp.domain.errors import ImageError
+from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.emulator.state import Fault
 from flux_mcp.net.clients import build_download_client
 from flux_mcp.net.downloads import Downloader
+from flux_mcp.server.build import build_server
 from flux_mcp.server.observing import KNOWN_METHODS
 from flux_mcp.web.app import build_http_app
 from flux_mcp.web.metrics import PrometheusObserver
@@ -203,3 +206,19 @@ async def test_downloads_refused_by_the_address_guard_are_counted(emulator: Runn
             await downloader.fetch_bytes("http://10.0.0.1/x.png")
         assert await downloader.reachable("http://127.0.0.1:1/x.png") is False
     assert total(samples(counters.exposition().decode()), "flux_mcp_downloads_refused_total") == 2
+
+
+async def test_labels_come_from_bounded_sets_whatever_a_client_sends(settings: Settings) -> None:
+    """A client cannot grow the label sets: unknown tools and models are `other`; no argument is a label."""
+    counters = PrometheusObserver()
+    async with Client(build_server(settings, observer=counters)) as client:
+        unknown = await client.call_tool("tool_0f9e8d", {"prompt": PROMPT})
+        bad_model = await client.call_tool("generate_image", {"prompt": PROMPT, "model": "model_7c6b5a"})
+    assert unknown.is_error and bad_model.is_error
+    exposition = counters.exposition().decode()
+    for sent in ("tool_0f9e8d", "model_7c6b5a", "lighthouse"):
+        assert sent not in exposition
+    found = samples(exposition)
+    operation = "mcp_server_operation_duration_seconds_count"
+    assert total(found, operation, gen_ai_tool_name="other") == 1
+    assert total(found, "flux_mcp_jobs_total", tool="generate_image", model="other", outcome="error") == 1
