@@ -15,7 +15,8 @@ RUN useradd --create-home --uid 10001 flux
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[postgres]" && rm -rf /app/src
+# otel: OTEL_EXPORTER_OTLP_ENDPOINT=… exports traces (docs/deploy.md#traces); /metrics needs no extra.
+RUN pip install ".[postgres,otel]" && rm -rf /app/src
 
 USER flux
 ENV FLUX_MCP_DB=/home/flux/.local/share/flux-mcp/history.db
