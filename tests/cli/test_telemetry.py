@@ -83,3 +83,14 @@ def test_spans_reach_an_otlp_http_collector(monkeypatch: pytest.MonkeyPatch) -> 
     names = [span.name for scope in resource_spans.scope_spans for span in scope.spans]
     service = {item.key: item.value.string_value for item in resource_spans.resource.attributes}
     assert names == ["flux.submit"] and service["service.name"] == "flux-mcp"
+
+
+def test_console_spans_go_to_stderr_never_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """In stdio mode stdout is the protocol: a span printed there would break the client's stream."""
+    provider = tracer_provider({"OTEL_TRACES_EXPORTER": "console"})
+    assert provider is not None
+    with provider.get_tracer("flux_mcp").start_as_current_span("flux.save"):
+        pass
+    provider.shutdown()
+    captured = capsys.readouterr()
+    assert captured.out == "" and '"name": "flux.save"' in captured.err
