@@ -17,7 +17,9 @@ from contextlib import AbstractContextManager, contextmanager
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace import Link as Link  # re-exported: the layers import OpenTelemetry from here only
+from opentelemetry.trace import Span as Span
+from opentelemetry.trace import SpanKind
 
 TRACER_NAME = "flux_mcp"
 _tracer = trace.get_tracer(TRACER_NAME)  # a proxy: it follows whatever provider the process sets later
@@ -26,7 +28,6 @@ _tracer = trace.get_tracer(TRACER_NAME)  # a proxy: it follows whatever provider
 TASK_ID, MODEL, ACTION = "flux.task.id", "flux.model", "flux.action"
 
 Context = otel_context.Context
-__all__ = ["Context", "Link", "Span"]  # re-exported: the layers import OpenTelemetry from here only
 
 
 class Observer:
