@@ -24,12 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flux_mcp.domain.settings import Settings
 from flux_mcp.server.caller import bearer_token
 from flux_mcp.server.sdk import sdk_internal, unsupported_sdk
+from flux_mcp.web.challenges import MCP_PATH as MCP_PATH  # where the gate stands; app and routes use it
 from flux_mcp.web.challenges import undecided
 from flux_mcp.web.credentials import Credentials, Verdict
 
 logger = logging.getLogger(__name__)
 
-MCP_PATH = "/mcp"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 PRUNE_EVERY = 256  # session openings between two sweeps of the whole SessionLedger
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
