@@ -35,6 +35,7 @@ from flux_mcp.domain.errors import StartupError
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.web.app import build_http_app
+from flux_mcp.web.challenges import protected_resources
 from tests.support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 from tests.support.oauth import AUDIENCE, Issuer, b64, new_key, running_issuer
 from tests.support.web import INITIALIZE, json_lines, json_rpc_answers, mcp_remote, post
@@ -432,3 +433,28 @@ async def test_mcp_remote_with_a_header_bridges_a_signed_in_person(
             process.terminate()
     assert called["id"] == 2
     assert called["result"]["structuredContent"]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("audience", "expected"),
+    [
+        (
+            "https://gw.example.com/flux",
+            {
+                "/.well-known/oauth-protected-resource/flux": "https://gw.example.com/flux",
+                "/.well-known/oauth-protected-resource/flux/mcp": "https://gw.example.com/flux/mcp",
+            },
+        ),
+        (
+            "https://flux.example.com/mcp",
+            {"/.well-known/oauth-protected-resource/mcp": "https://flux.example.com/mcp"},
+        ),
+    ],
+)
+def test_each_metadata_path_names_the_resource_it_is_derived_from(
+    audience: str, expected: dict[str, str]
+) -> None:
+    settings = Settings(
+        auth="oauth", oauth_issuer="https://sso.example.com/realms/flux", oauth_audience=audience
+    )
+    assert protected_resources(settings) == expected
