@@ -21,6 +21,7 @@ from mcp import Client
 from mcp_types import CallToolResult
 
 from flux_mcp.emulator import RunningEmulator
+from flux_mcp.media import uploads
 from flux_mcp.server.build import build_server
 from tests.support import image_bytes, make_settings, structured, text
 
@@ -202,3 +203,23 @@ async def test_every_refusal_of_a_path_is_a_clear_tool_error(
         result = await edit(client, str(path))
     assert result.is_error and reason in text(result), text(result)
     assert "Nothing was uploaded or submitted" in text(result) and uploaded(emulator) == []
+
+
+async def test_where_folders_cannot_be_opened_the_check_by_path_keeps_the_same_rules(
+    emulator: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uploads, "dir_fd_supported", lambda: False)  # as on Windows
+    allowed, secret = tmp_path / "allowed", tmp_path / "secret"
+    allowed.mkdir()
+    secret.mkdir()
+    (secret / "private.png").write_bytes(image_bytes("PNG", color=(200, 10, 10)))
+    (allowed / "door").symlink_to(secret / "private.png")
+    os.link(secret / "private.png", allowed / "twin.png")
+    (allowed / "cat.png").write_bytes(image_bytes("PNG"))
+    async with Client(build_server(make_settings(emulator, input_dirs=str(allowed)))) as client:
+        door, twin = await edit(client, str(allowed / "door")), await edit(client, str(allowed / "twin.png"))
+        cat = await edit(client, str(allowed / "cat.png"))
+    assert door.is_error and "leads outside" in text(door) and str(secret) not in text(door), text(door)
+    assert twin.is_error and "hard links" in text(twin), text(twin)
+    assert structured(cat)["status"] == "succeeded", text(cat)
+    assert uploaded(emulator) == [(allowed / "cat.png").read_bytes()]

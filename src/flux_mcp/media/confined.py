@@ -42,9 +42,8 @@ Identity = tuple[int, int]  # (st_dev, st_ino)
 
 def dir_fd_supported() -> bool:
     """Whether this platform opens files relative to an open folder without following links."""
-    return (
-        os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd and bool(_O_NOFOLLOW and _O_DIRECTORY)
-    )
+    relative = all(call in os.supports_dir_fd for call in (os.open, os.stat, os.readlink))
+    return relative and bool(_O_NOFOLLOW and _O_DIRECTORY)
 
 
 def folder_identities(folders: Iterable[Path]) -> set[Identity]:
