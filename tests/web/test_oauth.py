@@ -35,6 +35,7 @@ from flux_mcp.domain.errors import StartupError
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.web.app import build_http_app
+from flux_mcp.web.challenges import protected_resources
 from tests.support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 from tests.support.oauth import AUDIENCE, Issuer, b64, new_key, running_issuer
 from tests.support.web import INITIALIZE, json_lines, json_rpc_answers, mcp_remote, post
@@ -128,6 +129,8 @@ REFUSED: dict[str, tuple[Any, str]] = {
     ),
     "unknown kid": (lambda i: i.mint("mallory", key=new_key(), kid="made-up"), "does not publish"),
     "no subject": (lambda i: i.mint("", sub=None), "sub"),
+    "empty subject": (lambda i: i.mint(""), "names no subject"),
+    "blank subject": (lambda i: i.mint("  "), "names no subject"),
     "garbage": (lambda i: "not-a-jwt", "well-formed"),
 }
 
@@ -224,19 +227,27 @@ async def test_required_scopes_and_the_allowed_people(emulator: RunningEmulator,
 
 
 @pytest.mark.parametrize(
-    "path", ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"]
+    ("path", "resource"),
+    [
+        ("/.well-known/oauth-protected-resource", AUDIENCE),
+        # RFC 9728 §3.3: metadata at a path-suffixed URL names the resource with that path.
+        ("/.well-known/oauth-protected-resource/mcp", f"{AUDIENCE}/mcp"),
+    ],
 )
 async def test_discovery_names_the_authorization_server(
-    emulator: RunningEmulator, issuer: Issuer, path: str
+    emulator: RunningEmulator, issuer: Issuer, path: str, resource: str
 ) -> None:
     settings = oauth_settings(emulator, issuer, oauth_scopes="flux")
     async with http_service(settings) as base_url, httpx2.AsyncClient() as http:
         metadata = await http.get(base_url + path)
         unauthenticated = await post(http, base_url, INITIALIZE, None)
         elsewhere = await http.get(base_url + "/.well-known/oauth-authorization-server")
+        # A client that followed this document asks for a token for its resource: it is let in.
+        admitted = await post(http, base_url, INITIALIZE, issuer.mint("alice", aud=resource))
+    assert admitted.status_code == 200, admitted.text
     assert metadata.status_code == 200
     assert metadata.json() == {
-        "resource": AUDIENCE,
+        "resource": resource,
         "authorization_servers": [issuer.url],
         "scopes_supported": ["flux"],
         "bearer_methods_supported": ["header"],
@@ -256,6 +267,8 @@ async def test_introspection_mode_asks_the_authorization_server(
     active, foreign = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     issuer.opaque[active] = issuer.claims("alice")
     issuer.opaque[foreign] = issuer.claims("alice", aud="https://other.example.com")
+    nobody = secrets.token_urlsafe(24)
+    issuer.opaque[nobody] = issuer.claims("  ")
     settings = oauth_settings(
         emulator,
         issuer,
@@ -269,8 +282,10 @@ async def test_introspection_mode_asks_the_authorization_server(
         async with httpx2.AsyncClient() as http:
             unknown = await post(http, base_url, INITIALIZE, "never-issued")
             wrong_audience = await post(http, base_url, INITIALIZE, foreign)
+            blank = await post(http, base_url, INITIALIZE, nobody)
     assert structured(result)["status"] == "succeeded"
-    assert unknown.status_code == wrong_audience.status_code == 401
+    assert unknown.status_code == wrong_audience.status_code == blank.status_code == 401
+    assert "names no subject" in blank.json()["error_description"]
     assert "not active" in unknown.json()["error_description"]
     assert "not issued for" in wrong_audience.json()["error_description"]
     expected = "Basic " + base64.b64encode(b"flux-mcp:introspection-secret").decode()
@@ -418,3 +433,28 @@ async def test_mcp_remote_with_a_header_bridges_a_signed_in_person(
             process.terminate()
     assert called["id"] == 2
     assert called["result"]["structuredContent"]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("audience", "expected"),
+    [
+        (
+            "https://gw.example.com/flux",
+            {
+                "/.well-known/oauth-protected-resource/flux": "https://gw.example.com/flux",
+                "/.well-known/oauth-protected-resource/flux/mcp": "https://gw.example.com/flux/mcp",
+            },
+        ),
+        (
+            "https://flux.example.com/mcp",
+            {"/.well-known/oauth-protected-resource/mcp": "https://flux.example.com/mcp"},
+        ),
+    ],
+)
+def test_each_metadata_path_names_the_resource_it_is_derived_from(
+    audience: str, expected: dict[str, str]
+) -> None:
+    settings = Settings(
+        auth="oauth", oauth_issuer="https://sso.example.com/realms/flux", oauth_audience=audience
+    )
+    assert protected_resources(settings) == expected

@@ -165,6 +165,15 @@ class Settings(BaseSettings):
         description="Bearer token /metrics requires; with it set, /metrics answers any client that has it.",
     )
 
+    # Local edit inputs (issue 24)
+    allow_hard_links: bool = Field(
+        False,
+        description=(
+            "Read a local edit input that has more than one name (hard links). Off: such a file is refused, "
+            "since its other name may lie outside the allowed folders."
+        ),
+    )
+
     def with_changes(self, **changes: Any) -> Self:
         """A copy with `changes` (by field name), validated like settings read from the environment.
 

@@ -3,7 +3,8 @@
 The Flux API fetches `image_url` itself, so a local file, a data: URL or a saved image whose upstream
 URL expired must first be uploaded to the AceDataCloud platform. Everything is checked before any
 byte leaves the machine: a local path must lie, symlinks resolved, inside an allowed folder (the
-client's MCP roots plus FLUX_MCP_INPUT_DIRS) and be a regular file; any file must be a PNG, JPEG or
+client's MCP roots plus FLUX_MCP_INPUT_DIRS; proven on the open file, `confined`) and be a regular
+file with one name (no hard links unless FLUX_MCP_ALLOW_HARD_LINKS); any file must be a PNG, JPEG or
 WebP within the size and pixel caps that decodes. Over HTTP local paths are refused outright (the
 server's disk is not the caller's). Each distinct content is uploaded once: the history remembers
 `sha256 -> file_url` and reuses it for a day.
@@ -19,6 +20,7 @@ import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePath
 
 import anyio
@@ -41,6 +43,7 @@ from flux_mcp.domain.inputs import (
 from flux_mcp.domain.tasks import ImageInfo
 from flux_mcp.history.store import History
 from flux_mcp.media.bounded import KeyedLocks
+from flux_mcp.media.confined import Outside, dir_fd_supported, folder_identities, open_inside
 from flux_mcp.media.images import ImageKeeper, slug
 from flux_mcp.media.pictures import MAX_PIXELS, Picture, decode
 from flux_mcp.upstream.platform import PlatformClient
@@ -60,6 +63,7 @@ class InputPolicy:
 
     over_http: bool
     folders: Sequence[Path]  # the client's roots and FLUX_MCP_INPUT_DIRS, as given
+    allow_hard_links: bool = False  # FLUX_MCP_ALLOW_HARD_LINKS
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,10 @@ class ImageSources:
                     "image itself as a data:image/...;base64,... URL, or a public http(s) URL"
                 )
             local = await anyio.to_thread.run_sync(
-                read_local_image, parsed, list(policy.folders), self.max_bytes
+                partial(read_local_image, allow_hard_links=policy.allow_hard_links),
+                parsed,
+                list(policy.folders),
+                self.max_bytes,
             )
             return await self._upload(local, platform, owner)
         return await self._upload(LocalFile(parsed.data, "image"), platform, owner)
@@ -147,20 +154,57 @@ def upload_failure(exc: FluxError, name: str) -> str:
     )
 
 
-def read_local_image(local: LocalImage, folders: list[Path], max_bytes: int) -> LocalFile:
-    """The bytes of a local file, if it is a regular file inside an allowed folder (blocking)."""
+def read_local_image(
+    local: LocalImage, folders: list[Path], max_bytes: int, *, allow_hard_links: bool = False
+) -> LocalFile:
+    """The bytes of a local file, if it is a regular file inside an allowed folder (blocking).
+
+    The file is opened first, by a walk that proves where it is (`confined`), and read from the
+    descriptor that was checked: a folder renamed or swapped for a link meanwhile cannot bring in a
+    file from outside. A file with more than one name (hard links) is refused unless allowed, since
+    its other name may lie anywhere on the same disk.
+    """
     path = native_path(local)
-    real = Path(os.path.realpath(path))
-    allowed = [Path(os.path.realpath(folder.expanduser())) for folder in folders]
-    if not any(real == folder or real.is_relative_to(folder) for folder in allowed):
-        raise ImageInputError(_outside(local, path, real, allowed))
+    if not dir_fd_supported():
+        return _read_by_path(local, path, folders, max_bytes, allow_hard_links)
     try:
+        opened = open_inside(Path(path), folder_identities(folders), local.given)
+    except Outside as outside:
+        raise ImageInputError(_outside(local, path, folders, through_link=outside.through_link)) from None
+    except OSError as exc:
+        raise ImageInputError(f"cannot read {local.given}: {_reason(exc)}") from None
+    try:
+        _require_regular(local.given, opened.info, max_bytes)
+        _require_one_name(local.given, opened.info, allow_hard_links)
+        with os.fdopen(opened.fd, "rb", closefd=False) as file:
+            data = file.read(max_bytes + 1)
+    except OSError as exc:
+        raise ImageInputError(f"cannot read {local.given}: {_reason(exc)}") from None
+    finally:
+        if opened.fd >= 0:
+            os.close(opened.fd)
+    if len(data) > max_bytes:
+        raise ImageInputError(f"{local.given} is larger than {max_bytes / 1_000_000:g} MB")
+    return LocalFile(data, opened.name)
+
+
+def _read_by_path(
+    local: LocalImage, path: Path, folders: list[Path], max_bytes: int, allow_hard_links: bool
+) -> LocalFile:
+    """Where files cannot be opened relative to a folder (Windows): resolve, check, then open by name."""
+    try:
+        real = Path(os.path.realpath(path))
+        allowed = [Path(os.path.realpath(folder.expanduser())) for folder in folders]
+        if not any(real == folder or real.is_relative_to(folder) for folder in allowed):
+            through_link = real != Path(os.path.normpath(path))
+            raise ImageInputError(_outside(local, path, folders, through_link=through_link))
         info = os.stat(real)
     except FileNotFoundError:
         raise ImageInputError(f"there is no file at {local.given}") from None
     except OSError as exc:
-        raise ImageInputError(f"cannot read {local.given}: {exc.strerror or exc}") from None
+        raise ImageInputError(f"cannot read {local.given}: {_reason(exc)}") from None
     _require_regular(local.given, info, max_bytes)
+    _require_one_name(local.given, info, allow_hard_links)
     return LocalFile(_read_capped(real, local.given, info, max_bytes), real.name)
 
 
@@ -214,18 +258,34 @@ def _check_pixels(data: bytes, name: str) -> None:
         )
 
 
-def _outside(local: LocalImage, path: Path, real: Path, allowed: list[Path]) -> str:
-    folders = ", ".join(str(folder) for folder in allowed) or "none"
+def _outside(local: LocalImage, path: Path, folders: list[Path], *, through_link: bool) -> str:
+    """Why the path is refused; where a link leads is not said (it may name what is outside)."""
+    shown = [Path(os.path.normpath(folder.expanduser())) for folder in folders]
+    where = ", ".join(str(folder) for folder in shown) or "none"
     lexical = Path(os.path.normpath(path))
-    if any(lexical.is_relative_to(folder) for folder in allowed):
+    if through_link and any(lexical.is_relative_to(folder) for folder in shown):
         return (
-            f"{local.given} is a link to {real}, outside the folders local files may come from ({folders}); "
-            "nothing was uploaded"
+            f"{local.given} is or goes through a link that leads outside the folders local files may come "
+            f"from ({where}); nothing was uploaded"
         )
     return (
-        f"{local.given} is outside the folders local files may come from ({folders}). Move the file "
+        f"{local.given} is outside the folders local files may come from ({where}). Move the file "
         "there, add its folder to FLUX_MCP_INPUT_DIRS or your client's roots, or pass a data: URL"
     )
+
+
+def _reason(exc: OSError) -> str:
+    """What went wrong, without the names the OS error may carry."""
+    return exc.strerror or type(exc).__name__
+
+
+def _require_one_name(given: str, info: os.stat_result, allow_hard_links: bool) -> None:
+    if info.st_nlink > 1 and not allow_hard_links:
+        raise ImageInputError(
+            f"{given} has {info.st_nlink} names (hard links), and its other names may lie outside the "
+            "folders local files may come from, so it is not read. Copy the file (a copy has one name), "
+            "pass a data: URL, or set FLUX_MCP_ALLOW_HARD_LINKS=true"
+        )
 
 
 def _require_regular(given: str, info: os.stat_result, max_bytes: int) -> None:
@@ -246,7 +306,7 @@ def _read_capped(real: Path, given: str, checked: os.stat_result, max_bytes: int
     try:
         fd = os.open(real, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY)
     except OSError as exc:
-        raise ImageInputError(f"cannot read {given}: {exc.strerror or exc}") from None
+        raise ImageInputError(f"cannot read {given}: {_reason(exc)}") from None
     with os.fdopen(fd, "rb") as file:
         now = os.fstat(file.fileno())
         if (now.st_dev, now.st_ino) != (checked.st_dev, checked.st_ino) or not stat.S_ISREG(now.st_mode):

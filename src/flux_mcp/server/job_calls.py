@@ -110,8 +110,11 @@ async def _fetchable_image(ctx: CallContext, caller: Caller, image_url: str, roo
         except ResourceError as exc:
             raise ImageInputError(str(exc)) from None
 
+    settings = caller.state.settings
     policy = InputPolicy(
-        over_http=ctx.headers is not None, folders=[*roots, *caller.state.settings.input_folders()]
+        over_http=ctx.headers is not None,
+        folders=[*roots, *settings.input_folders()],
+        allow_hard_links=settings.allow_hard_links,
     )
     sources = caller.state.sources
     return await sources.url_for(

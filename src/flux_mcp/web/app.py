@@ -48,8 +48,10 @@ from flux_mcp.jobs.callbacks import CallbackHub
 from flux_mcp.server.build import HistoryProbe, build_server
 from flux_mcp.web.credentials import Credentials
 from flux_mcp.web.gate import (
+    MAX_BODY_BYTES,
     MCP_PATH,
     BearerGate,
+    BodyCap,
     SessionLedger,
     is_loopback,
     open_session_ids,
@@ -156,7 +158,9 @@ def build_http_app(
         stateless_http=settings.stateless,
         transport_security=transport_security(settings),
         host=settings.host,
+        max_request_body_size=MAX_BODY_BYTES,  # the SDK's 4 MiB default would refuse a 4 MB data: URL
     )
+    app.add_middleware(BodyCap)
     app.router.routes.extend(service_routes(settings, hub, probe, observer))
     if counters is not None:
         from flux_mcp.web.metrics import metrics_route

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from flux_mcp.web.credentials import Admission
     from flux_mcp.web.oauth import TokenRejection
 
+MCP_PATH = "/mcp"  # where the MCP endpoint is served
 REALM = "flux-mcp"
 STATIC_BEARER = "flux-mcp takes a static bearer token, not OAuth"
 
@@ -76,23 +77,22 @@ def discovery_routes(settings: Settings, mcp_path: str) -> list[Route]:
             message = _no_oauth_message(mode, base + mcp_path, token_sent=sent)
         return JSONResponse({"error": "not_found", "error_description": message}, status_code=404)
 
-    metadata_paths = protected_resource_paths(settings, mcp_path) if mode == "oauth" else []
+    resources = protected_resources(settings, mcp_path) if mode == "oauth" else {}
     routes = []
-    if metadata_paths:
-        handler = ProtectedResourceMetadataHandler(resource_metadata(settings))
-        metadata = cors_middleware(handler.handle, ["GET"])
-        routes = [Route(path, metadata, methods=["GET", "OPTIONS"]) for path in metadata_paths]
-    others = [path for path in oauth_discovery_paths(mcp_path) if path not in metadata_paths]
+    for path, resource in resources.items():
+        handler = ProtectedResourceMetadataHandler(resource_metadata(settings, resource))
+        routes.append(Route(path, cors_middleware(handler.handle, ["GET"]), methods=["GET", "OPTIONS"]))
+    others = [path for path in oauth_discovery_paths(mcp_path) if path not in resources]
     return [*routes, *(Route(path, not_here, methods=["GET", "POST"]) for path in others)]
 
 
-def resource_metadata(settings: Settings) -> ProtectedResourceMetadata:
-    """RFC 9728: this resource (the audience its tokens carry) and the authorization server for it."""
+def resource_metadata(settings: Settings, resource: str) -> ProtectedResourceMetadata:
+    """RFC 9728: this resource (as `protected_resources` names it) and the authorization server for it."""
     scopes = settings.oauth_required_scopes()
     # Validated from strings, so that the model keeps the URLs exactly as configured (no added slash).
     return ProtectedResourceMetadata.model_validate(
         {
-            "resource": settings.oauth_audience_url(),
+            "resource": resource,
             "authorization_servers": [settings.oauth_issuer],
             "scopes_supported": scopes or None,
             "resource_name": "Flux images (flux-mcp)",
@@ -105,11 +105,19 @@ def resource_metadata_url(settings: Settings) -> str:
     return str(build_resource_metadata_url(AnyHttpUrl(settings.oauth_audience_url() or "")))
 
 
-def protected_resource_paths(settings: Settings, mcp_path: str) -> list[str]:
-    """The root and the /mcp-suffixed forms clients probe, and the form derived from the resource."""
-    paths = ["/.well-known/oauth-protected-resource", f"/.well-known/oauth-protected-resource{mcp_path}"]
-    derived = urlsplit(resource_metadata_url(settings)).path
-    return paths if derived in paths else [*paths, derived]
+def protected_resources(settings: Settings, mcp_path: str = MCP_PATH) -> dict[str, str]:
+    """Each metadata path served -> the resource its document names; tokens for any of them are accepted.
+
+    The resources are the audience and the MCP endpoint under it (`https://host` and `https://host/mcp`:
+    clients probe both). Each document is served where RFC 9728 §3.1 derives it from its own resource,
+    and names that resource: a client must discard metadata whose `resource` is not the identifier it
+    derived the URL from (§3.3).
+    """
+    audience = settings.oauth_audience_url() or ""
+    resources = [audience]
+    if not urlsplit(audience).path.rstrip("/").endswith(mcp_path):
+        resources.append(audience.rstrip("/") + mcp_path)
+    return {urlsplit(str(build_resource_metadata_url(AnyHttpUrl(r)))).path: r for r in resources}
 
 
 def oauth_refused(settings: Settings, rejection: TokenRejection | None) -> Response:

@@ -21,15 +21,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flux_mcp.domain.inputs import MAX_IMAGE_URL_CHARS, MAX_INPUT_BYTES
 from flux_mcp.domain.settings import Settings
 from flux_mcp.server.caller import bearer_token
 from flux_mcp.server.sdk import sdk_internal, unsupported_sdk
+from flux_mcp.web.challenges import MCP_PATH as MCP_PATH  # where the gate stands; app and routes use it
 from flux_mcp.web.challenges import undecided
 from flux_mcp.web.credentials import Credentials, Verdict
 
 logger = logging.getLogger(__name__)
 
-MCP_PATH = "/mcp"
+# A request over HTTP: room for the largest data: URL an edit takes (20 MB in base64), and the call around it.
+MAX_BODY_BYTES = MAX_IMAGE_URL_CHARS + 1024 * 1024
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 PRUNE_EVERY = 256  # session openings between two sweeps of the whole SessionLedger
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
@@ -246,3 +249,45 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
         return path[len(root) :]
     return path
+
+
+class BodyCap:
+    """Pure ASGI middleware: a POST to /mcp that declares a body over MAX_BODY_BYTES gets a 413 carrying a
+    JSON-RPC error, which MCP clients pass on as the call's error, so the model can read what to do.
+
+    The SDK's own limit is set to the same size (`build_http_app`): it still counts a body that does not
+    declare its length, and answers such a one with a plain 413.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and _route_path(scope).rstrip("/") == MCP_PATH
+        ):
+            declared = _declared_size(scope)
+            if declared is not None and declared > MAX_BODY_BYTES:
+                await _too_large(declared)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _declared_size(scope: Scope) -> int | None:
+    try:
+        return int(_header(scope, b"content-length") or "")
+    except ValueError:
+        return None
+
+
+def _too_large(declared: int) -> Response:
+    message = (
+        f"This request is {declared / 1_000_000:.1f} MB, and over HTTP flux-mcp takes requests of at most "
+        f"{MAX_BODY_BYTES / 1_000_000:.0f} MB: room for one image of up to {MAX_INPUT_BYTES // 1_000_000} MB "
+        "as a data: URL (base64 makes it a third larger). Send a smaller image (scale it down or save it as "
+        "JPEG), fewer keyframes per call, or a public https:// URL of the image. Nothing was submitted."
+    )
+    error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+    return JSONResponse(error, status_code=413)

@@ -1,8 +1,9 @@
 """FLUX_MCP_AUTH=oauth: access tokens issued by the organisation's own authorization server.
 
 A token is accepted when it was issued by FLUX_MCP_OAUTH_ISSUER for this server (its audience is
-FLUX_MCP_OAUTH_AUDIENCE, by default FLUX_MCP_PUBLIC_URL: RFC 8707), is within its lifetime, carries the
-required scopes, and names a person FLUX_MCP_OAUTH_ALLOWED admits. Two ways to know:
+FLUX_MCP_OAUTH_AUDIENCE, by default FLUX_MCP_PUBLIC_URL, or the MCP endpoint under it: RFC 8707, and
+`challenges.protected_resources`), is within its lifetime, carries the required scopes, and names a
+person (a `sub` that is not blank) FLUX_MCP_OAUTH_ALLOWED admits. Two ways to know:
 
     JWT            the signature is checked against the issuer's JWKS (found through its RFC 8414 or OpenID
                    metadata), with the algorithms of ALGORITHMS only: never `none`, never HMAC, so a
@@ -34,6 +35,7 @@ from mcp.server.auth.provider import AccessToken
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.net.clients import build_http_client
+from flux_mcp.web.challenges import protected_resources
 from flux_mcp.web.oauth_keys import ALGORITHMS, KeySet, fetch_json
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,8 @@ class OAuthVerifier:
             raise ValueError("FLUX_MCP_AUTH=oauth needs FLUX_MCP_OAUTH_ISSUER and an audience")
         self.issuer: str = settings.oauth_issuer
         self.audience: str = settings.oauth_audience_url() or ""
+        self.resources = list(protected_resources(settings).values())  # the audience, and /mcp under it
+        self._audiences = [url.rstrip("/") + slash for url in self.resources for slash in ("", "/")]
         self.scopes = settings.oauth_required_scopes()
         self.allowed = settings.oauth_allowed_people()
         self._settings = settings
@@ -176,7 +180,7 @@ class OAuthVerifier:
                 token,
                 key=jwk,
                 algorithms=[algorithm],
-                audience=[self.audience.rstrip("/"), self.audience.rstrip("/") + "/"],
+                audience=self._audiences,
                 issuer=self.issuer,
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iss", "aud", "sub"]},
@@ -205,7 +209,9 @@ class OAuthVerifier:
             return invalid_token("The access token was issued by another authorization server.")
         audiences = claims.get("aud")
         audiences = [audiences] if isinstance(audiences, str) else audiences
-        if not isinstance(audiences, list) or not any(_same_url(aud, self.audience) for aud in audiences):
+        if not isinstance(audiences, list) or not any(
+            _same_url(aud, resource) for aud in audiences for resource in self.resources
+        ):
             return invalid_token(f"The access token was not issued for {self.audience}.")
         expires = claims.get("exp")
         if isinstance(expires, int | float) and expires + LEEWAY_SECONDS < now:
@@ -213,14 +219,14 @@ class OAuthVerifier:
         not_before = claims.get("nbf")
         if isinstance(not_before, int | float) and not_before - LEEWAY_SECONDS > now:
             return invalid_token("The access token is not valid yet.")
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-            return invalid_token("The access token names no subject (sub).")
         return claims
 
     # --- who, and may they --------------------------------------------------------------------------
 
     def _admit(self, claims: dict[str, Any], key: str) -> Checked:
-        subject = str(claims["sub"])
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.strip():  # the owner of a history: never blank
+            return invalid_token("The access token names no subject (sub).")
         granted = token_scopes(claims)
         missing = [scope for scope in self.scopes if scope not in granted]
         if missing:
