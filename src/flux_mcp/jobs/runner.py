@@ -52,6 +52,7 @@ from flux_mcp.domain.tasks import (
     TaskSnapshot,
     TaskStatus,
 )
+from flux_mcp.domain.team import LOCAL_PERSON
 from flux_mcp.domain.videos import VideoRequest
 from flux_mcp.history.rows import SUBMITTING, Claim, HistoryEntry
 from flux_mcp.history.store import History
@@ -92,6 +93,7 @@ class Jobs:
         history: History | None = None,
         finisher: Finisher | None = None,
         owner: str = "",
+        person: str = LOCAL_PERSON,
         callbacks: CallbackHub | None = None,
         stop: anyio.Event | None = None,
         submit_bound: float = DEFAULT_SUBMIT_BOUND_SECONDS,
@@ -102,6 +104,7 @@ class Jobs:
         self._history = history
         self._finisher = finisher if finisher is not None else Finisher(history)  # records, keeps nothing
         self._owner = owner
+        self.person = person  # who pays, for budgets and the report (`server.caller.Caller.person`)
         self._callbacks = callbacks
         self._stop = stop
         self._submit_bound = submit_bound
