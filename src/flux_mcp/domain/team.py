@@ -28,6 +28,7 @@ LOCAL_PERSON = "local"  # stdio, or HTTP without auth: the one user of this serv
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 TOKEN_NAME_HEX = 12
 Period = Literal["day", "month"]
+PERSON_SETTING = "FLUX_MCP_BUDGET_PER_PERSON"
 BUDGET_FORM = "AMOUNT/day or AMOUNT/month in credits, for example 50/day or 2000/month"
 
 
@@ -110,3 +111,54 @@ def token_named(tokens: list[ServerToken], presented: str) -> str | None:
         if hmac.compare_digest(candidate, token.secret.get_secret_value().encode()) and name is None:
             name = token.name
     return name
+
+
+@dataclass(frozen=True)
+class Spend:
+    """A submission about to be made: who pays, what it is reckoned to cost, and the budgets it must fit."""
+
+    person: str
+    estimate: float
+    person_budget: Budget | None = None
+    total_budget: Budget | None = None
+
+    def limits(self) -> list[tuple[Budget, str | None]]:
+        """Each budget with the person it counts (None: everyone)."""
+        limits: list[tuple[Budget, str | None]] = []
+        if self.person_budget is not None:
+            limits.append((self.person_budget, self.person))
+        if self.total_budget is not None:
+            limits.append((self.total_budget, None))
+        return limits
+
+
+def over_budget(spent: float, budget: Budget, estimate: float) -> bool:
+    """Whether a call reckoned at `estimate` may not start: the budget is spent, or it would pass it."""
+    return spent >= budget.amount or spent + estimate > budget.amount
+
+
+def refusal(spent: float, budget: Budget, estimate: float, now: float, *, total: bool) -> str:
+    """What a refused call is told: spent, limit, when it resets, what this call would cost."""
+    whose, setting = ("This server's", "FLUX_MCP_BUDGET_TOTAL") if total else ("Your", PERSON_SETTING)
+    resets = datetime.fromtimestamp(budget.resets(now), UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cost = f"about {credits(estimate)} credits" if estimate > 0 else "an amount not known yet"
+    return (
+        f"Not submitted: {whose} budget is {credits(budget.amount)} credits a {budget.period} ({setting}); "
+        f"{credits(spent)} are spent this {budget.period}, and this call would cost {cost}. It resets at "
+        f"{resets}. Nothing was sent to the Flux API. Earlier tasks can still be listed, read and finished "
+        "(get_task is free)."
+    )
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The budgets a server runs with (FLUX_MCP_BUDGET_PER_PERSON, FLUX_MCP_BUDGET_TOTAL); none by default."""
+
+    person: Budget | None = None
+    total: Budget | None = None
+
+    def spend(self, person: str, estimate: float) -> Spend | None:
+        """What a submission by `person` reckoned at `estimate` must fit; None without budgets."""
+        if self.person is None and self.total is None:
+            return None
+        return Spend(person, estimate, self.person, self.total)

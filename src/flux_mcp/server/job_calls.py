@@ -19,6 +19,7 @@ from mcp_types import CallToolResult
 
 from flux_mcp.domain.arguments import PROMPT_MAX_CHARS, EditImageArgs, GenerateImageArgs
 from flux_mcp.domain.errors import (
+    BudgetExceededError,
     FluxError,
     HistoryUnavailableError,
     ImageInputError,
@@ -45,6 +46,8 @@ async def run_job(
     caller = caller_of(ctx)
     request = args.to_request()
     if request.image_url is not None:
+        if (refused := await _over_budget(caller, request)) is not None:
+            return refused
         try:
             request.image_url = await _fetchable_image(ctx, caller, request.image_url, roots or [])
         except UploadFailedError as exc:
@@ -58,6 +61,8 @@ async def run_video_job(ctx: CallContext, args: GenerateVideoArgs, roots: list[P
     """generate_video: turn every input into a URL the API can fetch, then wait like images."""
     caller = caller_of(ctx)
     request = args.to_request()
+    if (refused := await _over_budget(caller, request)) is not None:
+        return refused
     try:
         request = await _fetchable_video_inputs(ctx, caller, request, roots)
     except UploadFailedError as exc:
@@ -65,6 +70,16 @@ async def run_video_job(ctx: CallContext, args: GenerateVideoArgs, roots: list[P
     except ImageInputError as exc:
         return error_result(f"Cannot use that input: {exc}. Nothing was uploaded or submitted.")
     return await _submit_and_answer(ctx, caller, "generate_video", request, args.wait_seconds, None)
+
+
+async def _over_budget(caller: Caller, request: ImageRequest | VideoRequest) -> CallToolResult | None:
+    """The refusal of a call that would pass a budget, before its inputs are uploaded (an upstream request);
+    its submission checks again, and reserves (`Jobs.run`)."""
+    try:
+        await caller.jobs.check_budget(request)
+    except (BudgetExceededError, HistoryUnavailableError) as exc:
+        return error_result(exc.message)
+    return None
 
 
 async def _submit_and_answer(
