@@ -68,6 +68,7 @@ class HistoryEntry:
     person: str | None = None
     reserved: float | None = None
     cost: float | None = None
+    owner: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +195,7 @@ def entry_from_row(row: Mapping[str, Any]) -> HistoryEntry:
         person=row["person"],
         reserved=row["reserved"],
         cost=row["cost"],
+        owner=row["owner"],
     )
 
 

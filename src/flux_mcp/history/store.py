@@ -272,6 +272,14 @@ class History:
         async with self._backend.session() as session:
             return await _spent(session, since, person)
 
+    async def spending(self, since: float) -> list[tuple[HistoryEntry, float]]:
+        """Every row submitted since `since` (a Unix time), oldest first, with what it spent (`SPENT`)."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            f"SELECT *, {SPENT} AS spent FROM tasks WHERE created_at>=? ORDER BY created_at, id", (since,)
+        )
+        return [(entry_from_row(row), float(row["spent"])) for row in rows]
+
     async def estimate_cost(self, model: str, size: str | None, count: int) -> float:
         """What a job of `count` images (or one video) of `model` is reckoned to cost: the highest cost per
         image among the last ESTIMATE_SAMPLE results of that model that reported one (those of the same
