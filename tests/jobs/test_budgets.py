@@ -16,8 +16,11 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
+from flux_mcp.domain.errors import BudgetExceededError
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.team import Budget, Spend
 from flux_mcp.emulator import RunningEmulator
+from flux_mcp.history.store import History
 from flux_mcp.server.build import build_server
 from testkit.replicas import Replica, run_replicas
 from tests.support import history_rows, http_service, make_settings, mcp_client, structured, text
@@ -179,3 +182,30 @@ async def test_two_replicas_cannot_both_take_the_last_credits(
 async def call(replica: Replica, prompt: str) -> CallToolResult:
     async with Client(replica.mcp_url) as client:
         return await generate(client, prompt)
+
+
+async def test_continuing_an_identical_call_is_free_even_at_the_limit(tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")
+    spend = Spend("alice", 1.0, person_budget=Budget(1.0, "day"))
+    body = {"action": "generate", "model": "flux-dev", "prompt": "a fox"}
+    try:
+        first = await history.claim_submission(body, "fox", since=0.0, spend=spend)  # takes the whole budget
+        assert first.earlier is None
+        again = await history.claim_submission(body, "fox", since=0.0, spend=spend)
+        assert again.earlier is not None and again.row_id == first.row_id  # continued: nothing new to pay
+        await history.check_budgets(spend, "fox", since=0.0)
+        with pytest.raises(BudgetExceededError, match="1 are spent"):
+            await history.check_budgets(spend, "another fox", since=0.0)
+        with pytest.raises(BudgetExceededError):
+            await history.claim_submission(body, "another fox", since=0.0, spend=spend)
+        assert await history.spent(0.0, "alice") == 1.0 and await history.spent(0.0, "bob") == 0.0
+    finally:
+        history.close()
+
+
+async def test_a_video_over_budget_is_refused_before_any_request(emulator: RunningEmulator) -> None:
+    settings = make_settings(emulator, budget_per_person="0/day")
+    async with Client(build_server(settings)) as client:
+        refused = await client.call_tool("generate_video", {"prompt": "a paper boat on a rainy street"})
+    assert refused.is_error and "Not submitted" in text(refused)
+    assert emulator.state.submissions == emulator.state.video_submissions == 0

@@ -104,6 +104,17 @@ BUDGET_LOCK = "budget"  # one holder at a time of the check-and-reserve, across 
 ESTIMATE_SAMPLE = 20
 
 
+async def _continuable(db: Statements, fingerprint: str, owner: str, since: float) -> HistoryEntry | None:
+    """The newest row since `since` with this fingerprint whose outcome no caller has received, if any."""
+    rows = await db.fetch(
+        "SELECT * FROM tasks WHERE owner=? AND fingerprint=? AND delivered_at IS NULL "
+        f"AND created_at>=? AND status IN ({', '.join('?' * len(CONTINUABLE))}) "
+        "ORDER BY created_at DESC, id DESC LIMIT 1",
+        (owner, fingerprint, since, *CONTINUABLE),
+    )
+    return entry_from_row(rows[0]) if rows else None
+
+
 async def _check_budgets(db: Statements, spend: Spend) -> None:
     now = time.time()
     for budget, person in spend.limits():
@@ -246,25 +257,22 @@ class History:
         await self._ready()
         lock = BUDGET_LOCK if spend is not None else f"claim:{owner}:{fingerprint}"
         async with self._backend.transaction(lock=lock) as tx:
-            rows = await tx.fetch(
-                "SELECT * FROM tasks WHERE owner=? AND fingerprint=? AND delivered_at IS NULL "
-                f"AND created_at>=? AND status IN ({', '.join('?' * len(CONTINUABLE))}) "
-                "ORDER BY created_at DESC, id DESC LIMIT 1",
-                (owner, fingerprint, since, *CONTINUABLE),
-            )
-            if rows:
-                return Claim(rows[0]["id"], entry_from_row(rows[0]))
+            earlier = await _continuable(tx, fingerprint, owner, since)
+            if earlier is not None:
+                return Claim(earlier.row_id, earlier)
             if spend is None:
                 return Claim(await insert_row(tx, request, owner, fingerprint), None)
             await _check_budgets(tx, spend)
             row = await insert_row(tx, request, owner, fingerprint, spend.person, spend.estimate)
             return Claim(row, None)
 
-    async def check_budgets(self, spend: Spend) -> None:
-        """Raise BudgetExceededError if `spend` would not fit now (nothing reserved: see claim_submission)."""
+    async def check_budgets(self, spend: Spend, fingerprint: str, owner: str = "", *, since: float) -> None:
+        """Raise BudgetExceededError if a new submission of `spend` would not fit now; nothing is reserved
+        (`claim_submission` does that), and a call that would continue an earlier one is free."""
         await self._ready()
         async with self._backend.session() as session:
-            await _check_budgets(session, spend)
+            if await _continuable(session, fingerprint, owner, since) is None:
+                await _check_budgets(session, spend)
 
     async def spent(self, since: float, person: str | None = None) -> float:
         """Credits spent since `since` (a Unix time), by `person` or by everyone (`SPENT`)."""

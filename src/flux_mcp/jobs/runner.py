@@ -221,7 +221,8 @@ class Jobs:
             return
         spend = await self._spend(self._history, request.model_dump(exclude_none=True))
         if spend is not None:
-            await self._history.check_budgets(spend)
+            since = time.time() - ATTACH_HORIZON_SECONDS
+            await self._history.check_budgets(spend, request.fingerprint(), self._owner, since=since)
 
     async def budget_status(self) -> BudgetStatus | None:
         """This caller's budgets and what is left of them now; None when no budget is set."""
