@@ -194,7 +194,7 @@ async def test_continuing_an_identical_call_is_free_even_at_the_limit(tmp_path: 
         again = await history.claim_submission(body, "fox", since=0.0, spend=spend)
         assert again.earlier is not None and again.row_id == first.row_id  # continued: nothing new to pay
         await history.check_budgets(spend, "fox", since=0.0)
-        with pytest.raises(BudgetExceededError, match="1 are spent"):
+        with pytest.raises(BudgetExceededError, match="1 are spent today"):
             await history.check_budgets(spend, "another fox", since=0.0)
         with pytest.raises(BudgetExceededError):
             await history.claim_submission(body, "another fox", since=0.0, spend=spend)

@@ -154,7 +154,7 @@ def render(report: Report, fmt: Format) -> str:
 
 
 def title(report: Report) -> str:
-    since = "all time" if report.since is None else f"since {iso(report.since).replace('T', ' ')}"
+    since = "all time" if report.since is None else f"since {iso(report.since)[:16].replace('T', ' ')} UTC"
     by = {"person": "person and model", "model": "model", "day": "UTC day"}[report.by]
     return f"Spending {since}, by {by}"
 

@@ -142,9 +142,10 @@ def refusal(spent: float, budget: Budget, estimate: float, now: float, *, total:
     whose, setting = ("This server's", "FLUX_MCP_BUDGET_TOTAL") if total else ("Your", PERSON_SETTING)
     resets = datetime.fromtimestamp(budget.resets(now), UTC).strftime("%Y-%m-%d %H:%M UTC")
     cost = f"about {credits(estimate)} credits" if estimate > 0 else "an amount not known yet"
+    this = "today" if budget.period == "day" else "this month"
     return (
-        f"Not submitted: {whose} budget is {credits(budget.amount)} credits a {budget.period} ({setting}); "
-        f"{credits(spent)} are spent this {budget.period}, and this call would cost {cost}. It resets at "
+        f"Not submitted: {whose} budget is {credits(budget.amount)} credits a {budget.period} ({setting}), "
+        f"and {credits(spent)} are spent {this}; this call would cost {cost}. It resets at "
         f"{resets}. Nothing was sent to the Flux API. Earlier tasks can still be listed, read and finished "
         "(get_task is free)."
     )
