@@ -137,6 +137,10 @@ def test_since_leaves_older_jobs_out(
     with pytest.raises(SystemExit):
         main(["report", "--since", "yesterday"])
     assert "--since takes Nh, Nd, Nw or all" in capsys.readouterr().err
+    monkeypatch.setenv("FLUX_MCP_DB", str(tmp_path / "nothing-here.db"))
+    assert main(["report"]) == 1
+    assert "no history at" in capsys.readouterr().err
+    assert not (tmp_path / "nothing-here.db").exists()
 
 
 @pytest.mark.postgres

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,9 @@ async def run(settings: Settings, args: argparse.Namespace, out: Callable[[str],
         async with History.connect(url) as history:
             rows = await history.spending(since or 0.0)
     else:
+        if not settings.history_path().exists():  # never create an empty history just to report on it
+            print(f"flux-mcp report: no history at {settings.history_path()} (FLUX_MCP_DB)", file=sys.stderr)
+            return 1
         history = History(settings.history_path())
         try:
             rows = await history.spending(since or 0.0)
