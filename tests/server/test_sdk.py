@@ -14,7 +14,7 @@ from flux_mcp.cli.doctor import DoctorContext, Status, check_packages
 from flux_mcp.domain.errors import UnsupportedSdkError
 from flux_mcp.server.build import build_server
 from flux_mcp.server.sdk import MCP_REQUIREMENT, MCP_VERSIONS, sdk_internal
-from flux_mcp.web.gate import open_session_ids
+from flux_mcp.web.gate import open_session_ids, session_ender
 from tests.support import make_settings
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -39,6 +39,8 @@ def test_the_internals_are_there_in_the_installed_sdk() -> None:
     server.streamable_http_app()
     assert isinstance(server.session_manager, StreamableHTTPSessionManager)
     assert list(open_session_ids(server.session_manager)) == []  # a dict, not yet holding a session
+    assert callable(sdk_internal(server.session_manager, "_discard_session"))
+    session_ender(server.session_manager)  # what ends a credential's least recently used session
 
 
 def test_a_missing_internal_names_the_supported_range() -> None:
@@ -49,6 +51,13 @@ def test_a_missing_internal_names_the_supported_range() -> None:
         open_session_ids(NewerSessionManager())  # type: ignore[arg-type]
     assert "NewerSessionManager._server_instances" in str(refused.value)
     assert f'pip install "{MCP_REQUIREMENT}"' in str(refused.value)
+
+    class WithoutDiscard:
+        def __init__(self) -> None:
+            self._server_instances: dict[str, object] = {}
+
+    with pytest.raises(UnsupportedSdkError, match=r"WithoutDiscard\._discard_session"):
+        session_ender(WithoutDiscard())  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio

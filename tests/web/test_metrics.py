@@ -222,3 +222,17 @@ async def test_labels_come_from_bounded_sets_whatever_a_client_sends(settings: S
     operation = "mcp_server_operation_duration_seconds_count"
     assert total(found, operation, gen_ai_tool_name="other") == 1
     assert total(found, "flux_mcp_jobs_total", tool="generate_image", model="other", outcome="error") == 1
+
+
+async def test_budget_refusals_are_counted(emulator: RunningEmulator) -> None:
+    settings = token_settings(emulator, metrics=True, budget_total="0.5/month")
+    async with (
+        http_service(settings) as base_url,
+        mcp_client(base_url, CLIENT_TOKEN) as client,
+    ):
+        spent = await client.call_tool("generate_image", {"prompt": f"{PROMPT} paid"})
+        refused = await client.call_tool("generate_image", {"prompt": f"{PROMPT} refused"})
+        found = samples((await scrape(base_url)).text)
+    assert not spent.is_error and refused.is_error
+    assert emulator.state.submissions == 1
+    assert total(found, "flux_mcp_budget_refusals_total") == 1

@@ -182,18 +182,20 @@ async def test_each_credential_holds_a_bounded_number_of_sessions(
     emulator: RunningEmulator, mode: str
 ) -> None:
     make = two_tokens if mode == "tokens" else pass_through
-    settings = make(emulator, max_sessions_per_client=3)
+    settings = make(emulator, max_sessions_per_client=3, max_sessions_per_team_token=3)
     async with http_service(settings) as base_url, httpx2.AsyncClient(timeout=30) as http:
+        bobs = await open_session(http, base_url, BOB)
         alices = [await open_session(http, base_url, ALICE) for _ in range(3)]
-        over = await post(http, base_url, INITIALIZE, ALICE)
-        assert over.status_code == 429, over.text
-        assert over.json()["error"] == "too_many_sessions"
-        assert "FLUX_MCP_MAX_SESSIONS_PER_CLIENT" in over.json()["message"]
-        await open_session(http, base_url, BOB)  # someone else is not held back by Alice
-        ended = await http.delete(f"{base_url}/mcp", headers=headers_for(ALICE, alices[0]))
+        await open_session(http, base_url, ALICE)  # her fourth ends her oldest, never someone else's
+        gone = await post(http, base_url, TOOLS_LIST, ALICE, session=alices[0])
+        assert gone.status_code == 404, gone.text
+        assert (await post(http, base_url, TOOLS_LIST, BOB, session=bobs)).status_code == 200
+        for session in alices[1:]:
+            assert (await post(http, base_url, TOOLS_LIST, ALICE, session=session)).status_code == 200
+        ended = await http.delete(f"{base_url}/mcp", headers=headers_for(ALICE, alices[1]))
         assert ended.status_code == 200
-        await open_session(http, base_url, ALICE)  # the place she gave back
-        assert (await post(http, base_url, INITIALIZE, ALICE)).status_code == 429
+        await open_session(http, base_url, ALICE)  # the place she gave back: nothing else ends
+        assert (await post(http, base_url, TOOLS_LIST, ALICE, session=alices[2])).status_code == 200
 
 
 async def test_verdicts_expire_and_a_flood_of_refusals_keeps_the_accepted_ones(

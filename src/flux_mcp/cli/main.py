@@ -28,7 +28,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import ValidationError
 
 from flux_mcp import __version__
-from flux_mcp.cli import hostconfig
+from flux_mcp.cli import hostconfig, report
 from flux_mcp.cli.logs import configure_logging, configure_warnings
 from flux_mcp.cli.telemetry import configure_tracing
 from flux_mcp.domain.catalogue import MODELS
@@ -51,6 +51,7 @@ examples:
   flux-mcp serve --transport http --port 8000
   flux-mcp emulator --port 8765 --latency 5
   flux-mcp doctor                           check token, network, settings; says how to fix each problem
+  flux-mcp report --since 30d --by person   who spent what (jobs, images, videos, credits) from the history
   flux-mcp config claude-desktop            config for a host (or claude-code, cursor, vscode, windsurf,
                                             gemini, codex); add --sandbox to try it without a token
 """
@@ -70,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"flux-mcp: invalid settings: {exc}", file=sys.stderr)
         return 2
-    quiet = command == "demo" and "FLUX_MCP_LOG_LEVEL" not in os.environ  # the demo shows its own progress
+    # The demo shows its own progress; the report is its own output.
+    quiet = command in ("demo", "report") and "FLUX_MCP_LOG_LEVEL" not in os.environ
     configure_logging("WARNING" if quiet else settings.log_level)
     configure_warnings()
     if command == "serve":
@@ -78,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "demo":
             return anyio.run(_demo, settings, args)
+        if command == "report":
+            return anyio.run(report.run, settings, args)
         if command == "emulator":
             from flux_mcp.emulator import EmulatorConfig, run_emulator_forever
 
@@ -150,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--latency", type=float, default=3.0, help="offline job duration in seconds")
 
     commands.add_parser("doctor", help="check Python, packages, settings, token and the upstream")
+    report.add_report_parser(commands)
     config = commands.add_parser("config", help="print a ready-to-paste config for an MCP host")
     config.add_argument(
         "target_host", metavar="HOST", choices=hostconfig.HOSTS, help=" | ".join(hostconfig.HOSTS)

@@ -12,6 +12,7 @@ must decide.
     └── FluxError                  an upstream call failed; retry_after: the upstream's hint (seconds)
         ├── MissingTokenError      nothing was sent: configure ACEDATACLOUD_API_TOKEN
         ├── UndecidedRepeatError   nothing was sent: an identical earlier submission may have been billed
+        ├── BudgetExceededError    nothing was sent: it would pass the person's or the server's budget
         ├── UpstreamError          the upstream answered, but not with what was asked (status, code, trace)
         │   ├── AuthenticationError     401 / token rejected, expired or used up: fix it, do not retry
         │   ├── RequestRejectedError    4xx: the request itself was refused (bad request, moderation, balance)
@@ -98,6 +99,10 @@ class MissingTokenError(FluxError):
 
 class UndecidedRepeatError(FluxError):
     """An identical earlier submission may have been billed, and nobody knows its task id: not resubmitted."""
+
+
+class BudgetExceededError(FluxError):
+    """Not submitted: it would pass a budget (FLUX_MCP_BUDGET_*); the message says spent, limit, reset."""
 
 
 class UpstreamError(FluxError):

@@ -40,6 +40,24 @@ class ApplicationCredits(BaseModel):
     application_id: str | None = Field(None, description="The application's id in the AceDataCloud console.")
 
 
+class BudgetLeft(BaseModel):
+    """One budget this server keeps (FLUX_MCP_BUDGET_PER_PERSON or FLUX_MCP_BUDGET_TOTAL), as of now."""
+
+    limit: float = Field(description="Credits it allows in each period.")
+    period: Literal["day", "month"] = Field(description="UTC day or calendar month (UTC).")
+    spent: float = Field(description="Credits spent (or set aside for jobs running) this period.")
+    left: float = Field(description="Credits left this period.")
+    resets_at: str = Field(description="When the next period begins (UTC).")
+
+
+class BudgetStatus(BaseModel):
+    """The caller's budget on this server, and the server's own, when the operator set them."""
+
+    person: str = Field(description="Who the budget counts the caller as (a configured name, never a token).")
+    yours: BudgetLeft | None = Field(None, description="The caller's own budget, if one is set.")
+    server: BudgetLeft | None = Field(None, description="The whole server's budget, if one is set.")
+
+
 class CreditsResult(BaseModel):
     """Structured content of get_credits."""
 
@@ -48,3 +66,6 @@ class CreditsResult(BaseModel):
         default_factory=list, description="The account's other applications, briefly."
     )
     top_up_url: str = Field(description="Where to add credits.")
+    budget: BudgetStatus | None = Field(
+        None, description="This server's budgets for the caller and what is left, when any is set."
+    )

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flux_mcp.domain.tasks import PreviewChoice
+from flux_mcp.domain.team import Budget, ServerToken, parse_budget, server_tokens
 
 DEFAULT_BASE_URL = "https://api.acedata.cloud"
 DEFAULT_PLATFORM_URL = "https://platform.acedata.cloud"
@@ -119,7 +120,10 @@ class Settings(BaseSettings):
         32,
         ge=1,
         le=10_000,
-        description="Most open HTTP sessions one credential (server or pass-through token) may hold.",
+        description=(
+            "Most open HTTP sessions one person's credential (pass-through token, OAuth subject) may hold; "
+            "a new one past it ends that credential's least recently used session."
+        ),
     )
     auth: AuthMode | None = Field(
         None,
@@ -129,7 +133,11 @@ class Settings(BaseSettings):
         ),
     )
     auth_tokens: SecretStr | None = Field(
-        None, description="Comma-separated bearer tokens HTTP clients must send."
+        None,
+        description=(
+            "Comma-separated bearer tokens HTTP clients must send, each optionally named: "
+            "alice:tok-1,bob:tok-2."
+        ),
     )
     public_url: str | None = Field(
         None,
@@ -174,6 +182,28 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- running for a team (issue 26): sessions of a shared token, budgets ----------------------
+    max_sessions_per_team_token: int = Field(
+        512,
+        ge=1,
+        le=10_000,
+        description=(
+            "Most open HTTP sessions one server token (FLUX_MCP_AUTH_TOKENS, shared by a team) may hold; "
+            "a new one past it ends that token's least recently used session."
+        ),
+    )
+    budget_per_person: str | None = Field(
+        None,
+        description=(
+            "Most upstream credits one person may spend: AMOUNT/day or AMOUNT/month (UTC), e.g. 50/day; "
+            "on stdio, your own cap. Unset = no limit."
+        ),
+    )
+    budget_total: str | None = Field(
+        None,
+        description="Most upstream credits the whole server may spend: AMOUNT/day or AMOUNT/month (UTC).",
+    )
+
     def with_changes(self, **changes: Any) -> Self:
         """A copy with `changes` (by field name), validated like settings read from the environment.
 
@@ -194,9 +224,18 @@ class Settings(BaseSettings):
         return "tokens" if self.client_tokens() else "none"
 
     def client_tokens(self) -> list[str]:
-        if self.auth_tokens is None:
-            return []
-        return [token.strip() for token in self.auth_tokens.get_secret_value().split(",") if token.strip()]
+        """The server tokens' secrets (their names left off)."""
+        return [token.secret.get_secret_value() for token in self.server_tokens()]
+
+    def server_tokens(self) -> list[ServerToken]:
+        """FLUX_MCP_AUTH_TOKENS, each with the name it is known by (`domain.team.server_tokens`)."""
+        return server_tokens(self.auth_tokens.get_secret_value() if self.auth_tokens is not None else "")
+
+    def person_budget(self) -> Budget | None:
+        return parse_budget(self.budget_per_person) if self.budget_per_person else None
+
+    def total_budget(self) -> Budget | None:
+        return parse_budget(self.budget_total) if self.budget_total else None
 
     def oauth_audience_url(self) -> str | None:
         """The audience tokens must be issued for, which is also this resource's RFC 9728 identifier."""
@@ -308,6 +347,17 @@ class Settings(BaseSettings):
     def _lower_auth(cls, value: object) -> object:
         if isinstance(value, str):
             return value.strip().lower() or None
+        return value
+
+    @field_validator("budget_per_person", "budget_total", mode="before")
+    @classmethod
+    def _budget(cls, value: object) -> object:
+        """Blank is unset; anything else must read as a budget (a ValueError saying the form otherwise)."""
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            parse_budget(value)
+            return value.strip()
         return value
 
     @field_validator("preview", mode="before")

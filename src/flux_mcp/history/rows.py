@@ -25,23 +25,25 @@ SUBMITTING = "submitting"
 UNKNOWN = "unknown"  # submission failed in a way that leaves the upstream's state unknown
 
 ROW_COLUMNS = (
-    "owner, status, action, model, prompt, prompt_folded, size, request, fingerprint, created_at, updated_at"
+    "owner, status, action, model, prompt, prompt_folded, size, request, fingerprint, created_at, "
+    "updated_at, person, reserved"
 )
 TASK_COLUMNS = (
     "owner, task_id, status, model, prompt, prompt_folded, size, request, result, trace_id, error, "
-    "created_at, updated_at"
+    "created_at, updated_at, cost"
 )
 FINAL = tuple(status.value for status in TaskStatus if status is not TaskStatus.PENDING)  # a task's end
 # One statement, atomic in SQLite (>= 3.24) and PostgreSQL alike: no lock, no read first. What the task
 # was submitted with (model, prompt, size) stays as the submission wrote it; a stale pending state (a
 # process that looked a moment before the task finished, writing last) leaves a final one in place.
 RECORD = (
-    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 14)}) "
     "ON CONFLICT (task_id, owner) DO UPDATE SET status=excluded.status, result=excluded.result, "
     "trace_id=COALESCE(excluded.trace_id, tasks.trace_id), error=excluded.error, "
     "model=COALESCE(tasks.model, excluded.model), prompt=COALESCE(tasks.prompt, excluded.prompt), "
     "prompt_folded=CASE WHEN tasks.prompt IS NULL THEN excluded.prompt_folded ELSE tasks.prompt_folded END, "
-    "size=COALESCE(tasks.size, excluded.size), updated_at=excluded.updated_at "
+    "size=COALESCE(tasks.size, excluded.size), updated_at=excluded.updated_at, "
+    "cost=COALESCE(excluded.cost, tasks.cost) "
     f"WHERE tasks.status NOT IN ({', '.join('?' * len(FINAL))}) "
     f"OR excluded.status IN ({', '.join('?' * len(FINAL))})"
 )
@@ -63,6 +65,10 @@ class HistoryEntry:
     updated_at: float
     fingerprint: str | None = None
     delivered_at: float | None = None
+    person: str | None = None
+    reserved: float | None = None
+    cost: float | None = None
+    owner: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -118,10 +124,17 @@ def contains(text: str) -> str:
     return f"%{escaped}%"
 
 
-async def insert_row(db: Statements, request: dict[str, Any], owner: str, fingerprint: str | None) -> int:
+async def insert_row(
+    db: Statements,
+    request: dict[str, Any],
+    owner: str,
+    fingerprint: str | None,
+    person: str | None = None,
+    reserved: float | None = None,
+) -> int:
     now = time.time()
     rows = await db.fetch(
-        f"INSERT INTO tasks ({ROW_COLUMNS}) VALUES ({', '.join('?' * 11)}) RETURNING id",
+        f"INSERT INTO tasks ({ROW_COLUMNS}) VALUES ({', '.join('?' * 13)}) RETURNING id",
         (
             owner,
             SUBMITTING,
@@ -134,6 +147,8 @@ async def insert_row(db: Statements, request: dict[str, Any], owner: str, finger
             fingerprint,
             now,
             now,
+            person,
+            reserved,
         ),
     )
     return int(rows[0]["id"])
@@ -155,6 +170,7 @@ def record_params(result: TaskResult, owner: str, now: float) -> tuple[Any, ...]
         result.error.message if result.error else None,
         now,
         now,
+        result.cost.amount if result.cost is not None else None,
         *FINAL,
         *FINAL,
     )
@@ -176,6 +192,10 @@ def entry_from_row(row: Mapping[str, Any]) -> HistoryEntry:
         updated_at=row["updated_at"],
         fingerprint=row["fingerprint"],
         delivered_at=row["delivered_at"],
+        person=row["person"],
+        reserved=row["reserved"],
+        cost=row["cost"],
+        owner=row["owner"],
     )
 
 

@@ -8,7 +8,8 @@ is up to date costs one read to open. Values a new column needs in rows an older
 history's business (`store`: `prompt_folded` is filled when a history opens).
 
 The versions: 1 added `fingerprint` and `delivered_at` (retry attachment); 2 added `prompt_folded`
-(prompt search that ignores case the same way on both backends).
+(prompt search that ignores case the same way on both backends); 3 added `person`, `reserved` and `cost`
+(budgets and the spend report: who submitted a row, what it was reckoned to cost, what the result said).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Literal
 Family = Literal["id", "text", "real"]
 Dialect = Literal["sqlite", "postgresql"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TYPES: dict[Dialect, dict[Family, str]] = {
     "sqlite": {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "text": "TEXT", "real": "REAL"},
@@ -89,6 +90,9 @@ TABLES = (
             Column("fingerprint", "text"),  # version 1
             Column("delivered_at", "real"),  # version 1
             Column("prompt_folded", "text"),  # version 2: `rows.folded(prompt)`, what `list_tasks` searches
+            Column("person", "text"),  # version 3: who submitted it (`Caller.person`: a name, never a token)
+            Column("reserved", "real"),  # version 3: the credits set aside for it at submission (an estimate)
+            Column("cost", "real"),  # version 3: the credits its result says it cost
         ),
         ("UNIQUE (task_id, owner)",),
     ),
@@ -112,6 +116,7 @@ TABLES = (
 INDEXES = (
     Index("tasks_created", "tasks", "owner, created_at DESC"),
     Index("tasks_undelivered", "tasks", "owner, fingerprint, created_at", where="delivered_at IS NULL"),
+    Index("tasks_spent", "tasks", "created_at, person"),  # version 3: budgets and the report, by period
 )
 
 

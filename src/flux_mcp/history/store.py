@@ -46,20 +46,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from flux_mcp.domain.errors import HistoryUnavailableError
-from flux_mcp.domain.tasks import TaskResult
-from flux_mcp.history.backend import Backend
+from flux_mcp.domain.errors import BudgetExceededError, HistoryUnavailableError
+from flux_mcp.domain.tasks import TaskResult, images_asked
+from flux_mcp.domain.team import Spend, over_budget, refusal
+from flux_mcp.history.backend import Backend, Statements
 from flux_mcp.history.rows import (
     FOLD,
     RECORD,
@@ -92,6 +94,53 @@ MAX_DEFERRED_WRITES = 10_000
 OWNER_KEY_INSERT = "INSERT INTO meta (key, value) VALUES ('owner_key', ?) ON CONFLICT (key) DO NOTHING"
 OWNER_KEY_SELECT = "SELECT value FROM meta WHERE key='owner_key'"
 SWEEP_INTERRUPTED = "UPDATE tasks SET status=?, error=?, updated_at=? WHERE status=? AND created_at<?"
+# What a row has spent: the cost its result reported; nothing if it was refused or failed without one;
+# else what was set aside for it at submission (pending, unknown, or succeeded without a reported cost).
+SPENT = (
+    "CASE WHEN cost IS NOT NULL THEN cost WHEN status IN ('rejected', 'failed') THEN 0 "
+    "ELSE COALESCE(reserved, 0) END"
+)
+BUDGET_LOCK = "budget"  # one holder at a time of the check-and-reserve, across every caller and replica
+ESTIMATE_SAMPLE = 20
+
+
+async def _continuable(db: Statements, fingerprint: str, owner: str, since: float) -> HistoryEntry | None:
+    """The newest row since `since` with this fingerprint whose outcome no caller has received, if any."""
+    rows = await db.fetch(
+        "SELECT * FROM tasks WHERE owner=? AND fingerprint=? AND delivered_at IS NULL "
+        f"AND created_at>=? AND status IN ({', '.join('?' * len(CONTINUABLE))}) "
+        "ORDER BY created_at DESC, id DESC LIMIT 1",
+        (owner, fingerprint, since, *CONTINUABLE),
+    )
+    return entry_from_row(rows[0]) if rows else None
+
+
+async def _check_budgets(db: Statements, spend: Spend) -> None:
+    now = time.time()
+    for budget, person in spend.limits():
+        spent = await _spent(db, budget.starts(now), person)
+        if over_budget(spent, budget, spend.estimate):
+            message = refusal(spent, budget, spend.estimate, now, total=person is None)
+            logger.info("refused a submission over %s budget", "the server's" if person is None else "a")
+            raise BudgetExceededError(message)
+
+
+async def _spent(db: Statements, since: float, person: str | None) -> float:
+    sql = f"SELECT COALESCE(SUM({SPENT}), 0) AS spent FROM tasks WHERE created_at>=?"
+    params: list[Any] = [since]
+    if person is not None:
+        sql += " AND person=?"
+        params.append(person)
+    rows = await db.fetch(sql, params)
+    return float(rows[0]["spent"])
+
+
+def _request(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        request = json.loads(row["request"])
+    except (TypeError, ValueError):
+        return None
+    return request if isinstance(request, dict) else None
 
 
 def person_owner(issuer: str, subject: str) -> str:
@@ -189,21 +238,70 @@ class History:
         return await insert_row(self._backend, request, owner, None)
 
     async def claim_submission(
-        self, request: dict[str, Any], fingerprint: str, owner: str = "", *, since: float
+        self,
+        request: dict[str, Any],
+        fingerprint: str,
+        owner: str = "",
+        *,
+        since: float,
+        spend: Spend | None = None,
     ) -> Claim:
         """The newest row since `since` with this fingerprint whose outcome no caller has received, if any;
-        otherwise a new `submitting` row for this call to submit with. Atomic across processes."""
+        otherwise a new `submitting` row for this call to submit with. Atomic across processes.
+
+        With `spend`, a new row is also the reservation of its estimate against the budgets, checked and
+        written in the same transaction under one lock for every caller (raises BudgetExceededError), so
+        two calls (in two processes, or on two replicas) cannot both take the last credits. Continuing an
+        earlier submission is free, so it is never refused.
+        """
         await self._ready()
-        async with self._backend.transaction(lock=f"claim:{owner}:{fingerprint}") as tx:
-            rows = await tx.fetch(
-                "SELECT * FROM tasks WHERE owner=? AND fingerprint=? AND delivered_at IS NULL "
-                f"AND created_at>=? AND status IN ({', '.join('?' * len(CONTINUABLE))}) "
-                "ORDER BY created_at DESC, id DESC LIMIT 1",
-                (owner, fingerprint, since, *CONTINUABLE),
-            )
-            if rows:
-                return Claim(rows[0]["id"], entry_from_row(rows[0]))
-            return Claim(await insert_row(tx, request, owner, fingerprint), None)
+        lock = BUDGET_LOCK if spend is not None else f"claim:{owner}:{fingerprint}"
+        async with self._backend.transaction(lock=lock) as tx:
+            earlier = await _continuable(tx, fingerprint, owner, since)
+            if earlier is not None:
+                return Claim(earlier.row_id, earlier)
+            if spend is None:
+                return Claim(await insert_row(tx, request, owner, fingerprint), None)
+            await _check_budgets(tx, spend)
+            row = await insert_row(tx, request, owner, fingerprint, spend.person, spend.estimate)
+            return Claim(row, None)
+
+    async def check_budgets(self, spend: Spend, fingerprint: str, owner: str = "", *, since: float) -> None:
+        """Raise BudgetExceededError if a new submission of `spend` would not fit now; nothing is reserved
+        (`claim_submission` does that), and a call that would continue an earlier one is free."""
+        await self._ready()
+        async with self._backend.session() as session:
+            if await _continuable(session, fingerprint, owner, since) is None:
+                await _check_budgets(session, spend)
+
+    async def spent(self, since: float, person: str | None = None) -> float:
+        """Credits spent since `since` (a Unix time), by `person` or by everyone (`SPENT`)."""
+        await self._ready()
+        async with self._backend.session() as session:
+            return await _spent(session, since, person)
+
+    async def spending(self, since: float) -> list[tuple[HistoryEntry, float]]:
+        """Every row submitted since `since` (a Unix time), oldest first, with what it spent (`SPENT`)."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            f"SELECT *, {SPENT} AS spent FROM tasks WHERE created_at>=? ORDER BY created_at, id", (since,)
+        )
+        return [(entry_from_row(row), float(row["spent"])) for row in rows]
+
+    async def estimate_cost(self, model: str, size: str | None, count: int) -> float:
+        """What a job of `count` images (or one video) of `model` is reckoned to cost: the highest cost per
+        image among the last ESTIMATE_SAMPLE results of that model that reported one (those of the same
+        size, when there are any), times `count`; 0 when none has (then the result's cost reconciles it)."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            "SELECT size, cost, request FROM tasks WHERE model=? AND cost IS NOT NULL "
+            "ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (model, ESTIMATE_SAMPLE),
+        )
+        per_image = [(row["size"], float(row["cost"]) / images_asked(_request(row))) for row in rows]
+        same_size = [cost for seen, cost in per_image if seen == size]
+        candidates = same_size or [cost for _, cost in per_image]
+        return max(candidates, default=0.0) * count
 
     async def find_row(self, row_id: int) -> HistoryEntry | None:
         await self._ready()

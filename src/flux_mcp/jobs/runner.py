@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import anyio
 
@@ -44,6 +45,7 @@ from flux_mcp.domain.errors import (
     UndecidedRepeatError,
     may_have_been_accepted,
 )
+from flux_mcp.domain.results import BudgetLeft, BudgetStatus
 from flux_mcp.domain.tasks import (
     ImageRequest,
     PreviewChoice,
@@ -51,10 +53,12 @@ from flux_mcp.domain.tasks import (
     TaskResult,
     TaskSnapshot,
     TaskStatus,
+    images_asked,
 )
+from flux_mcp.domain.team import LOCAL_PERSON, Budget, Budgets, Spend
 from flux_mcp.domain.telemetry import TASK_ID, task_span
 from flux_mcp.domain.videos import VideoRequest
-from flux_mcp.history.rows import SUBMITTING, Claim, HistoryEntry
+from flux_mcp.history.rows import SUBMITTING, Claim, HistoryEntry, iso
 from flux_mcp.history.store import History
 from flux_mcp.jobs.callbacks import CallbackHub, CallbackSlot
 from flux_mcp.jobs.finishing import FinishedJob, Finisher, task_result
@@ -93,6 +97,8 @@ class Jobs:
         history: History | None = None,
         finisher: Finisher | None = None,
         owner: str = "",
+        person: str = LOCAL_PERSON,
+        budgets: Budgets | None = None,
         callbacks: CallbackHub | None = None,
         stop: anyio.Event | None = None,
         submit_bound: float = DEFAULT_SUBMIT_BOUND_SECONDS,
@@ -103,6 +109,8 @@ class Jobs:
         self._history = history
         self._finisher = finisher if finisher is not None else Finisher(history)  # records, keeps nothing
         self._owner = owner
+        self.person = person  # who pays, for budgets and the report (`server.caller.Caller.person`)
+        self.budgets = budgets if budgets is not None else Budgets()
         self._callbacks = callbacks
         self._stop = stop
         self._submit_bound = submit_bound
@@ -202,12 +210,44 @@ class Jobs:
         call may live in another process) until it has a task id or has failed, then claimed again.
         """
         body, fingerprint = request.model_dump(exclude_none=True), request.fingerprint()
+        spend = await self._spend(history, body)
         while True:
             since = time.time() - ATTACH_HORIZON_SECONDS
-            claim = await history.claim_submission(body, fingerprint, self._owner, since=since)
+            claim = await history.claim_submission(body, fingerprint, self._owner, since=since, spend=spend)
             if claim.earlier is None or claim.earlier.status != SUBMITTING:
                 return claim
             await self._await_submission(history, claim.earlier)
+
+    async def check_budget(self, request: ImageRequest | VideoRequest) -> None:
+        """Raise BudgetExceededError if this request would not fit its budgets now; reserves nothing (the
+        submission does, `History.claim_submission`). For calls that upload inputs before they submit."""
+        if self._history is None:
+            return
+        spend = await self._spend(self._history, request.model_dump(exclude_none=True))
+        if spend is not None:
+            since = time.time() - ATTACH_HORIZON_SECONDS
+            await self._history.check_budgets(spend, request.fingerprint(), self._owner, since=since)
+
+    async def budget_status(self) -> BudgetStatus | None:
+        """This caller's budgets and what is left of them now; None when no budget is set."""
+        history = self._history
+        if history is None or self.budgets.spend(self.person, 0.0) is None:
+            return None
+        now, status = time.time(), BudgetStatus(person=self.person)
+        if self.budgets.person is not None:
+            status.yours = await _left(history, self.budgets.person, now, self.person)
+        if self.budgets.total is not None:
+            status.server = await _left(history, self.budgets.total, now, None)
+        return status
+
+    async def _spend(self, history: History, body: dict[str, Any]) -> Spend | None:
+        """What submitting `body` must fit, with its estimated cost; None when no budget is set."""
+        if self.budgets.spend(self.person, 0.0) is None:
+            return None
+        model, size = str(body.get("model") or ""), body.get("size")
+        size = size if isinstance(size, str) else None
+        estimate = await history.estimate_cost(model, size, images_asked(body))
+        return self.budgets.spend(self.person, estimate)
 
     async def _await_submission(self, history: History, earlier: HistoryEntry) -> None:
         """Wait until another call's submission leaves `submitting`; past the bound its process is dead."""
@@ -343,6 +383,18 @@ class Jobs:
         if waited.status is not TaskStatus.PENDING:
             self._release(slot)
         return waited if waited.trace_id or not snapshot.trace_id else _keep_trace(waited, snapshot)
+
+
+async def _left(history: History, budget: Budget, now: float, person: str | None) -> BudgetLeft:
+    """What is left of `budget` now: for `person`, or (None) for everyone."""
+    spent = await history.spent(budget.starts(now), person)
+    return BudgetLeft(
+        limit=budget.amount,
+        period=budget.period,
+        spent=round(spent, 6),
+        left=round(max(budget.amount - spent, 0.0), 6),
+        resets_at=iso(budget.resets(now)),
+    )
 
 
 def _undecided_message(earlier: HistoryEntry, age: float) -> str:

@@ -26,6 +26,7 @@ from mcp_types import INVALID_PARAMS
 from flux_mcp import __version__
 from flux_mcp.domain.errors import HistoryUnavailableError, StartupError
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.team import LOCAL_PERSON, Budgets
 from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
 from flux_mcp.history.sqlite import UNOPENABLE_FIX
 from flux_mcp.history.store import History
@@ -224,7 +225,9 @@ def _app_state(
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
 
-    def jobs_for(token: str | None, owner: str = "") -> Jobs:
+    budgets = Budgets(settings.person_budget(), settings.total_budget())
+
+    def jobs_for(token: str | None, owner: str = "", person: str = LOCAL_PERSON) -> Jobs:
         client = FluxClient.from_settings(http, settings, gate=gate, token=token, observer=observer)
         return Jobs(
             client,
@@ -234,6 +237,8 @@ def _app_state(
             history=history,
             finisher=finisher,
             owner=owner,
+            person=person,
+            budgets=budgets,
             callbacks=callbacks,
             stop=stop,
             submit_bound=_longest_submission(settings),

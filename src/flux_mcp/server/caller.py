@@ -1,7 +1,9 @@
 """Who a tool call is for: the `Caller` (which upstream token pays, whose history it reads), from the request.
 
 With OAuth the person (`history.store.person_owner`), with pass-through the holder of the bearer token, and
-otherwise the server itself. How an HTTP request's credentials are checked is `web.credentials`.
+otherwise the server itself. Holders of server tokens (FLUX_MCP_AUTH_TOKENS) share one history (owner ""),
+as a team does, but each token is its own person (its configured name) for budgets and the report.
+How an HTTP request's credentials are checked is `web.credentials`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.mcpserver import Context
 from starlette.requests import Request
 
+from flux_mcp.domain.team import LOCAL_PERSON, token_named
 from flux_mcp.history.store import person_owner
 from flux_mcp.jobs.runner import Jobs
 from flux_mcp.server.state import AppState
@@ -29,6 +32,9 @@ class Caller:
     jobs: Jobs
     owner: str = ""
     token: str | None = None  # a pass-through caller's own token; None: the server's
+    # Who the credential is, for budgets and the report: an OAuth or pass-through caller's owner, a server
+    # token's name (`domain.team`), "local" on stdio or without auth. Never a token.
+    person: str = LOCAL_PERSON
 
     def platform(self) -> PlatformClient:
         return self.state.platform_for(self.token)
@@ -44,13 +50,29 @@ def caller_of(ctx: CallContext) -> Caller:
     mode = state.settings.auth_mode()
     if mode == "oauth" and ctx.headers is not None:
         return _signed_in_caller(state, ctx)
+    if mode == "tokens" and ctx.headers is not None:
+        return _team_caller(state, bearer_token(ctx.headers.get("authorization")))
     if mode != "passthrough" or ctx.headers is None:
         return Caller(state, state.jobs)
     token = bearer_token(ctx.headers.get("authorization"))
     if token is None:  # the HTTP gate refuses such requests; this is the second line
-        return Caller(state, state.jobs_for("", "anonymous"), "anonymous", token="")
+        return _anonymous(state)
     owner = state.history.owner_of(token)
-    return Caller(state, state.jobs_for(token, owner), owner, token=token)
+    return Caller(state, state.jobs_for(token, owner, owner), owner, token=token, person=owner)
+
+
+def _team_caller(state: AppState, token: str | None) -> Caller:
+    """A holder of a server token: the team's shared history (owner ""), the token's name as the person."""
+    name = token_named(state.settings.server_tokens(), token) if token is not None else None
+    if name is None:  # the HTTP gate refuses such requests; this is the second line
+        return _anonymous(state)
+    return Caller(state, state.jobs_for(None, "", name), person=name)
+
+
+def _anonymous(state: AppState) -> Caller:
+    """No valid credential: an empty token (nothing is billed) and a history of its own."""
+    jobs = state.jobs_for("", "anonymous", "anonymous")
+    return Caller(state, jobs, "anonymous", token="", person="anonymous")
 
 
 def _signed_in_caller(state: AppState, ctx: CallContext) -> Caller:
@@ -60,9 +82,9 @@ def _signed_in_caller(state: AppState, ctx: CallContext) -> Caller:
     issuer = (access.claims or {}).get("iss") if access is not None else None
     if access is None or not access.subject or not isinstance(issuer, str):
         # The HTTP gate refuses such requests; this is the second line: no token, so nothing is billed.
-        return Caller(state, state.jobs_for("", "anonymous"), "anonymous", token="")
+        return _anonymous(state)
     owner = person_owner(issuer, access.subject)
-    return Caller(state, state.jobs_for(None, owner), owner)
+    return Caller(state, state.jobs_for(None, owner, owner), owner, person=owner)
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -19,6 +19,7 @@ from mcp_types import CallToolResult
 
 from flux_mcp.domain.arguments import PROMPT_MAX_CHARS, EditImageArgs, GenerateImageArgs
 from flux_mcp.domain.errors import (
+    BudgetExceededError,
     FluxError,
     HistoryUnavailableError,
     ImageInputError,
@@ -27,6 +28,7 @@ from flux_mcp.domain.errors import (
 )
 from flux_mcp.domain.tasks import ImageInfo, ImageRequest, PreviewChoice
 from flux_mcp.domain.videos import FLUX_VIDEO_URI, GenerateVideoArgs, VideoRequest
+from flux_mcp.jobs.finishing import FinishedJob
 from flux_mcp.jobs.runner import JobTicket
 from flux_mcp.media.uploads import InputPolicy
 from flux_mcp.server.caller import CallContext, Caller, caller_of
@@ -45,6 +47,8 @@ async def run_job(
     caller = caller_of(ctx)
     request = args.to_request()
     if request.image_url is not None:
+        if (refused := await _over_budget(caller, request)) is not None:
+            return refused
         try:
             request.image_url = await _fetchable_image(ctx, caller, request.image_url, roots or [])
         except UploadFailedError as exc:
@@ -58,6 +62,8 @@ async def run_video_job(ctx: CallContext, args: GenerateVideoArgs, roots: list[P
     """generate_video: turn every input into a URL the API can fetch, then wait like images."""
     caller = caller_of(ctx)
     request = args.to_request()
+    if (refused := await _over_budget(caller, request)) is not None:
+        return refused
     try:
         request = await _fetchable_video_inputs(ctx, caller, request, roots)
     except UploadFailedError as exc:
@@ -65,6 +71,19 @@ async def run_video_job(ctx: CallContext, args: GenerateVideoArgs, roots: list[P
     except ImageInputError as exc:
         return error_result(f"Cannot use that input: {exc}. Nothing was uploaded or submitted.")
     return await _submit_and_answer(ctx, caller, "generate_video", request, args.wait_seconds, None)
+
+
+async def _over_budget(caller: Caller, request: ImageRequest | VideoRequest) -> CallToolResult | None:
+    """The refusal of a call that would pass a budget, before its inputs are uploaded (an upstream request);
+    its submission checks again, and reserves (`Jobs.run`)."""
+    try:
+        await caller.jobs.check_budget(request)
+    except BudgetExceededError as exc:
+        caller.state.observer.budget_refused()
+        return error_result(exc.message)
+    except HistoryUnavailableError as exc:
+        return error_result(exc.message)
+    return None
 
 
 async def _submit_and_answer(
@@ -78,7 +97,14 @@ async def _submit_and_answer(
     """Run the job with progress, and answer: its result, or the failure as a tool error."""
     progress = progress_reporter(ctx)
     ticket = JobTicket()
-    work = lambda: caller.jobs.run(request, wait_seconds, progress, ticket, preview)  # noqa: E731
+
+    async def work() -> FinishedJob:
+        try:
+            return await caller.jobs.run(request, wait_seconds, progress, ticket, preview)
+        except BudgetExceededError:  # another call took the last credits since `_over_budget` looked
+            caller.state.observer.budget_refused()
+            raise
+
     shown = await tool_result_of(tool, work, lambda finished: answer(caller, finished, ctx))
     if ticket.undecided_row is not None:  # the caller is told its submission may have been billed
         await caller.state.history.mark_delivered(caller.owner, row_ids=[ticket.undecided_row])

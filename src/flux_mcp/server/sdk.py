@@ -1,7 +1,8 @@
 """What flux-mcp reaches inside the MCP SDK beyond its public API, and the SDK versions known to have it.
 
-Two private attributes: `MCPServer._lowlevel_server` (serving stdio on flux-mcp's own streams, stdio.py)
-and `StreamableHTTPSessionManager._server_instances` (the open sessions, web/gate.py). Private names may
+Three private names: `MCPServer._lowlevel_server` (serving stdio on flux-mcp's own streams, stdio.py),
+`StreamableHTTPSessionManager._server_instances` (the open sessions, web/gate.py) and its
+`_discard_session` (ending a credential's least recently used session, web/gate.py). Private names may
 move in any release, so pyproject.toml allows only the minor versions the tests ran against:
 MCP_REQUIREMENT is that dependency, word for word (tests/server/test_sdk.py holds them equal).
 """

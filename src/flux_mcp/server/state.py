@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.team import LOCAL_PERSON
 from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
 from flux_mcp.history.store import History
 from flux_mcp.jobs.runner import Jobs
@@ -13,6 +15,12 @@ from flux_mcp.media.images import ImageKeeper
 from flux_mcp.media.uploads import ImageSources
 from flux_mcp.media.videos import VideoKeeper
 from flux_mcp.upstream.platform import PlatformClient
+
+
+class JobsFor(Protocol):
+    """The jobs of one caller: the token that pays (None: the server's), its owner, and its person."""
+
+    def __call__(self, token: str | None, owner: str = "", person: str = LOCAL_PERSON) -> Jobs: ...
 
 
 @dataclass
@@ -23,7 +31,7 @@ class AppState:
     history: History
     keeper: ImageKeeper
     jobs: Jobs  # with the server's own token
-    jobs_for: Callable[[str | None, str], Jobs]  # (a caller's token or None, its owner) -> jobs
+    jobs_for: JobsFor
     sources: ImageSources  # edit inputs: checked, uploaded once
     platform_for: Callable[[str | None], PlatformClient]  # uploads and balance, with a caller's token
     videos: VideoKeeper

@@ -9,6 +9,7 @@ call that is not even a JSON object is told (`refuse_non_object_arguments`).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -29,7 +30,7 @@ from flux_mcp.domain.arguments import (
     VariationArgs,
     explain_validation_error,
 )
-from flux_mcp.domain.errors import FluxError
+from flux_mcp.domain.errors import FluxError, HistoryUnavailableError
 from flux_mcp.domain.results import CreditsResult, HistoryList
 from flux_mcp.domain.tasks import TaskBatchResult, TaskResult
 from flux_mcp.domain.videos import GenerateVideoArgs
@@ -48,6 +49,8 @@ from flux_mcp.server.roots import client_roots, keyframe_roots, root_folders
 from flux_mcp.server.schemas import portable_schema
 from flux_mcp.server.toolkit import BILLED, LOOKUP, described, described_with_timeout_advice, model_tool
 from flux_mcp.upstream.credits import credits_text, summarize_credits
+
+logger = logging.getLogger(__name__)
 
 
 def job_tools() -> list[Tool]:
@@ -84,6 +87,7 @@ def job_tools() -> list[Tool]:
         model_tool(
             "get_credits",
             get_credits,
+            meta=UI_META,
             title="Credits left",
             annotations=LOOKUP.model_copy(update={"title": "AceDataCloud credits left"}),
         ),
@@ -194,11 +198,16 @@ async def generate_video(
 @described
 async def get_credits(args: GetCreditsArgs, ctx: CallContext) -> Annotated[CallToolResult, CreditsResult]:
     """The AceDataCloud balance: credits left and used on the Flux application (others briefly). Free."""
+    caller = caller_of(ctx)
     try:
-        applications = await caller_of(ctx).platform().applications()
+        applications = await caller.platform().applications()
     except FluxError as exc:
         return error_result(f"Could not read the balance: {exc.message}")
     credits = summarize_credits(applications)
+    try:
+        credits.budget = await caller.jobs.budget_status()
+    except HistoryUnavailableError as exc:
+        logger.warning("get_credits without the budget: %s", exc.reason)
     return CallToolResult(
         content=[TextContent(type="text", text=credits_text(credits))],
         structured_content=credits.model_dump(mode="json"),

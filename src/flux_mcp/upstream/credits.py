@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_mcp.domain.results import ApplicationCredits, CreditsResult
+from flux_mcp.domain.results import ApplicationCredits, BudgetStatus, CreditsResult
 from flux_mcp.domain.tasks import finite_number
+from flux_mcp.domain.team import credits as credits_amount
 
 TOP_UP_URL = "https://platform.acedata.cloud"
 
@@ -41,7 +42,22 @@ def credits_text(credits: CreditsResult) -> str:
         lines.append(
             "Other applications: " + "; ".join(f"{app.service} {_figures(app)}" for app in credits.others)
         )
+    if credits.budget is not None:
+        lines += budget_lines(credits.budget)
     return "\n".join(lines)
+
+
+def budget_lines(budget: BudgetStatus) -> list[str]:
+    """This server's budgets, as a person reads them: "Your budget here: 12 of 50 credits left today…"."""
+    lines = []
+    for whose, left in (("Your budget here", budget.yours), ("This server's budget", budget.server)):
+        if left is not None:
+            this = "today" if left.period == "day" else "this month"
+            lines.append(
+                f"{whose}: {credits_amount(left.left)} of {credits_amount(left.limit)} credits left {this} "
+                f"({credits_amount(left.spent)} spent); it resets at {left.resets_at}."
+            )
+    return lines
 
 
 def _application(item: dict[str, Any]) -> ApplicationCredits | None:

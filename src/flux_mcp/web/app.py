@@ -55,6 +55,7 @@ from flux_mcp.web.gate import (
     SessionLedger,
     is_loopback,
     open_session_ids,
+    session_ender,
     transport_security,
 )
 from flux_mcp.web.routes import service_routes
@@ -170,7 +171,8 @@ def build_http_app(
     _run_beside(app, credentials.running)
     sessions = None
     if not settings.stateless and credentials.mode != "none":
-        sessions = SessionLedger(settings.max_sessions_per_client, open_session_ids(server.session_manager))
+        manager = server.session_manager
+        sessions = SessionLedger(session_bound(settings), open_session_ids(manager), session_ender(manager))
     return BearerGate(app, settings, credentials, sessions)
 
 
@@ -181,6 +183,14 @@ def prometheus_counters(settings: Settings) -> PrometheusObserver | None:
     from flux_mcp.web.metrics import PrometheusObserver  # prometheus-client is imported only when used
 
     return PrometheusObserver()
+
+
+def session_bound(settings: Settings) -> int:
+    """How many sessions one credential may hold: a server token is a team's, shared by design; a
+    pass-through token or an OAuth subject is one person's."""
+    if settings.auth_mode() == "tokens":
+        return settings.max_sessions_per_team_token
+    return settings.max_sessions_per_client
 
 
 def served_over_http(settings: Settings) -> Settings:

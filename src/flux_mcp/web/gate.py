@@ -1,5 +1,7 @@
 """What a request must pass before it reaches the service: the Host/Origin rules on every route, valid
-credentials on /mcp, and at most FLUX_MCP_MAX_SESSIONS_PER_CLIENT open sessions per credential.
+credentials on /mcp, and a bounded number of open sessions per credential
+(FLUX_MCP_MAX_SESSIONS_PER_TEAM_TOKEN for a server token, shared by a team;
+FLUX_MCP_MAX_SESSIONS_PER_CLIENT for a person's own credential).
 
 `BearerGate` is the outermost ASGI app of `app.build_http_app`; whom a credential belongs to, and
 what a refusal says, are `credentials.Credentials`' business.
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Container
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Container
+from typing import Any
 
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -90,8 +94,8 @@ class BearerGate:
 
     Requests to /mcp need valid credentials for the auth mode; the caller's identity goes into
     `scope["user"]`, which the SDK's session manager binds each session to, and a request that would
-    open a session beyond the credential's limit gets 429. Then every request, whatever its path,
-    meets the Host/Origin rules (`HostGuard`) before it reaches `app`.
+    open a session beyond the credential's limit ends its least recently used one (`SessionLedger`).
+    Then every request, whatever its path, meets the Host/Origin rules (`HostGuard`) before it reaches `app`.
 
     `credentials` must be running (`Credentials.running`) while requests arrive; `build_http_app`
     ties it to the app's lifespan.
@@ -127,25 +131,39 @@ class BearerGate:
             await undecided(admission, mode)(scope, receive, send)
             return
         scope = {**scope, "user": admission.user, "auth": AuthCredentials()}
-        if self.sessions is None or not _may_open_session(scope):
+        if self.sessions is None:
             await self._guarded(scope, receive, send)
             return
-        await self.sessions.serve_opening(admission.identity, self._guarded, scope, receive, send)
+        session_id = _header(scope, MCP_SESSION_ID_HEADER.encode())
+        if session_id is not None:
+            identity = admission.identity
+            await self.sessions.serve_request(identity, session_id, self._guarded, scope, receive, send)
+        elif _may_open_session(scope):
+            await self.sessions.serve_opening(admission.identity, self._guarded, scope, receive, send)
+        else:
+            await self._guarded(scope, receive, send)
 
 
 class SessionLedger:
-    """Open MCP sessions per identity, so that one credential cannot hold more than `limit` of them.
+    """Open MCP sessions per identity, so that one credential holds at most `limit` of them, and a new
+    one past the limit ends that credential's least recently used session instead of being refused.
 
-    A request that may open a session reserves a place first (no await between the count and the
-    reservation, so concurrent openings cannot overshoot); the reservation becomes the session when the
-    answer carries its id, and is given back otherwise. Sessions end in the SDK (DELETE, idle timeout,
-    crash): `open_ids` is the SDK's own registry, consulted before each count.
+    A session is used by the requests that carry its id (`serve_request`), so the least recently used
+    one is the session nobody has sent anything to for longest; one with a POST in flight (a tool call
+    running) is ended only if every one has. The ended session's id then answers 404 (the SDK forgets
+    it), and its client opens a new session, as the spec says it must. A request that may open a
+    session reserves a place first (no await between the count and the reservation, so concurrent
+    openings cannot overshoot); the reservation becomes the session when the answer carries its id, and
+    is given back otherwise. Sessions also end in the SDK (DELETE, idle timeout, crash): `open_ids` is
+    the SDK's own registry, consulted before each count; `end` ends one there.
     """
 
-    def __init__(self, limit: int, open_ids: Container[str]) -> None:
+    def __init__(self, limit: int, open_ids: Container[str], end: Callable[[str], Awaitable[None]]) -> None:
         self.limit = limit
         self._open_ids = open_ids
-        self._sessions: dict[str, set[str]] = {}
+        self._end = end
+        self._sessions: dict[str, OrderedDict[str, None]] = {}  # least recently used first
+        self._busy: dict[str, int] = {}  # session id -> POST requests in flight
         self._reserved: dict[str, int] = {}
         self._openings = 0
 
@@ -153,13 +171,34 @@ class SessionLedger:
         """Sessions this identity holds, with the openings it has in flight."""
         return len(self._still_open(identity)) + self._reserved.get(identity, 0)
 
-    def _still_open(self, identity: str) -> set[str]:
-        sessions = {sid for sid in self._sessions.get(identity, ()) if sid in self._open_ids}
+    def _still_open(self, identity: str) -> OrderedDict[str, None]:
+        known = self._sessions.get(identity, OrderedDict())
+        sessions = OrderedDict((sid, None) for sid in known if sid in self._open_ids)
         if sessions:
             self._sessions[identity] = sessions
         else:
             self._sessions.pop(identity, None)
         return sessions
+
+    async def serve_request(
+        self, identity: str, session_id: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """A request to an open session: it becomes this identity's most recently used one."""
+        sessions = self._sessions.get(identity)
+        if sessions is None or session_id not in sessions:  # not this identity's: the SDK answers 404
+            await app(scope, receive, send)
+            return
+        sessions.move_to_end(session_id)
+        if scope.get("method") != "POST":
+            await app(scope, receive, send)
+            return
+        self._busy[session_id] = self._busy.get(session_id, 0) + 1
+        try:
+            await app(scope, receive, send)
+        finally:
+            self._busy[session_id] -= 1
+            if not self._busy[session_id]:
+                del self._busy[session_id]
 
     async def serve_opening(
         self, identity: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send
@@ -168,10 +207,14 @@ class SessionLedger:
         if self._openings % PRUNE_EVERY == 0:  # identities that never came back: forget their ended sessions
             for known in list(self._sessions):
                 self._still_open(known)
+        ending = None
         if self.count(identity) >= self.limit:
-            logger.warning("refused a new session: one credential already holds %d", self.limit)
-            await _too_many_sessions(self.limit)(scope, receive, send)
-            return
+            ending = self._least_recently_used(identity)
+            if ending is None:  # every place is an opening still in flight
+                logger.warning("refused a new session: one credential is opening %d at once", self.limit)
+                await _too_many_sessions(self.limit)(scope, receive, send)
+                return
+            del self._sessions[identity][ending]
         self._reserved[identity] = self._reserved.get(identity, 0) + 1
         reserved = True
 
@@ -184,7 +227,7 @@ class SessionLedger:
             if not self._reserved[identity]:
                 del self._reserved[identity]
             if session_id is not None:
-                self._sessions.setdefault(identity, set()).add(session_id)
+                self._sessions.setdefault(identity, OrderedDict())[session_id] = None
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -192,12 +235,34 @@ class SessionLedger:
             await send(message)
 
         try:
+            if ending is not None:
+                logger.info("a credential reached %d sessions: ended its least recently used one", self.limit)
+                await self._end(ending)
             await app(scope, receive, watch)
         finally:
             settle(None)
 
+    def _least_recently_used(self, identity: str) -> str | None:
+        sessions = self._still_open(identity)
+        idle = (sid for sid in sessions if sid not in self._busy)
+        return next(idle, next(iter(sessions), None))
 
-def open_session_ids(manager: StreamableHTTPSessionManager) -> Container[str]:
+
+def session_ender(manager: StreamableHTTPSessionManager) -> Callable[[str], Awaitable[None]]:
+    """What ends one open session in the SDK, as a DELETE would: forgotten (its id answers 404 from then
+    on) and its transport terminated (server/sdk.py: `_discard_session` is not public)."""
+    registry = open_session_ids(manager)
+    discard = sdk_internal(manager, "_discard_session")
+
+    async def end(session_id: str) -> None:
+        transport = registry.get(session_id)
+        if transport is not None:
+            await discard(session_id, transport)
+
+    return end
+
+
+def open_session_ids(manager: StreamableHTTPSessionManager) -> dict[str, Any]:
     """The ids of the sessions the SDK holds right now.
 
     The SDK has no public list of its sessions (nor a limit per credential); its registry is the one
@@ -235,9 +300,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def _too_many_sessions(limit: int) -> Response:
     message = (
-        f"This credential already holds {limit} open MCP sessions, the most this server allows "
-        "(FLUX_MCP_MAX_SESSIONS_PER_CLIENT). Close sessions you no longer use (clients end one with "
-        "DELETE /mcp), or wait: idle sessions end after 30 minutes."
+        f"This credential is opening {limit} MCP sessions at once, the most it may hold. Try again in a "
+        "moment, once they are open."
     )
     return JSONResponse({"error": "too_many_sessions", "message": message}, status_code=429)
 
