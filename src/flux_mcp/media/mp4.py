@@ -2,14 +2,17 @@
 
 A poster is decoded by ffmpeg, which probes (and decodes a little of) every stream it finds while
 opening a file. So what it may see is decided here first, from the boxes alone: the tracks and the
-size each declares, and a copy of the file in which every box but the chosen track (and the few a
-demuxer needs to find it) is renamed `free`, at the same offsets, so the sample offsets stay valid.
+size each declares, and a view of the file in which every box but the chosen track (and the few a
+demuxer needs to find it) reads as `free`, at the same offsets, so the sample offsets stay valid.
 """
 
 from __future__ import annotations
 
+import bisect
+import io
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from flux_mcp.domain.errors import VideoError
 
@@ -17,6 +20,7 @@ from flux_mcp.domain.errors import VideoError
 # Everything else (other tracks, `meta` items, fragments, `iods`…) becomes `free`: ffmpeg skips it.
 KEPT_TOP_LEVEL = frozenset({"ftyp", "moov", "mdat", "free", "skip", "wide"})
 KEPT_IN_MOOV = frozenset({"mvhd"})
+FREE = b"free"
 
 
 @dataclass(frozen=True)
@@ -103,17 +107,55 @@ def tracks(data: bytes) -> list[Track]:
     return [_track(data, box) for box in boxes_in(data, movie.payload, movie.end) if box.kind == "trak"]
 
 
-def only_track(data: bytes, keep: Track) -> bytes:
-    """The same bytes with every box but `keep` (and what finding it needs) renamed `free`."""
+def only_track(data: bytes, keep: Track) -> OneTrack:
+    """The file as ffmpeg should see it: every box but `keep` (and what finding it needs) read as `free`."""
     movie = movie_box(data)
-    copy = bytearray(data)
-    for box in boxes_in(data, 0, len(data)):
-        if box.kind not in KEPT_TOP_LEVEL:
-            copy[box.start + 4 : box.start + 8] = b"free"
-    for box in boxes_in(data, movie.payload, movie.end):
-        if box.kind not in KEPT_IN_MOOV and box != keep.box:
-            copy[box.start + 4 : box.start + 8] = b"free"
-    return bytes(copy)
+    renamed = [box.start + 4 for box in boxes_in(data, 0, len(data)) if box.kind not in KEPT_TOP_LEVEL]
+    renamed += [
+        box.start + 4
+        for box in boxes_in(data, movie.payload, movie.end)
+        if box.kind not in KEPT_IN_MOOV and box != keep.box
+    ]
+    return OneTrack(data, renamed)
+
+
+class OneTrack(io.RawIOBase):
+    """`data` read as a file with some box types read as `free`: a one-track file without a copy of it
+    (a video may be hundreds of megabytes)."""
+
+    def __init__(self, data: bytes, renamed: list[int]) -> None:
+        super().__init__()
+        self._data = memoryview(data)
+        self._renamed = sorted(renamed)  # where each renamed box's 4-byte type starts
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: len(self._data)}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def readinto(self, buffer: Any) -> int:
+        start = min(self._at, len(self._data))
+        end = min(start + len(buffer), len(self._data))
+        target = memoryview(buffer).cast("B")
+        target[: end - start] = self._data[start:end]
+        for type_at in self._renamed[bisect.bisect_left(self._renamed, start - 3) :]:
+            if type_at >= end:
+                break
+            for index, byte in enumerate(FREE):
+                if start <= type_at + index < end:
+                    target[type_at + index - start] = byte
+        self._at = end
+        return end - start
 
 
 def _track(data: bytes, trak: Box) -> Track:

@@ -11,7 +11,6 @@ is bounded first, from the boxes (`poster_track`, `mp4.only_track`): one video t
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -58,7 +57,7 @@ def poster_available() -> bool:
 def poster_frame(data: bytes, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> Preview | None:
     """The first frame as a small JPEG; None without PyAV. Raises VideoError when it cannot be decoded.
 
-    The file's boxes are read first (`poster_track`): ffmpeg is given a copy holding that one track
+    The file's boxes are read first (`poster_track`): ffmpeg is given a view holding that one track
     only, so no other stream is probed or decoded, and its decoder refuses any frame over MAX_PIXELS
     (`max_pixels`), whatever the track's header declared. One thread: one frame buffer at a time.
     """
@@ -70,7 +69,7 @@ def poster_frame(data: bytes, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> 
     limits = {"max_pixels": str(MAX_PIXELS), "threads": "1"}
     try:
         options: Any = [limits]  # PyAV 18 types it list[str]; it takes a dict per stream
-        with av.open(io.BytesIO(only), mode="r", stream_options=options) as container:
+        with av.open(only, mode="r", stream_options=options) as container:
             if len(container.streams) != 1 or not container.streams.video:
                 raise VideoError("the video's track could not be read alone")
             stream = container.streams.video[0]
