@@ -22,11 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from flux_mcp.domain.errors import MalformedResponseError
 from flux_mcp.domain.tasks import finite_number, parse_task_record
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.server.build import build_server
 from flux_mcp.upstream.call import json_value
 from flux_mcp.upstream.flux import FluxClient
+from flux_mcp.upstream.platform import PlatformClient
 from tests.support import TOKEN, make_settings, structured, text
 
 pytestmark = pytest.mark.anyio
@@ -69,6 +71,17 @@ async def test_a_token_the_platform_echoes_is_never_shown_by_get_credits(emulato
     shown = text(result) + json.dumps(structured(result))
     assert TOKEN not in shown and "[redacted]" in shown
     assert structured(result)["flux"][0]["remaining_amount"] == 12
+
+
+async def test_an_upload_whose_file_url_echoes_the_token_is_not_used() -> None:
+    body = json.dumps({"file_url": f"https://files.test/{TOKEN}/a.png"})
+    async with (
+        serve_asgi(answering("/api/v1/files/", body, methods=("POST",))) as platform_url,
+        httpx2.AsyncClient(timeout=5) as http,
+    ):
+        with pytest.raises(MalformedResponseError, match="holding the API token") as refused:
+            await PlatformClient(http, platform_url, TOKEN).upload(b"png", "a.png", "image/png")
+    assert TOKEN not in str(refused.value)
 
 
 # --- 24.7 numbers too big -----------------------------------------------------------------------------
@@ -148,4 +161,5 @@ def test_any_json_number_is_read_as_a_finite_value_or_ignored(number: str) -> No
         assert figure is None or math.isfinite(figure)
     seed = snapshot.images[0].seed
     assert seed is None or -(2**63) <= seed < 2**63
+    assert snapshot.videos == ()
     json.dumps(snapshot.usage, allow_nan=False)  # stored and shown as JSON: finite figures only

@@ -216,7 +216,9 @@ def parse_videos(data: Any) -> tuple[VideoInfo, ...]:
 
 def _positive_int(value: Any) -> int | None:
     number = finite_number(value)
-    return int(number) if number is not None and number >= 1 and number.is_integer() else None
+    if number is None or number < 1 or not number.is_integer():
+        return None
+    return _int64(int(number))
 
 
 def parse_error(error: Any) -> TaskError:

@@ -91,6 +91,12 @@ class PlatformClient:
             raise MalformedResponseError(
                 "The AceDataCloud platform took the upload but returned no file_url.", status=200
             )
+        if any(secret in file_url for secret in self._upstream.secrets()):  # a URL cannot be scrubbed
+            raise MalformedResponseError(
+                "The AceDataCloud platform took the upload but returned a file_url holding the API token; "
+                "it is not used (it would be sent on, stored and shown).",
+                status=200,
+            )
         return file_url
 
     async def applications(self) -> list[dict[str, Any]]:
