@@ -143,6 +143,20 @@ def test_other_tracks_are_hidden_from_the_decoder(hostile_files: dict[str, Path]
     assert poster_frame(mp4, 64) is not None
 
 
+def test_a_flood_of_tiny_boxes_is_refused_before_it_is_read() -> None:
+    """Millions of 8-byte boxes would cost millions of objects in the box reader (and the event loop
+    seconds, as the download check runs there): past MAX_BOXES side by side, the file is refused."""
+    from flux_mcp.media.mp4 import MAX_BOXES, mp4_info
+
+    clip = h264_mp4(1, 16, 16)
+    flood = clip + struct.pack(">I4s", 8, b"free") * (MAX_BOXES + 1)
+    with pytest.raises(VideoError, match=f"over {MAX_BOXES} boxes side by side"):
+        mp4_info(flood)
+    with pytest.raises(VideoError, match=f"over {MAX_BOXES} boxes side by side"):
+        poster_frame(flood, 64)
+    assert mp4_info(clip).seconds > 0 and poster_frame(clip, 64) is not None
+
+
 def read_in_chunks(view: io.RawIOBase, size: int) -> bytes:
     chunks = []
     while chunk := view.read(size):

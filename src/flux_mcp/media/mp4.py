@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import io
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from flux_mcp.domain.errors import VideoError
 KEPT_TOP_LEVEL = frozenset({"ftyp", "moov", "mdat", "free", "skip", "wide"})
 KEPT_IN_MOOV = frozenset({"mvhd"})
 FREE = b"free"
+MAX_BOXES = 100_000  # side by side at one level: a fragmented MP4 has two per fragment
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,13 @@ def mp4_info(data: bytes, source: str = "the video") -> Mp4Info:
     return Mp4Info(brand=brand, seconds=duration / timescale)
 
 
-def boxes_in(data: bytes, start: int, end: int) -> list[Box]:
-    """Each box between `start` and `end`, in order; stops at the first that does not fit."""
-    found = []
-    offset = start
+def boxes_in(data: bytes, start: int, end: int) -> Iterator[Box]:
+    """Each box between `start` and `end`, in order; stops at the first that does not fit.
+
+    More than MAX_BOXES side by side is refused: a file of 8-byte boxes would otherwise cost millions
+    of objects (and seconds of the event loop) before anything is decided.
+    """
+    offset, count = start, 0
     while offset + 8 <= end:
         size, kind = struct.unpack(">I4s", data[offset : offset + 8])
         header = 8
@@ -87,10 +92,12 @@ def boxes_in(data: bytes, start: int, end: int) -> list[Box]:
         elif size == 0:
             size = end - offset
         if size < header or offset + size > end:
-            break
-        found.append(Box(kind.decode("latin-1"), offset, offset + header, offset + size))
+            return
+        count += 1
+        if count > MAX_BOXES:
+            raise VideoError(f"the video has over {MAX_BOXES} boxes side by side; it is not read")
+        yield Box(kind.decode("latin-1"), offset, offset + header, offset + size)
         offset += size
-    return found
 
 
 def movie_box(data: bytes) -> Box:
@@ -190,7 +197,7 @@ def _text(data: bytes, box: Box, at: int) -> str:
 
 def _sample_entries(data: bytes, stsd: Box | None) -> list[Box]:
     """The sample descriptions (past the version, flags and entry count)."""
-    return boxes_in(data, stsd.payload + 8, stsd.end) if stsd else []
+    return list(boxes_in(data, stsd.payload + 8, stsd.end)) if stsd else []
 
 
 def _tkhd_size(data: bytes, tkhd: Box | None) -> tuple[int, int]:
