@@ -21,6 +21,9 @@ from flux_mcp.domain.errors import VideoError
 # Everything else (other tracks, `meta` items, fragments, `iods`…) becomes `free`: ffmpeg skips it.
 KEPT_TOP_LEVEL = frozenset({"ftyp", "moov", "mdat", "free", "skip", "wide"})
 KEPT_IN_MOOV = frozenset({"mvhd"})
+# Inside the kept track, metadata goes too: a `meta` box can declare items (HEIF) ffmpeg makes streams of.
+DROPPED_IN_TRACK = frozenset({"meta", "udta"})
+TRACK_CONTAINERS = frozenset({"mdia", "minf", "stbl", "edts", "dinf"})
 FREE = b"free"
 MAX_BOXES = 100_000  # side by side at one level: a fragmented MP4 has two per fragment
 
@@ -123,7 +126,16 @@ def only_track(data: bytes, keep: Track) -> OneTrack:
         for box in boxes_in(data, movie.payload, movie.end)
         if box.kind not in KEPT_IN_MOOV and box != keep.box
     ]
+    renamed += [box.start + 4 for box in _within(data, keep.box) if box.kind in DROPPED_IN_TRACK]
     return OneTrack(data, renamed)
+
+
+def _within(data: bytes, parent: Box) -> Iterator[Box]:
+    """The boxes inside `parent`, down through the track's containers."""
+    for box in boxes_in(data, parent.payload, parent.end):
+        yield box
+        if box.kind in TRACK_CONTAINERS:
+            yield from _within(data, box)
 
 
 class OneTrack(io.RawIOBase):
