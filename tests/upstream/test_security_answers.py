@@ -160,6 +160,8 @@ def test_any_json_number_is_read_as_a_finite_value_or_ignored(number: str) -> No
     for figure in (snapshot.elapsed_seconds, snapshot.cost and snapshot.cost.amount):
         assert figure is None or math.isfinite(figure)
     seed = snapshot.images[0].seed
-    assert seed is None or -(2**63) <= seed < 2**63
+    assert seed is None or -(2**63) <= seed < 2**64
+    if number.lstrip("-").isdigit() and len(number) < 30 and -(2**63) <= int(number) < 2**64:
+        assert seed == int(number)  # a 64-bit seed is kept exactly
     assert snapshot.videos == ()
     json.dumps(snapshot.usage, allow_nan=False)  # stored and shown as JSON: finite figures only

@@ -247,13 +247,15 @@ def parse_cost(cost: Any) -> Cost | None:
 
 # --- Upstream numbers: one rule for every figure an answer carries (task records, balances) ---------
 
-MAX_EXACT_DIGITS = 18  # an integer this long fits in 64 bits; a longer one is read as a float
+# Below 640, the lowest limit `sys.set_int_max_str_digits` accepts (4300 by default): `int()` of a
+# longer run of digits raises ValueError, and json.loads with it, failing the whole answer.
+MAX_EXACT_DIGITS = 600
 
 
 def json_integer(text: str) -> int | float:
-    """How a JSON integer in an upstream answer is read (`json.loads(parse_int=...)`): exactly while it
-    fits in 64 bits, else as a float (maybe infinite, then ignored by `finite_number`), so no length of
-    digits raises (Python's `int()` refuses over 4300 digits, `float(int)` over about 309)."""
+    """How a JSON integer in an upstream answer is read (`json.loads(parse_int=...)`): exactly up to
+    MAX_EXACT_DIGITS, else as a float (infinite: then ignored by `finite_number`), so no run of digits
+    makes an answer unreadable."""
     return int(text) if len(text.lstrip("-")) <= MAX_EXACT_DIGITS else float(text)
 
 
@@ -279,8 +281,8 @@ def finite_number(value: Any) -> float | None:
 
 
 def _int64(value: Any) -> int | None:
-    """An integer in 64 bits (a seed, a count: what the upstream and the history hold), else unknown."""
-    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+    """An integer in 64 bits, signed or not (a seed, a size: what any upstream means), else unknown."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**64:
         return value
     return None
 
