@@ -8,16 +8,19 @@ text (a prompt, a `list_tasks` query) with a NUL is refused with a clear tool er
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
+from starlette.responses import JSONResponse
 
+import flux_mcp.emulator.app
 from flux_mcp.domain.tasks import TaskError, TaskResult, TaskStatus
+from flux_mcp.domain.text import REPLACEMENT as NUL_STORED_AS
 from flux_mcp.emulator import RunningEmulator
-from flux_mcp.history.backend import NUL_STORED_AS
 from flux_mcp.history.store import History
 from flux_mcp.server.build import build_server
 from tests.support import make_settings, structured, text
@@ -58,23 +61,35 @@ async def history(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
         local.close()
 
 
+@pytest.mark.parametrize("trace_id", [NUL_TRACE, "tr\ud800ace"], ids=["nul", "lone-surrogate"])
 async def test_a_nul_in_the_upstreams_trace_id_leaves_no_task_without_its_id(
-    client: Client, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+    client: Client, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch, trace_id: str
 ) -> None:
+    """The trace id comes in the submit answer (the write of the task id) and in every record."""
+
+    class HostileAnswer(JSONResponse):
+        def render(self, content: Any) -> bytes:
+            if isinstance(content, dict) and set(content) == {"task_id"}:  # a submit answer
+                content = {**content, "trace_id": trace_id}
+            return json.dumps(content).encode()  # ASCII: `\u0000`, `\ud800`, as any JSON may spell them
+
     add_task = emulator.state.add_task
 
-    def with_a_nul_in_its_trace_id(task: Any) -> None:
-        task.trace_id = NUL_TRACE  # in the submit answer and in every record of the task
+    def with_the_trace_id(task: Any) -> None:
+        task.trace_id = trace_id
         add_task(task)
 
-    monkeypatch.setattr(emulator.state, "add_task", with_a_nul_in_its_trace_id)
-    result = await client.call_tool("generate_image", {"prompt": "a red fox"})
+    monkeypatch.setattr(flux_mcp.emulator.app, "JSONResponse", HostileAnswer)
+    monkeypatch.setattr(emulator.state, "add_task", with_the_trace_id)
+    result = await client.call_tool("generate_image", {"prompt": "a red fox", "wait_seconds": 0})
     assert not result.is_error, text(result)
     task_id = structured(result)["task_id"]
+    assert task_id and emulator.state.accepted == 1
+    finished = await client.call_tool("get_task", {"task_id": task_id, "wait_seconds": 30})
+    assert structured(finished)["status"] == "succeeded", text(finished)
     listed = structured(await client.call_tool("list_tasks", {}))["tasks"]
-    [row] = [row for row in listed if row["task_id"] == task_id]
-    assert row["status"] == "succeeded" and emulator.state.accepted == 1
-    assert not [row for row in listed if row["status"] == "submitting"]
+    assert [(row["task_id"], row["status"]) for row in listed] == [(task_id, "succeeded")]
+    assert "tr\ufffdace" in json.dumps(structured(finished), ensure_ascii=False)
 
 
 @pytest.mark.parametrize(

@@ -15,16 +15,14 @@ from typing import Any, ClassVar, Protocol, Self
 
 import anyio
 
-# PostgreSQL refuses a NUL in `text` (psycopg.DataError) and SQLite keeps it (where many readers stop):
-# either way a NUL from an upstream (a trace id, an error) must not cost the write that records a task.
-NUL = "\x00"
-NUL_STORED_AS = "\ufffd"  # the replacement character: shows that something was there
+from flux_mcp.domain.text import storable
 
 
 def bound(params: Sequence[Any]) -> tuple[Any, ...]:
-    """Statement parameters as every backend binds them: text with each NUL replaced (`NUL_STORED_AS`),
-    so the same text is stored, and found, on SQLite and PostgreSQL alike."""
-    return tuple(value.replace(NUL, NUL_STORED_AS) if isinstance(value, str) else value for value in params)
+    """Statement parameters as every backend binds them: text made `storable` (a NUL or lone surrogate
+    from an upstream, in a trace id say, must not fail the write that records a task), so the same text
+    is stored, and found, on SQLite and PostgreSQL alike."""
+    return tuple(storable(value) if isinstance(value, str) else value for value in params)
 
 
 class Statements(Protocol):

@@ -27,6 +27,7 @@ from flux_mcp.domain.errors import (
 )
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.tasks import json_integer
+from flux_mcp.domain.text import storable
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +226,8 @@ class Upstream:
 
 
 def scrub(text: str, secrets: list[str]) -> str:
-    """Upstream text is shown to the model: trimmed, without markup, never carrying a secret."""
-    text = " ".join(_TAGS.sub(" ", text).split())
+    """Upstream text is shown to the model: trimmed, without markup, never carrying a secret, storable."""
+    text = " ".join(_TAGS.sub(" ", storable(text)).split())
     for secret in secrets:
         text = text.replace(secret, "[redacted]")
     return text[:MAX_SHOWN_BODY] + ("…" if len(text) > MAX_SHOWN_BODY else "")
