@@ -104,6 +104,14 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _no_nul(value: str | None) -> str | None:
+    """A caller's text is refused with a NUL in it: no model means one, and the history cannot keep it
+    as given (PostgreSQL refuses it; upstream text with one is stored with U+FFFD instead)."""
+    if value is not None and "\x00" in value:
+        raise ValueError("it contains a NUL character (U+0000), which is not text; remove it")
+    return value
+
+
 # The length limits come before the blank check: checked first, they are plain string limits ("at
 # most 4000 characters"), and a 1 MB prompt is refused without being scanned.
 Prompt = Annotated[
@@ -117,6 +125,7 @@ Prompt = Annotated[
         ),
     ),
     AfterValidator(_not_blank),
+    AfterValidator(_no_nul),
 ]
 GenerateModelArg = Annotated[
     FluxModel,
@@ -238,6 +247,7 @@ StatusFilterArg = Annotated[
 QueryArg = Annotated[
     str | None,
     Field(max_length=200, description="Only tasks whose prompt contains this text. Omit (or null) for all."),
+    AfterValidator(_no_nul),
 ]
 
 
@@ -343,6 +353,7 @@ PromptSuffixArg = Annotated[
         max_length=PROMPT_SUFFIX_MAX_CHARS,
         description='Words added to the earlier prompt to steer the variations, e.g. "at sunset".',
     ),
+    AfterValidator(_no_nul),
 ]
 
 

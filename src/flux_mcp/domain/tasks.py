@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,6 +20,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from flux_mcp.domain.catalogue import MAX_COUNT
+
+logger = logging.getLogger(__name__)
 
 # --- The upstream request ---------------------------------------------------------------
 
@@ -149,10 +152,7 @@ def parse_task_record(record: dict[str, Any]) -> TaskSnapshot:
     task_id = str(record.get("id") or record.get("task_id") or _get(response, "task_id") or "")
     trace_id = _str_or_none(record.get("trace_id")) or _str_or_none(_get(response, "trace_id"))
     request = record.get("request") if isinstance(record.get("request"), dict) else None
-    elapsed = record.get("elapsed")
-    elapsed_seconds = (
-        float(elapsed) if isinstance(elapsed, int | float) and not isinstance(elapsed, bool) else None
-    )
+    elapsed_seconds = finite_number(record.get("elapsed"))
     common: dict[str, Any] = {
         "task_id": task_id,
         "trace_id": trace_id,
@@ -185,9 +185,7 @@ def parse_images(data: Any) -> tuple[ImageInfo, ...]:
     for item in data:
         url = _get(item, "image_url")
         if isinstance(url, str) and url.startswith(("http://", "https://")):
-            seed = _get(item, "seed")
-            seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-            images.append(ImageInfo(index=len(images), url=url, seed=seed))
+            images.append(ImageInfo(index=len(images), url=url, seed=_int64(_get(item, "seed"))))
     return tuple(images)
 
 
@@ -218,7 +216,9 @@ def parse_videos(data: Any) -> tuple[VideoInfo, ...]:
 
 def _positive_int(value: Any) -> int | None:
     number = finite_number(value)
-    return int(number) if number is not None and number >= 1 and number.is_integer() else None
+    if number is None or number < 1 or not number.is_integer():
+        return None
+    return _int64(int(number))
 
 
 def parse_error(error: Any) -> TaskError:
@@ -245,27 +245,74 @@ def parse_cost(cost: Any) -> Cost | None:
     )
 
 
+# --- Upstream numbers: one rule for every figure an answer carries (task records, balances) ---------
+
+# Below 640, the lowest limit `sys.set_int_max_str_digits` accepts (4300 by default): `int()` of a
+# longer run of digits raises ValueError, and json.loads with it, failing the whole answer.
+MAX_EXACT_DIGITS = 600
+
+
+def json_integer(text: str) -> int | float:
+    """How a JSON integer in an upstream answer is read (`json.loads(parse_int=...)`): exactly up to
+    MAX_EXACT_DIGITS, else as a float (infinite: then ignored by `finite_number`), so no run of digits
+    makes an answer unreadable."""
+    return int(text) if len(text.lstrip("-")) <= MAX_EXACT_DIGITS else float(text)
+
+
 def finite_number(value: Any) -> float | None:
-    """A finite number from an upstream field that may be a number, a numeric string, or anything else."""
-    if isinstance(value, bool):
+    """A finite number from an upstream field that may be a number, a numeric string, or anything else.
+
+    A number no float holds finitely (a 400-digit integer, 1e400, NaN, Infinity) is ignored with a
+    note in the log: the field reads as unknown, and nothing else of the answer is lost.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    except OverflowError:
+        number = math.inf
+    if math.isfinite(number):
+        return number
+    if not isinstance(value, str) or _looks_numeric(value):
+        logger.warning("an upstream figure was ignored: %s is not a finite number", _shown_number(value))
     return None
+
+
+def _int64(value: Any) -> int | None:
+    """An integer in 64 bits, signed or not (a seed, a size: what any upstream means), else unknown."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**64:
+        return value
+    return None
+
+
+def _looks_numeric(text: str) -> bool:
+    return text.strip().lstrip("+-").lower() in {"nan", "inf", "infinity"} or text.strip()[:1].isdigit()
+
+
+def _shown_number(value: int | float | str) -> str:
+    if isinstance(value, int):  # not str(value): Python refuses it past 4300 digits
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    shown = str(value)
+    return shown if len(shown) <= 24 else f"{shown[:12]}… ({len(shown)} characters)"
 
 
 def _plain_object(value: Any) -> dict[str, Any] | None:
     """An upstream `usage` object as it is, if it is a small object of plain values."""
     if not isinstance(value, dict) or not value or len(value) > 20:
         return None
-    plain = (str, int, float, bool, type(None))
-    kept = {str(key)[:60]: item for key, item in value.items() if isinstance(item, plain)}
+    kept = {str(key)[:60]: item for key, item in value.items() if _plain(item)}
     return kept or None
+
+
+def _plain(value: Any) -> bool:
+    """A string, a boolean, null, or a number within the rule of `finite_number`."""
+    if value is None or isinstance(value, str | bool):
+        return True
+    if isinstance(value, int):
+        return _int64(value) is not None
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _looks_like_result(record: dict[str, Any]) -> dict[str, Any] | None:

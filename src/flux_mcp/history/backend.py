@@ -15,6 +15,15 @@ from typing import Any, ClassVar, Protocol, Self
 
 import anyio
 
+from flux_mcp.domain.text import storable
+
+
+def bound(params: Sequence[Any]) -> tuple[Any, ...]:
+    """Statement parameters as every backend binds them: text made `storable` (a NUL or lone surrogate
+    from an upstream, in a trace id say, must not fail the write that records a task), so the same text
+    is stored, and found, on SQLite and PostgreSQL alike."""
+    return tuple(storable(value) if isinstance(value, str) else value for value in params)
+
 
 class Statements(Protocol):
     """Where statements run: a session, or a transaction."""

@@ -29,7 +29,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from flux_mcp.domain.errors import HistoryUnavailableError
-from flux_mcp.history.backend import Backend
+from flux_mcp.history.backend import Backend, bound
 from flux_mcp.history.schema import SCHEMA_VERSION, TABLES, upgrade
 
 logger = logging.getLogger(__name__)
@@ -208,14 +208,14 @@ class _Statements:
 async def _fetch(
     connection: psycopg.AsyncConnection[dict[str, Any]], sql: str, params: Sequence[Any]
 ) -> list[Mapping[str, Any]]:
-    cursor = await connection.execute(_dialect(sql), tuple(params))
+    cursor = await connection.execute(_dialect(sql), bound(params))
     return list(await cursor.fetchall())
 
 
 async def _execute(
     connection: psycopg.AsyncConnection[dict[str, Any]], sql: str, params: Sequence[Any]
 ) -> int:
-    cursor = await connection.execute(_dialect(sql), tuple(params))
+    cursor = await connection.execute(_dialect(sql), bound(params))
     return cursor.rowcount
 
 

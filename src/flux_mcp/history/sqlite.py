@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from flux_mcp.history.backend import Backend
+from flux_mcp.history.backend import Backend, bound
 from flux_mcp.history.schema import SCHEMA_VERSION, TABLES, upgrade
 
 logger = logging.getLogger(__name__)
@@ -101,18 +101,18 @@ class SqliteBackend(Backend):
 
     def fetch_now(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
         with self._thread_lock:
-            return list(self._db.execute(sql, tuple(params)).fetchall())
+            return list(self._db.execute(sql, bound(params)).fetchall())
 
     def execute_now(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._thread_lock:
-            return self._db.execute(sql, tuple(params)).rowcount
+            return self._db.execute(sql, bound(params)).rowcount
 
     def execute_many_now(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """One statement for each of `rows`, committed together."""
         with self._thread_lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(sql, rows)
+                self._db.executemany(sql, [bound(row) for row in rows])
             except BaseException:
                 _rollback(self._db)
                 raise

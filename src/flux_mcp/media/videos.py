@@ -5,14 +5,13 @@ redirects checked hop by hop) with its own size cap (FLUX_MCP_MAX_VIDEO_DOWNLOAD
 MP4 (an `ftyp` box, then a `moov` with an `mvhd` duration, read here without any library), saved with
 a JSON sidecar beside the images, and shown to the model as a poster: its first frame as a small JPEG.
 The poster needs PyAV (`pip install 'flux-mcp[video]'`, which bundles ffmpeg); without it the result
-says that no poster is shown, and everything else works the same.
+says that no poster is shown, and everything else works the same. What ffmpeg may decode for a poster
+is bounded first, from the boxes (`poster_track`, `mp4.only_track`): one video track, of a bounded size.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,20 +24,19 @@ from flux_mcp.domain.tasks import ImageInfo, TaskResult, TaskStatus, VideoInfo
 from flux_mcp.domain.telemetry import task_span
 from flux_mcp.media.bounded import KeyedLocks, Recent
 from flux_mcp.media.images import SAVED_PATHS_REMEMBERED, save, sidecar_metadata
+from flux_mcp.media.mp4 import Track, mp4_info, only_track, tracks
 from flux_mcp.media.pictures import MAX_PIXELS, PREVIEW_MAX_BYTES, Picture, Preview, preview_of
 from flux_mcp.net.downloads import Downloader
 
 logger = logging.getLogger(__name__)
 
 NO_POSTER = "no poster frame is shown (install flux-mcp[video] for one)"
-
-
-@dataclass(frozen=True)
-class Mp4Info:
-    """What the container says: its brand and its duration (from `mvhd`)."""
-
-    brand: str
-    seconds: float
+# A poster is read from a file only within these bounds (checked from its boxes, before decoding):
+# a video with its audio, maybe a timecode or caption track, is far below 8 tracks; 100,000 frames
+# is almost an hour at 30 fps (ffmpeg indexes every declared frame: about 30 bytes each).
+MAX_POSTER_TRACKS = 8
+MAX_POSTER_SAMPLES = 100_000
+POSTER_CODECS = frozenset({"avc1", "avc3", "hvc1", "hev1", "av01", "vp09"})  # H.264, H.265, AV1, VP9
 
 
 @dataclass(frozen=True)
@@ -47,49 +45,6 @@ class KeptVideo:
 
     info: VideoInfo
     poster: Preview | None
-
-
-def mp4_info(data: bytes, source: str = "the video") -> Mp4Info:
-    """Read the MP4's top-level boxes: `ftyp` first, then `moov`/`mvhd` for the duration."""
-    boxes = dict(_boxes(data, 0, len(data)))
-    if not data[4:8] == b"ftyp" or "ftyp" not in boxes:
-        raise VideoError(f"{source} is not an MP4 file (no ftyp box)")
-    start, end = boxes["ftyp"]
-    brand = data[start : start + 4].decode("ascii", "replace")
-    if "moov" not in boxes:
-        raise VideoError(f"{source} is an incomplete MP4 (no moov box)")
-    inner = dict(_boxes(data, *boxes["moov"]))
-    if "mvhd" not in inner:
-        raise VideoError(f"{source} is an MP4 without a movie header (mvhd)")
-    start, end = inner["mvhd"]
-    version = data[start]
-    if version == 1 and end - start >= 32:
-        timescale, duration = struct.unpack(">IQ", data[start + 20 : start + 32])
-    elif end - start >= 20:
-        timescale, duration = struct.unpack(">II", data[start + 12 : start + 20])
-    else:
-        raise VideoError(f"{source} has a damaged movie header")
-    if timescale == 0:
-        raise VideoError(f"{source} has a movie header without a time scale")
-    return Mp4Info(brand=brand, seconds=duration / timescale)
-
-
-def _boxes(data: bytes, start: int, end: int) -> list[tuple[str, tuple[int, int]]]:
-    """(type, (payload start, payload end)) of each box between `start` and `end`."""
-    found = []
-    offset = start
-    while offset + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
-        header = 8
-        if size == 1 and offset + 16 <= end:
-            size, header = struct.unpack(">Q", data[offset + 8 : offset + 16])[0], 16
-        elif size == 0:
-            size = end - offset
-        if size < header or offset + size > end:
-            break
-        found.append((kind.decode("latin-1"), (offset + header, offset + size)))
-        offset += size
-    return found
 
 
 def poster_available() -> bool:
@@ -101,23 +56,60 @@ def poster_available() -> bool:
 
 
 def poster_frame(data: bytes, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> Preview | None:
-    """The first frame as a small JPEG; None without PyAV. Raises VideoError when it cannot be decoded."""
+    """The first frame as a small JPEG; None without PyAV. Raises VideoError when it cannot be decoded.
+
+    The file's boxes are read first (`poster_track`): ffmpeg is given a view holding that one track
+    only, so no other stream is probed or decoded, and its decoder refuses any frame over MAX_PIXELS
+    (`max_pixels`), whatever the track's header declared. One thread: one frame buffer at a time.
+    """
     try:
         import av
     except ImportError:
         return None
+    only = only_track(data, poster_track(data))
+    limits = {"max_pixels": str(MAX_PIXELS), "threads": "1"}
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        options: Any = [limits]  # PyAV 18 types it list[str]; it takes a dict per stream
+        with av.open(only, mode="r", stream_options=options) as container:
+            if len(container.streams) != 1 or not container.streams.video:
+                raise VideoError("the video's track could not be read alone")
             stream = container.streams.video[0]
-            if stream.width * stream.height > MAX_PIXELS:  # checked before a frame is decoded
-                raise VideoError(f"the video declares {stream.width}x{stream.height}, too large to decode")
+            _check_pixels(stream.width, stream.height)  # what the codec's own header says
+            stream.codec_context.options = limits
+            stream.codec_context.thread_count = 1
             frame = next(container.decode(stream))
-            image = frame.to_image()  # type: ignore[no-untyped-call]
+            _check_pixels(frame.width, frame.height)
+            scale = min(1.0, side / max(frame.width, frame.height, 1))
+            small = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+            image = frame.to_image(width=small[0], height=small[1])  # type: ignore[no-untyped-call]
     except VideoError:
         raise
     except Exception:  # PyAV signals damage in many ways (av.FFmpegError, StopIteration, IndexError…)
         raise VideoError("the video's first frame could not be decoded") from None
     return preview_of(image, side, max_bytes)
+
+
+def poster_track(data: bytes) -> Track:
+    """The one track a poster is decoded from, checked from its declared boxes before any decoding."""
+    declared = tracks(data)
+    if len(declared) > MAX_POSTER_TRACKS:
+        raise VideoError(f"the video declares {len(declared)} tracks (at most {MAX_POSTER_TRACKS} are read)")
+    track = next((track for track in declared if track.handler == "vide"), None)
+    if track is None:
+        raise VideoError("the video has no video track")
+    if track.sample_entry not in POSTER_CODECS:
+        codec = track.sample_entry or "none"
+        raise VideoError(f"the video's codec ({codec}) is not one a poster is made from")
+    _check_pixels(track.width, track.height)
+    if track.samples > MAX_POSTER_SAMPLES:
+        limit = MAX_POSTER_SAMPLES
+        raise VideoError(f"the video declares {track.samples} frames (at most {limit} are indexed)")
+    return track
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise VideoError(f"the video declares {width}x{height}, too large to decode")
 
 
 class VideoKeeper:

@@ -26,13 +26,16 @@ from flux_mcp.domain.errors import (
     may_retry,
 )
 from flux_mcp.domain.settings import Settings
+from flux_mcp.domain.tasks import json_integer
 from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
+from flux_mcp.domain.text import storable
 
 logger = logging.getLogger(__name__)
 
 # A task record is a few KB; 50 of them with 4000-character prompts ~1 MB; a balance list far less.
 MAX_RESPONSE_BYTES = 2_000_000
 MAX_SHOWN_BODY = 300
+MAX_SCRUBBED_DEPTH = 8  # an application item is 2 levels deep
 
 
 _TAGS = re.compile(r"<[^>]*>")
@@ -218,10 +221,23 @@ class Upstream:
     def secrets(self) -> list[str]:
         return [self.token] if self.token else []
 
+    def scrubbed(self, value: Any, depth: int = 0) -> Any:
+        """A JSON answer with every string in it scrubbed (`scrub`): all of it may be shown or stored.
+        Nesting past a few levels (no answer of ours has it) is dropped rather than followed."""
+        if isinstance(value, str):
+            return self.scrub(value)
+        if not isinstance(value, dict | list):
+            return value
+        if depth >= MAX_SCRUBBED_DEPTH:
+            return None
+        if isinstance(value, list):
+            return [self.scrubbed(item, depth + 1) for item in value]
+        return {self.scrub(str(key)): self.scrubbed(item, depth + 1) for key, item in value.items()}
+
 
 def scrub(text: str, secrets: list[str]) -> str:
-    """Upstream text is shown to the model: trimmed, without markup, never carrying a secret."""
-    text = " ".join(_TAGS.sub(" ", text).split())
+    """Upstream text is shown to the model: trimmed, without markup, never carrying a secret, storable."""
+    text = " ".join(_TAGS.sub(" ", storable(text)).split())
     for secret in secrets:
         text = text.replace(secret, "[redacted]")
     return text[:MAX_SHOWN_BODY] + ("…" if len(text) > MAX_SHOWN_BODY else "")
@@ -247,9 +263,14 @@ def describe_failure(exc: httpx2.HTTPError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def json_object(content: bytes) -> dict[str, Any] | None:
+def json_value(content: bytes) -> Any:
+    """An answer's JSON (None when it is not JSON), its integers read by the one rule for upstream figures."""
     try:
-        data = json.loads(content) if content else None
+        return json.loads(content, parse_int=json_integer) if content else None
     except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser follows
         return None
+
+
+def json_object(content: bytes) -> dict[str, Any] | None:
+    data = json_value(content)
     return data if isinstance(data, dict) else None

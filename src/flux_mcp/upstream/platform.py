@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +21,14 @@ from flux_mcp.domain.errors import (
 )
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.telemetry import NO_OBSERVER, Observer
-from flux_mcp.upstream.call import ErrorAnswer, RetryPolicy, Upstream, json_object, token_and_retry
+from flux_mcp.upstream.call import (
+    ErrorAnswer,
+    RetryPolicy,
+    Upstream,
+    json_object,
+    json_value,
+    token_and_retry,
+)
 
 # --- The AceDataCloud platform: file uploads and balances ------------------------------------------
 
@@ -89,6 +95,12 @@ class PlatformClient:
             raise MalformedResponseError(
                 "The AceDataCloud platform took the upload but returned no file_url.", status=200
             )
+        if any(secret in file_url for secret in self._upstream.secrets()):  # a URL cannot be scrubbed
+            raise MalformedResponseError(
+                "The AceDataCloud platform took the upload but returned a file_url holding the API token; "
+                "it is not used (it would be sent on, stored and shown).",
+                status=200,
+            )
         return file_url
 
     async def applications(self) -> list[dict[str, Any]]:
@@ -102,7 +114,8 @@ class PlatformClient:
                 "The AceDataCloud platform listed the applications in a shape flux-mcp does not know.",
                 status=200,
             )
-        return [item for item in items if isinstance(item, dict)]
+        # Platform text is upstream text: an application's name may echo the token (as an API answer may).
+        return [self._upstream.scrubbed(item) for item in items if isinstance(item, dict)]
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         upstream = self._upstream
@@ -115,8 +128,8 @@ class PlatformClient:
         except httpx2.TransportError as exc:
             raise upstream.unreachable(exc) from None
         data = json_object(content)
-        if response.is_success and data is None and _is_json_list(content):
-            data = {"items": json.loads(content)}  # a bare list of items
+        if response.is_success and data is None and isinstance(items := json_value(content), list):
+            data = {"items": items}  # a bare list of items
         if response.is_success and data is not None:
             return data
         raise self._error(upstream.error_answer(response, data, content))
@@ -144,10 +157,3 @@ class PlatformClient:
         if 400 <= status < 500:
             return RequestRejectedError(f"The AceDataCloud platform refused the request: {detail}", **fields)
         return self._upstream.failed(answer)
-
-
-def _is_json_list(content: bytes) -> bool:
-    try:
-        return isinstance(json.loads(content), list)
-    except (ValueError, RecursionError):
-        return False
