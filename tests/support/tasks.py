@@ -10,8 +10,8 @@ from typing import Any, Literal
 import httpx2
 import mcp_types
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 from pydantic import ConfigDict, Field
 
@@ -71,6 +71,8 @@ async def tasks_http_client(base_url: str, token: str | None) -> AsyncIterator[C
     headers = {"authorization": f"Bearer {token}"} if token else {}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=30) as http,
-        Client(streamable_http_client(f"{base_url}/mcp", http_client=http), extensions=[RawTasks()]) as client,
+        Client(
+            streamable_http_client(f"{base_url}/mcp", http_client=http), extensions=[RawTasks()]
+        ) as client,
     ):
         yield client

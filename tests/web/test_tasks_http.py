@@ -30,4 +30,7 @@ async def test_another_callers_task_is_an_unknown_id(settings: Settings, emulato
                 await task_request(bob, method, created["taskId"])
             assert theirs.value.code == INVALID_PARAMS and "Unknown task id" in theirs.value.message
         finish_tasks_now(emulator)
-        assert (await task_request(alice, "tasks/get", created["taskId"]))["status"] in ("working", "completed")
+        assert (await task_request(alice, "tasks/get", created["taskId"]))["status"] in (
+            "working",
+            "completed",
+        )
