@@ -19,8 +19,8 @@ from mcp_types.jsonrpc import MISSING_REQUIRED_CLIENT_CAPABILITY
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import Fault, RunningEmulator
 from flux_mcp.server.build import build_server
+from testkit.tasks import TASKS, RawTasks, call_as_task, task_request
 from tests.support import WAIT_BOUND, finish_tasks_now, history_rows, structured, wait_for
-from tests.support.tasks import TASKS, RawTasks, call_as_task, task_request
 
 pytestmark = pytest.mark.anyio
 

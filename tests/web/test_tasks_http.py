@@ -8,8 +8,8 @@ from mcp_types import INVALID_PARAMS
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
+from testkit.tasks import call_as_task, task_request, tasks_http_client
 from tests.support import finish_tasks_now, http_service
-from tests.support.tasks import call_as_task, task_request, tasks_http_client
 
 pytestmark = pytest.mark.anyio
 

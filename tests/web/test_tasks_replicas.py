@@ -15,8 +15,8 @@ from mcp_types import INVALID_PARAMS
 
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 from testkit.replicas import Replica, run_replicas
+from testkit.tasks import call_as_task, task_request, tasks_http_client
 from tests.support import TOKEN, WAIT_BOUND, finish_tasks_now
-from tests.support.tasks import call_as_task, task_request, tasks_http_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow, pytest.mark.subprocess]
 

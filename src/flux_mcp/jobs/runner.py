@@ -84,10 +84,16 @@ class JobTicket:
     # Told the upstream task (and its history row) once the job has one: submitted, or an identical
     # undelivered one continued. An MCP task hands its id out from then on (server/tasks).
     on_task: Callable[[str, int | None], Awaitable[None]] | None = None
+    # Told when the waiting is over, before the files are kept (an MCP task says it is saving them).
+    on_settled: Callable[[TaskSnapshot], Awaitable[None]] | None = None
 
     async def has_task(self, task_id: str, row_id: int | None) -> None:
         if self.on_task is not None:
             await self.on_task(task_id, row_id)
+
+    async def settled(self, snapshot: TaskSnapshot) -> None:
+        if self.on_settled is not None:
+            await self.on_settled(snapshot)
 
 
 class Jobs:
@@ -162,6 +168,7 @@ class Jobs:
             task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
         )
         snapshot = await self._wait(pending, wait_seconds, progress, slot, just_submitted=True)
+        await ticket.settled(snapshot)
         result = task_result(snapshot, request.model_dump(), anyio.current_time() - started)
         return await self._finisher.finish(result, self._owner, preview)
 
@@ -171,6 +178,7 @@ class Jobs:
         wait_seconds: float | None,
         progress: ProgressFn = no_progress,
         preview: PreviewChoice | None = None,
+        ticket: JobTicket | None = None,
     ) -> FinishedJob:
         started = anyio.current_time()
         entry = await self._known(task_id)
@@ -186,6 +194,8 @@ class Jobs:
             snapshot, wait_seconds, progress, slot, just_submitted=False, age=age, wakeups_seen=seen
         )
         # The upstream's copy of the request wins; ours adds what it never saw (variation_of).
+        if ticket is not None:
+            await ticket.settled(snapshot)
         request = {**(entry.request if entry is not None else {}), **(snapshot.request or {})}
         result = task_result(snapshot, request, anyio.current_time() - started)
         return await self._finisher.finish(result, self._owner, preview)
@@ -280,6 +290,7 @@ class Jobs:
         snapshot = await self._wait(
             snapshot, wait_seconds, progress, slot, just_submitted=just_submitted, age=age, wakeups_seen=seen
         )
+        await ticket.settled(snapshot)
         result = task_result(snapshot, earlier.request, anyio.current_time() - started)
         result.attached, result.submitted_seconds_ago = True, round(age, 1)
         return await self._finisher.finish(result, self._owner, preview)

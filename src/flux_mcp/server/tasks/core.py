@@ -25,7 +25,9 @@ stop a job, so it may still be billed; the server keeps watching it so its image
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +39,7 @@ import anyio
 import anyio.abc
 from mcp_types import CallToolResult, TextContent
 
-from flux_mcp.domain.tasks import PreviewChoice, TaskStatus
+from flux_mcp.domain.tasks import PreviewChoice, TaskSnapshot, TaskStatus
 from flux_mcp.history.protocol_tasks import CANCELLED, COMPLETED, TERMINAL, WORKING, ProtocolTask
 from flux_mcp.history.store import History
 from flux_mcp.jobs.finishing import FinishedJob
@@ -53,7 +55,8 @@ logger = logging.getLogger(__name__)
 
 TASK_TTL_SECONDS = 24 * 3600.0  # how long a task (and so its result) can be asked for by its id
 ADOPT_AFTER_SECONDS = 6 * HEARTBEAT_SECONDS  # a driver silent this long is gone
-MIN_POLL_INTERVAL_MS = 500
+LOOK_MARGIN = 0.5  # after the poller's look, this share of its first pause: the time to keep the images
+SAVING_MESSAGE = "Done upstream; saving the files…"  # between the poller's last look and the result
 CANCELLED_MESSAGE = (
     "Cancelled: flux-mcp stopped waiting. The Flux API cannot stop a job, so this one may still finish "
     "and be billed; if it does, its images are kept in the history (list_tasks shows them)."
@@ -102,9 +105,20 @@ class TaskState:
 
 
 def poll_interval_ms(schedule: PollSchedule, age: float) -> int:
-    """How often a client should ask about a task this old: as often as the poller itself looks (asking
-    more often shows the same state again). The one place the poller's answer is read for Tasks."""
-    return max(MIN_POLL_INTERVAL_MS, round(schedule.pause(age) * 1000))
+    """When a client should next ask about a task this old (seconds since its submission): just after the
+    poller's next look at it, when its state can next change (asking sooner shows the same state again; later,
+    shows the images late). The one place the poller's schedule is read for Tasks."""
+    look = schedule.first  # the poller's looks, as ages: first, then each one pause(age) after the last
+    while look <= age:
+        pause = schedule.pause(look)
+        if pause >= schedule.cap:  # from here on every pause is the cap
+            look += math.ceil((age - look) / pause + 1e-9) * pause if age > look else pause
+            break
+        look += pause
+    until_look = look - age + schedule.first * LOOK_MARGIN
+    # Real looks drift later than the schedule (each waits for the one before to be answered): never wait
+    # more than half a pause, so a look that came late is still seen soon after.
+    return max(1, round(min(until_look, schedule.pause(age) / 2) * 1000))
 
 
 def iso_time(timestamp: float) -> str:
@@ -187,8 +201,15 @@ class TaskBoard:
         """Run the job to its end and record how it ended on the task (never over a cancel)."""
 
         async def has_task(task_id: str, row_id: int | None) -> None:
+            # The poller's schedule for it counts from now (`poll_interval_ms`).
+            arguments = json.dumps({**task.arguments, "submitted_at": time.time()})
             await self._history.update_protocol_task(
-                task.id, working_only=False, task_id=task_id, row_id=row_id, status_message=driver.message
+                task.id,
+                working_only=False,
+                task_id=task_id,
+                row_id=row_id,
+                status_message=driver.message,
+                arguments=arguments,
             )
             driver.started.set()
 
@@ -199,11 +220,16 @@ class TaskBoard:
             except Exception as exc:  # progress is news, not a result: the job goes on
                 logger.warning("could not note the progress of an MCP task: %s", exc)
 
+        async def settled(snapshot: TaskSnapshot) -> None:
+            if snapshot.status is not TaskStatus.PENDING:
+                await progress(0.0, SAVING_MESSAGE)
+
         finished: FinishedJob | None = None
 
         async def work() -> FinishedJob:
             nonlocal finished
-            finished = await run(caller.jobs.without_wait_limit(), JobTicket(on_task=has_task), progress)
+            ticket = JobTicket(on_task=has_task, on_settled=settled)
+            finished = await run(caller.jobs.without_wait_limit(), ticket, progress)
             return finished
 
         async def render(job: FinishedJob) -> CallToolResult:
@@ -328,21 +354,30 @@ class TaskBoard:
         driver.started.set()
 
         async def resume(jobs: Jobs, ticket: JobTicket, progress: ProgressFn) -> FinishedJob:
-            return await jobs.resume(upstream, None, progress, preview)
+            return await jobs.resume(upstream, None, progress, preview, ticket)
 
         self._group.start_soon(self._drive, task, caller, resume, driver)
 
     async def _state_of(self, task: ProtocolTask, driver: _Driver | None) -> TaskState:
-        message = driver.message if driver is not None and task.status == WORKING else None
+        message = (
+            driver.message if driver is not None and task.status == WORKING else None
+        ) or task.status_message
+        age = max(0.0, time.time() - float(task.arguments.get("submitted_at", task.created_at)))
+        saving = task.status == WORKING and message == SAVING_MESSAGE
+        interval = (
+            round(self._schedule.first * LOOK_MARGIN * 1000)
+            if saving
+            else poll_interval_ms(self._schedule, age)
+        )
         return TaskState(
             task_id=task.id,
             tool=task.tool,
             status=task.status,
-            status_message=message or task.status_message,
+            status_message=message,
             created_at=task.created_at,
             last_updated_at=task.updated_at,
             ttl_ms=round((task.expires_at - task.created_at) * 1000),
-            poll_interval_ms=poll_interval_ms(self._schedule, max(0.0, time.time() - task.created_at)),
+            poll_interval_ms=max(1, interval),
         )
 
 

@@ -1,5 +1,6 @@
-"""A bare SEP-2663 client for tests: declare `io.modelcontextprotocol/tasks`, see a task answer as it is, and
-send tasks/get, tasks/cancel and any other method raw (real clients are in tests/clients/test_tasks_*.py)."""
+"""A bare SEP-2663 client for tests and benchmarks: declare `io.modelcontextprotocol/tasks`, see a task
+answer as it is, and send tasks/get, tasks/cancel or any other method raw (real clients: tests/clients).
+"""
 
 from __future__ import annotations
 
