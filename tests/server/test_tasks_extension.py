@@ -200,3 +200,13 @@ async def test_a_restarted_server_completes_a_task_it_was_running(
     assert done["status"] == "completed" and done["result"]["structuredContent"]["status"] == "succeeded"
     assert done["result"]["structuredContent"]["images"][0]["path"]
     assert emulator.state.submissions == 1
+
+
+async def test_a_video_is_a_task_too(tasks_client: Client, emulator: RunningEmulator) -> None:
+    arguments = {"prompt": "a kite flies away", "mode": "t2v"}
+    created = await call_as_task(tasks_client, "generate_video", arguments)
+    assert created["resultType"] == "task"
+    finish_tasks_now(emulator)
+    done = await until_ended(tasks_client, created["taskId"])
+    assert done["status"] == "completed" and done["result"]["structuredContent"]["status"] == "succeeded"
+    assert done["result"]["structuredContent"]["videos"] and "\n" not in done["statusMessage"]

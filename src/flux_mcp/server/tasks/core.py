@@ -255,8 +255,8 @@ class TaskBoard:
             self._drivers.pop(task.id, None)
 
     async def _end(self, task_id: str, finished: FinishedJob | None, shown: CallToolResult) -> None:
-        if finished is not None:
-            message, error = summarize(finished.result), None
+        if finished is not None:  # its first line: what happened (the result has the rest)
+            message, error = summarize(finished.result).split("\n", 1)[0], None
         else:
             error = _text_of(shown)
             message = error
