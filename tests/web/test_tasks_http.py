@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
@@ -34,3 +35,15 @@ async def test_another_callers_task_is_an_unknown_id(settings: Settings, emulato
             "working",
             "completed",
         )
+
+
+async def test_tasks_requests_without_a_valid_token_are_refused(settings: Settings) -> None:
+    """The gate checks every request, tasks/* included: no token, or a wrong one, is 401 before any lookup."""
+    guarded = settings.with_changes(auth="tokens", auth_tokens="alice-secret-token")
+    request = {"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"taskId": "anything"}}
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    async with http_service(guarded) as base_url, httpx2.AsyncClient(trust_env=False) as http:
+        for token in (None, "not-a-token"):
+            sent = {**headers, **({"authorization": f"Bearer {token}"} if token else {})}
+            answer = await http.post(f"{base_url}/mcp", json=request, headers=sent)
+            assert answer.status_code == 401
