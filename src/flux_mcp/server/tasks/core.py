@@ -39,6 +39,7 @@ import anyio
 import anyio.abc
 from mcp_types import CallToolResult, TextContent
 
+from flux_mcp.domain.errors import HistoryUnavailableError
 from flux_mcp.domain.tasks import PreviewChoice, TaskSnapshot, TaskStatus
 from flux_mcp.history.protocol_tasks import CANCELLED, COMPLETED, TERMINAL, WORKING, ProtocolTask
 from flux_mcp.history.store import History
@@ -183,7 +184,10 @@ class TaskBoard:
             updated_at=now,
             expires_at=now + ttl,
         )
-        await self._history.add_protocol_task(task)
+        try:
+            await self._history.add_protocol_task(task)
+        except HistoryUnavailableError as exc:  # nothing submitted: said as every tool says it
+            return error_result(exc.message)
         driver = self._drivers[task.id] = _Driver()
         self._group.start_soon(self._drive, task, caller, run, driver)
         await _first_of(driver.started, driver.done)
