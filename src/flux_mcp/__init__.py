@@ -33,6 +33,7 @@ _ERRORS = (  # the whole tree of flux_mcp.domain.errors, root first
     "UnsupportedSdkError",
     "FluxError",
     "MissingTokenError",
+    "BudgetExceededError",
     "UndecidedRepeatError",
     "UpstreamError",
     "AuthenticationError",
@@ -58,6 +59,7 @@ __all__ = ["__version__", *_HOMES]
 
 if TYPE_CHECKING:  # what type checkers see; tests/test_package.py holds it to _HOMES
     from flux_mcp.domain.errors import AuthenticationError as AuthenticationError
+    from flux_mcp.domain.errors import BudgetExceededError as BudgetExceededError
     from flux_mcp.domain.errors import FluxError as FluxError
     from flux_mcp.domain.errors import FluxMcpError as FluxMcpError
     from flux_mcp.domain.errors import HistoryUnavailableError as HistoryUnavailableError

@@ -204,6 +204,15 @@ class Settings(BaseSettings):
         description="Most upstream credits the whole server may spend: AMOUNT/day or AMOUNT/month (UTC).",
     )
 
+    # --- MCP Tasks (issue 25) ---
+    tasks: bool = Field(
+        True,
+        description=(
+            "Answer image and video calls with an MCP task (a handle the host polls) when the client "
+            "declares Tasks support; false = every client waits and resumes with get_task as without Tasks."
+        ),
+    )
+
     def with_changes(self, **changes: Any) -> Self:
         """A copy with `changes` (by field name), validated like settings read from the environment.
 

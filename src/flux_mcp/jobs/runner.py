@@ -30,8 +30,10 @@ Whatever the upstream (or anyone) sends, a result carries at most the images its
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -74,6 +76,8 @@ ATTACH_HORIZON_SECONDS = 24 * 3600.0
 # server does not say: past it, a row still `submitting` belongs to a process that died mid-submit.
 DEFAULT_SUBMIT_BOUND_SECONDS = 300.0
 SUBMITTING_POLL_FIRST, SUBMITTING_POLL_MAX = 0.05, 1.0
+# How long a job run as an MCP task waits (`Jobs.without_wait_limit`): nobody's tool call is held open.
+TASK_WAIT_SECONDS = 7 * 24 * 3600.0
 
 
 @dataclass
@@ -82,6 +86,19 @@ class JobTicket:
 
     # The answer tells its caller that this history row's submission may have been billed.
     undecided_row: int | None = None
+    # Told the upstream task (and its history row) once the job has one: submitted, or an identical
+    # undelivered one continued. An MCP task hands its id out from then on (server/tasks).
+    on_task: Callable[[str, int | None], Awaitable[None]] | None = None
+    # Told when the waiting is over, before the files are kept (an MCP task says it is saving them).
+    on_settled: Callable[[TaskSnapshot], Awaitable[None]] | None = None
+
+    async def has_task(self, task_id: str, row_id: int | None) -> None:
+        if self.on_task is not None:
+            await self.on_task(task_id, row_id)
+
+    async def settled(self, snapshot: TaskSnapshot) -> None:
+        if self.on_settled is not None:
+            await self.on_settled(snapshot)
 
 
 class Jobs:
@@ -114,6 +131,12 @@ class Jobs:
         self._callbacks = callbacks
         self._stop = stop
         self._submit_bound = submit_bound
+
+    def without_wait_limit(self) -> Jobs:
+        """These jobs, waiting until each task ends (TASK_WAIT_SECONDS), whatever FLUX_MCP_WAIT_SECONDS is."""
+        unlimited = copy.copy(self)
+        unlimited._max_wait = TASK_WAIT_SECONDS
+        return unlimited
 
     def budget(self, wait_seconds: float | None) -> float:
         return self._max_wait if wait_seconds is None else min(wait_seconds, self._max_wait)
@@ -151,10 +174,12 @@ class Jobs:
             raise
         logger.info("submitted %s task %s (%s)", request.action, submission.task_id, request.model)
         await progress(0.0, f"Submitted task {submission.task_id}; waiting for {request.model}…")
+        await ticket.has_task(submission.task_id, claim.row_id if claim else None)
         pending = TaskSnapshot(
             task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
         )
         snapshot = await self._wait(pending, wait_seconds, progress, slot, just_submitted=True)
+        await ticket.settled(snapshot)
         result = task_result(snapshot, request.model_dump(), anyio.current_time() - started)
         return await self._finisher.finish(result, self._owner, preview)
 
@@ -164,6 +189,7 @@ class Jobs:
         wait_seconds: float | None,
         progress: ProgressFn = no_progress,
         preview: PreviewChoice | None = None,
+        ticket: JobTicket | None = None,
     ) -> FinishedJob:
         started = anyio.current_time()
         entry = await self._known(task_id)
@@ -180,6 +206,8 @@ class Jobs:
             snapshot, wait_seconds, progress, slot, just_submitted=False, age=age, wakeups_seen=seen
         )
         # The upstream's copy of the request wins; ours adds what it never saw (variation_of).
+        if ticket is not None:
+            await ticket.settled(snapshot)
         request = {**(entry.request if entry is not None else {}), **(snapshot.request or {})}
         result = task_result(snapshot, request, anyio.current_time() - started)
         return await self._finisher.finish(result, self._owner, preview)
@@ -288,6 +316,7 @@ class Jobs:
         task_id = earlier.task_id
         logger.info("continuing task %s: an identical call submitted it %.0f s ago", task_id, age)
         await progress(0.0, f"Continuing task {task_id}, submitted {ago(age)} by an identical call")
+        await ticket.has_task(task_id, earlier.row_id)
         slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
         seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
         try:
@@ -306,6 +335,7 @@ class Jobs:
         snapshot = await self._wait(
             snapshot, wait_seconds, progress, slot, just_submitted=just_submitted, age=age, wakeups_seen=seen
         )
+        await ticket.settled(snapshot)
         result = task_result(snapshot, earlier.request, anyio.current_time() - started)
         result.attached, result.submitted_seconds_ago = True, round(age, 1)
         return await self._finisher.finish(result, self._owner, preview)

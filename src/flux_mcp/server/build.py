@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx2
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
@@ -44,6 +45,8 @@ from flux_mcp.server.gallery import gallery_app, gallery_tools, hide_ui_from_pla
 from flux_mcp.server.observing import observing
 from flux_mcp.server.resources import add_resources
 from flux_mcp.server.state import AppState
+from flux_mcp.server.tasks.core import TaskBoard
+from flux_mcp.server.tasks.extension import TasksExtension
 from flux_mcp.server.toolkit import TIMEOUT_ADVICE
 from flux_mcp.server.tools import (
     job_tools,
@@ -112,17 +115,22 @@ def build_server(
                     build_http_client(settings) as http,
                     build_download_client(settings) as downloads,
                     running_pollers(observer) as pollers,
+                    anyio.create_task_group() as background,  # MCP tasks' jobs, past their calls
                 ):
-                    yield _app_state(
-                        settings,
-                        http,
-                        history,
-                        callbacks,
-                        stop,
-                        pollers,
-                        downloads=downloads,
-                        observer=observer,
-                    )
+                    try:
+                        yield _app_state(
+                            settings,
+                            http,
+                            history,
+                            callbacks,
+                            stop,
+                            pollers,
+                            downloads=downloads,
+                            observer=observer,
+                            group=background,
+                        )
+                    finally:
+                        background.cancel_scope.cancel()
             finally:
                 if probe is not None:
                     probe.history = None
@@ -146,7 +154,7 @@ def build_server(
             publish_portable_schemas,
         ],
         tools=tools,
-        extensions=[gallery_app()],
+        extensions=[gallery_app(), *([TasksExtension()] if settings.tasks else [])],
     )
     add_resources(server)
     _add_prompts(server)
@@ -221,6 +229,7 @@ def _app_state(
     *,
     downloads: httpx2.AsyncClient,
     observer: Observer = NO_OBSERVER,
+    group: anyio.abc.TaskGroup,
 ) -> AppState:
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
@@ -274,6 +283,7 @@ def _app_state(
         platform_for=platform_for,
         videos=videos,
         observer=observer,
+        tasks=TaskBoard(history, group, schedule) if settings.tasks else None,
     )
 
 

@@ -8,10 +8,12 @@ How an HTTP request's credentials are checked is `web.credentials`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from starlette.requests import Request
 
@@ -32,8 +34,8 @@ class Caller:
     jobs: Jobs
     owner: str = ""
     token: str | None = None  # a pass-through caller's own token; None: the server's
-    # Who the credential is, for budgets and the report: an OAuth or pass-through caller's owner, a server
-    # token's name (`domain.team`), "local" on stdio or without auth. Never a token.
+    # Who the credential is, for budgets, the report and MCP task binding: an OAuth or pass-through caller's
+    # owner, a server token's name (`domain.team`), "local" on stdio or without auth. Never a token.
     person: str = LOCAL_PERSON
 
     def platform(self) -> PlatformClient:
@@ -46,15 +48,21 @@ def caller_of(ctx: CallContext) -> Caller:
     With OAuth the server's token pays, and the history is the signed-in person's (the HTTP gate put
     their verified access token into the request as the SDK's `AuthenticatedUser`).
     """
-    state = ctx.request_context.lifespan_context
+    return caller_of_request(ctx.request_context)
+
+
+def caller_of_request(request_context: ServerRequestContext[AppState, Any]) -> Caller:
+    """`caller_of` for a request that is not a tool's (tasks/get, a middleware)."""
+    state = request_context.lifespan_context
+    headers: Mapping[str, str] | None = getattr(request_context.request, "headers", None)
     mode = state.settings.auth_mode()
-    if mode == "oauth" and ctx.headers is not None:
-        return _signed_in_caller(state, ctx)
-    if mode == "tokens" and ctx.headers is not None:
-        return _team_caller(state, bearer_token(ctx.headers.get("authorization")))
-    if mode != "passthrough" or ctx.headers is None:
+    if mode == "oauth" and headers is not None:
+        return _signed_in_caller(state, request_context.request)
+    if mode == "tokens" and headers is not None:
+        return _team_caller(state, bearer_token(headers.get("authorization")))
+    if mode != "passthrough" or headers is None:
         return Caller(state, state.jobs)
-    token = bearer_token(ctx.headers.get("authorization"))
+    token = bearer_token(headers.get("authorization"))
     if token is None:  # the HTTP gate refuses such requests; this is the second line
         return _anonymous(state)
     owner = state.history.owner_of(token)
@@ -75,8 +83,7 @@ def _anonymous(state: AppState) -> Caller:
     return Caller(state, jobs, "anonymous", token="", person="anonymous")
 
 
-def _signed_in_caller(state: AppState, ctx: CallContext) -> Caller:
-    request = ctx.request_context.request
+def _signed_in_caller(state: AppState, request: object) -> Caller:
     user = request.scope.get("user") if isinstance(request, Request) else None
     access = user.access_token if isinstance(user, AuthenticatedUser) else None
     issuer = (access.claims or {}).get("iss") if access is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.team import LOCAL_PERSON
@@ -15,6 +15,9 @@ from flux_mcp.media.images import ImageKeeper
 from flux_mcp.media.uploads import ImageSources
 from flux_mcp.media.videos import VideoKeeper
 from flux_mcp.upstream.platform import PlatformClient
+
+if TYPE_CHECKING:
+    from flux_mcp.server.tasks.core import TaskBoard
 
 
 class JobsFor(Protocol):
@@ -37,3 +40,4 @@ class AppState:
     videos: VideoKeeper
     # Told what happens; `state.observer.budget_refused()` when a budget refuses a call.
     observer: Observer = NO_OBSERVER
+    tasks: TaskBoard | None = None  # MCP Tasks (server/tasks); None: FLUX_MCP_TASKS=false
