@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     oauth_allowed: str | None = Field(
         None, description="Comma-separated subjects or verified emails who may use it; unset = anyone."
     )
+    # MCP Tasks (issue 25). Until the tasks core is merged, this is the legacy helper's stand-in.
+    tasks: bool = Field(
+        True, description="Offer MCP Tasks to clients that support them (false: long jobs answer pending)."
+    )
 
     def with_changes(self, **changes: Any) -> Self:
         """A copy with `changes` (by field name), validated like settings read from the environment.

@@ -41,6 +41,7 @@ from flux_mcp.server import prompts
 from flux_mcp.server.gallery import gallery_app, gallery_tools, hide_ui_from_plain_clients
 from flux_mcp.server.resources import add_resources
 from flux_mcp.server.state import AppState
+from flux_mcp.server.tasks_legacy import legacy_tasks
 from flux_mcp.server.toolkit import TIMEOUT_ADVICE
 from flux_mcp.server.tools import (
     job_tools,
@@ -122,6 +123,7 @@ def build_server(
         log_level=settings.log_level,
         middleware=[
             refuse_non_object_arguments,
+            legacy_tasks,
             check_prompt_arguments,
             hide_ui_from_plain_clients,
             publish_portable_schemas,
