@@ -152,9 +152,14 @@ class Settings(BaseSettings):
     oauth_allowed: str | None = Field(
         None, description="Comma-separated subjects or verified emails who may use it; unset = anyone."
     )
-    # MCP Tasks (issue 25). Until the tasks core is merged, this is the legacy helper's stand-in.
+
+    # --- MCP Tasks (issue 25) ---
     tasks: bool = Field(
-        True, description="Offer MCP Tasks to clients that support them (false: long jobs answer pending)."
+        True,
+        description=(
+            "Answer image and video calls with an MCP task (a handle the host polls) when the client "
+            "declares Tasks support; false = every client waits and resumes with get_task as without Tasks."
+        ),
     )
 
     def with_changes(self, **changes: Any) -> Self:

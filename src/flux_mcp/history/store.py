@@ -60,6 +60,8 @@ import anyio
 from flux_mcp.domain.errors import HistoryUnavailableError
 from flux_mcp.domain.tasks import TaskResult
 from flux_mcp.history.backend import Backend
+from flux_mcp.history.protocol_tasks import COLUMNS as PROTOCOL_TASK_COLUMNS
+from flux_mcp.history.protocol_tasks import WORKING, ProtocolTask, protocol_task_from_row
 from flux_mcp.history.rows import (
     FOLD,
     RECORD,
@@ -311,7 +313,63 @@ class History:
             (owner, sha256, file_url, time.time()),
         )
 
-    # -- the SQLite file, synchronously (tests that age rows) --------------------------------------
+    # -- MCP Tasks (`protocol_tasks`): the handles clients poll, over the rows above --------------------
+
+    async def add_protocol_task(self, task: ProtocolTask) -> None:
+        await self._ready()
+        marks = ", ".join("?" * len(task.params()))
+        await self._backend.execute(
+            f"INSERT INTO protocol_tasks ({PROTOCOL_TASK_COLUMNS}) VALUES ({marks})", task.params()
+        )
+
+    async def find_protocol_task(self, task_id: str, owner: str, person: str) -> ProtocolTask | None:
+        """The task with this id if it is this caller's (owner and person); None otherwise, alike."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            "SELECT * FROM protocol_tasks WHERE id=? AND owner=? AND person=?", (task_id, owner, person)
+        )
+        return protocol_task_from_row(rows[0]) if rows else None
+
+    async def list_protocol_tasks(
+        self, owner: str, person: str, *, now: float, limit: int, offset: int = 0
+    ) -> list[ProtocolTask]:
+        """This caller's unexpired tasks, newest first."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            "SELECT * FROM protocol_tasks WHERE owner=? AND person=? AND expires_at>? "
+            "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            (owner, person, now, limit, offset),
+        )
+        return [protocol_task_from_row(row) for row in rows]
+
+    async def update_protocol_task(
+        self, task_id: str, /, *, working_only: bool = True, **changes: Any
+    ) -> bool:
+        """Set these columns (named by the code, never by a caller); with `working_only`, only while the task
+        is still working, so an end (or a cancel) is never overwritten. Whether the row changed."""
+        columns = [*changes, "updated_at"]
+        sql = f"UPDATE protocol_tasks SET {', '.join(f'{name}=?' for name in columns)} WHERE id=?"
+        params: list[Any] = [*changes.values(), time.time(), task_id]
+        if working_only:
+            sql += " AND status=?"
+            params.append(WORKING)
+        await self._ready()
+        return await self._backend.execute(sql, params) > 0
+
+    async def drive_protocol_task(self, task_id: str, driver: str, *, stale_before: float) -> bool:
+        """Make `driver` the one process driving this working task, unless another wrote it since
+        `stale_before` (it is alive). Atomic: of replicas asking at once, one drives it."""
+        await self._ready()
+        changed = await self._backend.execute(
+            "UPDATE protocol_tasks SET driver=? WHERE id=? AND status=? AND task_id IS NOT NULL "
+            "AND (driver IS NULL OR driver=? OR updated_at<?)",
+            (driver, task_id, WORKING, driver, stale_before),
+        )
+        return changed > 0
+
+    async def delete_protocol_task(self, task_id: str) -> None:
+        await self._ready()
+        await self._backend.execute("DELETE FROM protocol_tasks WHERE id=?", (task_id,))
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
         return self._sqlite().execute_now(sql, params)

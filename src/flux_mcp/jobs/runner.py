@@ -30,8 +30,10 @@ Whatever the upstream (or anyone) sends, a result carries at most the images its
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import anyio
@@ -69,6 +71,8 @@ ATTACH_HORIZON_SECONDS = 24 * 3600.0
 # server does not say: past it, a row still `submitting` belongs to a process that died mid-submit.
 DEFAULT_SUBMIT_BOUND_SECONDS = 300.0
 SUBMITTING_POLL_FIRST, SUBMITTING_POLL_MAX = 0.05, 1.0
+# How long a job run as an MCP task waits (`Jobs.without_wait_limit`): nobody's tool call is held open.
+TASK_WAIT_SECONDS = 7 * 24 * 3600.0
 
 
 @dataclass
@@ -77,6 +81,13 @@ class JobTicket:
 
     # The answer tells its caller that this history row's submission may have been billed.
     undecided_row: int | None = None
+    # Told the upstream task (and its history row) once the job has one: submitted, or an identical
+    # undelivered one continued. An MCP task hands its id out from then on (server/tasks).
+    on_task: Callable[[str, int | None], Awaitable[None]] | None = None
+
+    async def has_task(self, task_id: str, row_id: int | None) -> None:
+        if self.on_task is not None:
+            await self.on_task(task_id, row_id)
 
 
 class Jobs:
@@ -105,6 +116,12 @@ class Jobs:
         self._callbacks = callbacks
         self._stop = stop
         self._submit_bound = submit_bound
+
+    def without_wait_limit(self) -> Jobs:
+        """These jobs, waiting until each task ends (TASK_WAIT_SECONDS), whatever FLUX_MCP_WAIT_SECONDS is."""
+        unlimited = copy.copy(self)
+        unlimited._max_wait = TASK_WAIT_SECONDS
+        return unlimited
 
     def budget(self, wait_seconds: float | None) -> float:
         return self._max_wait if wait_seconds is None else min(wait_seconds, self._max_wait)
@@ -140,6 +157,7 @@ class Jobs:
             raise
         logger.info("submitted %s task %s (%s)", request.action, submission.task_id, request.model)
         await progress(0.0, f"Submitted task {submission.task_id}; waiting for {request.model}…")
+        await ticket.has_task(submission.task_id, claim.row_id if claim else None)
         pending = TaskSnapshot(
             task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
         )
@@ -244,6 +262,7 @@ class Jobs:
         task_id = earlier.task_id
         logger.info("continuing task %s: an identical call submitted it %.0f s ago", task_id, age)
         await progress(0.0, f"Continuing task {task_id}, submitted {ago(age)} by an identical call")
+        await ticket.has_task(task_id, earlier.row_id)
         slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
         seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
         try:

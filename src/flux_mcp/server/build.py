@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx2
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
@@ -41,6 +42,8 @@ from flux_mcp.server import prompts
 from flux_mcp.server.gallery import gallery_app, gallery_tools, hide_ui_from_plain_clients
 from flux_mcp.server.resources import add_resources
 from flux_mcp.server.state import AppState
+from flux_mcp.server.tasks.core import TaskBoard
+from flux_mcp.server.tasks.extension import TasksExtension
 from flux_mcp.server.tasks_legacy import legacy_tasks
 from flux_mcp.server.toolkit import TIMEOUT_ADVICE
 from flux_mcp.server.tools import (
@@ -108,8 +111,21 @@ def build_server(
                     build_http_client(settings) as http,
                     build_download_client(settings) as downloads,
                     running_pollers() as pollers,
+                    anyio.create_task_group() as background,  # MCP tasks' jobs, past their calls
                 ):
-                    yield _app_state(settings, http, history, callbacks, stop, pollers, downloads=downloads)
+                    try:
+                        yield _app_state(
+                            settings,
+                            http,
+                            history,
+                            callbacks,
+                            stop,
+                            pollers,
+                            downloads=downloads,
+                            group=background,
+                        )
+                    finally:
+                        background.cancel_scope.cancel()
             finally:
                 if probe is not None:
                     probe.history = None
@@ -130,7 +146,7 @@ def build_server(
         ],
         # In the order hosts list them: the gallery's own tools (only Apps hosts see them), then ours.
         tools=[*gallery_tools(), *job_tools(), *task_tools()],
-        extensions=[gallery_app()],
+        extensions=[gallery_app(), *([TasksExtension()] if settings.tasks else [])],
     )
     add_resources(server)
     _add_prompts(server)
@@ -204,6 +220,7 @@ def _app_state(
     pollers: Pollers,
     *,
     downloads: httpx2.AsyncClient,
+    group: anyio.abc.TaskGroup,
 ) -> AppState:
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
@@ -251,6 +268,7 @@ def _app_state(
         sources=ImageSources(history, keeper),
         platform_for=platform_for,
         videos=videos,
+        tasks=TaskBoard(history, group, schedule) if settings.tasks else None,
     )
 
 

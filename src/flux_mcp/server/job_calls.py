@@ -33,6 +33,7 @@ from flux_mcp.server.caller import CallContext, Caller, caller_of
 from flux_mcp.server.delivery import answer, log_to_client
 from flux_mcp.server.render import error_result, maybe_billed
 from flux_mcp.server.resources import known_image, known_video
+from flux_mcp.server.tasks.plan import task_plan
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,14 @@ async def _submit_and_answer(
     wait_seconds: float | None,
     preview: PreviewChoice | None,
 ) -> CallToolResult:
-    """Run the job with progress, and answer: its result, or the failure as a tool error."""
+    """Run the job with progress, and answer: its result, or the failure as a tool error.
+
+    When the call may become an MCP task (`tasks.plan`), the job is started as one instead (server/tasks).
+    """
+    plan, board = task_plan(), caller.state.tasks
+    if plan is not None and board is not None:
+        run = lambda jobs, ticket, progress: jobs.run(request, None, progress, ticket, preview)  # noqa: E731
+        return await board.start(plan, caller, run, preview)
     progress = progress_reporter(ctx)
     ticket = JobTicket()
     work = lambda: caller.jobs.run(request, wait_seconds, progress, ticket, preview)  # noqa: E731

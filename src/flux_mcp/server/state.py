@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.history.store import History
@@ -12,6 +13,9 @@ from flux_mcp.media.images import ImageKeeper
 from flux_mcp.media.uploads import ImageSources
 from flux_mcp.media.videos import VideoKeeper
 from flux_mcp.upstream.platform import PlatformClient
+
+if TYPE_CHECKING:
+    from flux_mcp.server.tasks.core import TaskBoard
 
 
 @dataclass
@@ -26,3 +30,4 @@ class AppState:
     sources: ImageSources  # edit inputs: checked, uploaded once
     platform_for: Callable[[str | None], PlatformClient]  # uploads and balance, with a caller's token
     videos: VideoKeeper
+    tasks: TaskBoard | None = None  # MCP Tasks (server/tasks); None: FLUX_MCP_TASKS=false
