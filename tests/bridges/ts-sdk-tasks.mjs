@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { CreateTaskResultSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolResultSchema, CreateTaskResultSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const write = (line) => process.stdout.write(JSON.stringify(line) + '\n');
 
@@ -27,7 +27,7 @@ async function run(client, command) {
   const tasks = client.experimental.tasks;
   switch (command.op) {
     case 'capabilities':
-      return { server: client.getServerCapabilities() ?? null, protocol: client.transport?.protocolVersion ?? null };
+      return { server: client.getServerCapabilities() ?? null };
     case 'listTools': {
       const { tools } = await client.listTools();
       return tools.map((tool) => ({ name: tool.name, execution: tool.execution ?? null }));
@@ -52,7 +52,7 @@ async function run(client, command) {
     case 'getTask':
       return tasks.getTask(command.taskId);
     case 'getTaskResult':
-      return tasks.getTaskResult(command.taskId);
+      return tasks.getTaskResult(command.taskId, CallToolResultSchema);
     case 'listTasks':
       return tasks.listTasks(command.cursor);
     case 'cancelTask':
@@ -83,3 +83,4 @@ for await (const line of lines) {
   }
 }
 await client.close();
+process.exit(0); // stdin stays open on the driving side: do not wait for it

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -19,7 +20,9 @@ from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.server.build import build_server
-from flux_mcp.server.tasks_legacy import CAPABILITY, TASK_TOOLS
+from flux_mcp.server.tasks import legacy as tasks_legacy
+from flux_mcp.server.tasks.legacy import CAPABILITY, TASK_TOOLS
+from tests.support import finish_tasks_now, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -114,3 +117,112 @@ async def test_an_unknown_task_id_is_invalid_params(settings: Settings, method: 
             await raw(client, method, {})
     assert refused.value.error.code == INVALID_PARAMS == missing.value.error.code
     assert "no-such-task" in refused.value.error.message
+
+
+# --- a task's life ------------------------------------------------------------------------------
+
+TASK_FIELDS = {"taskId", "status", "statusMessage", "createdAt", "lastUpdatedAt", "ttl", "pollInterval"}
+
+
+def generate(prompt: str, **task: Any) -> dict[str, Any]:
+    return {"name": "generate_image", "arguments": {"prompt": prompt}, "task": task}
+
+
+async def test_a_task_augmented_call_answers_a_task_at_once_and_tasks_result_gives_the_images(
+    settings: Settings, emulator: RunningEmulator
+) -> None:
+    emulator.state.config.latency = 3600  # the job ends when the test says (finish_tasks_now)
+    async with legacy(settings) as client:
+        created = await raw(client, "tools/call", generate("a lighthouse at dusk", ttl=60000))
+        task = created["task"]
+        assert set(task) <= TASK_FIELDS and {"taskId", "status", "createdAt", "ttl", "pollInterval"} <= set(
+            task
+        )
+        assert task["status"] == "working" and task["ttl"] == 60000 and task["pollInterval"] > 0
+        assert created["_meta"]["io.modelcontextprotocol/model-immediate-response"]
+        assert emulator.state.submissions == 1  # submitted (and durable) before the id was handed out
+        polled = await raw(client, "tasks/get", {"taskId": task["taskId"]})
+        assert polled["status"] == "working" and polled["taskId"] == task["taskId"]
+        finish_tasks_now(emulator)
+        result = await raw(client, "tasks/result", {"taskId": task["taskId"]})
+        done = await raw(client, "tasks/get", {"taskId": task["taskId"]})
+    assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task["taskId"]}
+    assert result["structuredContent"]["status"] == "succeeded" and not result.get("isError")
+    assert any(block["type"] == "image" for block in result["content"])
+    assert done["status"] == "completed" and done["lastUpdatedAt"] >= done["createdAt"]
+    assert emulator.state.submissions == 1
+
+
+async def test_tasks_result_blocks_until_the_task_ends(settings: Settings, emulator: RunningEmulator) -> None:
+    emulator.state.config.latency = 3600
+    answers: list[dict[str, Any]] = []
+    async with legacy(settings) as client:
+        task_id = (await raw(client, "tools/call", generate("a slow fox")))["task"]["taskId"]
+
+        async def wait_for_result() -> None:
+            answers.append(await raw(client, "tasks/result", {"taskId": task_id}))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait_for_result)
+            await wait_for(lambda: bool(emulator.state.polls))  # the job is being watched, no answer yet
+            assert answers == []
+            finish_tasks_now(emulator)
+    assert answers[0]["structuredContent"]["status"] == "succeeded"
+
+
+async def test_a_bad_call_is_an_immediate_error_and_no_task(
+    settings: Settings, emulator: RunningEmulator
+) -> None:
+    async with legacy(settings) as client:
+        with pytest.raises(MCPError) as refused:
+            await raw(client, "tools/call", {**generate("x"), "arguments": {"prompt": "x", "count": 99}})
+        with pytest.raises(MCPError) as not_an_object:
+            await raw(client, "tools/call", {**generate("x"), "arguments": ["a cat"]})
+        with pytest.raises(MCPError) as bad_ttl:
+            await raw(client, "tools/call", generate("a cat", ttl="soon"))
+        listed = await raw(client, "tasks/list")
+    assert refused.value.error.code == INVALID_PARAMS and "count" in refused.value.error.message
+    assert (
+        not_an_object.value.error.code == INVALID_PARAMS
+        and "JSON object" in not_an_object.value.error.message
+    )
+    assert bad_ttl.value.error.code == INVALID_PARAMS and "ttl" in bad_ttl.value.error.message
+    assert listed == {"tasks": []}
+    assert emulator.state.submissions == 0
+
+
+async def test_cancel_stops_the_waiting_and_says_the_job_may_still_be_billed(
+    settings: Settings, emulator: RunningEmulator
+) -> None:
+    emulator.state.config.latency = 3600
+    async with legacy(settings) as client:
+        task_id = (await raw(client, "tools/call", generate("a cancelled cat")))["task"]["taskId"]
+        cancelled = await raw(client, "tasks/cancel", {"taskId": task_id})
+        polled = await raw(client, "tasks/get", {"taskId": task_id})
+        with pytest.raises(MCPError) as again:
+            await raw(client, "tasks/cancel", {"taskId": task_id})
+        result = await raw(client, "tasks/result", {"taskId": task_id})
+    assert cancelled["status"] == "cancelled" == polled["status"]
+    assert "billed" in cancelled["statusMessage"]
+    assert again.value.error.code == INVALID_PARAMS and "already cancelled" in again.value.error.message
+    assert result["isError"] is True and "billed" in result["content"][0]["text"]
+    assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
+
+
+async def test_tasks_list_pages_through_the_callers_tasks_with_an_opaque_cursor(
+    settings: Settings, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tasks_legacy, "LIST_PAGE", 2)
+    async with legacy(settings) as client:
+        made = [
+            (await raw(client, "tools/call", generate(f"cat {index}")))["task"]["taskId"]
+            for index in range(3)
+        ]
+        first = await raw(client, "tasks/list")
+        second = await raw(client, "tasks/list", {"cursor": first["nextCursor"]})
+        with pytest.raises(MCPError) as bad:
+            await raw(client, "tasks/list", {"cursor": "not-a-cursor"})
+    listed = [task["taskId"] for task in first["tasks"] + second["tasks"]]
+    assert sorted(listed) == sorted(made) and len(first["tasks"]) == 2 and "nextCursor" not in second
+    assert all(set(task) <= TASK_FIELDS for task in first["tasks"])
+    assert bad.value.error.code == INVALID_PARAMS

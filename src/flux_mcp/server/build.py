@@ -44,7 +44,7 @@ from flux_mcp.server.resources import add_resources
 from flux_mcp.server.state import AppState
 from flux_mcp.server.tasks.core import TaskBoard
 from flux_mcp.server.tasks.extension import TasksExtension
-from flux_mcp.server.tasks_legacy import legacy_tasks
+from flux_mcp.server.tasks.legacy import legacy_tasks
 from flux_mcp.server.toolkit import TIMEOUT_ADVICE
 from flux_mcp.server.tools import (
     job_tools,
@@ -138,8 +138,8 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
         middleware=[
+            legacy_tasks,  # first: whatever refuses a task-augmented call, the refusal is its protocol error
             refuse_non_object_arguments,
-            legacy_tasks,
             check_prompt_arguments,
             hide_ui_from_plain_clients,
             publish_portable_schemas,
