@@ -8,12 +8,16 @@ read them (tests/clients/test_typescript_tasks.py drives that real client).
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND
 
@@ -22,7 +26,7 @@ from flux_mcp.emulator import RunningEmulator
 from flux_mcp.server.build import build_server
 from flux_mcp.server.tasks import legacy as tasks_legacy
 from flux_mcp.server.tasks.legacy import CAPABILITY, TASK_TOOLS
-from tests.support import finish_tasks_now, wait_for
+from tests.support import finish_tasks_now, http_service, make_settings, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +230,57 @@ async def test_tasks_list_pages_through_the_callers_tasks_with_an_opaque_cursor(
     assert sorted(listed) == sorted(made) and len(first["tasks"]) == 2 and "nextCursor" not in second
     assert all(set(task) <= TASK_FIELDS for task in first["tasks"])
     assert bad.value.error.code == INVALID_PARAMS
+
+
+# --- whose task, and after a restart ------------------------------------------------------------
+
+ALICE, BOB = "sk-alice-legacy-0123456789abcdef", "sk-bob-legacy-fedcba9876543210"
+
+
+@asynccontextmanager
+async def legacy_over_http(base_url: str, token: str) -> AsyncIterator[Client]:
+    headers = {"authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(f"{base_url}/mcp", http_client=http), mode="legacy") as client,
+    ):
+        yield client
+
+
+async def test_another_callers_task_is_exactly_an_unknown_one_over_http(emulator: RunningEmulator) -> None:
+    emulator.state.config.latency = 3600
+    settings = make_settings(emulator, auth_tokens=f"{ALICE},{BOB}")
+    async with http_service(settings) as base_url, legacy_over_http(base_url, ALICE) as alice:
+        task_id = (await raw(alice, "tools/call", generate("alice's cat")))["task"]["taskId"]
+        assert (await raw(alice, "tasks/get", {"taskId": task_id}))["status"] == "working"
+        async with legacy_over_http(base_url, BOB) as bob:
+            answers = {}
+            for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+                for asked in (task_id, "no-such-task"):
+                    with pytest.raises(MCPError) as refused:
+                        await raw(bob, method, {"taskId": asked})
+                    error = refused.value.error
+                    answers[method, asked] = (error.code, error.message.replace(asked, "ID"), error.data)
+            bobs = await raw(bob, "tasks/list")
+        alices = await raw(alice, "tasks/list")
+        after = await raw(alice, "tasks/get", {"taskId": task_id})
+    assert after["status"] == "working"  # Bob changed nothing
+    for method in ("tasks/get", "tasks/result", "tasks/cancel"):  # word for word, but for the id
+        assert answers[method, task_id] == answers[method, "no-such-task"]
+        assert answers[method, task_id][0] == INVALID_PARAMS
+    assert bobs == {"tasks": []} and [task["taskId"] for task in alices["tasks"]] == [task_id]
+
+
+async def test_a_task_left_running_by_a_stopped_server_is_finished_by_the_next_one(
+    settings: Settings, emulator: RunningEmulator
+) -> None:
+    emulator.state.config.latency = 3600
+    async with legacy(settings) as client:
+        task_id = (await raw(client, "tools/call", generate("a cat across a restart")))["task"]["taskId"]
+    finish_tasks_now(emulator)  # the job ends while no server runs
+    async with legacy(settings) as client:  # the same history, a new process as far as tasks go
+        result = await raw(client, "tasks/result", {"taskId": task_id})
+        done = await raw(client, "tasks/get", {"taskId": task_id})
+    assert done["status"] == "completed" and result["structuredContent"]["status"] == "succeeded"
+    assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
+    assert emulator.state.submissions == 1
