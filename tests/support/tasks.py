@@ -3,11 +3,15 @@ send tasks/get, tasks/cancel and any other method raw (real clients are in tests
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import httpx2
 import mcp_types
 from mcp import Client
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 from pydantic import ConfigDict, Field
 
@@ -59,3 +63,16 @@ async def task_request(client: Client, method: str, task_id: str) -> dict[str, A
     request = TaskRequest(method=method, params=TaskParams(task_id=task_id))
     answer = await client.session.send_request(request, AnyResult)  # type: ignore[arg-type]
     return answer.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+@asynccontextmanager
+async def tasks_http_client(base_url: str, token: str | None) -> AsyncIterator[Client]:
+    """A SEP-2663 client (RawTasks) over streamable HTTP, with a bearer token."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(
+            streamable_http_client(f"{base_url}/mcp", http_client=http), extensions=[RawTasks()]
+        ) as client,
+    ):
+        yield client
