@@ -176,6 +176,8 @@ async def _create(
             if isinstance(answer, BaseModel)
             else answer
         )
+        if not isinstance(wire, dict) or not wire.get("isError"):
+            return answer  # done without a task (nothing to wait for): the tool's answer, as a plain call's
         raise MCPError(code=INVALID_PARAMS, message=_text_of(wire) or f"{name} was refused")
     task = plan.started
     return {
