@@ -284,3 +284,24 @@ async def test_a_task_left_running_by_a_stopped_server_is_finished_by_the_next_o
     assert done["status"] == "completed" and result["structuredContent"]["status"] == "succeeded"
     assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
     assert emulator.state.submissions == 1
+
+
+async def test_a_task_created_through_one_replica_is_polled_to_its_images_through_another(
+    emulator: RunningEmulator, postgres_url: str
+) -> None:
+    """Two stateless HTTP replicas on one PostgreSQL history: the task is the history's, not a process's."""
+    emulator.state.config.latency = 3600
+    settings = make_settings(emulator, auth_tokens=ALICE, database_url=postgres_url, stateless=True)
+    async with http_service(settings) as replica_a, http_service(settings) as replica_b:
+        async with legacy_over_http(replica_a, ALICE) as through_a:
+            task_id = (await raw(through_a, "tools/call", generate("a cat on two replicas")))["task"][
+                "taskId"
+            ]
+        async with legacy_over_http(replica_b, ALICE) as through_b:
+            assert (await raw(through_b, "tasks/get", {"taskId": task_id}))["status"] == "working"
+            finish_tasks_now(emulator)
+            result = await raw(through_b, "tasks/result", {"taskId": task_id})
+            done = await raw(through_b, "tasks/get", {"taskId": task_id})
+    assert done["status"] == "completed" and result["structuredContent"]["status"] == "succeeded"
+    assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
+    assert emulator.state.submissions == 1
