@@ -26,7 +26,16 @@ from flux_mcp.emulator import RunningEmulator
 from flux_mcp.server.build import build_server
 from flux_mcp.server.tasks import legacy as tasks_legacy
 from flux_mcp.server.tasks.legacy import CAPABILITY, TASK_TOOLS
-from tests.support import finish_tasks_now, http_service, make_settings, wait_for
+from tests.support import (
+    child_env,
+    finish_tasks_now,
+    flux_command,
+    http_service,
+    initialize_request,
+    make_settings,
+    stdio_exchange,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -305,3 +314,24 @@ async def test_a_task_created_through_one_replica_is_polled_to_its_images_throug
     assert done["status"] == "completed" and result["structuredContent"]["status"] == "succeeded"
     assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
     assert emulator.state.submissions == 1
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25"])
+def test_over_stdio_only_a_2025_11_25_initialize_is_offered_tasks(tmp_path: Path, version: str) -> None:
+    """Tasks came with 2025-11-25: a host that settles on an earlier version sees the server as before."""
+    env = child_env(
+        tmp_path, ACEDATACLOUD_API_TOKEN="sk-test", ACEDATACLOUD_API_BASE_URL="https://127.0.0.1:9"
+    )
+    initialize = initialize_request(1)
+    initialize["params"]["protocolVersion"] = version
+    messages = [
+        initialize,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]
+    answers, log = stdio_exchange(flux_command(), env, messages, 2, tmp_path=tmp_path, exit_within=30.0)
+    assert answers[0]["result"]["protocolVersion"] == version, log[-2000:]
+    offered = "tasks" in answers[0]["result"]["capabilities"]
+    marked = {tool["name"] for tool in answers[1]["result"]["tools"] if "execution" in tool}
+    assert (offered, marked) == ((True, set(TASK_TOOLS)) if version == "2025-11-25" else (False, set()))
