@@ -116,14 +116,15 @@ async def test_a_bad_call_is_a_readable_tool_error(
     assert emulator.state.submissions == 0  # refused before any upstream call
 
 
-async def test_a_pending_job_completes_with_get_task(
-    framework: Framework, endpoint: Endpoint, emulator: RunningEmulator
-) -> None:
+async def test_a_pending_job_completes_with_get_task(framework: Framework, emulator: RunningEmulator) -> None:
     script = Script(
         ("generate_image", {"prompt": "a slow lighthouse", "wait_seconds": 0}),
         get_task_of("generate_image"),
     )
-    assert await converse(framework, endpoint, script) == "done"
+    # The path of a host without MCP Tasks (with fastmcp-tasks installed, pydantic-ai's fastmcp client
+    # declares them, and the call is one task instead: tests/clients/test_tasks_fastmcp.py).
+    async with http_endpoint(emulator, tasks=False) as endpoint:
+        assert await converse(framework, endpoint, script) == "done"
 
     pending, finished = script.last("generate_image"), script.last("get_task")
     assert not pending.images and "get_task" in pending.text, pending.text
@@ -171,7 +172,8 @@ async def test_pydantic_ai_snippet_over_stdio(
     snippet = run_snippet("pydantic-ai")
     transport = snippet["flux"].client.transport
     transport.command, transport.args = local_flux_launch(transport.command, transport.args)
-    transport.env = {**transport.env, **stdio_env(emulator, tmp_path)}
+    # A host without MCP Tasks (pending, then get_task), even where fastmcp-tasks is installed.
+    transport.env = {**transport.env, **stdio_env(emulator, tmp_path, FLUX_MCP_TASKS="false")}
     script = whole_conversation()
     try:
         with snippet["agent"].override(model=driver.model(script)):

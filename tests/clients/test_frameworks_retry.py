@@ -71,7 +71,9 @@ async def test_openai_agents_retry_from_a_new_process_continues_the_task(
 async def test_pydantic_ai_retry_after_a_short_timeout_continues_the_task(emulator: RunningEmulator) -> None:
     framework = PydanticAI()
     emulator.state.config.latency = 3.0
-    async with http_endpoint(emulator, wait_seconds=30) as endpoint:
+    # Without MCP Tasks: with fastmcp-tasks installed, pydantic-ai's client would poll a task instead, and
+    # give up after its 2 s read timeout.
+    async with http_endpoint(emulator, wait_seconds=30, tasks=False) as endpoint:
         script = Script(*repeat_until_images(CALL, attempts=5))
         await framework.converse(endpoint, script, read_timeout=2, max_retries=5)
     check_one_task_and_its_images(script.seen, emulator)
