@@ -47,6 +47,7 @@ from flux_mcp.server.resources import add_resources
 from flux_mcp.server.state import AppState
 from flux_mcp.server.tasks.core import TaskBoard
 from flux_mcp.server.tasks.extension import TasksExtension
+from flux_mcp.server.tasks.legacy import legacy_tasks
 from flux_mcp.server.toolkit import TIMEOUT_ADVICE
 from flux_mcp.server.tools import (
     job_tools,
@@ -148,6 +149,7 @@ def build_server(
         log_level=settings.log_level,
         middleware=[
             *counting,
+            legacy_tasks,  # first: whatever refuses a task-augmented call, the refusal is its protocol error
             refuse_non_object_arguments,
             check_prompt_arguments,
             hide_ui_from_plain_clients,
