@@ -276,6 +276,17 @@ class History:
         rows = await self._backend.fetch("SELECT * FROM tasks WHERE task_id=? AND owner=?", (task_id, owner))
         return entry_from_row(rows[0]) if rows else None
 
+    async def owned_task_ids(self, task_ids: Collection[str], owner: str = "") -> set[str]:
+        """Those of `task_ids` that are in the owner's history."""
+        if not task_ids:
+            return set()
+        await self._ready()
+        rows = await self._backend.fetch(
+            f"SELECT task_id FROM tasks WHERE owner=? AND task_id IN ({', '.join('?' * len(task_ids))})",
+            (owner, *task_ids),
+        )
+        return {str(row["task_id"]) for row in rows}
+
     async def list_tasks(
         self, limit: int, status: str | None = None, query: str | None = None, owner: str = ""
     ) -> list[HistoryEntry]:

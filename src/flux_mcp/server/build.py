@@ -31,7 +31,7 @@ from flux_mcp.history.store import History
 from flux_mcp.jobs.callbacks import CallbackHub
 from flux_mcp.jobs.finishing import Finisher
 from flux_mcp.jobs.poller import Pollers, PollSchedule, running_pollers
-from flux_mcp.jobs.runner import Jobs
+from flux_mcp.jobs.runner import Jobs, may_read_unrecorded
 from flux_mcp.media.images import ImageKeeper
 from flux_mcp.media.uploads import ImageSources
 from flux_mcp.media.videos import VideoKeeper
@@ -219,6 +219,7 @@ def _app_state(
             callbacks=callbacks,
             stop=stop,
             submit_bound=_longest_submission(settings),
+            reads_unrecorded=may_read_unrecorded(token, owner),
         )
 
     downloader = Downloader(
