@@ -143,7 +143,7 @@ async def test_pass_through_calls_use_the_callers_token_only(emulator: RunningEm
 async def test_pass_through_reads_a_task_outside_the_history_with_the_callers_own_token_only(
     emulator: RunningEmulator,
 ) -> None:
-    """Issue 24 item 3: with pass-through the upstream judges such a read, asked with the caller's own token."""
+    """Issue 24 item 3: with pass-through the upstream judges such reads, made with the caller's token."""
     alice, bob = "sk-alice-1111111111", "sk-bob-2222222222"
     emulator.state.config.tokens = frozenset({alice, bob})
     async with http_service(make_settings(emulator, auth="passthrough", api_token=None)) as base_url:

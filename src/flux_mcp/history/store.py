@@ -58,7 +58,7 @@ from typing import Any
 import anyio
 
 from flux_mcp.domain.errors import HistoryUnavailableError
-from flux_mcp.domain.tasks import TaskResult
+from flux_mcp.domain.tasks import TaskResult, TaskStatus
 from flux_mcp.history.backend import Backend
 from flux_mcp.history.rows import (
     FOLD,
@@ -275,6 +275,15 @@ class History:
         await self._ready()
         rows = await self._backend.fetch("SELECT * FROM tasks WHERE task_id=? AND owner=?", (task_id, owner))
         return entry_from_row(rows[0]) if rows else None
+
+    async def task_pending(self, task_id: str) -> bool:
+        """Whether any owner's row of this task says it is still pending (what a callback may wake)."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            "SELECT 1 AS pending FROM tasks WHERE task_id=? AND status=? LIMIT 1",
+            (task_id, TaskStatus.PENDING.value),
+        )
+        return bool(rows)
 
     async def owned_task_ids(self, task_ids: Collection[str], owner: str = "") -> set[str]:
         """Those of `task_ids` that are in the owner's history."""

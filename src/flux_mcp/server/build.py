@@ -157,7 +157,7 @@ async def open_history(settings: Settings, callbacks: CallbackHub | None = None)
         connect = History.connect(url, on_notify=callbacks.relayed if callbacks is not None else None)
         async with connect as shared:
             if callbacks is not None:
-                callbacks.relay = shared.notify
+                callbacks.relay = shared
             try:
                 yield shared
             finally:
