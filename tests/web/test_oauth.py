@@ -120,6 +120,26 @@ async def test_another_persons_task_id_is_not_found_and_never_becomes_yours(
     assert reads_of(emulator, alices, "made-up-task-id") == reads_before  # Bob's calls read nothing upstream
 
 
+async def test_another_persons_draft_video_cannot_be_enhanced(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    """Issue 24 item 3: draft_enhance names a task by id too: only the caller's own drafts are enhanced."""
+    async with http_service(oauth_settings(emulator, issuer)) as base_url:
+        async with mcp_client(base_url, issuer.mint("alice")) as client:
+            draft = structured(
+                await client.call_tool("generate_video", {"prompt": "alice's rain", "draft": True})
+            )
+        enhance = {"prompt": "rain, full quality", "mode": "draft_enhance", "draft_task_id": draft["task_id"]}
+        submitted = emulator.state.submissions
+        async with mcp_client(base_url, issuer.mint("bob")) as client:
+            bobs = await client.call_tool("generate_video", enhance)
+        assert bobs.is_error and "No draft video" in text(bobs), text(bobs)
+        assert emulator.state.submissions == submitted  # nothing sent upstream, nothing billed
+        async with mcp_client(base_url, issuer.mint("alice")) as client:
+            alices = await client.call_tool("generate_video", enhance)
+    assert not alices.is_error, text(alices)
+
+
 def reads_of(emulator: RunningEmulator, *task_ids: str) -> int:
     """How many task reads the upstream has had that name any of `task_ids`."""
     return sum(1 for read in emulator.state.task_reads if set(read.ids) & set(task_ids))
