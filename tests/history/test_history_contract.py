@@ -112,6 +112,21 @@ async def test_a_pending_look_recorded_after_the_task_finished_leaves_it_finishe
     assert entry.error == (REFUSED.message if final is TaskStatus.FAILED else None)
 
 
+async def test_which_task_ids_an_owner_has_and_which_tasks_are_pending(history: History) -> None:
+    """What get_tasks asks for a person of their own, and what a replica asks before relaying a callback."""
+    await history.record_state(result("alice-1", TaskStatus.PENDING), owner="alice")
+    await history.record_state(saved("alice-2"), owner="alice")
+    await history.record_state(result("bob-1", TaskStatus.PENDING), owner="bob")
+    asked = ["alice-1", "bob-1", "alice-2", "never"]
+    assert await history.owned_task_ids(asked, "alice") == {"alice-1", "alice-2"}
+    assert (
+        await history.owned_task_ids(asked, "") == set()
+        and await history.owned_task_ids([], "alice") == set()
+    )
+    pending = {task_id for task_id in asked if await history.task_pending(task_id)}
+    assert pending == {"alice-1", "bob-1"}  # any owner's row: a callback does not say whose task it is
+
+
 async def test_two_processes_recording_the_same_tasks_leave_one_finished_row_each(location: str) -> None:
     """Two hosts on one history (a file, or a database), one a step behind: no error, no stale state."""
     task_ids = [f"t-{index}" for index in range(30)]

@@ -8,6 +8,8 @@ upstream, which holds the callback URL with its secret, and POST to it whatever 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -35,7 +37,7 @@ from flux_mcp.domain.catalogue import MAX_COUNT
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.emulator.images import render_png
-from flux_mcp.jobs.callbacks import CALLBACK_TTL_SECONDS, WAKEUP_MIN_INTERVAL, CallbackHub
+from flux_mcp.jobs.callbacks import CALLBACK_TTL_SECONDS, RELAYS_PER_SLOT, WAKEUP_MIN_INTERVAL, CallbackHub
 from flux_mcp.server.build import build_server
 from flux_mcp.web.app import build_http_app
 from tests.support import (
@@ -48,6 +50,7 @@ from tests.support import (
     text,
     wait_for,
 )
+from tests.support.callbacks import SharedHistory
 
 pytestmark = pytest.mark.anyio
 
@@ -484,3 +487,68 @@ async def test_a_slot_younger_than_its_time_still_wakes_its_calls() -> None:
     assert hub.for_task("task-old") is None and hub.for_task("task-young") is young
     assert hub.deliver(young.url.rsplit("/", 1)[1], {"task_id": "task-young"}) is young
     assert young.wakeups == 1 and old.wakeups == 0
+
+
+# --- a replica that does not hold the slot (issue 24 item 4) --------------------------------------------
+
+
+def two_replicas(now: list[float], pending: set[str]) -> tuple[CallbackHub, CallbackHub, SharedHistory]:
+    """The hub of the replica that submits, and another one's, sharing a key and a history."""
+    key = b"k" * 32
+    holder = CallbackHub("https://flux.example", key=key, clock=lambda: now[0])
+    other = CallbackHub("https://flux.example", key=key, clock=lambda: now[0])
+    shared = SharedHistory(pending)
+    holder.relay = other.relay = shared
+    return holder, other, shared
+
+
+async def test_another_replica_relays_a_callback_only_for_a_task_the_history_shows_pending() -> None:
+    now = [1_000_000.0]
+    holder, other, shared = two_replicas(now, pending={"task-1"})
+    slot = holder.open()
+    holder.bind(slot, "task-1")
+    secret = slot.url.rsplit("/", 1)[1]
+    assert not await other.receive(secret, {})  # no task named: nothing to check, nothing relayed
+    assert await other.receive(secret, {"task_id": "task-1"})
+    shared.pending.clear()  # the task ended (recorded by whichever replica saw it)
+    assert not await other.receive(secret, {"task_id": "task-1"})
+    assert shared.notified == [f"{secret.split('.')[0]} task-1"]
+
+
+async def test_another_replica_relays_each_slot_a_bounded_number_of_times() -> None:
+    now = [1_000_000.0]
+    holder, other, shared = two_replicas(now, pending={"task-1"})
+    slot = holder.open()
+    holder.bind(slot, "task-1")
+    secret = slot.url.rsplit("/", 1)[1]
+    answers = [await other.receive(secret, {"task_id": "task-1"}) for _ in range(500)]
+    assert answers == [True] * RELAYS_PER_SLOT + [False] * (500 - RELAYS_PER_SLOT)
+    assert len(shared.notified) == RELAYS_PER_SLOT and not other.knows(secret)
+    assert holder.deliver(secret, {"task_id": "task-1"}) is slot  # its holder still takes it
+
+
+async def test_another_replica_refuses_a_slot_past_its_time_which_the_url_signs() -> None:
+    now = [1_000_000.0]
+    holder, other, shared = two_replicas(now, pending={"task-1"})
+    slot = holder.open()
+    secret = slot.url.rsplit("/", 1)[1]
+    slot_id, issued, mac = secret.split(".")
+    now[0] += CALLBACK_TTL_SECONDS + 1
+    assert not other.knows(secret) and not await other.receive(secret, {"task_id": "task-1"})
+    moved = f"{slot_id}.{int(issued) + 3600}.{mac}"  # a later issue time under the same signature
+    assert not other.knows(moved) and not await other.receive(moved, {"task_id": "task-1"})
+    assert shared.notified == []
+
+
+async def test_a_url_signed_without_its_time_still_wakes_its_holder_but_is_not_relayed() -> None:
+    now = [1_000_000.0]
+    holder, other, shared = two_replicas(now, pending={"task-1"})
+    slot = holder.open()
+    holder.bind(slot, "task-1")
+    slot_id = slot.secret.split(".")[0]
+    # The URL as it was issued before the time was signed: the slot id alone under the MAC.
+    legacy = f"{slot_id}.{hmac.new(b'k' * 32, slot_id.encode(), hashlib.sha256).hexdigest()[:32]}"
+    assert holder.knows(legacy) and await holder.receive(legacy, {"task_id": "task-1"})
+    assert slot.wakeups == 1
+    assert not other.knows(legacy) and not await other.receive(legacy, {"task_id": "task-1"})
+    assert shared.notified == []

@@ -140,6 +140,24 @@ async def test_pass_through_calls_use_the_callers_token_only(emulator: RunningEm
         assert other not in everything and token not in everything
 
 
+async def test_pass_through_reads_a_task_outside_the_history_with_the_callers_own_token_only(
+    emulator: RunningEmulator,
+) -> None:
+    """Issue 24 item 3: with pass-through the upstream judges such reads, made with the caller's token."""
+    alice, bob = "sk-alice-1111111111", "sk-bob-2222222222"
+    emulator.state.config.tokens = frozenset({alice, bob})
+    async with http_service(make_settings(emulator, auth="passthrough", api_token=None)) as base_url:
+        async with mcp_client(base_url, alice) as client:
+            alices = structured(await client.call_tool("generate_image", {"prompt": "alice's garden"}))[
+                "task_id"
+            ]
+        seen = len(emulator.state.tokens_seen)
+        async with mcp_client(base_url, bob) as client:
+            await client.call_tool("get_task", {"task_id": alices, "wait_seconds": 0})
+            await client.call_tool("get_tasks", {"task_ids": [alices]})
+    assert set(list(emulator.state.tokens_seen)[seen:]) == {bob}  # never Alice's token, nor the server's
+
+
 async def test_pass_through_without_a_token_is_401(emulator: RunningEmulator) -> None:
     async with http_service(make_settings(emulator, auth="passthrough")) as base_url:
         response = await post_mcp(base_url, {})

@@ -93,6 +93,59 @@ async def test_each_person_sees_only_their_own_history_resources_and_gallery_ite
     assert set(emulator.state.tokens_seen) == {TOKEN}  # the server's own token pays for everyone
 
 
+async def test_another_persons_task_id_is_not_found_and_never_becomes_yours(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    """Issue 24 item 3: Bob holding Alice's task id gets exactly what a made-up id gets, read nowhere."""
+    async with http_service(oauth_settings(emulator, issuer)) as base_url:
+        async with mcp_client(base_url, issuer.mint("alice")) as client:
+            made = await client.call_tool("generate_image", {"prompt": "alice's secret garden"})
+        alices = structured(made)["task_id"]
+        reads_before = reads_of(emulator, alices, "made-up-task-id")
+        async with mcp_client(base_url, issuer.mint("bob")) as client:
+            answers = {}
+            for task_id in (alices, "made-up-task-id"):
+                got = await client.call_tool("get_task", {"task_id": task_id, "wait_seconds": 0})
+                batch = structured(await client.call_tool("get_tasks", {"task_ids": [task_id]}))
+                gallery = await client.call_tool("preview_image", {"task_id": task_id})
+                with pytest.raises(Exception, match="No task") as resource:
+                    await client.read_resource(f"flux://tasks/{task_id}")
+                with pytest.raises(Exception, match="No image") as image:
+                    await client.read_resource(f"flux://images/{task_id}/0")
+                assert got.is_error and gallery.is_error and batch == {"tasks": [], "missing": [task_id]}
+                shown = [text(got), text(gallery), str(resource.value), str(image.value)]
+                answers[task_id] = [line.replace(task_id, "ID") for line in shown]
+            listed = structured(await client.call_tool("list_tasks", {}))["tasks"]
+    assert answers[alices] == answers["made-up-task-id"]  # nothing tells an existing id from a made-up one
+    assert "garden" not in str(answers) and listed == []
+    assert reads_of(emulator, alices, "made-up-task-id") == reads_before  # Bob's calls read nothing upstream
+
+
+async def test_another_persons_draft_video_cannot_be_enhanced(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    """Issue 24 item 3: draft_enhance names a task by id too: only the caller's own drafts are enhanced."""
+    async with http_service(oauth_settings(emulator, issuer)) as base_url:
+        async with mcp_client(base_url, issuer.mint("alice")) as client:
+            draft = structured(
+                await client.call_tool("generate_video", {"prompt": "alice's rain", "draft": True})
+            )
+        enhance = {"prompt": "rain, full quality", "mode": "draft_enhance", "draft_task_id": draft["task_id"]}
+        submitted = emulator.state.submissions
+        async with mcp_client(base_url, issuer.mint("bob")) as client:
+            bobs = await client.call_tool("generate_video", enhance)
+        assert bobs.is_error and "No draft video" in text(bobs), text(bobs)
+        assert emulator.state.submissions == submitted  # nothing sent upstream, nothing billed
+        async with mcp_client(base_url, issuer.mint("alice")) as client:
+            alices = await client.call_tool("generate_video", enhance)
+    assert not alices.is_error, text(alices)
+
+
+def reads_of(emulator: RunningEmulator, *task_ids: str) -> int:
+    """How many task reads the upstream has had that name any of `task_ids`."""
+    return sum(1 for read in emulator.state.task_reads if set(read.ids) & set(task_ids))
+
+
 async def test_a_session_belongs_to_the_person_who_opened_it(
     emulator: RunningEmulator, issuer: Issuer
 ) -> None:

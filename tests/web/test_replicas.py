@@ -8,20 +8,27 @@ wake-up, never a result), so a task finished through callbacks costs exactly 1 `
 from __future__ import annotations
 
 import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
+import httpx2
 import psycopg
 import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
 from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
-from flux_mcp.jobs.callbacks import CallbackHub
+from flux_mcp.history.postgres import CALLBACK_CHANNEL
+from flux_mcp.jobs.callbacks import RELAYS_PER_SLOT, CallbackHub
 from testkit.postgres import PostgresCluster
 from testkit.replicas import Replica, callback_router, health, run_replicas, wait_healthy
 from tests.support import TOKEN, structured, text, wait_for
+from tests.support.callbacks import SharedHistory
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
 
@@ -171,28 +178,83 @@ async def test_the_database_stopped_mid_run_gives_clear_errors_and_loses_nothing
         cluster.remove()
 
 
+async def test_a_callback_url_ends_with_its_task_on_every_replica_and_its_relays_are_bounded(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Issue 24 item 4: a finished task's URL is 404 on both replicas; a pending one's relays are bounded."""
+    config = EmulatorConfig(latency=0.3, tokens=frozenset({TOKEN}), seed=6)
+    replicas: list[Replica] = []
+    async with (
+        serve_emulator(config) as emulator,
+        callback_router(lambda: replicas[:1]) as router,  # the upstream's own callbacks reach A
+        run_replicas(2, emulator, tmp_path, postgres_url, router.url) as (a, b),
+        notifications(postgres_url) as notified,
+        httpx2.AsyncClient(timeout=30, trust_env=False) as http,
+    ):
+
+        async def replay(replica: Replica, task_id: str, times: int) -> list[int]:
+            task = emulator.state.tasks[task_id]
+            path = urlsplit(task.request["callback_url"]).path
+            body = task.result() if task.finish_monotonic <= time.monotonic() else {"task_id": task_id}
+            return [(await http.post(f"{replica.url}{path}", json=body)).status_code for _ in range(times)]
+
+        replicas.append(a)
+        finished = structured(await call(a, "generate_image", {"prompt": "a fox long done"}))
+        assert finished["status"] == "succeeded"
+        assert await replay(a, finished["task_id"], 3) == [404] * 3
+        assert await replay(b, finished["task_id"], 3) == [404] * 3
+
+        emulator.state.config.latency = 600.0
+        pending = structured(
+            await call(a, "generate_image", {"prompt": "a fox still out", "wait_seconds": 1})
+        )
+        assert pending["status"] == "pending"
+        replays = await replay(b, pending["task_id"], 200)
+        assert replays == [200] * RELAYS_PER_SLOT + [404] * (200 - RELAYS_PER_SLOT)
+        assert await replay(a, pending["task_id"], 1) == [200]  # its holder: a wake-up, no NOTIFY
+        assert await notified() == [pending["task_id"]] * RELAYS_PER_SLOT
+
+
+@asynccontextmanager
+async def notifications(database_url: str) -> AsyncIterator[Callable[[], Awaitable[list[str]]]]:
+    """The tasks named by every callback NOTIFY the replicas send; the function returns those sent so far."""
+    seen: list[str] = []
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {CALLBACK_CHANNEL}")
+
+        async def so_far() -> list[str]:
+            # Notifications arrive in commit order: once this one is here, every earlier one is too.
+            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as sender:
+                await sender.execute("SELECT pg_notify(%s, 'end')", (CALLBACK_CHANNEL,))
+            with anyio.fail_after(60):
+                async with aclosing(listener.notifies()) as received:
+                    async for notification in received:
+                        if notification.payload == "end":
+                            return list(seen)
+                        seen.append(notification.payload.partition(" ")[2])
+            raise AssertionError("the listener stopped")
+
+        yield so_far
+
+
 async def test_callback_urls_verify_on_every_hub_with_the_key_and_forgeries_nowhere() -> None:
     key = b"k" * 32
     holder, other = CallbackHub("https://flux.example", key=key), CallbackHub("https://flux.example", key=key)
     stranger = CallbackHub("https://flux.example")  # its own random key
-    relayed: list[str] = []
-
-    async def relay(message: str) -> None:
-        relayed.append(message)
-
+    relay = SharedHistory(pending={"task-1", "someone-elses-task"})
     other.relay = stranger.relay = relay
     slot = holder.open()
     holder.bind(slot, "task-1")
     secret = slot.url.rsplit("/", 1)[1]
-    slot_id, mac = secret.split(".")
-    forged = f"{slot_id}.{'0' * len(mac)}"
+    slot_id, issued, mac = secret.split(".")
+    forged = f"{slot_id}.{issued}.{'0' * len(mac)}"
     assert holder.knows(secret) and other.knows(secret) and not stranger.knows(secret)
     assert not any(hub.knows(forged) for hub in (holder, other, stranger))
     assert not await other.receive(forged, {}) and not await stranger.receive(secret, {})
     assert await other.receive(secret, {"task_id": "task-1"})
-    assert relayed == [f"{slot_id} task-1"] and mac not in relayed[0]  # never the signature
-    holder.relayed(relayed[0])
+    assert relay.notified == [f"{slot_id} task-1"] and mac not in relay.notified[0]  # never the signature
+    holder.relayed(relay.notified[0])
     assert slot.wakeups == 1
     await other.receive(secret, {"task_id": "someone-elses-task"})
-    holder.relayed(relayed[-1])
+    holder.relayed(relay.notified[-1])
     assert slot.wakeups == 1  # a body naming another task wakes nothing

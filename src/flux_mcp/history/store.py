@@ -59,7 +59,7 @@ from typing import Any
 import anyio
 
 from flux_mcp.domain.errors import BudgetExceededError, HistoryUnavailableError
-from flux_mcp.domain.tasks import TaskResult, images_asked
+from flux_mcp.domain.tasks import TaskResult, TaskStatus, images_asked
 from flux_mcp.domain.team import Spend, over_budget, refusal
 from flux_mcp.history.backend import Backend, Statements
 from flux_mcp.history.protocol_tasks import COLUMNS as PROTOCOL_TASK_COLUMNS
@@ -375,6 +375,26 @@ class History:
         await self._ready()
         rows = await self._backend.fetch("SELECT * FROM tasks WHERE task_id=? AND owner=?", (task_id, owner))
         return entry_from_row(rows[0]) if rows else None
+
+    async def task_pending(self, task_id: str) -> bool:
+        """Whether any owner's row of this task says it is still pending (what a callback may wake)."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            "SELECT 1 AS pending FROM tasks WHERE task_id=? AND status=? LIMIT 1",
+            (task_id, TaskStatus.PENDING.value),
+        )
+        return bool(rows)
+
+    async def owned_task_ids(self, task_ids: Collection[str], owner: str = "") -> set[str]:
+        """Those of `task_ids` that are in the owner's history."""
+        if not task_ids:
+            return set()
+        await self._ready()
+        rows = await self._backend.fetch(
+            f"SELECT task_id FROM tasks WHERE owner=? AND task_id IN ({', '.join('?' * len(task_ids))})",
+            (owner, *task_ids),
+        )
+        return {str(row["task_id"]) for row in rows}
 
     async def list_tasks(
         self, limit: int, status: str | None = None, query: str | None = None, owner: str = ""

@@ -12,6 +12,12 @@ body named, never the signature.
 
 A slot lives CALLBACK_TTL_SECONDS at most, whether or not anything else happens: every use of the hub
 first forgets the slots past their time, so an old URL is refused however quiet the server has been.
+A replica that does not hold the slot cannot see that: so the URL signs when it was issued (wall-clock
+seconds, which every replica shares), and such a replica relays a callback only while the slot is within
+its time, only for a task the shared history still shows pending (the one the body names: the upstream's
+callback carries its task id), and at most RELAYS_PER_SLOT times per slot; otherwise the callback is
+refused like an unknown URL. A URL without the time (issued before it was signed) still wakes the slot's
+holder, and is not relayed.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import hmac
 import math
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -32,6 +39,16 @@ CALLBACK_TTL_SECONDS = 6 * 3600.0
 WAKEUP_MIN_INTERVAL = 2.0
 CALLBACK_MAC_HEX = 32  # 128 bits of HMAC-SHA256 in each callback URL
 SAFE_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# A replica that does not hold a slot relays at most this many of its callbacks (the upstream sends one).
+RELAYS_PER_SLOT = 5
+
+
+class Relay(Protocol):
+    """How callbacks reach the other replicas: the shared history (`history.store.History`)."""
+
+    async def notify(self, payload: str) -> None: ...
+
+    async def task_pending(self, task_id: str) -> bool: ...
 
 
 @dataclass
@@ -67,7 +84,8 @@ class CallbackSlot:
 class CallbackHub:
     """Per-task callback URLs, signed, and the waiting calls they wake (see the module's docstring).
 
-    `clock` is the hub's time (anyio's by default; it must never go back): slots expire by it.
+    `clock` is the hub's time, wall-clock seconds (replicas compare the times their URLs were issued);
+    slots expire by it.
     """
 
     def __init__(
@@ -75,19 +93,21 @@ class CallbackHub:
         public_url: str,
         key: bytes | None = None,
         *,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._base = public_url.rstrip("/") + "/callbacks/flux/"
         self._key = key if key is not None else secrets.token_bytes(32)
         self._clock = clock
         self._slots: dict[str, CallbackSlot] = {}  # by slot id, oldest first
         self._by_task: dict[str, CallbackSlot] = {}
-        self.relay: Callable[[str], Awaitable[None]] | None = None
+        self._relays: dict[str, tuple[float, int]] = {}  # slot id -> (issued, relays tried), others' slots
+        self.relay: Relay | None = None
 
     def open(self) -> CallbackSlot:
         self._expire()
-        slot_id = secrets.token_urlsafe(18)
-        secret = f"{slot_id}.{self._sign(slot_id)}"
+        slot_id, issued = secrets.token_urlsafe(18), int(self._clock())
+        signed = f"{slot_id}.{issued}"
+        secret = f"{signed}.{self._sign(signed)}"
         slot = CallbackSlot(secret=secret, url=self._base + secret, created=self._clock())
         self._slots[slot_id] = slot
         return slot
@@ -97,10 +117,13 @@ class CallbackHub:
         self._by_task[task_id] = slot
 
     def knows(self, secret: str) -> bool:
-        """Whether a callback to this secret is accepted here (held here, or relayed to who holds it)."""
+        """Whether a callback to this secret may be accepted here (held here, or relayed to who holds it)."""
         self._expire()
-        slot_id = self._verified(secret)
-        return slot_id is not None and (slot_id in self._slots or self.relay is not None)
+        verified = self._verified(secret)
+        if verified is None:
+            return False
+        slot_id, issued = verified
+        return slot_id in self._slots or self._may_relay(slot_id, issued)
 
     def for_task(self, task_id: str) -> CallbackSlot | None:
         self._expire()
@@ -117,24 +140,33 @@ class CallbackHub:
         The body is looked at only to refuse one that names another task (as `task_id` or `id`).
         """
         self._expire()
-        slot_id = self._verified(secret)
-        slot = self._slots.get(slot_id) if slot_id is not None else None
+        verified = self._verified(secret)
+        slot = self._slots.get(verified[0]) if verified is not None else None
         if slot is None or _names_another_task(payload, slot.task_id):
             return None
         slot.wake()
         return slot
 
     async def receive(self, secret: str, payload: dict[str, Any]) -> bool:
-        """Deliver here, or relay to the replica holding the slot; False when the callback is refused."""
+        """Deliver here, or relay to the replica holding the slot; False when the callback is refused.
+
+        A relay is tried only within the slot's time and RELAYS_PER_SLOT, and made only for a task the
+        shared history shows pending.
+        """
         self._expire()
-        slot_id = self._verified(secret)
-        if slot_id is None:
+        verified = self._verified(secret)
+        if verified is None:
             return False
+        slot_id, issued = verified
         if slot_id in self._slots:
             return self.deliver(secret, payload) is not None
-        if self.relay is None:
+        if self.relay is None or issued is None or not self._may_relay(slot_id, issued):
             return False
-        await self.relay(f"{slot_id} {_named_task(payload)}".rstrip())
+        self._relays[slot_id] = (issued, self._relays.get(slot_id, (issued, 0))[1] + 1)
+        named = _named_task(payload)
+        if named in ("", "?") or not await self.relay.task_pending(named):
+            return False
+        await self.relay.notify(f"{slot_id} {named}")
         return True
 
     def relayed(self, message: str) -> None:
@@ -146,18 +178,31 @@ class CallbackHub:
             return
         slot.wake()
 
-    def _sign(self, slot_id: str) -> str:
-        return hmac.new(self._key, slot_id.encode(), hashlib.sha256).hexdigest()[:CALLBACK_MAC_HEX]
+    def _may_relay(self, slot_id: str, issued: float | None) -> bool:
+        """Whether another replica's slot is within its time and its relays here are not used up."""
+        if self.relay is None or issued is None or issued < self._clock() - CALLBACK_TTL_SECONDS:
+            return False
+        return self._relays.get(slot_id, (issued, 0))[1] < RELAYS_PER_SLOT
 
-    def _verified(self, secret: str) -> str | None:
-        slot_id, dot, mac = secret.partition(".")
-        if not dot or not slot_id or not hmac.compare_digest(mac.encode(), self._sign(slot_id).encode()):
+    def _sign(self, signed: str) -> str:
+        return hmac.new(self._key, signed.encode(), hashlib.sha256).hexdigest()[:CALLBACK_MAC_HEX]
+
+    def _verified(self, secret: str) -> tuple[str, float | None] | None:
+        """(slot id, when it was issued) of a correctly signed secret; issued None for one without it."""
+        signed, dot, mac = secret.rpartition(".")
+        slot_id, _, stamp = signed.partition(".")
+        if not dot or not slot_id or not hmac.compare_digest(mac.encode(), self._sign(signed).encode()):
             return None
-        return slot_id
+        if not stamp:
+            return slot_id, None
+        return (slot_id, float(stamp)) if stamp.isascii() and stamp.isdecimal() else None
 
     def _expire(self) -> None:
-        """Forget the slots past CALLBACK_TTL_SECONDS, oldest first: each use costs only what expired."""
+        """Forget the slots (and others' relay counts) past CALLBACK_TTL_SECONDS, oldest first: each use
+        costs only what expired."""
         oldest = self._clock() - CALLBACK_TTL_SECONDS
+        while self._relays and next(iter(self._relays.values()))[0] < oldest:
+            del self._relays[next(iter(self._relays))]
         while self._slots:
             slot = next(iter(self._slots.values()))
             if slot.created >= oldest:

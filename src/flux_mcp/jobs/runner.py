@@ -26,6 +26,12 @@ delivered, an identical call is a deliberate re-run and submits anew. The cases:
 What "delivered" means (the server marks it, `History.mark_delivered`) is explained in server/delivery.py.
 
 Whatever the upstream (or anyone) sends, a result carries at most the images its request asked for.
+
+Whose tasks a caller may read (`may_read_unrecorded`): a task id that is not in the caller's history is
+read from the upstream (and recorded as theirs) only where the upstream itself tells callers apart or
+the callers share one history by design. With OAuth everyone's calls use the server's one token, so the
+upstream would answer anyone for anyone's task: there an id outside the caller's history is "not found",
+without asking the upstream, the same answer as an id that never existed.
 """
 
 from __future__ import annotations
@@ -80,6 +86,24 @@ SUBMITTING_POLL_FIRST, SUBMITTING_POLL_MAX = 0.05, 1.0
 TASK_WAIT_SECONDS = 7 * 24 * 3600.0
 
 
+def may_read_unrecorded(token: str | None, owner: str) -> bool:
+    """Whether a caller may read a task its history does not show them (from the upstream, as theirs).
+
+    `token`: the caller's own upstream token, or None when the server's pays; `owner`: their history.
+    Yes with their own token (pass-through): the upstream answers that token only what its holder could
+    read with it directly, so the server adds no reach. Yes when the history is everyone's ("": stdio, no
+    auth, the server tokens of FLUX_MCP_AUTH_TOKENS, a team sharing one history by design). No for a
+    person of their own (OAuth) on the server's shared token: the upstream cannot tell them apart.
+    """
+    return bool(token) or owner == ""
+
+
+def not_found(task_id: str) -> TaskNotFoundError:
+    """The answer for a task id this caller may not read: the same whether it exists or not."""
+    message = f"No task with id {task_id!r} in your history; check the id (list_tasks shows your tasks)."
+    return TaskNotFoundError(message, status=404)  # as if the upstream had answered: it was not asked
+
+
 @dataclass
 class JobTicket:
     """What a job call's answer is about besides its task: filled in by `Jobs.run`."""
@@ -119,7 +143,9 @@ class Jobs:
         callbacks: CallbackHub | None = None,
         stop: anyio.Event | None = None,
         submit_bound: float = DEFAULT_SUBMIT_BOUND_SECONDS,
+        reads_unrecorded: bool | None = None,
     ) -> None:
+        """`reads_unrecorded`: `may_read_unrecorded` of this caller (None: yes only for the owner "")."""
         self._client = client
         self._max_wait = max_wait
         self._waiter = TaskWaiter(client, schedule, pollers, stop)
@@ -131,6 +157,7 @@ class Jobs:
         self._callbacks = callbacks
         self._stop = stop
         self._submit_bound = submit_bound
+        self._reads_unrecorded = owner == "" if reads_unrecorded is None else reads_unrecorded
 
     def without_wait_limit(self) -> Jobs:
         """These jobs, waiting until each task ends (TASK_WAIT_SECONDS), whatever FLUX_MCP_WAIT_SECONDS is."""
@@ -193,6 +220,8 @@ class Jobs:
     ) -> FinishedJob:
         started = anyio.current_time()
         entry = await self._known(task_id)
+        if entry is None and not self._reads_unrecorded:
+            raise not_found(task_id)
         ended = _ended(entry)
         if ended is not None:  # an ended task never changes upstream: shown again from the history
             return await self._finisher.finish(ended, self._owner, preview)
@@ -218,18 +247,28 @@ class Jobs:
         try:
             return await self._history.find_task(task_id, self._owner) if self._history is not None else None
         except HistoryUnavailableError as exc:
+            if not self._reads_unrecorded:  # whose task it is cannot be checked: nothing is shown
+                raise
             logger.warning("looking up task %s without the history: %s", task_id, exc.reason)
             return None
 
     async def lookup(self, task_ids: list[str]) -> TaskBatchResult:
-        snapshots = await self._client.retrieve_batch(task_ids)
-        by_id = {snapshot.task_id: snapshot for snapshot in snapshots}
         unique_ids = list(dict.fromkeys(task_ids))
+        readable = task_ids if self._reads_unrecorded else await self._recorded(unique_ids)
+        snapshots = await self._client.retrieve_batch(readable) if readable else []
+        by_id = {snapshot.task_id: snapshot for snapshot in snapshots if snapshot.task_id in readable}
         found = [by_id[task_id] for task_id in unique_ids if task_id in by_id]
         return TaskBatchResult(
             tasks=[task_result(snapshot, snapshot.request, None) for snapshot in found],
             missing=[task_id for task_id in unique_ids if task_id not in by_id],
         )
+
+    async def _recorded(self, task_ids: list[str]) -> list[str]:
+        """Those of `task_ids` in this caller's history, in order (none without a history)."""
+        mine = (
+            await self._history.owned_task_ids(task_ids, self._owner) if self._history is not None else set()
+        )
+        return [task_id for task_id in task_ids if task_id in mine]
 
     async def _claim(self, history: History, request: ImageRequest | VideoRequest) -> Claim:
         """The history row this call submits with, or the undelivered identical submission it continues.

@@ -34,7 +34,7 @@ from flux_mcp.history.store import History
 from flux_mcp.jobs.callbacks import CallbackHub
 from flux_mcp.jobs.finishing import Finisher
 from flux_mcp.jobs.poller import Pollers, PollSchedule, running_pollers
-from flux_mcp.jobs.runner import Jobs
+from flux_mcp.jobs.runner import Jobs, may_read_unrecorded
 from flux_mcp.media.images import ImageKeeper
 from flux_mcp.media.uploads import ImageSources
 from flux_mcp.media.videos import VideoKeeper
@@ -185,7 +185,7 @@ async def open_history(settings: Settings, callbacks: CallbackHub | None = None)
         connect = History.connect(url, on_notify=callbacks.relayed if callbacks is not None else None)
         async with connect as shared:
             if callbacks is not None:
-                callbacks.relay = shared.notify
+                callbacks.relay = shared
             try:
                 yield shared
             finally:
@@ -253,6 +253,7 @@ def _app_state(
             callbacks=callbacks,
             stop=stop,
             submit_bound=_longest_submission(settings),
+            reads_unrecorded=may_read_unrecorded(token, owner),
         )
 
     downloader = Downloader(

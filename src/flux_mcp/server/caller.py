@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from flux_mcp.domain.team import LOCAL_PERSON, token_named
 from flux_mcp.history.store import person_owner
-from flux_mcp.jobs.runner import Jobs
+from flux_mcp.jobs.runner import Jobs, may_read_unrecorded
 from flux_mcp.server.state import AppState
 from flux_mcp.upstream.platform import PlatformClient
 
@@ -40,6 +40,10 @@ class Caller:
 
     def platform(self) -> PlatformClient:
         return self.state.platform_for(self.token)
+
+    def may_read_unrecorded(self) -> bool:
+        """Whether this caller may read a task its history does not show them (`jobs.runner`'s rule)."""
+        return may_read_unrecorded(self.token, self.owner)
 
 
 def caller_of(ctx: CallContext) -> Caller:

@@ -40,6 +40,7 @@ from flux_mcp.server.tasks.plan import task_plan
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")  # what a tool's work returns, for its render
+OWN_DRAFTS_SEARCHED = 500  # a draft to enhance is looked for among the caller's newest finished tasks
 
 
 async def run_job(
@@ -122,7 +123,10 @@ async def _submit_and_answer(
 async def _fetchable_video_inputs(
     ctx: CallContext, caller: Caller, request: VideoRequest, roots: list[Path]
 ) -> VideoRequest:
-    """Keyframes as edit_image's images are (uploaded once if local), a flux://videos start as its URL."""
+    """Keyframes as edit_image's images are (uploaded once if local), a flux://videos start as its URL;
+    a draft to enhance is the caller's own where only their history is theirs to read."""
+    if request.draft_task_id is not None and not caller.may_read_unrecorded():
+        await _own_draft(caller, request.draft_task_id)
     urls = [await _fetchable_image(ctx, caller, url, roots) for url in request.keyframe_urls()]
     request = request.with_keyframe_urls(urls)
     start = FLUX_VIDEO_URI.match(request.start_video or "")
@@ -133,6 +137,17 @@ async def _fetchable_video_inputs(
             raise ImageInputError(str(exc)) from None
         request = request.model_copy(update={"start_video": video.url})
     return request
+
+
+async def _own_draft(caller: Caller, draft_task_id: str) -> None:
+    """Refuse a draft id that is neither a task of the caller's history nor one of its videos' drafts."""
+    history = caller.state.history
+    if await history.find_task(draft_task_id, caller.owner) is not None:
+        return
+    recent = await history.list_tasks(OWN_DRAFTS_SEARCHED, "succeeded", owner=caller.owner)
+    drafts = {video.draft_task_id for entry in recent if entry.result for video in entry.result.videos}
+    if draft_task_id not in drafts:
+        raise ImageInputError(f"No draft video {draft_task_id!r} in your history (list_tasks shows yours)")
 
 
 async def _fetchable_image(ctx: CallContext, caller: Caller, image_url: str, roots: list[Path]) -> str:
