@@ -110,7 +110,9 @@ class Issuer:
             self.introspected_as.append(request.headers.get("authorization", ""))
             form = await request.form()
             claims = self.opaque.get(str(form.get("token")))
-            return JSONResponse({"active": True, **claims} if claims else {"active": False})
+            answer = {"active": True, **claims} if claims else {"active": False}
+            # json.dumps, not JSONResponse: a hostile server's NaN or Infinity must reach the verifier.
+            return Response(json.dumps(answer), media_type="application/json")
 
         async def authorize(request: Request) -> Response:
             # Consent is implied: the person signing in here is always "alice".

@@ -322,6 +322,9 @@ async def test_introspection_mode_asks_the_authorization_server(
     issuer.opaque[foreign] = issuer.claims("alice", aud="https://other.example.com")
     nobody = secrets.token_urlsafe(24)
     issuer.opaque[nobody] = issuer.claims("  ")
+    endless = {stamp: secrets.token_urlsafe(24) for stamp in ("inf", "nan")}
+    for stamp, token in endless.items():
+        issuer.opaque[token] = {**issuer.claims("alice"), "exp": float(stamp)}
     settings = oauth_settings(
         emulator,
         issuer,
@@ -336,7 +339,10 @@ async def test_introspection_mode_asks_the_authorization_server(
             unknown = await post(http, base_url, INITIALIZE, "never-issued")
             wrong_audience = await post(http, base_url, INITIALIZE, foreign)
             blank = await post(http, base_url, INITIALIZE, nobody)
+            odd_expiry = [await post(http, base_url, INITIALIZE, token) for token in endless.values()]
     assert structured(result)["status"] == "succeeded"
+    for answer in odd_expiry:  # Infinity or NaN: a clear 401, never a traceback or a token that never ends
+        assert answer.status_code == 401 and "expiry" in answer.json()["error_description"]
     assert unknown.status_code == wrong_audience.status_code == blank.status_code == 401
     assert "names no subject" in blank.json()["error_description"]
     assert "not active" in unknown.json()["error_description"]

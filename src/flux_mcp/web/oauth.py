@@ -22,6 +22,7 @@ redirects, answers capped (`oauth_keys`: the issuer's metadata and keys).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -214,6 +215,8 @@ class OAuthVerifier:
         ):
             return invalid_token(f"The access token was not issued for {self.audience}.")
         expires = claims.get("exp")
+        if isinstance(expires, float) and not math.isfinite(expires):
+            return invalid_token("The access token's expiry (exp) is not a finite number.")
         if isinstance(expires, int | float) and expires + LEEWAY_SECONDS < now:
             return invalid_token("The access token has expired.")
         not_before = claims.get("nbf")
