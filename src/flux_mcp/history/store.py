@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import sqlite3
@@ -58,7 +59,7 @@ from typing import Any
 import anyio
 
 from flux_mcp.domain.errors import HistoryUnavailableError
-from flux_mcp.domain.tasks import TaskResult
+from flux_mcp.domain.tasks import TaskResult, TaskStatus
 from flux_mcp.history.backend import Backend
 from flux_mcp.history.rows import (
     FOLD,
@@ -292,6 +293,17 @@ class History:
         await self._ready()
         rows = await self._backend.fetch(sql, (*params, limit))
         return [entry_from_row(row) for row in rows]
+
+    async def run_times(self, limit: int) -> list[tuple[dict[str, Any], float]]:
+        """How long the newest `limit` jobs submitted here took, newest first: (request, seconds from the
+        submission to the recorded success), every owner's (a model's pace is the upstream's)."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            "SELECT request, created_at, updated_at FROM tasks WHERE status=? AND action IS NOT NULL "
+            "ORDER BY id DESC LIMIT ?",
+            (TaskStatus.SUCCEEDED.value, limit),
+        )
+        return [(json.loads(row["request"]), row["updated_at"] - row["created_at"]) for row in rows]
 
     async def find_upload(self, sha256: str, owner: str = "", *, max_age: float) -> str | None:
         """The file URL an upload of this content got less than `max_age` seconds ago, if any."""

@@ -50,6 +50,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -66,6 +67,17 @@ NOT_FOUND_GRACE_SECONDS = 10.0
 # A look that is due waits at most this share of its task's pause for others falling due, to share a request.
 MERGE_WINDOW = 0.1
 EPSILON = 1e-9  # savings below this are float residue, not savings
+
+
+class Schedule(Protocol):
+    """When to look at a task: `pause(age)` before the next look, never less than `first` for a ride.
+
+    `PollSchedule` is today's; `schedule.PlannedSchedule` one learned from a kind of job's run times."""
+
+    @property
+    def first(self) -> float: ...
+
+    def pause(self, age: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,7 @@ class PollSchedule:
 class Watch:
     """One waiting task as its poller sees it: its own schedule, what the upstream last said, its waiters."""
 
-    def __init__(self, task_id: str, schedule: PollSchedule, *, age: float, now: float) -> None:
+    def __init__(self, task_id: str, schedule: Schedule, *, age: float, now: float) -> None:
         self.task_id = task_id
         self.schedule = schedule
         self.born = now - age
@@ -264,7 +276,7 @@ class Poller:
 
     @contextmanager
     def watching(
-        self, task_id: str, *, schedule: PollSchedule, age: float, just_submitted: bool, look_until: float
+        self, task_id: str, *, schedule: Schedule, age: float, just_submitted: bool, look_until: float
     ) -> Iterator[Watch]:
         """Watch a task while the block runs; `look_until`: the last moment this waiter wants a look."""
         now = anyio.current_time()
@@ -394,7 +406,7 @@ class Pollers:
         client: FluxClient,
         task_id: str,
         *,
-        schedule: PollSchedule,
+        schedule: Schedule,
         age: float,
         just_submitted: bool,
         look_until: float,

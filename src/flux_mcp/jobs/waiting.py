@@ -25,7 +25,7 @@ import anyio
 
 from flux_mcp.domain.tasks import TaskSnapshot, TaskStatus
 from flux_mcp.jobs.callbacks import CallbackSlot
-from flux_mcp.jobs.poller import Pollers, PollSchedule, Watch
+from flux_mcp.jobs.poller import Pollers, PollSchedule, Schedule, Watch
 from flux_mcp.upstream.flux import FluxClient
 
 logger = logging.getLogger(__name__)
@@ -64,14 +64,19 @@ class TaskWaiter:
         slot: CallbackSlot | None = None,
         wakeups_seen: int = 0,
         age: float = 0.0,
+        schedule: Schedule | None = None,
     ) -> TaskSnapshot:
-        """The task as the upstream last showed it; `wakeups_seen`: the slot's wake-ups already answered."""
+        """The task as the upstream last showed it; `wakeups_seen`: the slot's wake-ups already answered;
+        `schedule`: the task's own (`schedule.Schedules.for_job`), else the waiter's."""
         started = anyio.current_time()
         deadline = started + budget
         # No look at (or just before) the deadline: the get_task that follows looks first thing,
         # so it would be a double.
         look_until = deadline - min(DEADLINE_MARGIN_SECONDS, budget / 10)
-        schedule = CALLBACK_FALLBACK if slot is not None else self._schedule
+        if slot is not None:
+            schedule = CALLBACK_FALLBACK
+        elif schedule is None:
+            schedule = self._schedule
         pending = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING)
         retried = False
         with self._pollers.watching(

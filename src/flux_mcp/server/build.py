@@ -32,6 +32,7 @@ from flux_mcp.jobs.callbacks import CallbackHub
 from flux_mcp.jobs.finishing import Finisher
 from flux_mcp.jobs.poller import Pollers, PollSchedule, running_pollers
 from flux_mcp.jobs.runner import Jobs
+from flux_mcp.jobs.schedule import Schedules
 from flux_mcp.media.images import ImageKeeper
 from flux_mcp.media.uploads import ImageSources
 from flux_mcp.media.videos import VideoKeeper
@@ -205,6 +206,7 @@ def _app_state(
 ) -> AppState:
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
+    schedules = Schedules(schedule, history)  # learned per kind of job, shared by every caller
 
     def jobs_for(token: str | None, owner: str = "") -> Jobs:
         client = FluxClient.from_settings(http, settings, gate=gate, token=token)
@@ -219,6 +221,7 @@ def _app_state(
             callbacks=callbacks,
             stop=stop,
             submit_bound=_longest_submission(settings),
+            schedules=schedules,
         )
 
     downloader = Downloader(

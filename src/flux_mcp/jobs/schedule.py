@@ -1,0 +1,275 @@
+"""Poll schedules that expect the end: how long each kind of job took lately, and where to look for it.
+
+Today's schedule (`poller.PollSchedule`) knows nothing of the job: a first look after `first` s, then
+pauses of 35% of the task's age, so a job ending just after a look is seen up to a third of its age
+late. The history knows better: how long the jobs of each model, action, size and count took on this
+server. From those run times (the newest weigh most: upstream queues change) a kind of job seen often
+enough gets a `PlannedSchedule`: a few early looks (an instant failure is still seen within `first`
+s), looks every few seconds across the span its recent jobs ended in, then today's growing pauses
+again in the tail.
+
+What a plan may spend is today's: its k-th look is never earlier than today's k-th look, so a job of
+any length costs at most the reads today's schedule would have made (the looks saved early are spent
+around the expected end). Among a few spacings, the plan kept is the one that sees its recent jobs
+soonest for the reads it makes (`READ_COST`); a kind with fewer than MIN_SAMPLES run times, or a plan
+that does no better than today's, keeps today's schedule exactly.
+
+Every figure is a multiple of the base schedule's `first`, so a schedule compressed in time for the
+benchmarks keeps its shape.
+
+`Schedules` is the one place that answers "the pause before the next look at this task"
+(`Schedules.pause`): the waiting calls use its schedules, and a host polling MCP Tasks is told the same.
+It reads the run times from the history at most every REFRESH_SECONDS (not per call), and learns a
+job's exact run time (the upstream's `elapsed`) the moment a call sees it end.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from flux_mcp.jobs.poller import PollSchedule, Schedule
+
+if TYPE_CHECKING:
+    from flux_mcp.history.store import History
+
+logger = logging.getLogger(__name__)
+
+MIN_SAMPLES = 3  # run times a kind of job needs before its looks are planned
+KEPT_SAMPLES = 60  # the newest run times kept per kind
+HALF_LIFE = 10.0  # a run time weighs half as much as one 10 jobs newer
+REFRESH_SECONDS = 300.0  # how stale the history's run times may get
+HISTORY_ROWS = 2000  # the newest finished jobs read from the history
+LONGEST_RUN_SECONDS = 3600.0  # a longer "run time" is a row touched later, not a job
+# A run time stands for the span ±SPREAD around it (queues wobble); the plan covers that span.
+SPREAD = (-0.15, -0.1, -0.05, 0.0, 0.05, 0.1, 0.15)
+COVER = (0.05, 0.95)  # the share of the (spread) run times the dense looks span
+SPACINGS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)  # spacings of the dense looks tried, × first
+EARLY_GROWTH = 3.0  # early looks at first, 3·first, 9·first … while before half the dense span's start
+READ_COST = 0.02  # a read is worth this many × first seconds of seeing the end sooner
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """What a job's run time depends on: model and action, then size and count."""
+
+    model: str
+    action: str
+    size: str | None = None
+    count: int | None = None
+
+    def coarse(self) -> JobKind:
+        return JobKind(self.model, self.action)
+
+
+def kind_of(request: Mapping[str, Any] | None) -> JobKind | None:
+    """The kind of a submitted request (a request body, or the history's copy of one); None if unknown."""
+    request = request or {}
+    model, action = request.get("model"), request.get("action")
+    if not isinstance(model, str) or not isinstance(action, str):
+        return None
+    size, count = request.get("size"), request.get("count")
+    return JobKind(
+        model,
+        action,
+        size if isinstance(size, str) else None,
+        count if isinstance(count, int) and not isinstance(count, bool) else None,
+    )
+
+
+@dataclass(frozen=True)
+class PlannedSchedule:
+    """Looks at planned ages, then the base schedule's growing pauses after the last one."""
+
+    base: PollSchedule
+    looks: tuple[float, ...]
+
+    @property
+    def first(self) -> float:
+        return self.base.first
+
+    def pause(self, age: float) -> float:
+        """The pause before the next look at a task submitted `age` seconds ago."""
+        # A look taken a hair before its planned age must not plan that same look again right after.
+        index = bisect.bisect_right(self.looks, age + MIN_GAP * self.base.first)
+        if index < len(self.looks):
+            return self.looks[index] - age
+        return self.base.pause(age)
+
+
+MIN_GAP = 0.2  # × first: the least pause a plan makes
+
+
+def todays_looks(base: PollSchedule, count: int) -> list[float]:
+    """The ages of the first `count` looks of today's schedule at a task submitted at age 0."""
+    looks, age = [], 0.0
+    for _ in range(count):
+        age += base.pause(age)
+        looks.append(age)
+    return looks
+
+
+def plan(base: PollSchedule, durations: Sequence[float]) -> Schedule:
+    """The schedule for a kind of job whose recent run times are `durations`, newest first."""
+    if len(durations) < MIN_SAMPLES:
+        return base
+    weighted = _spread(durations)
+    start, end = _quantile(weighted, COVER[0]), _quantile(weighted, COVER[1])
+    best: Schedule = base
+    best_cost = _cost(base, weighted)
+    for spacing in SPACINGS:
+        candidate = PlannedSchedule(base, _looks(base, start, end, spacing * base.first))
+        cost = _cost(candidate, weighted)
+        if cost < best_cost - 1e-9:
+            best, best_cost = candidate, cost
+    return best
+
+
+def _spread(durations: Sequence[float]) -> list[tuple[float, float]]:
+    """(run time, weight) pairs: each run time spread over ±15%, the newest weighing most."""
+    pairs: list[tuple[float, float]] = []
+    for index, seconds in enumerate(durations):
+        weight = 0.5 ** (index / HALF_LIFE) / len(SPREAD)
+        pairs.extend((seconds * (1 + shift), weight) for shift in SPREAD)
+    pairs.sort()
+    return pairs
+
+
+def _quantile(weighted: list[tuple[float, float]], share: float) -> float:
+    total = sum(weight for _, weight in weighted)
+    running = 0.0
+    for value, weight in weighted:
+        running += weight
+        if running >= share * total:
+            return value
+    return weighted[-1][0]
+
+
+def _looks(base: PollSchedule, start: float, end: float, spacing: float) -> tuple[float, ...]:
+    """Early looks, then looks every `spacing` s from `start` to `end`; none before today's look of the
+    same rank (so no job costs more reads than today), none closer than half a spacing to the one before."""
+    wanted: list[float] = []
+    early = base.first
+    while early < start / 3:
+        wanted.append(early)
+        early *= EARLY_GROWTH
+    steps = max(0, math.ceil((end - start) / spacing))
+    wanted.extend(start + step * spacing for step in range(steps + 1))
+    today = todays_looks(base, len(wanted))
+    looks: list[float] = []
+    for age in wanted:
+        age = max(age, today[len(looks)])
+        if looks and age < looks[-1] + spacing / 2:
+            continue
+        looks.append(age)
+    return tuple(looks)
+
+
+def _cost(schedule: Schedule, weighted: list[tuple[float, float]]) -> float:
+    """The weighted mean over run times (sorted) of: how late the end is seen, plus READ_COST per read."""
+    looks = looks_until(schedule, weighted[-1][0])
+    total = spent = 0.0
+    for seconds, weight in weighted:
+        index = bisect.bisect_left(looks, seconds)
+        total += weight
+        spent += weight * (looks[index] - seconds + READ_COST * schedule.first * (index + 1))
+    return spent / total
+
+
+def looks_until(schedule: Schedule, end: float) -> list[float]:
+    """The ages of a lone task's looks until the first at or after `end` (one look per pause)."""
+    looks, age = [], 0.0
+    while age < end:
+        age += schedule.pause(age)
+        looks.append(age)
+    return looks
+
+
+class Durations:
+    """Recent run times per kind of job, newest first (at most KEPT_SAMPLES each)."""
+
+    def __init__(self) -> None:
+        self._by_kind: dict[JobKind, deque[float]] = {}
+
+    def add(self, kind: JobKind, seconds: float) -> None:
+        """Note a run time as the newest of its kind (and of its model and action)."""
+        if not 0 < seconds <= LONGEST_RUN_SECONDS:
+            return
+        for key in {kind, kind.coarse()}:
+            self._by_kind.setdefault(key, deque(maxlen=KEPT_SAMPLES)).appendleft(seconds)
+
+    def recent(self, kind: JobKind) -> list[float]:
+        return list(self._by_kind.get(kind, ()))
+
+    @classmethod
+    def of(cls, finished: Iterable[tuple[JobKind, float]]) -> Durations:
+        """From (kind, run time) pairs, oldest first."""
+        durations = cls()
+        for kind, seconds in finished:
+            durations.add(kind, seconds)
+        return durations
+
+
+class Schedules:
+    """The poll schedule of each kind of job, learned from its recent run times; today's for the rest."""
+
+    def __init__(self, base: PollSchedule, history: History | None = None) -> None:
+        self.base = base
+        self._history = history
+        self._durations = Durations()
+        self._plans: dict[JobKind, Schedule] = {}
+        self._read_at = -math.inf
+        self._reading = False
+
+    def for_job(self, kind: JobKind | None) -> Schedule:
+        """The schedule for a job of this kind: its own plan, its model and action's, or today's."""
+        if kind is None:
+            return self.base
+        for key in (kind, kind.coarse()):
+            found = self._plans.get(key)
+            if found is None:
+                found = self._plans[key] = plan(self.base, self._durations.recent(key))
+            if found is not self.base:
+                return found
+        return self.base
+
+    def pause(self, kind: JobKind | None, age: float) -> float:
+        """The pause before the next look at a task of this kind submitted `age` seconds ago."""
+        return self.for_job(kind).pause(age)
+
+    def observe(self, kind: JobKind | None, seconds: float | None) -> None:
+        """A job of this kind ran `seconds` (the upstream's own figure): its kind's plan is redone."""
+        if kind is None or seconds is None:
+            return
+        self._durations.add(kind, seconds)
+        self._plans.pop(kind, None)
+        self._plans.pop(kind.coarse(), None)
+
+    def learn(self, durations: Durations) -> None:
+        """Replace what is known (a fresh reading of the history)."""
+        self._durations = durations
+        self._plans = {}
+
+    async def refresh(self) -> None:
+        """Read the history's run times if the last reading is older than REFRESH_SECONDS (one reader at
+        a time; a history that cannot be read leaves what is known)."""
+        now = anyio.current_time()
+        if self._history is None or self._reading or now - self._read_at < REFRESH_SECONDS:
+            return
+        self._reading, self._read_at = True, now
+        try:
+            rows = await self._history.run_times(HISTORY_ROWS)
+        except Exception as exc:  # a schedule is never worth failing a call for
+            logger.debug("run times not read from the history: %s", exc)
+            return
+        finally:
+            self._reading = False
+        found = ((kind_of(request), seconds) for request, seconds in reversed(rows))
+        self.learn(Durations.of((kind, seconds) for kind, seconds in found if kind is not None))
