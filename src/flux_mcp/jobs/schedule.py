@@ -49,10 +49,11 @@ REFRESH_SECONDS = 300.0  # how stale the history's run times may get
 HISTORY_ROWS = 2000  # the newest finished jobs read from the history
 LONGEST_RUN_SECONDS = 3600.0  # a longer "run time" is a row touched later, not a job
 # A run time stands for the span ±SPREAD around it (queues wobble); the plan covers that span.
-SPREAD = (-0.15, -0.1, -0.05, 0.0, 0.05, 0.1, 0.15)
-COVER = (0.05, 0.95)  # the share of the (spread) run times the dense looks span
-SPACINGS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)  # spacings of the dense looks tried, × first
-EARLY_GROWTH = 3.0  # early looks at first, 3·first, 9·first … while before half the dense span's start
+SPREAD = 0.15
+# The shares of the (spread) run times the dense looks may span: all but the ends, or only the middle.
+COVERS = ((0.05, 0.95), (0.15, 0.85), (0.3, 0.7))
+SPACINGS = (0.5, 0.75, 1.0, 1.5)  # spacings of the dense looks tried, × first
+EARLY_GROWTH = 4.0  # early looks at first, 4·first, 16·first … while before a quarter of the dense start
 READ_COST = 0.02  # a read is worth this many × first seconds of seeing the end sooner
 
 
@@ -120,36 +121,37 @@ def plan(base: PollSchedule, durations: Sequence[float]) -> Schedule:
     """The schedule for a kind of job whose recent run times are `durations`, newest first."""
     if len(durations) < MIN_SAMPLES:
         return base
-    weighted = _spread(durations)
-    start, end = _quantile(weighted, COVER[0]), _quantile(weighted, COVER[1])
+    spans = _spans(durations)
     best: Schedule = base
-    best_cost = _cost(base, weighted)
-    for spacing in SPACINGS:
-        candidate = PlannedSchedule(base, _looks(base, start, end, spacing * base.first))
-        cost = _cost(candidate, weighted)
-        if cost < best_cost - 1e-9:
-            best, best_cost = candidate, cost
+    best_cost = _cost(base, spans)
+    for low, high in COVERS:
+        start, end = _quantile(spans, low), _quantile(spans, high)
+        for spacing in SPACINGS:
+            candidate = PlannedSchedule(base, _looks(base, start, end, spacing * base.first))
+            cost = _cost(candidate, spans)
+            if cost < best_cost - 1e-9:
+                best, best_cost = candidate, cost
     return best
 
 
-def _spread(durations: Sequence[float]) -> list[tuple[float, float]]:
-    """(run time, weight) pairs: each run time spread over ±15%, the newest weighing most."""
-    pairs: list[tuple[float, float]] = []
-    for index, seconds in enumerate(durations):
-        weight = 0.5 ** (index / HALF_LIFE) / len(SPREAD)
-        pairs.extend((seconds * (1 + shift), weight) for shift in SPREAD)
-    pairs.sort()
-    return pairs
+def _spans(durations: Sequence[float]) -> list[tuple[float, float, float]]:
+    """(from, to, weight): each run time as the span ±SPREAD around it, the newest weighing most."""
+    spans = [
+        (seconds * (1 - SPREAD), seconds * (1 + SPREAD), 0.5 ** (index / HALF_LIFE))
+        for index, seconds in enumerate(durations)
+    ]
+    return sorted(spans)
 
 
-def _quantile(weighted: list[tuple[float, float]], share: float) -> float:
-    total = sum(weight for _, weight in weighted)
-    running = 0.0
-    for value, weight in weighted:
-        running += weight
-        if running >= share * total:
-            return value
-    return weighted[-1][0]
+def _quantile(spans: list[tuple[float, float, float]], share: float) -> float:
+    """The age by which `share` of the jobs (each spread evenly over its span) have ended."""
+    total = sum(weight for _, _, weight in spans)
+    low, high = spans[0][0], max(to for _, to, _ in spans)
+    for _ in range(40):  # bisection: the share ended by an age grows with the age
+        middle = (low + high) / 2
+        ended = sum(weight * min(max((middle - a) / (b - a), 0.0), 1.0) for a, b, weight in spans)
+        low, high = (middle, high) if ended < share * total else (low, middle)
+    return high
 
 
 def _looks(base: PollSchedule, start: float, end: float, spacing: float) -> tuple[float, ...]:
@@ -157,7 +159,7 @@ def _looks(base: PollSchedule, start: float, end: float, spacing: float) -> tupl
     same rank (so no job costs more reads than today), none closer than half a spacing to the one before."""
     wanted: list[float] = []
     early = base.first
-    while early < start / 3:
+    while early < start and (not wanted or early < start / EARLY_GROWTH):  # `first` always
         wanted.append(early)
         early *= EARLY_GROWTH
     steps = max(0, math.ceil((end - start) / spacing))
@@ -172,14 +174,23 @@ def _looks(base: PollSchedule, start: float, end: float, spacing: float) -> tupl
     return tuple(looks)
 
 
-def _cost(schedule: Schedule, weighted: list[tuple[float, float]]) -> float:
-    """The weighted mean over run times (sorted) of: how late the end is seen, plus READ_COST per read."""
-    looks = looks_until(schedule, weighted[-1][0])
+def _cost(schedule: Schedule, spans: list[tuple[float, float, float]]) -> float:
+    """The weighted mean over jobs ending anywhere in their spans of: how late the end is seen, plus
+    READ_COST per read."""
+    looks = looks_until(schedule, max(to for _, to, _ in spans))
+    read_cost = READ_COST * schedule.first
     total = spent = 0.0
-    for seconds, weight in weighted:
-        index = bisect.bisect_left(looks, seconds)
+    for start, end, weight in spans:
+        index = bisect.bisect_left(looks, start)
+        late = reads = 0.0
+        low = start
+        while low < end:  # the piece of the span that the look at looks[index] sees
+            high = min(end, looks[index])
+            late += ((looks[index] - low) ** 2 - (looks[index] - high) ** 2) / 2
+            reads += (high - low) * (index + 1)
+            low, index = high, index + 1
         total += weight
-        spent += weight * (looks[index] - seconds + READ_COST * schedule.first * (index + 1))
+        spent += weight * (late + read_cost * reads) / (end - start)
     return spent / total
 
 
