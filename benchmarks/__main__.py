@@ -20,6 +20,7 @@ from benchmarks import (
     coldstart,
     concurrency,
     finished,
+    learned,
     memory,
     overhead,
     payload,
@@ -44,6 +45,7 @@ SECTIONS = (
     "stops",
     "at_once",
     "finished",
+    "learned",
 )
 RowsFn = Callable[[dict[str, Any]], tuple[list[report.Row], dict[str, Any]]]
 
@@ -107,6 +109,7 @@ async def run_all(profile: Profile, vs_vendor: bool, only: set[str]) -> Outcome:
         ("stops", lambda: stops.measure(profile), stops.rows),
         ("at_once", lambda: at_once.measure(profile), report.at_once_rows),
         ("finished", lambda: finished.measure(profile), report.finished_rows),
+        ("learned", lambda: learned.measure(profile), learned.rows),
     ]
     for name, measure, rows_of in plan:
         if name in only:
