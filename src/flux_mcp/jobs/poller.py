@@ -7,8 +7,9 @@ loop runs only while it has something to watch, so an idle poller sends nothing 
 
 When it looks, and at what:
 - Each task keeps its own schedule (`PollSchedule`: a first look `first` s after the submit, then pauses
-  of 35% of its age, at most `cap`). A request goes out when a task's own look is due, so a lone task
-  costs exactly what it cost when each call polled for itself, at the same moments.
+  of 35% of its age, at most `cap`; or, for a kind of job seen often enough, the `schedule.PlannedSchedule`
+  learned from its recent run times, which never spends more looks than that). A request goes out when a
+  task's own look is due, so a lone task costs exactly what its own schedule says, at the same moments.
 - Looks falling due close together share requests: when the earliest is due, the poller waits for the
   others falling due within MERGE_WINDOW of their own pause (a due look is at most 10% of its pause
   late) and reads them together: `retrieve_batch` with at most MAX_BATCH ids (`retrieve` for one task).

@@ -2,7 +2,8 @@
 settles, the budget runs out, or the server stops.
 
 A waiting call never polls by itself: the poller of its token (`flux_mcp.jobs.poller`) looks at the task
-after ~2 s, then at intervals of 35% of the task's age (at most FLUX_MCP_POLL_MAX_SECONDS; get_task
+on its schedule (`flux_mcp.jobs.schedule`: learned from the run times of its kind of job; for a kind not
+seen, after ~2 s, then at intervals of 35% of the task's age, at most FLUX_MCP_POLL_MAX_SECONDS; get_task
 carries on from the task's age), together with the token's other waiting tasks, and wakes the call the
 moment the images exist; the call sends progress at least every HEARTBEAT_SECONDS. When the budget runs
 out, or the serving process sets its `stop` event, the task is returned as the upstream last showed it
