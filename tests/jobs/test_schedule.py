@@ -185,3 +185,10 @@ async def test_the_history_gives_the_run_times_of_the_jobs_submitted_here(tmp_pa
         assert all(0 <= seconds < 60 for _, seconds in found)
     finally:
         await history.aclose()
+
+
+def test_jobs_far_longer_than_the_first_look_keep_todays_schedule() -> None:
+    """Planning look by look would take thousands of looks (the overhead benchmark polls 1 µs apart)."""
+    tiny = PollSchedule(first=1e-6, cap=1e-6)
+    assert plan(tiny, [0.001] * 10) is tiny
+    assert isinstance(plan(TODAY, [300.0] * 10), PlannedSchedule)

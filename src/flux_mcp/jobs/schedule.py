@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MIN_SAMPLES = 3  # run times a kind of job needs before its looks are planned
+MAX_LOOKS = 200  # a plan spans at most this many `first`s (400 s at the defaults), dense looks included
+REPLAN_SECONDS = 30.0  # a kind's plan is redone with newer run times at most this often
 KEPT_SAMPLES = 60  # the newest run times kept per kind
 HALF_LIFE = 10.0  # a run time weighs half as much as one 10 jobs newer
 REFRESH_SECONDS = 300.0  # how stale the history's run times may get
@@ -122,11 +125,15 @@ def plan(base: PollSchedule, durations: Sequence[float]) -> Schedule:
     if len(durations) < MIN_SAMPLES:
         return base
     spans = _spans(durations)
+    if _quantile(spans, 0.5) > MAX_LOOKS * base.first:  # too long to plan look by look: today's
+        return base
     best: Schedule = base
     best_cost = _cost(base, spans)
     for low, high in COVERS:
         start, end = _quantile(spans, low), _quantile(spans, high)
         for spacing in SPACINGS:
+            if end - start > MAX_LOOKS * spacing * base.first:
+                continue  # a plan of more looks than that is not worth its planning
             candidate = PlannedSchedule(base, _looks(base, start, end, spacing * base.first))
             cost = _cost(candidate, spans)
             if cost < best_cost - 1e-9:
@@ -219,6 +226,9 @@ class Durations:
     def recent(self, kind: JobKind) -> list[float]:
         return list(self._by_kind.get(kind, ()))
 
+    def count(self, kind: JobKind) -> int:
+        return len(self._by_kind.get(kind, ()))
+
     @classmethod
     def of(cls, finished: Iterable[tuple[JobKind, float]]) -> Durations:
         """From (kind, run time) pairs, oldest first."""
@@ -236,6 +246,7 @@ class Schedules:
         self._history = history
         self._durations = Durations()
         self._plans: dict[JobKind, Schedule] = {}
+        self._planned_at: dict[JobKind, float] = {}
         self._read_at = -math.inf
         self._reading = False
 
@@ -247,6 +258,7 @@ class Schedules:
             found = self._plans.get(key)
             if found is None:
                 found = self._plans[key] = plan(self.base, self._durations.recent(key))
+                self._planned_at[key] = time.monotonic()
             if found is not self.base:
                 return found
         return self.base
@@ -260,8 +272,13 @@ class Schedules:
         if kind is None or seconds is None:
             return
         self._durations.add(kind, seconds)
-        self._plans.pop(kind, None)
-        self._plans.pop(kind.coarse(), None)
+        now = time.monotonic()
+        for key in (kind, kind.coarse()):
+            # Not on every job (a plan costs a millisecond or so, one more run time changes it little), but
+            # at once when this run time is the one that makes the kind plannable.
+            stale = now - self._planned_at.get(key, -math.inf) > REPLAN_SECONDS
+            if stale or self._durations.count(key) == MIN_SAMPLES:
+                self._plans.pop(key, None)
 
     def learn(self, durations: Durations) -> None:
         """Replace what is known (a fresh reading of the history)."""
