@@ -94,6 +94,9 @@ class PlannedSchedule:
 
     base: PollSchedule
     looks: tuple[float, ...]
+    # The least pause: a look taken a little before a planned one (late, or get_task's own read when a
+    # call resumes) stands for it, so that planned look is not made right after it.
+    gap: float = 0.0
 
     @property
     def first(self) -> float:
@@ -101,14 +104,14 @@ class PlannedSchedule:
 
     def pause(self, age: float) -> float:
         """The pause before the next look at a task submitted `age` seconds ago."""
-        # A look taken a hair before its planned age must not plan that same look again right after.
-        index = bisect.bisect_right(self.looks, age + MIN_GAP * self.base.first)
+        index = bisect.bisect_right(self.looks, age + max(self.gap, MIN_GAP * self.base.first))
         if index < len(self.looks):
             return self.looks[index] - age
         return self.base.pause(age)
 
 
 MIN_GAP = 0.2  # × first: the least pause a plan makes
+GAP_SHARE = 0.45  # × spacing: a plan's least pause (its looks are at least half a spacing apart)
 
 
 def todays_looks(base: PollSchedule, count: int) -> list[float]:
@@ -134,7 +137,8 @@ def plan(base: PollSchedule, durations: Sequence[float]) -> Schedule:
         for spacing in SPACINGS:
             if end - start > MAX_LOOKS * spacing * base.first:
                 continue  # a plan of more looks than that is not worth its planning
-            candidate = PlannedSchedule(base, _looks(base, start, end, spacing * base.first))
+            looks = _looks(base, start, end, spacing * base.first)
+            candidate = PlannedSchedule(base, looks, gap=GAP_SHARE * spacing * base.first)
             cost = _cost(candidate, spans)
             if cost < best_cost - 1e-9:
                 best, best_cost = candidate, cost
