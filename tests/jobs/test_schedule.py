@@ -120,7 +120,11 @@ def test_recent_run_times_weigh_more() -> None:
     assert late(slower, 60.0) < late(faster, 60.0)
 
 
-@given(durations=run_times, scale=st.sampled_from([1 / 5, 1 / 20, 1 / 40]))
+# Away from the knife-edge where MAX_LOOKS turns planning off (a float's rounding decides it there).
+@given(
+    durations=st.lists(st.floats(0.5, 380), min_size=MIN_SAMPLES, max_size=40),
+    scale=st.sampled_from([1 / 5, 1 / 20, 1 / 40]),
+)
 @settings(max_examples=50, deadline=None)
 def test_a_plan_compressed_in_time_keeps_its_shape(durations: list[float], scale: float) -> None:
     """The benchmarks compress every pause and run time by k: the looks must be compressed alike."""
