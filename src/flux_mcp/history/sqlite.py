@@ -62,7 +62,7 @@ class SqliteBackend(Backend):
         self.path = path
         self.where = "in memory" if str(path) == IN_MEMORY else str(path)
         self._thread_lock = threading.RLock()
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # no pass through the event loop when free
         self._db = _open(path)
 
     # -- what store.History uses -----------------------------------------------------------------

@@ -119,7 +119,7 @@ class History:
             backend = sqlite
         self._backend: Backend = backend
         self._deferred: list[Callable[[], Awaitable[None]]] = []
-        self._deferred_lock = anyio.Lock()
+        self._deferred_lock = anyio.Lock(fast_acquire=True)  # taken for every write: no loop pass
 
     @classmethod
     @asynccontextmanager
