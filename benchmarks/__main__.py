@@ -20,6 +20,7 @@ from benchmarks import (
     coldstart,
     concurrency,
     finished,
+    learned,
     memory,
     overhead,
     payload,
@@ -46,6 +47,7 @@ SECTIONS = (
     "at_once",
     "finished",
     "tasks",
+    "learned",
 )
 RowsFn = Callable[[dict[str, Any]], tuple[list[report.Row], dict[str, Any]]]
 
@@ -110,6 +112,7 @@ async def run_all(profile: Profile, vs_vendor: bool, only: set[str]) -> Outcome:
         ("at_once", lambda: at_once.measure(profile), report.at_once_rows),
         ("finished", lambda: finished.measure(profile), report.finished_rows),
         ("tasks", lambda: tasks.measure(profile, vendor), tasks.rows),
+        ("learned", lambda: learned.measure(profile), learned.rows),
     ]
     for name, measure, rows_of in plan:
         if name in only:

@@ -1,5 +1,7 @@
 """Measurement 5: cold start — spawn the server over stdio until `tools/list` answers.
 
+The SDK's own floor (`benchmarks/sdk_floor.py`: a bare `MCPServer` with one tool, this interpreter)
+is started the same way in the same rounds; flux-mcp's start less the floor's is what flux-mcp adds.
 Both servers are started the way a desktop host starts them (a fresh process, the initialize
 handshake, then tools/list), alternately, after one unmeasured start each to warm the OS file cache.
 The resident memory of each process right after it answered is recorded as its idle footprint.
@@ -7,6 +9,7 @@ The resident memory of each process right after it answered is recorded as its i
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,30 +31,36 @@ from benchmarks.common import (
 )
 
 UNREACHABLE = "http://127.0.0.1:9"  # tools/list never calls the upstream
+FLOOR_ARGS = ["-m", "benchmarks.sdk_floor"]  # the SDK's own floor: a bare MCPServer with one tool
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 async def measure(profile: Profile, vendor: vendor_server.Vendor | None) -> dict[str, Any]:
     with scratch_dir() as scratch:
-        servers = {"ours": (flux_mcp_command(), server_env(UNREACHABLE, scratch))}
+        servers = {
+            "ours": (flux_mcp_command(), server_env(UNREACHABLE, scratch)),
+            "sdk_floor": (sys.executable, {"PYTHONPATH": str(REPO_ROOT)}),
+        }
         if vendor is not None:
             servers["vendor"] = (vendor.command, vendor_server.env(UNREACHABLE, TOKEN))
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
         for round_ in range(1 + profile.cold_starts):
             for name, (command, env) in servers.items():
-                sample = await _start(command, env)
+                sample = await _start(command, env, FLOOR_ARGS if name == "sdk_floor" else None)
                 if round_ > 0:
                     samples[name].append(sample)
     out = {name: _figures(found) for name, found in samples.items()}
+    out["ours_minus_sdk_floor_s"] = round(out["ours"]["median_s"] - out["sdk_floor"]["median_s"], 3)
     if "vendor" in out:
         out["vendor_over_ours"] = round(out["vendor"]["median_s"] / out["ours"]["median_s"], 2)
     return out
 
 
-async def _start(command: str, env: dict[str, str]) -> tuple[float, float]:
+async def _start(command: str, env: dict[str, str], args: list[str] | None = None) -> tuple[float, float]:
     """Seconds from spawn to the tools/list answer, and the process's resident MB then."""
     before = child_pids()
     started = time.perf_counter()
-    async with Client(stdio_transport(command, env), mode="legacy") as client:
+    async with Client(stdio_transport(command, env, args=args), mode="legacy") as client:
         tools = await client.list_tools()
         elapsed = time.perf_counter() - started
         pid = find_new_child(before, Path(command).name)

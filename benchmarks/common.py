@@ -51,6 +51,8 @@ class Profile:
     at_once_sizes: tuple[str, ...]
     at_once_paths: tuple[str, ...]
     finished_calls: int
+    learned_warmups: int
+    learned_jobs: int
 
 
 FULL = Profile(
@@ -75,6 +77,8 @@ FULL = Profile(
     at_once_sizes=("small", "large"),
     at_once_paths=("defaults", "images_off", "bare_httpx2"),
     finished_calls=100,
+    learned_warmups=6,
+    learned_jobs=6,
 )
 QUICK = Profile(
     quick=True,
@@ -98,6 +102,8 @@ QUICK = Profile(
     at_once_sizes=("small",),
     at_once_paths=("defaults", "bare_httpx2"),
     finished_calls=20,
+    learned_warmups=3,
+    learned_jobs=2,
 )
 
 

@@ -223,3 +223,52 @@ async def test_a_statement_with_a_literal_percent_is_refused_not_misread(postgre
         with pytest.raises(ValueError, match="literal %"):
             await backend.fetch("SELECT '100%' AS share")
         assert await backend.fetch("SELECT ? AS share", ("100%",)) == [{"share": "100%"}]
+
+
+@pytest.mark.anyio
+async def test_a_statement_on_a_file_another_process_holds_waits_for_it(tmp_path: Path) -> None:
+    """Statements run on the event loop when SQLite answers at once; one the other holder keeps busy is
+    waited for in a worker thread, as SQLite's busy timeout did, and then written."""
+    path = tmp_path / "history.db"
+    history = History(path)
+    written: list[int] = []
+
+    async def write() -> None:
+        written.append(await history.record_submitting({"action": "generate", "model": "flux-dev"}))
+
+    try:
+        with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            async with anyio.create_task_group() as group:
+                group.start_soon(write)
+                for _ in range(20):  # the write has tried, found the file busy, and waits in a thread
+                    await anyio.lowlevel.checkpoint()
+                assert not written
+                holder.execute("COMMIT")
+        assert len(written) == 1
+        assert history._sqlite().fetch_now("SELECT count(*) AS n FROM tasks")[0]["n"] == 1
+    finally:
+        history.close()
+
+
+@pytest.mark.anyio
+async def test_statements_on_a_file_nobody_else_holds_take_no_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker thread's round trip cost more than the statement (issue 27 §2: eight per call)."""
+    history = History(tmp_path / "history.db")
+    hops: list[object] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(function)
+        return await real(function, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    try:
+        claim = await history.claim_submission({"model": "flux-dev"}, "print", since=0.0)
+        await history.mark_submitted(claim.row_id, "task-1", None)
+        assert await history.find_task("task-1") is not None
+        assert hops == []
+    finally:
+        history.close()

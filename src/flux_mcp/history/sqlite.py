@@ -1,9 +1,13 @@
 """The history's SQLite backend: one file (stdlib `sqlite3`, WAL mode), the embedded default.
 
-It runs the statements `store.History` gives it and knows nothing of the rules. Every statement runs
-in a worker thread, one at a time (an anyio lock in the process, SQLite's own locks across processes);
-a statement outside a transaction commits on its own, and a transaction holds the lock throughout and
-starts with `BEGIN IMMEDIATE`, so processes sharing the file decide one at a time.
+It runs the statements `store.History` gives it and knows nothing of the rules. Statements run one at
+a time (an anyio lock in the process, SQLite's own locks across processes); a statement outside a
+transaction commits on its own, and a transaction holds the lock throughout and starts with `BEGIN
+IMMEDIATE`, so processes sharing the file decide one at a time. A statement runs on the event loop when
+SQLite answers at once (in WAL mode reads never wait, and this process's writes are one at a time: tens
+of microseconds, where a worker thread's round trip cost more than the statement, eight of them per
+call); only when another process holds the file does it go to a worker thread, which waits for it
+(`_patiently`, up to BUSY_TIMEOUT_SECONDS) as SQLite's own busy timeout did.
 
 The file carries its schema version (`PRAGMA user_version`); opening an older file brings it up to the
 tables `schema` declares, in place, inside a write transaction (so processes racing to open it do not
@@ -22,10 +26,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -34,12 +38,14 @@ from flux_mcp.history.schema import SCHEMA_VERSION, TABLES, upgrade
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 IN_MEMORY = ":memory:"
 PRIVATE_FOLDER_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 # How long a statement, and opening the file, waits for another process's lock before it fails.
 BUSY_TIMEOUT_SECONDS = 10.0
 OPEN_RETRY_PAUSES = (0.01, 0.25)  # first and longest pause between attempts to open a busy file
+BUSY_RETRY_PAUSES = (0.001, 0.05)  # first and longest pause between tries of a statement on a busy file
 UNOPENABLE_FIX = "set FLUX_MCP_DB to a file in a writable folder, or move a damaged file aside"
 
 
@@ -56,7 +62,7 @@ class SqliteBackend(Backend):
         self.path = path
         self.where = "in memory" if str(path) == IN_MEMORY else str(path)
         self._thread_lock = threading.RLock()
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # no pass through the event loop when free
         self._db = _open(path)
 
     # -- what store.History uses -----------------------------------------------------------------
@@ -70,15 +76,25 @@ class SqliteBackend(Backend):
     async def transaction(self, lock: str | None = None) -> AsyncIterator[_Statements]:
         """One write transaction; `lock` is moot here: SQLite takes the whole file's write lock."""
         async with self._lock:
-            await anyio.to_thread.run_sync(self.execute_now, "BEGIN IMMEDIATE", ())
+            await self.run(self._execute_once, "BEGIN IMMEDIATE", ())
             try:
                 yield _Statements(self)
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.execute_now, "ROLLBACK", ())
+                    await self.run(self._execute_once, "ROLLBACK", ())
                 raise
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.execute_now, "COMMIT", ())
+                await self.run(self._execute_once, "COMMIT", ())
+
+    async def run(self, once: Callable[[str, Sequence[Any]], T], sql: str, params: Sequence[Any]) -> T:
+        """`once(sql, params)` here and now if SQLite answers at once; else in a worker thread that waits
+        for the other process's lock."""
+        try:
+            return once(sql, params)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+        return await anyio.to_thread.run_sync(_patiently, lambda: once(sql, params))
 
     async def open(self) -> None:
         """Opened as it was built: a file that cannot be opened fails there, at once."""
@@ -100,23 +116,30 @@ class SqliteBackend(Backend):
     # -- synchronous access (opening, and tests that age rows) ----------------------------------
 
     def fetch_now(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
-        with self._thread_lock:
-            return list(self._db.execute(sql, bound(params)).fetchall())
+        return _patiently(lambda: self._fetch_once(sql, params))
 
     def execute_now(self, sql: str, params: Sequence[Any] = ()) -> int:
-        with self._thread_lock:
-            return self._db.execute(sql, bound(params)).rowcount
+        return _patiently(lambda: self._execute_once(sql, params))
 
     def execute_many_now(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """One statement for each of `rows`, committed together."""
+        _patiently(lambda: self._execute_once("BEGIN IMMEDIATE", ()))
         with self._thread_lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(sql, [bound(row) for row in rows])
             except BaseException:
                 _rollback(self._db)
                 raise
             self._db.execute("COMMIT")
+
+    # One try, busy or not: the connection's own busy timeout is 0 (waiting is `_patiently`'s).
+    def _fetch_once(self, sql: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
+        with self._thread_lock:
+            return list(self._db.execute(sql, bound(params)).fetchall())
+
+    def _execute_once(self, sql: str, params: Sequence[Any]) -> int:
+        with self._thread_lock:
+            return self._db.execute(sql, bound(params)).rowcount
 
 
 class _Statements:
@@ -126,10 +149,10 @@ class _Statements:
         self._backend = backend
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
-        return await anyio.to_thread.run_sync(self._backend.fetch_now, sql, params)
+        return await self._backend.run(self._backend._fetch_once, sql, params)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return await anyio.to_thread.run_sync(self._backend.execute_now, sql, params)
+        return await self._backend.run(self._backend._execute_once, sql, params)
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -148,6 +171,7 @@ def _open(path: Path) -> sqlite3.Connection:
         )
         try:
             _prepare(db)
+            db.execute("PRAGMA busy_timeout=0")  # from now on a busy file is waited for by `_patiently`
             return db
         except BaseException as exc:
             db.close()
@@ -185,6 +209,20 @@ def _columns(db: sqlite3.Connection) -> dict[str, set[str]]:
         table.name: {row["name"] for row in db.execute(f"PRAGMA table_info({table.name})")}
         for table in TABLES
     }
+
+
+def _patiently(once: Callable[[], T]) -> T:
+    """`once()`, tried again while another connection holds the lock, for up to BUSY_TIMEOUT_SECONDS."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = BUSY_RETRY_PAUSES[0]
+    while True:
+        try:
+            return once()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, BUSY_RETRY_PAUSES[1])
 
 
 def _busy(exc: BaseException) -> bool:

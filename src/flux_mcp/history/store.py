@@ -169,7 +169,7 @@ class History:
             backend = sqlite
         self._backend: Backend = backend
         self._deferred: list[Callable[[], Awaitable[None]]] = []
-        self._deferred_lock = anyio.Lock()
+        self._deferred_lock = anyio.Lock(fast_acquire=True)  # taken for every write: no loop pass
 
     @classmethod
     @asynccontextmanager
@@ -412,6 +412,17 @@ class History:
         await self._ready()
         rows = await self._backend.fetch(sql, (*params, limit))
         return [entry_from_row(row) for row in rows]
+
+    async def run_times(self, limit: int) -> list[tuple[dict[str, Any], float]]:
+        """How long the newest `limit` jobs submitted here took, newest first: (request, seconds from the
+        submission to the recorded success), every owner's (a model's pace is the upstream's)."""
+        await self._ready()
+        rows = await self._backend.fetch(
+            "SELECT request, created_at, updated_at FROM tasks WHERE status=? AND action IS NOT NULL "
+            "ORDER BY id DESC LIMIT ?",
+            (TaskStatus.SUCCEEDED.value, limit),
+        )
+        return [(json.loads(row["request"]), row["updated_at"] - row["created_at"]) for row in rows]
 
     async def find_upload(self, sha256: str, owner: str = "", *, max_age: float) -> str | None:
         """The file URL an upload of this content got less than `max_age` seconds ago, if any."""

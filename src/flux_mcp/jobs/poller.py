@@ -7,8 +7,9 @@ loop runs only while it has something to watch, so an idle poller sends nothing 
 
 When it looks, and at what:
 - Each task keeps its own schedule (`PollSchedule`: a first look `first` s after the submit, then pauses
-  of 35% of its age, at most `cap`). A request goes out when a task's own look is due, so a lone task
-  costs exactly what it cost when each call polled for itself, at the same moments.
+  of 35% of its age, at most `cap`; or, for a kind of job seen often enough, the `schedule.PlannedSchedule`
+  learned from its recent run times, which never spends more looks than that). A request goes out when a
+  task's own look is due, so a lone task costs exactly what its own schedule says, at the same moments.
 - Looks falling due close together share requests: when the earliest is due, the poller waits for the
   others falling due within MERGE_WINDOW of their own pause (a due look is at most 10% of its pause
   late) and reads them together: `retrieve_batch` with at most MAX_BATCH ids (`retrieve` for one task).
@@ -50,6 +51,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -78,6 +80,17 @@ MERGE_WINDOW = 0.1
 EPSILON = 1e-9  # savings below this are float residue, not savings
 
 
+class Schedule(Protocol):
+    """When to look at a task: `pause(age)` before the next look, never less than `first` for a ride.
+
+    `PollSchedule` is today's; `schedule.PlannedSchedule` one learned from a kind of job's run times."""
+
+    @property
+    def first(self) -> float: ...
+
+    def pause(self, age: float) -> float: ...
+
+
 @dataclass(frozen=True)
 class PollSchedule:
     """Pauses between looks at a task: a fraction of the task's age.
@@ -98,7 +111,7 @@ class PollSchedule:
 class Watch:
     """One waiting task as its poller sees it: its own schedule, what the upstream last said, its waiters."""
 
-    def __init__(self, task_id: str, schedule: PollSchedule, *, age: float, now: float) -> None:
+    def __init__(self, task_id: str, schedule: Schedule, *, age: float, now: float) -> None:
         self.task_id = task_id
         self.schedule = schedule
         self.born = now - age
@@ -280,7 +293,7 @@ class Poller:
 
     @contextmanager
     def watching(
-        self, task_id: str, *, schedule: PollSchedule, age: float, just_submitted: bool, look_until: float
+        self, task_id: str, *, schedule: Schedule, age: float, just_submitted: bool, look_until: float
     ) -> Iterator[Watch]:
         """Watch a task while the block runs; `look_until`: the last moment this waiter wants a look."""
         now = anyio.current_time()
@@ -423,7 +436,7 @@ class Pollers:
         client: FluxClient,
         task_id: str,
         *,
-        schedule: PollSchedule,
+        schedule: Schedule,
         age: float,
         just_submitted: bool,
         look_until: float,

@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -71,6 +71,7 @@ from flux_mcp.history.store import History
 from flux_mcp.jobs.callbacks import CallbackHub, CallbackSlot
 from flux_mcp.jobs.finishing import FinishedJob, Finisher, task_result
 from flux_mcp.jobs.poller import NOT_FOUND_GRACE_SECONDS, Pollers, PollSchedule
+from flux_mcp.jobs.schedule import JobKind, Schedules, kind_of
 from flux_mcp.jobs.waiting import ProgressFn, TaskWaiter, no_progress, sleep_until
 from flux_mcp.upstream.flux import FluxClient, Submission
 
@@ -144,11 +145,14 @@ class Jobs:
         stop: anyio.Event | None = None,
         submit_bound: float = DEFAULT_SUBMIT_BOUND_SECONDS,
         reads_unrecorded: bool | None = None,
+        schedules: Schedules | None = None,
     ) -> None:
         """`reads_unrecorded`: `may_read_unrecorded` of this caller (None: yes only for the owner "")."""
         self._client = client
         self._max_wait = max_wait
         self._waiter = TaskWaiter(client, schedule, pollers, stop)
+        # Learned per kind of job when the server shares one (`schedule`: today's, for a kind not seen).
+        self._schedules = schedules if schedules is not None else Schedules(schedule)
         self._history = history
         self._finisher = finisher if finisher is not None else Finisher(history)  # records, keeps nothing
         self._owner = owner
@@ -164,6 +168,11 @@ class Jobs:
         unlimited = copy.copy(self)
         unlimited._max_wait = TASK_WAIT_SECONDS
         return unlimited
+
+    def pause_before_next_look(self, request: Mapping[str, Any] | None, age: float) -> float:
+        """The pause before the next look at a task submitted with `request` (its body, or the history's
+        copy) `age` seconds ago: what the poller waits, and what a host polling MCP Tasks is told."""
+        return self._schedules.pause(kind_of(request), age)
 
     def budget(self, wait_seconds: float | None) -> float:
         return self._max_wait if wait_seconds is None else min(wait_seconds, self._max_wait)
@@ -205,7 +214,8 @@ class Jobs:
         pending = TaskSnapshot(
             task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
         )
-        snapshot = await self._wait(pending, wait_seconds, progress, slot, just_submitted=True)
+        kind = kind_of(request.model_dump())
+        snapshot = await self._wait(pending, wait_seconds, progress, slot, just_submitted=True, kind=kind)
         await ticket.settled(snapshot)
         result = task_result(snapshot, request.model_dump(), anyio.current_time() - started)
         return await self._finisher.finish(result, self._owner, preview)
@@ -231,8 +241,16 @@ class Jobs:
             snapshot = await self._client.retrieve(task_id)
         # Continue the poll schedule from the task's age, not from zero (0 if this server did not submit it).
         age = max(0.0, time.time() - entry.created_at) if entry is not None else 0.0
+        kind = kind_of(entry.request) if entry is not None else None
         snapshot = await self._wait(
-            snapshot, wait_seconds, progress, slot, just_submitted=False, age=age, wakeups_seen=seen
+            snapshot,
+            wait_seconds,
+            progress,
+            slot,
+            just_submitted=False,
+            age=age,
+            wakeups_seen=seen,
+            kind=kind,
         )
         # The upstream's copy of the request wins; ours adds what it never saw (variation_of).
         if ticket is not None:
@@ -372,7 +390,14 @@ class Jobs:
             snapshot = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING, trace_id=earlier.trace_id)
         just_submitted = age <= NOT_FOUND_GRACE_SECONDS
         snapshot = await self._wait(
-            snapshot, wait_seconds, progress, slot, just_submitted=just_submitted, age=age, wakeups_seen=seen
+            snapshot,
+            wait_seconds,
+            progress,
+            slot,
+            just_submitted=just_submitted,
+            age=age,
+            wakeups_seen=seen,
+            kind=kind_of(earlier.request),
         )
         await ticket.settled(snapshot)
         result = task_result(snapshot, earlier.request, anyio.current_time() - started)
@@ -429,6 +454,7 @@ class Jobs:
         just_submitted: bool,
         age: float = 0.0,
         wakeups_seen: int = 0,
+        kind: JobKind | None = None,
     ) -> TaskSnapshot:
         budget = self.budget(wait_seconds)
         if snapshot.status is not TaskStatus.PENDING:
@@ -436,6 +462,7 @@ class Jobs:
             return snapshot
         if budget <= 0:
             return snapshot
+        await self._schedules.refresh()
         try:
             waited = await self._waiter.wait(
                 snapshot.task_id,
@@ -445,10 +472,13 @@ class Jobs:
                 slot=slot,
                 wakeups_seen=wakeups_seen,
                 age=age,
+                schedule=self._schedules.for_job(kind),
             )
         except anyio.get_cancelled_exc_class():
             logger.info("stopped waiting for task %s; it continues upstream", snapshot.task_id)
             raise
+        if waited.status is TaskStatus.SUCCEEDED:
+            self._schedules.observe(kind, waited.elapsed_seconds)
         if waited.status is not TaskStatus.PENDING:
             self._release(slot)
         return waited if waited.trace_id or not snapshot.trace_id else _keep_trace(waited, snapshot)

@@ -2,7 +2,8 @@
 settles, the budget runs out, or the server stops.
 
 A waiting call never polls by itself: the poller of its token (`flux_mcp.jobs.poller`) looks at the task
-after ~2 s, then at intervals of 35% of the task's age (at most FLUX_MCP_POLL_MAX_SECONDS; get_task
+on its schedule (`flux_mcp.jobs.schedule`: learned from the run times of its kind of job; for a kind not
+seen, after ~2 s, then at intervals of 35% of the task's age, at most FLUX_MCP_POLL_MAX_SECONDS; get_task
 carries on from the task's age), together with the token's other waiting tasks, and wakes the call the
 moment the images exist; the call sends progress at least every HEARTBEAT_SECONDS. When the budget runs
 out, or the serving process sets its `stop` event, the task is returned as the upstream last showed it
@@ -25,7 +26,7 @@ import anyio
 
 from flux_mcp.domain.tasks import TaskSnapshot, TaskStatus
 from flux_mcp.jobs.callbacks import CallbackSlot
-from flux_mcp.jobs.poller import Pollers, PollSchedule, Watch
+from flux_mcp.jobs.poller import Pollers, PollSchedule, Schedule, Watch
 from flux_mcp.upstream.flux import FluxClient
 
 logger = logging.getLogger(__name__)
@@ -64,14 +65,19 @@ class TaskWaiter:
         slot: CallbackSlot | None = None,
         wakeups_seen: int = 0,
         age: float = 0.0,
+        schedule: Schedule | None = None,
     ) -> TaskSnapshot:
-        """The task as the upstream last showed it; `wakeups_seen`: the slot's wake-ups already answered."""
+        """The task as the upstream last showed it; `wakeups_seen`: the slot's wake-ups already answered;
+        `schedule`: the task's own (`schedule.Schedules.for_job`), else the waiter's."""
         started = anyio.current_time()
         deadline = started + budget
         # No look at (or just before) the deadline: the get_task that follows looks first thing,
         # so it would be a double.
         look_until = deadline - min(DEADLINE_MARGIN_SECONDS, budget / 10)
-        schedule = CALLBACK_FALLBACK if slot is not None else self._schedule
+        if slot is not None:
+            schedule = CALLBACK_FALLBACK
+        elif schedule is None:
+            schedule = self._schedule
         pending = TaskSnapshot(task_id=task_id, status=TaskStatus.PENDING)
         retried = False
         with self._pollers.watching(

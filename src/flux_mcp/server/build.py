@@ -35,6 +35,7 @@ from flux_mcp.jobs.callbacks import CallbackHub
 from flux_mcp.jobs.finishing import Finisher
 from flux_mcp.jobs.poller import Pollers, PollSchedule, running_pollers
 from flux_mcp.jobs.runner import Jobs, may_read_unrecorded
+from flux_mcp.jobs.schedule import Schedules
 from flux_mcp.media.images import ImageKeeper
 from flux_mcp.media.uploads import ImageSources
 from flux_mcp.media.videos import VideoKeeper
@@ -235,6 +236,7 @@ def _app_state(
 ) -> AppState:
     gate = anyio.CapacityLimiter(settings.max_concurrency)
     schedule = PollSchedule(first=settings.poll_min_seconds, cap=settings.poll_max_seconds)
+    schedules = Schedules(schedule, history)  # learned per kind of job, shared by every caller
 
     budgets = Budgets(settings.person_budget(), settings.total_budget())
 
@@ -254,6 +256,7 @@ def _app_state(
             stop=stop,
             submit_bound=_longest_submission(settings),
             reads_unrecorded=may_read_unrecorded(token, owner),
+            schedules=schedules,
         )
 
     downloader = Downloader(
@@ -286,7 +289,7 @@ def _app_state(
         platform_for=platform_for,
         videos=videos,
         observer=observer,
-        tasks=TaskBoard(history, group, schedule) if settings.tasks else None,
+        tasks=TaskBoard(history, group, schedules) if settings.tasks else None,
     )
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -44,8 +43,9 @@ from flux_mcp.domain.tasks import PreviewChoice, TaskSnapshot, TaskStatus
 from flux_mcp.history.protocol_tasks import CANCELLED, COMPLETED, TERMINAL, WORKING, ProtocolTask
 from flux_mcp.history.store import History
 from flux_mcp.jobs.finishing import FinishedJob
-from flux_mcp.jobs.poller import PollSchedule
+from flux_mcp.jobs.poller import Schedule
 from flux_mcp.jobs.runner import Jobs, JobTicket
+from flux_mcp.jobs.schedule import Schedules, kind_of
 from flux_mcp.jobs.waiting import HEARTBEAT_SECONDS, ProgressFn
 from flux_mcp.server.caller import Caller
 from flux_mcp.server.job_calls import tool_result_of
@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 TASK_TTL_SECONDS = 24 * 3600.0  # how long a task (and so its result) can be asked for by its id
 ADOPT_AFTER_SECONDS = 6 * HEARTBEAT_SECONDS  # a driver silent this long is gone
+MAX_LOOKS_RETRACED = 256  # a 24-hour task at a 15 s cap has ~5,800 looks: past these, one pause from now
 LOOK_MARGIN = 0.5  # after the poller's look, this share of its first pause: the time to keep the images
 SAVING_MESSAGE = "Done upstream; saving the files…"  # between the poller's last look and the result
 CANCELLED_MESSAGE = (
@@ -105,17 +106,19 @@ class TaskState:
         return shown
 
 
-def poll_interval_ms(schedule: PollSchedule, age: float) -> int:
+def poll_interval_ms(schedule: Schedule, age: float) -> int:
     """When a client should next ask about a task this old (seconds since its submission): just after the
     poller's next look at it, when its state can next change (asking sooner shows the same state again; later,
-    shows the images late). The one place the poller's schedule is read for Tasks."""
-    look = schedule.first  # the poller's looks, as ages: first, then each one pause(age) after the last
-    while look <= age:
-        pause = schedule.pause(look)
-        if pause >= schedule.cap:  # from here on every pause is the cap
-            look += math.ceil((age - look) / pause + 1e-9) * pause if age > look else pause
+    shows the images late). The one place the poller's schedule is read for Tasks: today's schedule, or the
+    one learned for this kind of job (`jobs.schedule`)."""
+    # The poller's looks, as ages: the first, then each one pause(look) after the last.
+    look = schedule.pause(0.0)
+    for _ in range(MAX_LOOKS_RETRACED):
+        if look > age:
             break
-        look += pause
+        look += schedule.pause(look)
+    else:  # a task older than its schedule's first looks: its next look is one pause from now
+        look = age + schedule.pause(age)
     until_look = look - age + schedule.first * LOOK_MARGIN
     # Real looks drift later than the schedule (each waits for the one before to be answered): never wait
     # more than half a pause, so a look that came late is still seen soon after.
@@ -143,14 +146,14 @@ class TaskBoard:
         self,
         history: History,
         group: anyio.abc.TaskGroup,
-        schedule: PollSchedule,
+        schedules: Schedules,
         *,
         ttl_seconds: float = TASK_TTL_SECONDS,
         adopt_after: float = ADOPT_AFTER_SECONDS,
     ) -> None:
         self._history = history
         self._group = group
-        self._schedule = schedule
+        self._schedules = schedules
         self._ttl = ttl_seconds
         self._adopt_after = adopt_after
         self._id = secrets.token_hex(8)  # this process, as the `driver` of its tasks
@@ -205,8 +208,9 @@ class TaskBoard:
         """Run the job to its end and record how it ended on the task (never over a cancel)."""
 
         async def has_task(task_id: str, row_id: int | None) -> None:
-            # The poller's schedule for it counts from now (`poll_interval_ms`).
-            arguments = json.dumps({**task.arguments, "submitted_at": time.time()})
+            # The poller's schedule for it counts from now (`poll_interval_ms`), and is its kind of job's.
+            job = await self._job_of(row_id)
+            arguments = json.dumps({**task.arguments, "submitted_at": time.time(), "job": job})
             await self._history.update_protocol_task(
                 task.id,
                 working_only=False,
@@ -362,17 +366,21 @@ class TaskBoard:
 
         self._group.start_soon(self._drive, task, caller, resume, driver)
 
+    async def _job_of(self, row_id: int | None) -> dict[str, Any] | None:
+        """What the poll schedule of a job depends on (`jobs.schedule.kind_of`), from its history row."""
+        entry = await self._history.find_row(row_id) if row_id is not None else None
+        request = entry.request if entry is not None else {}
+        return {key: request.get(key) for key in ("model", "action", "size", "count")} if request else None
+
     async def _state_of(self, task: ProtocolTask, driver: _Driver | None) -> TaskState:
         message = (
             driver.message if driver is not None and task.status == WORKING else None
         ) or task.status_message
         age = max(0.0, time.time() - float(task.arguments.get("submitted_at", task.created_at)))
         saving = task.status == WORKING and message == SAVING_MESSAGE
-        interval = (
-            round(self._schedule.first * LOOK_MARGIN * 1000)
-            if saving
-            else poll_interval_ms(self._schedule, age)
-        )
+        job = task.arguments.get("job")
+        schedule = self._schedules.for_job(kind_of(job if isinstance(job, dict) else None))
+        interval = round(schedule.first * LOOK_MARGIN * 1000) if saving else poll_interval_ms(schedule, age)
         return TaskState(
             task_id=task.id,
             tool=task.tool,
