@@ -52,7 +52,7 @@ async def test_a_job_is_traced_as_submit_polls_downloads_and_save_under_its_tool
     for step in steps:
         assert step.attributes is not None
         assert step.attributes["flux.task.id"] == task_id
-        assert step.attributes.get("flux.model", "flux-dev") == "flux-dev"  # the poller does not know it
+        assert step.attributes["flux.model"] == "flux-dev"
         assert step.context is not None and call.context is not None
         assert step.context.trace_id == call.context.trace_id
     (submit,) = [span for span in steps if span.name == "flux.submit"]

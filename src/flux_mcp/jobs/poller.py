@@ -60,6 +60,7 @@ from flux_mcp.domain.catalogue import MAX_BATCH
 from flux_mcp.domain.errors import TRANSIENT, FluxError, RequestRejectedError, TaskNotFoundError
 from flux_mcp.domain.tasks import TaskSnapshot, TaskStatus
 from flux_mcp.domain.telemetry import (
+    MODEL,
     NO_OBSERVER,
     TASK_ID,
     Context,
@@ -129,6 +130,7 @@ class Watch:
         # Requests its own due looks did not cost because they shared them: spent on extra looks at it.
         self.savings = 0.0
         self.poke: Callable[[], None] = lambda: None
+        self.model: str | None = None  # for the spans of its looks
         self.trace: Context = current_context()  # its first waiter's: the parent of the spans of its looks
 
     def look_soon(self) -> None:
@@ -293,7 +295,14 @@ class Poller:
 
     @contextmanager
     def watching(
-        self, task_id: str, *, schedule: Schedule, age: float, just_submitted: bool, look_until: float
+        self,
+        task_id: str,
+        *,
+        schedule: Schedule,
+        age: float,
+        just_submitted: bool,
+        look_until: float,
+        model: str | None = None,
     ) -> Iterator[Watch]:
         """Watch a task while the block runs; `look_until`: the last moment this waiter wants a look."""
         now = anyio.current_time()
@@ -305,6 +314,7 @@ class Poller:
         elif schedule.pause(age) < watch.schedule.pause(age):  # a waiter that needs looks sooner joined
             watch.schedule = schedule
             watch.next_due = min(watch.next_due, watch.last_look + schedule.pause(age))
+        watch.model = watch.model or model
         if just_submitted:
             watch.grace_until = max(watch.grace_until, now + NOT_FOUND_GRACE_SECONDS)
         watch.deadlines.append(look_until)
@@ -415,7 +425,12 @@ def _look_span(request: list[Watch]) -> AbstractContextManager[Span]:
     """`flux.poll`: one read, a child of the call waiting on its first task, linked to the others'."""
     first, others = request[0], request[1:]
     links = [link for watch in others if (link := link_to(watch.trace)) is not None]
-    attributes = {TASK_ID: first.task_id if not others else None, "flux.tasks": len(request)}
+    alone = not others
+    attributes = {
+        TASK_ID: first.task_id if alone else None,
+        MODEL: first.model if alone else None,
+        "flux.tasks": len(request),
+    }
     return span("flux.poll", attributes, parent=first.trace, links=links)
 
 
@@ -440,6 +455,7 @@ class Pollers:
         age: float,
         just_submitted: bool,
         look_until: float,
+        model: str | None = None,
     ) -> Iterator[Watch]:
         """Watch a task with the poller of `client`'s token while the block runs."""
         key = client.token_key()
@@ -449,7 +465,12 @@ class Pollers:
                 client, self._group, lambda idle: self._retire(key, idle), self._observer
             )
         with poller.watching(
-            task_id, schedule=schedule, age=age, just_submitted=just_submitted, look_until=look_until
+            task_id,
+            schedule=schedule,
+            age=age,
+            just_submitted=just_submitted,
+            look_until=look_until,
+            model=model,
         ) as watch:
             yield watch
 

@@ -473,6 +473,7 @@ class Jobs:
                 wakeups_seen=wakeups_seen,
                 age=age,
                 schedule=self._schedules.for_job(kind),
+                model=kind.model if kind is not None else None,
             )
         except anyio.get_cancelled_exc_class():
             logger.info("stopped waiting for task %s; it continues upstream", snapshot.task_id)

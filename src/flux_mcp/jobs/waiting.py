@@ -66,9 +66,11 @@ class TaskWaiter:
         wakeups_seen: int = 0,
         age: float = 0.0,
         schedule: Schedule | None = None,
+        model: str | None = None,
     ) -> TaskSnapshot:
         """The task as the upstream last showed it; `wakeups_seen`: the slot's wake-ups already answered;
-        `schedule`: the task's own (`schedule.Schedules.for_job`), else the waiter's."""
+        `schedule`: the task's own (`schedule.Schedules.for_job`), else the waiter's; `model`: for the spans
+        of its looks."""
         started = anyio.current_time()
         deadline = started + budget
         # No look at (or just before) the deadline: the get_task that follows looks first thing,
@@ -87,6 +89,7 @@ class TaskWaiter:
             age=age,
             just_submitted=just_submitted,
             look_until=look_until,
+            model=model,
         ) as watch:
             while True:
                 if watch.settled.is_set():
