@@ -7,6 +7,7 @@ read them (tests/clients/test_typescript_tasks.py drives that real client).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -130,6 +131,29 @@ async def test_an_unknown_task_id_is_invalid_params(settings: Settings, method: 
             await raw(client, method, {})
     assert refused.value.error.code == INVALID_PARAMS == missing.value.error.code
     assert "no-such-task" in refused.value.error.message
+
+
+async def test_hostile_task_parameters_are_invalid_params_and_submit_nothing(
+    settings: Settings, emulator: RunningEmulator
+) -> None:
+    """A tool name that is not a string, a ttl past any float, a cursor past any offset the history can
+    take: each a clear -32602, never an internal error carrying the exception's text."""
+    huge_offset = base64.urlsafe_b64encode(b"tasks:" + b"9" * 40).decode()
+    async with legacy(settings) as client:
+        refusals = []
+        for method, params in (
+            ("tools/call", {"name": ["generate_image"], "arguments": {"prompt": "a cat"}, "task": {}}),
+            ("tools/call", {"name": {"tool": 1}, "arguments": {"prompt": "a cat"}, "task": {}}),
+            ("tasks/list", {"cursor": huge_offset}),
+        ):
+            with pytest.raises(MCPError) as refused:
+                await raw(client, method, params)
+            refusals.append(refused.value.error)
+        huge_ttl = await raw(client, "tools/call", generate("a cat kept long", ttl=10**400))
+    assert [error.code for error in refusals] == [METHOD_NOT_FOUND, METHOD_NOT_FOUND, INVALID_PARAMS]
+    assert "Invalid cursor" in refusals[2].message
+    assert 0 < huge_ttl["task"]["ttl"] <= 24 * 3600 * 1000  # the server's own bound
+    assert emulator.state.submissions == 1
 
 
 # --- a task's life ------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ LEGACY_PROTOCOL = "2025-11-25"
 RELATED_TASK = "io.modelcontextprotocol/related-task"
 IMMEDIATE_RESPONSE = "io.modelcontextprotocol/model-immediate-response"  # what a host may tell its model
 LIST_PAGE = 50
+MAX_OFFSET = 2**62  # below any integer the history's backends can take: a cursor past it is not ours
+MAX_TTL_MS = 10**15  # any ttl past the server's own bound means that bound; this one keeps it a float
 CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 EXECUTION: dict[str, Any] = {"taskSupport": "optional"}  # never "required": a plain call works as before
 
@@ -140,7 +142,7 @@ def _ttl_seconds(params: Mapping[str, Any]) -> float | None:
         raise MCPError(
             code=INVALID_PARAMS, message="params.task.ttl must be a positive number of milliseconds"
         )
-    return float(ttl) / 1000
+    return float(min(ttl, MAX_TTL_MS)) / 1000  # longer than the server keeps a task: as long as it does
 
 
 def _board(ctx: ServerRequestContext[Any, Any]) -> tuple[TaskBoard, Caller]:
@@ -161,7 +163,7 @@ async def _create(
     starts a task, and the answer is that task. A call refused before it had a task is a protocol error
     carrying the tool's own words: the client asked for a task and none was created."""
     name = params.get("name")
-    if name not in TASK_TOOLS:
+    if not isinstance(name, str) or name not in TASK_TOOLS:
         raise MCPError(
             code=METHOD_NOT_FOUND,
             message=f"{name!r} does not run as a task (its execution.taskSupport is forbidden): "
@@ -248,7 +250,7 @@ def _offset(cursor: object) -> int:
         offset = int(number) if kind == "tasks" and isinstance(cursor, str) else -1
     except (ValueError, UnicodeDecodeError):
         offset = -1
-    if offset < 0:
+    if not 0 <= offset <= MAX_OFFSET:
         raise MCPError(code=INVALID_PARAMS, message=f"Invalid cursor {cursor!r} for tasks/list")
     return offset
 
