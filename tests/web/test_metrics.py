@@ -9,6 +9,8 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from prometheus_client.parser import text_string_to_metric_families
 
 from flux_mcp.domain.errors import ImageError
@@ -236,3 +238,16 @@ async def test_budget_refusals_are_counted(emulator: RunningEmulator) -> None:
     assert not spent.is_error and refused.is_error
     assert emulator.state.submissions == 1
     assert total(found, "flux_mcp_budget_refusals_total") == 1
+
+
+@pytest.mark.parametrize("name", [["generate_image"], {"tool": "generate_image"}, 7])
+async def test_a_tool_name_that_is_not_a_string_is_invalid_params(settings: Settings, name: Any) -> None:
+    """Counted or not, such a call is the SDK's invalid request, never an internal error with its text."""
+    for counters in (PrometheusObserver(), None):
+        server = build_server(settings, observer=counters) if counters else build_server(settings)
+        async with Client(server) as client:
+            with pytest.raises(MCPError) as refused:
+                await client.session._dispatcher.send_raw_request(  # type: ignore[attr-defined]
+                    "tools/call", {"name": name, "arguments": {}}, {}
+                )
+        assert refused.value.error.code == INVALID_PARAMS

@@ -63,7 +63,11 @@ def observing(observer: Observer, tools: Iterable[str]) -> ServerMiddleware[Any]
         method = ctx.method if ctx.method in KNOWN_METHODS else OTHER
         params = ctx.params if isinstance(ctx.params, dict) else {}
         name = params.get("name")
-        tool = (name if name in tool_names else OTHER) if method == "tools/call" else None
+        tool = (
+            (name if isinstance(name, str) and name in tool_names else OTHER)
+            if method == "tools/call"
+            else None
+        )
         error_type: str | None = None
         result: HandlerResult = None
         try:
