@@ -44,6 +44,7 @@ KNOWN_METHODS = frozenset(
         "tasks/result",
         "tasks/list",
         "tasks/cancel",
+        "tasks/update",
     }
 )
 OTHER = "other"
@@ -85,11 +86,16 @@ def observing(observer: Observer, tools: Iterable[str]) -> ServerMiddleware[Any]
             if error_type is None and _is_tool_error(result):
                 error_type = "tool_error"
             observer.operation(method, tool, error_type, time.perf_counter() - started)
-            if tool in JOB_TOOLS:
+            if tool in JOB_TOOLS and not _is_task(result):  # a task is counted when its job ends (tasks.core)
                 observer.job_call(tool, *_job_outcome(result, params.get("arguments"), error_type))
         return result
 
     return observe
+
+
+def _is_task(result: HandlerResult) -> bool:
+    """An MCP task's answer: `resultType: "task"` (2026-07-28) or `{"task": …}` (2025-11-25)."""
+    return isinstance(result, dict) and (result.get("resultType") == "task" or "task" in result)
 
 
 def _is_tool_error(result: HandlerResult) -> bool:

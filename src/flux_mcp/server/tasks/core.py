@@ -49,6 +49,7 @@ from flux_mcp.jobs.runner import Jobs, JobTicket
 from flux_mcp.jobs.waiting import HEARTBEAT_SECONDS, ProgressFn
 from flux_mcp.server.caller import Caller
 from flux_mcp.server.job_calls import tool_result_of
+from flux_mcp.server.observing import known_model
 from flux_mcp.server.render import error_result, present, summarize
 from flux_mcp.server.tasks.plan import TaskPlan
 
@@ -247,6 +248,7 @@ class TaskBoard:
                 await self._let_go(task.id)  # the server is stopping: whoever runs next finishes it
             else:
                 await self._end(task.id, finished, shown)
+                _count_job(caller, task.tool, finished)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._let_go(task.id)
@@ -383,6 +385,13 @@ class TaskBoard:
             ttl_ms=round((task.expires_at - task.created_at) * 1000),
             poll_interval_ms=max(1, interval),
         )
+
+
+def _count_job(caller: Caller, tool: str, finished: FinishedJob | None) -> None:
+    """The task's job call, counted as a plain call is (`server.observing`), now that it has ended."""
+    result = finished.result if finished is not None else None
+    model = known_model(result.model if result is not None else None)
+    caller.state.observer.job_call(tool, model, str(result.status) if result is not None else "error")
 
 
 async def _first_of(*events: anyio.Event) -> None:
