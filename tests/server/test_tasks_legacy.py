@@ -359,3 +359,12 @@ def test_over_stdio_only_a_2025_11_25_initialize_is_offered_tasks(tmp_path: Path
     offered = "tasks" in answers[0]["result"]["capabilities"]
     marked = {tool["name"] for tool in answers[1]["result"]["tools"] if "execution" in tool}
     assert (offered, marked) == ((True, set(TASK_TOOLS)) if version == "2025-11-25" else (False, set()))
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/result", "tasks/cancel", "tasks/list"])
+async def test_a_megabyte_id_or_cursor_is_not_sent_back_whole(settings: Settings, method: str) -> None:
+    huge = "x" * 1_000_000
+    async with legacy(settings) as client:
+        with pytest.raises(MCPError) as refused:
+            await raw(client, method, {"cursor": huge} if method == "tasks/list" else {"taskId": huge})
+    assert refused.value.error.code == INVALID_PARAMS and len(refused.value.error.message) < 200

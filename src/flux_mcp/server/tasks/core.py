@@ -68,11 +68,22 @@ CANCELLED_MESSAGE = (
 JobRun = Callable[[Jobs, JobTicket, ProgressFn], Awaitable[FinishedJob]]
 
 
+ID_SHOWN_CHARS = 64  # ours are 32; a longer id sent back is shown cut (an error is not an echo service)
+
+
 class UnknownTaskError(LookupError):
     """No such task for this caller: never created, expired, or someone else's (all alike)."""
 
     def __init__(self, task_id: str) -> None:
-        super().__init__(f"Unknown task id {task_id!r} (it may have expired)")
+        super().__init__(f"Unknown task id {shown_id(task_id)} (it may have expired)")
+
+
+def shown_id(text: object) -> str:
+    """A client's task id (or cursor) as an error quotes it: whole when short, else its start."""
+    quoted = repr(text)
+    return (
+        quoted if len(quoted) <= ID_SHOWN_CHARS else f"{quoted[:ID_SHOWN_CHARS]}… ({len(quoted)} characters)"
+    )
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,14 @@ from flux_mcp.history.protocol_tasks import CANCELLED, COMPLETED
 from flux_mcp.server.caller import Caller, caller_of_request
 from flux_mcp.server.render import error_result
 from flux_mcp.server.state import AppState
-from flux_mcp.server.tasks.core import CANCELLED_MESSAGE, TaskBoard, TaskState, UnknownTaskError, iso_time
+from flux_mcp.server.tasks.core import (
+    CANCELLED_MESSAGE,
+    TaskBoard,
+    TaskState,
+    UnknownTaskError,
+    iso_time,
+    shown_id,
+)
 from flux_mcp.server.tasks.plan import TASK_TOOLS, TaskPlan, planning_task
 
 LEGACY_PROTOCOL = "2025-11-25"
@@ -94,7 +101,7 @@ def _is_task_tool(tool: object) -> bool:
 
 def unknown_task(task_id: object) -> MCPError:
     """An unknown id, an expired one and another caller's one are the same answer."""
-    return MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: no task {task_id!r}")
+    return MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: no task {shown_id(task_id)}")
 
 
 def related(result: CallToolResult | dict[str, Any], task_id: str) -> dict[str, Any]:
@@ -251,7 +258,7 @@ def _offset(cursor: object) -> int:
     except (ValueError, UnicodeDecodeError):
         offset = -1
     if not 0 <= offset <= MAX_OFFSET:
-        raise MCPError(code=INVALID_PARAMS, message=f"Invalid cursor {cursor!r} for tasks/list")
+        raise MCPError(code=INVALID_PARAMS, message=f"Invalid cursor {shown_id(cursor)} for tasks/list")
     return offset
 
 
