@@ -19,9 +19,10 @@ from pydantic import ValidationError
 from flux_mcp.domain.catalogue import MODELS
 from flux_mcp.domain.telemetry import Observer
 from flux_mcp.domain.videos import VIDEO_MODEL
+from flux_mcp.server.tasks.plan import TASK_TOOLS
 
 # The tools whose answer is a job's state (a TaskResult, or a tool error).
-JOB_TOOLS = frozenset({"generate_image", "edit_image", "generate_variations", "generate_video", "get_task"})
+JOB_TOOLS = TASK_TOOLS | {"get_task"}
 KNOWN_MODELS = frozenset({*MODELS, VIDEO_MODEL})
 # The requests a client may send (MCP 2025-06-18 .. 2026-07-28); any other is counted as "other".
 KNOWN_METHODS = frozenset(
