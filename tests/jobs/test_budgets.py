@@ -14,7 +14,8 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult
 
 from flux_mcp.domain.errors import BudgetExceededError
 from flux_mcp.domain.settings import Settings
@@ -23,7 +24,16 @@ from flux_mcp.emulator import RunningEmulator
 from flux_mcp.history.store import History
 from flux_mcp.server.build import build_server
 from testkit.replicas import Replica, run_replicas
-from tests.support import history_rows, http_service, make_settings, mcp_client, structured, text
+from testkit.tasks import RawTasks, call_as_task
+from tests.support import (
+    finish_tasks_now,
+    history_rows,
+    http_service,
+    make_settings,
+    mcp_client,
+    structured,
+    text,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -209,3 +219,47 @@ async def test_a_video_over_budget_is_refused_before_any_request(emulator: Runni
         refused = await client.call_tool("generate_video", {"prompt": "a paper boat on a rainy street"})
     assert refused.is_error and "Not submitted" in text(refused)
     assert emulator.state.submissions == emulator.state.video_submissions == 0
+
+
+async def test_task_augmented_calls_keep_to_the_budget_in_both_protocols(emulator: RunningEmulator) -> None:
+    """MCP Tasks (issue 25) run on the same claim: one reserved task takes the last credits, the calls that
+    race it and a later one are refused with zero submissions (2026-07-28: a tool error; 2025-11-25:
+    -32602)."""
+    emulator.state.config.latency = 3600.0  # the tasks stay working: their cost is only reserved
+    settings = make_settings(emulator, budget_per_person="1/day")
+    async with Client(build_server(settings)) as plain:
+        first = await generate(plain, "a priced fox", wait_seconds=0)  # teaches the estimate (0.5)
+        finish_tasks_now(emulator)
+        assert (
+            structured(await plain.call_tool("get_task", {"task_id": structured(first)["task_id"]}))["cost"][
+                "amount"
+            ]
+            == PRICE
+        )
+    emulator.state.config.latency = 3600.0
+    answers: list[dict[str, Any]] = []
+    async with Client(build_server(settings), extensions=[RawTasks()]) as modern:
+
+        async def race(prompt: str) -> None:
+            answers.append(await call_as_task(modern, "generate_image", {"prompt": prompt}))
+
+        async with anyio.create_task_group() as racing:
+            for index in range(3):
+                racing.start_soon(race, f"racing fox {index}")
+    assert sorted(answer.get("resultType", "complete") for answer in answers) == [
+        "complete",
+        "complete",
+        "task",
+    ]
+    assert all("Not submitted" in text_of(answer) for answer in answers if answer.get("isError"))
+    assert emulator.state.submissions == 2
+    async with Client(build_server(settings), mode="legacy") as legacy:
+        call = {"name": "generate_image", "arguments": {"prompt": "a legacy fox"}, "task": {}}
+        with pytest.raises(MCPError) as refused:
+            await legacy.session._dispatcher.send_raw_request("tools/call", call, {})  # type: ignore[attr-defined]
+    assert refused.value.error.code == INVALID_PARAMS and "Not submitted" in refused.value.error.message
+    assert emulator.state.submissions == 2
+
+
+def text_of(answer: dict[str, Any]) -> str:
+    return " ".join(block.get("text", "") for block in answer.get("content", []))
