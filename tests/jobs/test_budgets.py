@@ -8,6 +8,7 @@ Submissions are counted from the emulator's own records (`emulator.state.submiss
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolResult
 
+from flux_mcp.cli.main import main
 from flux_mcp.domain.errors import BudgetExceededError
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.team import Budget, Spend
@@ -263,3 +265,20 @@ async def test_task_augmented_calls_keep_to_the_budget_in_both_protocols(emulato
 
 def text_of(answer: dict[str, Any]) -> str:
     return " ".join(block.get("text", "") for block in answer.get("content", []))
+
+
+async def test_each_job_names_its_person_without_any_budget(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Named tokens and no budget (the default): `flux-mcp report --by person` still tells Alice from Bob
+    (the person was written only with a reservation, so every job was "(shared)")."""
+    settings = make_settings(emulator, auth_tokens="alice:tok-alice-1,bob:tok-bob-2")
+    async with http_service(settings) as base_url:
+        for person, token in (("alice", "tok-alice-1"), ("bob", "tok-bob-2")):
+            async with mcp_client(base_url, token) as client:
+                assert not (await generate(client, f"{person}'s fox")).is_error
+    assert [row["person"] for row in history_rows(settings.history_path())] == ["alice", "bob"]
+    monkeypatch.setenv("FLUX_MCP_DB", str(settings.history_path()))
+    assert await anyio.to_thread.run_sync(main, ["report", "--format", "json"]) == 0  # runs its own loop
+    people = [row["person"] for row in json.loads(capsys.readouterr().out)["rows"]]
+    assert people == ["alice", "bob"]
