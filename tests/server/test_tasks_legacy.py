@@ -25,6 +25,7 @@ from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.server.build import build_server
+from flux_mcp.server.tasks import core as tasks_core
 from flux_mcp.server.tasks import legacy as tasks_legacy
 from flux_mcp.server.tasks.legacy import CAPABILITY, TASK_TOOLS
 from tests.support import (
@@ -368,3 +369,14 @@ async def test_a_megabyte_id_or_cursor_is_not_sent_back_whole(settings: Settings
         with pytest.raises(MCPError) as refused:
             await raw(client, method, {"cursor": huge} if method == "tasks/list" else {"taskId": huge})
     assert refused.value.error.code == INVALID_PARAMS and len(refused.value.error.message) < 200
+
+
+async def test_a_ttl_too_short_to_poll_is_raised_to_a_floor(
+    settings: Settings, emulator: RunningEmulator
+) -> None:
+    """A client asking for ttl 1 ms would be handed an id already unknown, for a job that is billed."""
+    async with legacy(settings) as client:
+        created = (await raw(client, "tools/call", generate("a cat kept briefly", ttl=1)))["task"]
+        again = await raw(client, "tasks/get", {"taskId": created["taskId"]})
+    assert created["ttl"] == again["ttl"] == tasks_core.MIN_TTL_SECONDS * 1000
+    assert emulator.state.submissions == 1

@@ -56,6 +56,7 @@ from flux_mcp.server.tasks.plan import TaskPlan
 logger = logging.getLogger(__name__)
 
 TASK_TTL_SECONDS = 24 * 3600.0  # how long a task (and so its result) can be asked for by its id
+MIN_TTL_SECONDS = 60  # a shorter ttl would lose a billed job's result before a client could poll it
 ADOPT_AFTER_SECONDS = 6 * HEARTBEAT_SECONDS  # a driver silent this long is gone
 LOOK_MARGIN = 0.5  # after the poller's look, this share of its first pause: the time to keep the images
 SAVING_MESSAGE = "Done upstream; saving the files…"  # between the poller's last look and the result
@@ -179,7 +180,7 @@ class TaskBoard:
         placeholder the protocol layer replaces with the task (`plan.started`).
         """
         now = time.time()
-        ttl = min(plan.ttl_seconds, self._ttl) if plan.ttl_seconds else self._ttl
+        ttl = min(max(plan.ttl_seconds, MIN_TTL_SECONDS), self._ttl) if plan.ttl_seconds else self._ttl
         task = ProtocolTask(
             id=secrets.token_urlsafe(24),
             owner=caller.owner,
