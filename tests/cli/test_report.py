@@ -158,3 +158,12 @@ def test_the_same_report_from_postgresql(
     anyio.run(scripted)
     monkeypatch.setenv("FLUX_MCP_DATABASE_URL", postgres_url)
     assert report(capsys, "--since", "all") == TABLE
+
+
+@pytest.mark.parametrize("since", ["99999999999999999999d", "9" * 400 + "w"])
+def test_a_since_before_any_date_is_all_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], since: str
+) -> None:
+    """Further back than a date can be written (or than a float holds): the whole history, no traceback."""
+    monkeypatch.setenv("FLUX_MCP_DB", str(sqlite_history(tmp_path, SCRIPT)))
+    assert report(capsys, "--since", since) == TABLE

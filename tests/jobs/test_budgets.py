@@ -8,14 +8,17 @@ Submissions are counted from the emulator's own records (`emulator.state.submiss
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult
 
+from flux_mcp.cli.main import main
 from flux_mcp.domain.errors import BudgetExceededError
 from flux_mcp.domain.settings import Settings
 from flux_mcp.domain.team import Budget, Spend
@@ -23,7 +26,16 @@ from flux_mcp.emulator import RunningEmulator
 from flux_mcp.history.store import History
 from flux_mcp.server.build import build_server
 from testkit.replicas import Replica, run_replicas
-from tests.support import history_rows, http_service, make_settings, mcp_client, structured, text
+from testkit.tasks import RawTasks, call_as_task
+from tests.support import (
+    finish_tasks_now,
+    history_rows,
+    http_service,
+    make_settings,
+    mcp_client,
+    structured,
+    text,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -209,3 +221,64 @@ async def test_a_video_over_budget_is_refused_before_any_request(emulator: Runni
         refused = await client.call_tool("generate_video", {"prompt": "a paper boat on a rainy street"})
     assert refused.is_error and "Not submitted" in text(refused)
     assert emulator.state.submissions == emulator.state.video_submissions == 0
+
+
+async def test_task_augmented_calls_keep_to_the_budget_in_both_protocols(emulator: RunningEmulator) -> None:
+    """MCP Tasks (issue 25) run on the same claim: one reserved task takes the last credits, the calls that
+    race it and a later one are refused with zero submissions (2026-07-28: a tool error; 2025-11-25:
+    -32602)."""
+    emulator.state.config.latency = 3600.0  # the tasks stay working: their cost is only reserved
+    settings = make_settings(emulator, budget_per_person="1/day")
+    async with Client(build_server(settings)) as plain:
+        first = await generate(plain, "a priced fox", wait_seconds=0)  # teaches the estimate (0.5)
+        finish_tasks_now(emulator)
+        assert (
+            structured(await plain.call_tool("get_task", {"task_id": structured(first)["task_id"]}))["cost"][
+                "amount"
+            ]
+            == PRICE
+        )
+    emulator.state.config.latency = 3600.0
+    answers: list[dict[str, Any]] = []
+    async with Client(build_server(settings), extensions=[RawTasks()]) as modern:
+
+        async def race(prompt: str) -> None:
+            answers.append(await call_as_task(modern, "generate_image", {"prompt": prompt}))
+
+        async with anyio.create_task_group() as racing:
+            for index in range(3):
+                racing.start_soon(race, f"racing fox {index}")
+    assert sorted(answer.get("resultType", "complete") for answer in answers) == [
+        "complete",
+        "complete",
+        "task",
+    ]
+    assert all("Not submitted" in text_of(answer) for answer in answers if answer.get("isError"))
+    assert emulator.state.submissions == 2
+    async with Client(build_server(settings), mode="legacy") as legacy:
+        call = {"name": "generate_image", "arguments": {"prompt": "a legacy fox"}, "task": {}}
+        with pytest.raises(MCPError) as refused:
+            await legacy.session._dispatcher.send_raw_request("tools/call", call, {})  # type: ignore[attr-defined]
+    assert refused.value.error.code == INVALID_PARAMS and "Not submitted" in refused.value.error.message
+    assert emulator.state.submissions == 2
+
+
+def text_of(answer: dict[str, Any]) -> str:
+    return " ".join(block.get("text", "") for block in answer.get("content", []))
+
+
+async def test_each_job_names_its_person_without_any_budget(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Named tokens and no budget (the default): `flux-mcp report --by person` still tells Alice from Bob
+    (the person was written only with a reservation, so every job was "(shared)")."""
+    settings = make_settings(emulator, auth_tokens="alice:tok-alice-1,bob:tok-bob-2")
+    async with http_service(settings) as base_url:
+        for person, token in (("alice", "tok-alice-1"), ("bob", "tok-bob-2")):
+            async with mcp_client(base_url, token) as client:
+                assert not (await generate(client, f"{person}'s fox")).is_error
+    assert [row["person"] for row in history_rows(settings.history_path())] == ["alice", "bob"]
+    monkeypatch.setenv("FLUX_MCP_DB", str(settings.history_path()))
+    assert await anyio.to_thread.run_sync(main, ["report", "--format", "json"]) == 0  # runs its own loop
+    people = [row["person"] for row in json.loads(capsys.readouterr().out)["rows"]]
+    assert people == ["alice", "bob"]

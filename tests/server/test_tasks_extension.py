@@ -110,6 +110,13 @@ async def test_unknown_ids_and_tasks_result_are_protocol_errors(tasks_client: Cl
     assert removed.value.code == METHOD_NOT_FOUND
 
 
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/cancel", "tasks/update"])
+async def test_a_megabyte_task_id_is_not_sent_back_whole(tasks_client: Client, method: str) -> None:
+    with pytest.raises(MCPError) as unknown:
+        await task_request(tasks_client, method, "x" * 1_000_000)
+    assert unknown.value.code == INVALID_PARAMS and len(unknown.value.message) < 200
+
+
 async def test_a_client_that_did_not_declare_tasks_gets_todays_answers(
     client: Client, tasks_client: Client, emulator: RunningEmulator
 ) -> None:

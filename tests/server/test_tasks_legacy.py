@@ -7,6 +7,7 @@ read them (tests/clients/test_typescript_tasks.py drives that real client).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
 from flux_mcp.server.build import build_server
+from flux_mcp.server.tasks import core as tasks_core
 from flux_mcp.server.tasks import legacy as tasks_legacy
 from flux_mcp.server.tasks.legacy import CAPABILITY, TASK_TOOLS
 from tests.support import (
@@ -130,6 +132,29 @@ async def test_an_unknown_task_id_is_invalid_params(settings: Settings, method: 
             await raw(client, method, {})
     assert refused.value.error.code == INVALID_PARAMS == missing.value.error.code
     assert "no-such-task" in refused.value.error.message
+
+
+async def test_hostile_task_parameters_are_invalid_params_and_submit_nothing(
+    settings: Settings, emulator: RunningEmulator
+) -> None:
+    """A tool name that is not a string, a ttl past any float, a cursor past any offset the history can
+    take: each a clear -32602, never an internal error carrying the exception's text."""
+    huge_offset = base64.urlsafe_b64encode(b"tasks:" + b"9" * 40).decode()
+    async with legacy(settings) as client:
+        refusals = []
+        for method, params in (
+            ("tools/call", {"name": ["generate_image"], "arguments": {"prompt": "a cat"}, "task": {}}),
+            ("tools/call", {"name": {"tool": 1}, "arguments": {"prompt": "a cat"}, "task": {}}),
+            ("tasks/list", {"cursor": huge_offset}),
+        ):
+            with pytest.raises(MCPError) as refused:
+                await raw(client, method, params)
+            refusals.append(refused.value.error)
+        huge_ttl = await raw(client, "tools/call", generate("a cat kept long", ttl=10**400))
+    assert [error.code for error in refusals] == [METHOD_NOT_FOUND, METHOD_NOT_FOUND, INVALID_PARAMS]
+    assert "Invalid cursor" in refusals[2].message
+    assert 0 < huge_ttl["task"]["ttl"] <= 24 * 3600 * 1000  # the server's own bound
+    assert emulator.state.submissions == 1
 
 
 # --- a task's life ------------------------------------------------------------------------------
@@ -335,3 +360,23 @@ def test_over_stdio_only_a_2025_11_25_initialize_is_offered_tasks(tmp_path: Path
     offered = "tasks" in answers[0]["result"]["capabilities"]
     marked = {tool["name"] for tool in answers[1]["result"]["tools"] if "execution" in tool}
     assert (offered, marked) == ((True, set(TASK_TOOLS)) if version == "2025-11-25" else (False, set()))
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/result", "tasks/cancel", "tasks/list"])
+async def test_a_megabyte_id_or_cursor_is_not_sent_back_whole(settings: Settings, method: str) -> None:
+    huge = "x" * 1_000_000
+    async with legacy(settings) as client:
+        with pytest.raises(MCPError) as refused:
+            await raw(client, method, {"cursor": huge} if method == "tasks/list" else {"taskId": huge})
+    assert refused.value.error.code == INVALID_PARAMS and len(refused.value.error.message) < 200
+
+
+async def test_a_ttl_too_short_to_poll_is_raised_to_a_floor(
+    settings: Settings, emulator: RunningEmulator
+) -> None:
+    """A client asking for ttl 1 ms would be handed an id already unknown, for a job that is billed."""
+    async with legacy(settings) as client:
+        created = (await raw(client, "tools/call", generate("a cat kept briefly", ttl=1)))["task"]
+        again = await raw(client, "tasks/get", {"taskId": created["taskId"]})
+    assert created["ttl"] == again["ttl"] == tasks_core.MIN_TTL_SECONDS * 1000
+    assert emulator.state.submissions == 1

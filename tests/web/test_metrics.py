@@ -9,6 +9,8 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from prometheus_client.parser import text_string_to_metric_families
 
 from flux_mcp.domain.errors import ImageError
@@ -21,7 +23,8 @@ from flux_mcp.server.build import build_server
 from flux_mcp.server.observing import KNOWN_METHODS
 from flux_mcp.web.app import build_http_app
 from flux_mcp.web.metrics import PrometheusObserver
-from tests.support import TOKEN, http_service, make_settings, mcp_client, port_of, structured
+from testkit.tasks import RawTasks, call_as_task, task_request
+from tests.support import TOKEN, WAIT_BOUND, http_service, make_settings, mcp_client, port_of, structured
 from tests.support.web import CLIENT_TOKEN, token_settings
 
 pytestmark = pytest.mark.anyio
@@ -236,3 +239,50 @@ async def test_budget_refusals_are_counted(emulator: RunningEmulator) -> None:
     assert not spent.is_error and refused.is_error
     assert emulator.state.submissions == 1
     assert total(found, "flux_mcp_budget_refusals_total") == 1
+
+
+async def test_task_augmented_calls_are_counted_as_their_jobs_end_with_bounded_labels(
+    settings: Settings, emulator: RunningEmulator
+) -> None:
+    """A call answered with an MCP task (either protocol) is one job, counted by how it ended, never as an
+    `error` (the label it had when the task's answer was read as a tool result)."""
+    counters = PrometheusObserver()
+    async with Client(build_server(settings, observer=counters), extensions=[RawTasks()]) as modern:
+        created = await call_as_task(modern, "generate_image", {"prompt": f"{PROMPT} task"})
+        with anyio.fail_after(WAIT_BOUND):
+            while (await task_request(modern, "tasks/get", created["taskId"]))["status"] == "working":  # noqa: ASYNC110 - a client polls
+                await anyio.sleep(0.01)
+    async with Client(build_server(settings, observer=counters), mode="legacy") as legacy:
+        call = {"name": "generate_image", "arguments": {"prompt": f"{PROMPT} legacy"}, "task": {}}
+        task = await legacy.session._dispatcher.send_raw_request("tools/call", call, {})  # type: ignore[attr-defined]
+        params = {"taskId": task["task"]["taskId"]}
+        await legacy.session._dispatcher.send_raw_request("tasks/result", params, {})  # type: ignore[attr-defined]
+    found = samples(counters.exposition().decode())
+    jobs = "flux_mcp_jobs_total"
+    assert total(found, jobs, tool="generate_image", model="flux-dev", outcome="succeeded") == 2
+    assert total(found, jobs) == 2 and emulator.state.submissions == 2
+
+
+async def test_a_budget_refusal_of_a_task_augmented_call_is_counted(emulator: RunningEmulator) -> None:
+    counters = PrometheusObserver()
+    settings = make_settings(emulator, budget_total="0.5/month")
+    async with Client(build_server(settings, observer=counters)) as plain:
+        assert not (await plain.call_tool("generate_image", {"prompt": f"{PROMPT} paid"})).is_error
+    async with Client(build_server(settings, observer=counters), extensions=[RawTasks()]) as client:
+        refused = await call_as_task(client, "generate_image", {"prompt": f"{PROMPT} refused"})
+    assert refused["isError"] is True and "taskId" not in refused
+    assert emulator.state.submissions == 1
+    assert total(samples(counters.exposition().decode()), "flux_mcp_budget_refusals_total") == 1
+
+
+@pytest.mark.parametrize("name", [["generate_image"], {"tool": "generate_image"}, 7])
+async def test_a_tool_name_that_is_not_a_string_is_invalid_params(settings: Settings, name: Any) -> None:
+    """Counted or not, such a call is the SDK's invalid request, never an internal error with its text."""
+    for counters in (PrometheusObserver(), None):
+        server = build_server(settings, observer=counters) if counters else build_server(settings)
+        async with Client(server) as client:
+            with pytest.raises(MCPError) as refused:
+                await client.session._dispatcher.send_raw_request(  # type: ignore[attr-defined]
+                    "tools/call", {"name": name, "arguments": {}}, {}
+                )
+        assert refused.value.error.code == INVALID_PARAMS

@@ -29,6 +29,8 @@ from mcp.shared.auth import (
     OAuthClientMetadata,
     OAuthToken,
 )
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from pydantic import AnyUrl
 
 from flux_mcp.domain.errors import StartupError
@@ -36,6 +38,7 @@ from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator, serve_asgi
 from flux_mcp.web.app import build_http_app
 from flux_mcp.web.challenges import protected_resources
+from testkit.tasks import call_as_task, task_request, tasks_http_client
 from tests.support import TOKEN, http_service, make_settings, mcp_client, port_of, structured, text
 from tests.support.oauth import AUDIENCE, Issuer, b64, new_key, running_issuer
 from tests.support.web import INITIALIZE, json_lines, json_rpc_answers, mcp_remote, post
@@ -517,3 +520,28 @@ def test_each_metadata_path_names_the_resource_it_is_derived_from(
         auth="oauth", oauth_issuer="https://sso.example.com/realms/flux", oauth_audience=audience
     )
     assert protected_resources(settings) == expected
+
+
+async def test_another_persons_mcp_task_is_unknown_and_its_result_unreadable_after_it_ends(
+    emulator: RunningEmulator, issuer: Issuer
+) -> None:
+    """MCP Tasks (issue 25) x issue 24 item 3: Bob gets neither Alice's task handle nor, once it has
+    completed, its upstream task through get_task or flux://tasks."""
+    async with http_service(oauth_settings(emulator, issuer)) as base_url:
+        async with tasks_http_client(base_url, issuer.mint("alice")) as alice:
+            created = await call_as_task(alice, "generate_image", {"prompt": "alice's task garden"})
+            task_id = created["taskId"]
+            with anyio.fail_after(30):
+                while (done := await task_request(alice, "tasks/get", task_id))["status"] == "working":  # noqa: ASYNC110
+                    await anyio.sleep(0.05)  # a client polls
+        upstream = done["result"]["structuredContent"]["task_id"]
+        async with tasks_http_client(base_url, issuer.mint("bob")) as bob:
+            for method in ("tasks/get", "tasks/cancel", "tasks/update"):
+                with pytest.raises(MCPError) as unknown:
+                    await task_request(bob, method, created["taskId"])
+                assert unknown.value.code == INVALID_PARAMS
+        async with mcp_client(base_url, issuer.mint("bob")) as bob:
+            got = await bob.call_tool("get_task", {"task_id": upstream, "wait_seconds": 0})
+            with pytest.raises(Exception, match="No task"):
+                await bob.read_resource(f"flux://tasks/{upstream}")
+    assert done["status"] == "completed" and got.is_error and "garden" not in text(got)

@@ -4,6 +4,7 @@ gets the spec's 404 and opens another. Real streamable HTTP: the app under uvico
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
-from tests.support import TOKEN, http_service, make_settings, wait_for
+from tests.support import TOKEN, finish_tasks_now, http_service, make_settings, wait_for
 from tests.support.web import INITIALIZE, post
 
 pytestmark = pytest.mark.anyio
@@ -21,11 +22,22 @@ pytestmark = pytest.mark.anyio
 TEAM_TOKEN = "team-token-0123456789abcdef"
 TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 PEOPLE = 50
+TASKS_PROTOCOL = "2025-11-25"  # the one with sessions and in-core Tasks
 
 
-async def open_session(http: httpx2.AsyncClient, base_url: str, token: str) -> str:
+async def open_session(
+    http: httpx2.AsyncClient, base_url: str, token: str, version: str | None = None
+) -> str:
     """initialize + initialized, as a client opens a session; returns the session id."""
-    response = await post(http, base_url, INITIALIZE, token)
+    initialize = (
+        INITIALIZE
+        if version is None
+        else {
+            **INITIALIZE,
+            "params": {**INITIALIZE["params"], "protocolVersion": version},
+        }
+    )
+    response = await post(http, base_url, initialize, token)
     assert response.status_code == 200, response.text
     session: str = response.headers["mcp-session-id"]
     note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
@@ -106,3 +118,36 @@ async def test_a_session_running_a_tool_call_is_not_the_one_ended(emulator: Runn
             assert await list_tools(http, base_url, TEAM_TOKEN, idle) == 404  # the idle one was ended
             assert await list_tools(http, base_url, TEAM_TOKEN, busy) == 200
             running.cancel_scope.cancel()
+
+
+async def test_a_task_outlives_the_session_ended_at_the_bound(emulator: RunningEmulator) -> None:
+    """An MCP task (2025-11-25) is the history's, not its session's: ended at the bound, the session that
+    started it takes its task with it nowhere; a new session of the same token follows it to its images."""
+    settings = make_settings(emulator, auth_tokens=TEAM_TOKEN, max_sessions_per_team_token=2)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "generate_image", "arguments": {"prompt": "a cat past its session"}, "task": {}},
+    }
+    emulator.state.config.latency = 3600.0
+    async with http_service(settings) as base_url, httpx2.AsyncClient(timeout=30) as http:
+        starter = await open_session(http, base_url, TEAM_TOKEN, TASKS_PROTOCOL)
+        started = await post(http, base_url, call, TEAM_TOKEN, session=starter)
+        task_id = answer_of(started)["task"]["taskId"]
+        later = [await open_session(http, base_url, TEAM_TOKEN, TASKS_PROTOCOL) for _ in range(2)]
+        assert await list_tools(http, base_url, TEAM_TOKEN, starter) == 404  # ended at the bound
+        finish_tasks_now(emulator)
+        result = {"jsonrpc": "2.0", "id": 4, "method": "tasks/result", "params": {"taskId": task_id}}
+        done = answer_of(await post(http, base_url, result, TEAM_TOKEN, session=later[-1]))
+    assert done["structuredContent"]["status"] == "succeeded" and emulator.state.submissions == 1
+
+
+def answer_of(response: httpx2.Response) -> dict[str, Any]:
+    """The result of a JSON-RPC answer, sent as JSON or as one SSE event."""
+    assert response.status_code == 200, response.text
+    body = response.text
+    if "data:" in body:
+        body = next(line[5:] for line in body.splitlines() if line.startswith("data:"))
+    result: dict[str, Any] = json.loads(body)["result"]
+    return result

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
+import anyio
 import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
@@ -9,8 +13,9 @@ from mcp_types import INVALID_PARAMS
 
 from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
+from flux_mcp.web.app import build_http_app
 from testkit.tasks import call_as_task, task_request, tasks_http_client
-from tests.support import finish_tasks_now, http_service
+from tests.support import WAIT_BOUND, finish_tasks_now, http_service, port_of, serve_asgi, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -47,3 +52,28 @@ async def test_tasks_requests_without_a_valid_token_are_refused(settings: Settin
             sent = {**headers, **({"authorization": f"Bearer {token}"} if token else {})}
             answer = await http.post(f"{base_url}/mcp", json=request, headers=sent)
             assert answer.status_code == 401
+
+
+async def test_a_task_is_completed_by_the_upstreams_callback(
+    settings: Settings, emulator: RunningEmulator, loopback_socket: socket.socket
+) -> None:
+    """With a public URL, the callback finishes the MCP task's job: one re-read, no polling in between."""
+    emulator.state.config.latency = 0.5
+    public = f"http://127.0.0.1:{port_of(loopback_socket)}"
+    called_back = settings.with_changes(
+        auth="tokens", auth_tokens="alice-secret-token", public_url=public, poll_min_seconds=60.0
+    )
+    gate = build_http_app(called_back)
+    inner: Any = gate.app  # type: ignore[attr-defined]
+    async with (
+        inner.router.lifespan_context(inner),
+        serve_asgi(gate, sock=loopback_socket) as base_url,
+        tasks_http_client(base_url, "alice-secret-token") as alice,
+    ):
+        created = await call_as_task(alice, "generate_image", {"prompt": "a fox called back"})
+        await wait_for(lambda: emulator.state.callbacks_sent == 1)
+        with anyio.fail_after(WAIT_BOUND):
+            while (task := await task_request(alice, "tasks/get", created["taskId"]))["status"] == "working":  # noqa: ASYNC110 - a client polls
+                await anyio.sleep(0.05)
+    assert task["status"] == "completed" and task["result"]["structuredContent"]["status"] == "succeeded"
+    assert emulator.state.polls == 1  # the read the callback asked for; the poller never looked

@@ -83,7 +83,8 @@ def since_of(text: str, now: float) -> float | None:
     matched = SINCE_FORM.fullmatch(text.strip().lower())
     if matched is None:
         raise ValueError(f"--since takes Nh, Nd, Nw or all (for example 7d); {text!r} is not one")
-    return now - float(matched.group(1)) * SECONDS[matched.group(2)]
+    since = now - float(matched.group(1)) * SECONDS[matched.group(2)]
+    return since if since > 0 else None  # before the history could begin: all of it
 
 
 def _since_text(text: str) -> str:

@@ -247,6 +247,7 @@ class History:
         *,
         since: float,
         spend: Spend | None = None,
+        person: str | None = None,
     ) -> Claim:
         """The newest row since `since` with this fingerprint whose outcome no caller has received, if any;
         otherwise a new `submitting` row for this call to submit with. Atomic across processes.
@@ -254,7 +255,8 @@ class History:
         With `spend`, a new row is also the reservation of its estimate against the budgets, checked and
         written in the same transaction under one lock for every caller (raises BudgetExceededError), so
         two calls (in two processes, or on two replicas) cannot both take the last credits. Continuing an
-        earlier submission is free, so it is never refused.
+        earlier submission is free, so it is never refused. `person` (the spend's, when there is one) is
+        who a new row is for, in the report whether or not a budget is set.
         """
         await self._ready()
         lock = BUDGET_LOCK if spend is not None else f"claim:{owner}:{fingerprint}"
@@ -263,7 +265,7 @@ class History:
             if earlier is not None:
                 return Claim(earlier.row_id, earlier)
             if spend is None:
-                return Claim(await insert_row(tx, request, owner, fingerprint), None)
+                return Claim(await insert_row(tx, request, owner, fingerprint, person), None)
             await _check_budgets(tx, spend)
             row = await insert_row(tx, request, owner, fingerprint, spend.person, spend.estimate)
             return Claim(row, None)

@@ -298,7 +298,9 @@ class Jobs:
         spend = await self._spend(history, body)
         while True:
             since = time.time() - ATTACH_HORIZON_SECONDS
-            claim = await history.claim_submission(body, fingerprint, self._owner, since=since, spend=spend)
+            claim = await history.claim_submission(
+                body, fingerprint, self._owner, since=since, spend=spend, person=self.person
+            )
             if claim.earlier is None or claim.earlier.status != SUBMITTING:
                 return claim
             await self._await_submission(history, claim.earlier)

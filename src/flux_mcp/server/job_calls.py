@@ -29,7 +29,8 @@ from flux_mcp.domain.errors import (
 from flux_mcp.domain.tasks import ImageInfo, ImageRequest, PreviewChoice
 from flux_mcp.domain.videos import FLUX_VIDEO_URI, GenerateVideoArgs, VideoRequest
 from flux_mcp.jobs.finishing import FinishedJob
-from flux_mcp.jobs.runner import JobTicket
+from flux_mcp.jobs.runner import Jobs, JobTicket
+from flux_mcp.jobs.waiting import ProgressFn
 from flux_mcp.media.uploads import InputPolicy
 from flux_mcp.server.caller import CallContext, Caller, caller_of
 from flux_mcp.server.delivery import answer, log_to_client
@@ -101,18 +102,22 @@ async def _submit_and_answer(
     When the call may become an MCP task (`tasks.plan`), the job is started as one instead (server/tasks).
     """
     plan, board = task_plan(), caller.state.tasks
+
+    async def run(jobs: Jobs, ticket: JobTicket, progress: ProgressFn, wait: float | None) -> FinishedJob:
+        try:
+            return await jobs.run(request, wait, progress, ticket, preview)
+        except BudgetExceededError:  # another call took the last credits since `_over_budget` looked
+            caller.state.observer.budget_refused()
+            raise
+
     if plan is not None and board is not None:
-        run = lambda jobs, ticket, progress: jobs.run(request, None, progress, ticket, preview)  # noqa: E731
-        return await board.start(plan, caller, run, preview)
+        as_task = lambda jobs, ticket, progress: run(jobs, ticket, progress, None)  # noqa: E731
+        return await board.start(plan, caller, as_task, preview)
     progress = progress_reporter(ctx)
     ticket = JobTicket()
 
     async def work() -> FinishedJob:
-        try:
-            return await caller.jobs.run(request, wait_seconds, progress, ticket, preview)
-        except BudgetExceededError:  # another call took the last credits since `_over_budget` looked
-            caller.state.observer.budget_refused()
-            raise
+        return await run(caller.jobs, ticket, progress, wait_seconds)
 
     shown = await tool_result_of(tool, work, lambda finished: answer(caller, finished, ctx))
     if ticket.undecided_row is not None:  # the caller is told its submission may have been billed

@@ -19,9 +19,10 @@ from pydantic import ValidationError
 from flux_mcp.domain.catalogue import MODELS
 from flux_mcp.domain.telemetry import Observer
 from flux_mcp.domain.videos import VIDEO_MODEL
+from flux_mcp.server.tasks.plan import TASK_TOOLS
 
 # The tools whose answer is a job's state (a TaskResult, or a tool error).
-JOB_TOOLS = frozenset({"generate_image", "edit_image", "generate_variations", "generate_video", "get_task"})
+JOB_TOOLS = TASK_TOOLS | {"get_task"}
 KNOWN_MODELS = frozenset({*MODELS, VIDEO_MODEL})
 # The requests a client may send (MCP 2025-06-18 .. 2026-07-28); any other is counted as "other".
 KNOWN_METHODS = frozenset(
@@ -44,6 +45,7 @@ KNOWN_METHODS = frozenset(
         "tasks/result",
         "tasks/list",
         "tasks/cancel",
+        "tasks/update",
     }
 )
 OTHER = "other"
@@ -63,7 +65,11 @@ def observing(observer: Observer, tools: Iterable[str]) -> ServerMiddleware[Any]
         method = ctx.method if ctx.method in KNOWN_METHODS else OTHER
         params = ctx.params if isinstance(ctx.params, dict) else {}
         name = params.get("name")
-        tool = (name if name in tool_names else OTHER) if method == "tools/call" else None
+        tool = (
+            (name if isinstance(name, str) and name in tool_names else OTHER)
+            if method == "tools/call"
+            else None
+        )
         error_type: str | None = None
         result: HandlerResult = None
         try:
@@ -81,11 +87,16 @@ def observing(observer: Observer, tools: Iterable[str]) -> ServerMiddleware[Any]
             if error_type is None and _is_tool_error(result):
                 error_type = "tool_error"
             observer.operation(method, tool, error_type, time.perf_counter() - started)
-            if tool in JOB_TOOLS:
+            if tool in JOB_TOOLS and not _is_task(result):  # a task is counted when its job ends (tasks.core)
                 observer.job_call(tool, *_job_outcome(result, params.get("arguments"), error_type))
         return result
 
     return observe
+
+
+def _is_task(result: HandlerResult) -> bool:
+    """An MCP task's answer: `resultType: "task"` (2026-07-28) or `{"task": …}` (2025-11-25)."""
+    return isinstance(result, dict) and (result.get("resultType") == "task" or "task" in result)
 
 
 def _is_tool_error(result: HandlerResult) -> bool:

@@ -284,7 +284,8 @@ async def refuse_non_object_arguments(
     Everything else about the arguments is the arguments model's to judge (`toolkit.model_tool`).
     """
     params = ctx.params if ctx.method == "tools/call" else None
-    if isinstance(params, dict) and params.get("name") in TOOL_ARGUMENTS:
+    name = params.get("name") if isinstance(params, dict) else None
+    if isinstance(params, dict) and isinstance(name, str) and name in TOOL_ARGUMENTS:
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
             return error_result(f"Invalid arguments for {params['name']}: arguments must be a JSON object")

@@ -49,12 +49,14 @@ from flux_mcp.jobs.schedule import Schedules, kind_of
 from flux_mcp.jobs.waiting import HEARTBEAT_SECONDS, ProgressFn
 from flux_mcp.server.caller import Caller
 from flux_mcp.server.job_calls import tool_result_of
+from flux_mcp.server.observing import known_model
 from flux_mcp.server.render import error_result, present, summarize
 from flux_mcp.server.tasks.plan import TaskPlan
 
 logger = logging.getLogger(__name__)
 
 TASK_TTL_SECONDS = 24 * 3600.0  # how long a task (and so its result) can be asked for by its id
+MIN_TTL_SECONDS = 60  # a shorter ttl would lose a billed job's result before a client could poll it
 ADOPT_AFTER_SECONDS = 6 * HEARTBEAT_SECONDS  # a driver silent this long is gone
 MAX_LOOKS_RETRACED = 256  # a 24-hour task at a 15 s cap has ~5,800 looks: past these, one pause from now
 LOOK_MARGIN = 0.5  # after the poller's look, this share of its first pause: the time to keep the images
@@ -68,11 +70,22 @@ CANCELLED_MESSAGE = (
 JobRun = Callable[[Jobs, JobTicket, ProgressFn], Awaitable[FinishedJob]]
 
 
+ID_SHOWN_CHARS = 64  # ours are 32; a longer id sent back is shown cut (an error is not an echo service)
+
+
 class UnknownTaskError(LookupError):
     """No such task for this caller: never created, expired, or someone else's (all alike)."""
 
     def __init__(self, task_id: str) -> None:
-        super().__init__(f"Unknown task id {task_id!r} (it may have expired)")
+        super().__init__(f"Unknown task id {shown_id(task_id)} (it may have expired)")
+
+
+def shown_id(text: object) -> str:
+    """A client's task id (or cursor) as an error quotes it: whole when short, else its start."""
+    quoted = repr(text)
+    return (
+        quoted if len(quoted) <= ID_SHOWN_CHARS else f"{quoted[:ID_SHOWN_CHARS]}… ({len(quoted)} characters)"
+    )
 
 
 @dataclass(frozen=True)
@@ -170,7 +183,7 @@ class TaskBoard:
         placeholder the protocol layer replaces with the task (`plan.started`).
         """
         now = time.time()
-        ttl = min(plan.ttl_seconds, self._ttl) if plan.ttl_seconds else self._ttl
+        ttl = min(max(plan.ttl_seconds, MIN_TTL_SECONDS), self._ttl) if plan.ttl_seconds else self._ttl
         task = ProtocolTask(
             id=secrets.token_urlsafe(24),
             owner=caller.owner,
@@ -251,6 +264,7 @@ class TaskBoard:
                 await self._let_go(task.id)  # the server is stopping: whoever runs next finishes it
             else:
                 await self._end(task.id, finished, shown)
+                _count_job(caller, task.tool, finished)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._let_go(task.id)
@@ -391,6 +405,13 @@ class TaskBoard:
             ttl_ms=round((task.expires_at - task.created_at) * 1000),
             poll_interval_ms=max(1, interval),
         )
+
+
+def _count_job(caller: Caller, tool: str, finished: FinishedJob | None) -> None:
+    """The task's job call, counted as a plain call is (`server.observing`), now that it has ended."""
+    result = finished.result if finished is not None else None
+    model = known_model(result.model if result is not None else None)
+    caller.state.observer.job_call(tool, model, str(result.status) if result is not None else "error")
 
 
 async def _first_of(*events: anyio.Event) -> None:

@@ -23,13 +23,22 @@ from flux_mcp.history.protocol_tasks import CANCELLED, COMPLETED
 from flux_mcp.server.caller import Caller, caller_of_request
 from flux_mcp.server.render import error_result
 from flux_mcp.server.state import AppState
-from flux_mcp.server.tasks.core import CANCELLED_MESSAGE, TaskBoard, TaskState, UnknownTaskError, iso_time
+from flux_mcp.server.tasks.core import (
+    CANCELLED_MESSAGE,
+    TaskBoard,
+    TaskState,
+    UnknownTaskError,
+    iso_time,
+    shown_id,
+)
 from flux_mcp.server.tasks.plan import TASK_TOOLS, TaskPlan, planning_task
 
 LEGACY_PROTOCOL = "2025-11-25"
 RELATED_TASK = "io.modelcontextprotocol/related-task"
 IMMEDIATE_RESPONSE = "io.modelcontextprotocol/model-immediate-response"  # what a host may tell its model
 LIST_PAGE = 50
+MAX_OFFSET = 2**62  # below any integer the history's backends can take: a cursor past it is not ours
+MAX_TTL_MS = 10**15  # any ttl past the server's own bound means that bound; this one keeps it a float
 CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 EXECUTION: dict[str, Any] = {"taskSupport": "optional"}  # never "required": a plain call works as before
 
@@ -92,7 +101,7 @@ def _is_task_tool(tool: object) -> bool:
 
 def unknown_task(task_id: object) -> MCPError:
     """An unknown id, an expired one and another caller's one are the same answer."""
-    return MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: no task {task_id!r}")
+    return MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: no task {shown_id(task_id)}")
 
 
 def related(result: CallToolResult | dict[str, Any], task_id: str) -> dict[str, Any]:
@@ -140,7 +149,7 @@ def _ttl_seconds(params: Mapping[str, Any]) -> float | None:
         raise MCPError(
             code=INVALID_PARAMS, message="params.task.ttl must be a positive number of milliseconds"
         )
-    return float(ttl) / 1000
+    return float(min(ttl, MAX_TTL_MS)) / 1000  # longer than the server keeps a task: as long as it does
 
 
 def _board(ctx: ServerRequestContext[Any, Any]) -> tuple[TaskBoard, Caller]:
@@ -161,7 +170,7 @@ async def _create(
     starts a task, and the answer is that task. A call refused before it had a task is a protocol error
     carrying the tool's own words: the client asked for a task and none was created."""
     name = params.get("name")
-    if name not in TASK_TOOLS:
+    if not isinstance(name, str) or name not in TASK_TOOLS:
         raise MCPError(
             code=METHOD_NOT_FOUND,
             message=f"{name!r} does not run as a task (its execution.taskSupport is forbidden): "
@@ -248,8 +257,8 @@ def _offset(cursor: object) -> int:
         offset = int(number) if kind == "tasks" and isinstance(cursor, str) else -1
     except (ValueError, UnicodeDecodeError):
         offset = -1
-    if offset < 0:
-        raise MCPError(code=INVALID_PARAMS, message=f"Invalid cursor {cursor!r} for tasks/list")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise MCPError(code=INVALID_PARAMS, message=f"Invalid cursor {shown_id(cursor)} for tasks/list")
     return offset
 
 
