@@ -1,13 +1,13 @@
 // Drives the gallery in headless Chromium through the test host page; prints one JSON report line.
-// Usage: node run.mjs <host page URL> <output dir>   (CHROMIUM = the browser binary)
-// The host page's server also answers POST /control {latency, fault} to script the emulator.
+// Usage: node run.mjs <host page URL> <output dir> [<host page URL of a server with a budget>]
+// (CHROMIUM = the browser binary). The host page's server also answers POST /control {latency, fault, price}.
 import { mkdir } from "node:fs/promises";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [hostUrl, outDir] = process.argv.slice(2);
+const [hostUrl, outDir, budgetUrl] = process.argv.slice(2);
 const report = { steps: [] };
 const step = (name, data = {}) => report.steps.push({ name, ...data });
 // Generous: CI machines are shared and sometimes slow; a step that passes takes well under a second.
@@ -34,7 +34,7 @@ async function control(page, body) {
   await page.evaluate((b) => fetch("/control", { method: "POST", body: JSON.stringify(b) }), body);
 }
 
-async function openHost(context, { theme = "light", width = 900 } = {}) {
+async function openHost(context, { theme = "light", width = 900, url = hostUrl } = {}) {
   const page = await context.newPage();
   await page.setViewportSize({ width, height: 900 });
   await page.emulateMedia({ colorScheme: theme });
@@ -45,12 +45,24 @@ async function openHost(context, { theme = "light", width = 900 } = {}) {
     }
   });
   page.on("pageerror", (error) => (report.console = [...(report.console || []), String(error)]));
-  await page.goto(`${hostUrl}?theme=${theme}`);
+  await page.goto(`${url}?theme=${theme}`);
   const ready = await page.evaluate(() => window.hostReady);
   if (ready !== "ok") throw new Error(ready);
   const frame = await (await page.$("iframe")).contentFrame();
   currentFrame = frame;
   return { page, frame };
+}
+
+// The get_credits section as the gallery shows it: its balance rows and any budget lines with their meters.
+async function creditsShown(frame) {
+  const heading = frame.locator("section.task h2", { hasText: /^Credits$/ });
+  await heading.waitFor({ timeout: STEP_TIMEOUT });
+  return frame.evaluate(() => {
+    const section = [...document.querySelectorAll("section.task")].find((s) => s.querySelector("h2")?.textContent === "Credits");
+    const texts = (selector) => [...section.querySelectorAll(selector)].map((el) => el.textContent);
+    const meters = [...section.querySelectorAll(".budget meter")].map((m) => ({ value: m.value, max: m.max, label: m.getAttribute("aria-label") }));
+    return { rows: texts("p:not(.budget)"), budget: texts(".budget"), meters };
+  });
 }
 
 // Chromium paints an iframe only within the viewport, so grow the viewport to the page instead of fullPage.
@@ -187,6 +199,24 @@ async function main() {
       });
       step("video", { status: video.status, kind: video.kind, ...played });
       await screenshot(page, join(outDir, "gallery-video.png"));
+      await page.close();
+    }
+    // 6. get_credits: the balance; no budget line where the server keeps none.
+    {
+      const { page, frame } = await openHost(context);
+      const credits = await page.evaluate(() => window.host.run("get_credits", {}));
+      step("credits", { budget_field: credits.budget ?? null, shown: await creditsShown(frame) });
+      await page.close();
+    }
+    // 7. On a server with a per-person budget, after one job (the last: it sets the price): the caller's budget.
+    if (budgetUrl) {
+      const { page, frame } = await openHost(context, { url: budgetUrl });
+      await control(page, { price: 0.123456 });
+      await page.evaluate(() => window.host.run("generate_image", { prompt: "a lantern in the snow", count: 1 }));
+      await waitForImages(frame, 1);
+      const credits = await page.evaluate(() => window.host.run("get_credits", {}));
+      step("budget", { budget_field: credits.budget ?? null, shown: await creditsShown(frame) });
+      await screenshot(page, join(outDir, "gallery-credits.png"));
       await page.close();
     }
   } catch (error) {

@@ -43,7 +43,7 @@ UI_TOOLS = {"generate_image", "edit_image", "get_task", "list_tasks"}
 SIZE_BUDGET = 25_000
 BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
 BROWSER_TIMEOUT = 180.0
-SHOTS = ("", "-dark", "-narrow", "-pending", "-history", "-video")
+SHOTS = ("", "-dark", "-narrow", "-pending", "-history", "-video", "-credits")
 SCREENSHOTS = [f"gallery{suffix}.png" for suffix in SHOTS]
 
 
@@ -155,7 +155,7 @@ async def gallery_host(settings: Settings, emulator: RunningEmulator) -> AsyncIt
     """The MCP server (streamable HTTP) and the host page with its node_modules, on one loopback origin.
 
     One origin, because the page's MCP client must pass the server's Origin/Host checks without CORS.
-    POST /control lets the browser script slow the emulator down or make its next task fail.
+    POST /control lets the browser script slow the emulator down, make its next task fail or set its price.
     """
 
     async def control(request: Request) -> Response:
@@ -164,6 +164,8 @@ async def gallery_host(settings: Settings, emulator: RunningEmulator) -> AsyncIt
             emulator.state.config.latency = float(body["latency"])
         if "fault" in body:
             emulator.state.faults.append(Fault(body["fault"]))
+        if "price" in body:
+            emulator.state.platform.image_price = float(body["price"])
         return Response(status_code=204)
 
     server = build_server(settings)
@@ -179,10 +181,12 @@ async def gallery_host(settings: Settings, emulator: RunningEmulator) -> AsyncIt
 @pytest.mark.browser
 async def test_gallery_in_a_browser(emulator: RunningEmulator, settings: Settings, tmp_path: Path) -> None:
     node, chromium = browser_tools()
-    async with gallery_host(settings, emulator) as url:
+    # A second server, with a per-person budget and its own history: the budget line (one browser for both).
+    budgeted = make_settings(emulator, budget_per_person="2/day")
+    async with gallery_host(settings, emulator) as url, gallery_host(budgeted, emulator) as budget_url:
         with anyio.fail_after(BROWSER_TIMEOUT):
             done = await anyio.run_process(
-                [node, str(BROWSER_DIR / "run.mjs"), url, str(tmp_path)],
+                [node, str(BROWSER_DIR / "run.mjs"), url, str(tmp_path), budget_url],
                 check=False,
                 env={**os.environ, "CHROMIUM": chromium},
             )
@@ -223,10 +227,23 @@ async def test_gallery_in_a_browser(emulator: RunningEmulator, settings: Setting
     assert video["readyState"] >= 2 and video["currentTime"] > 0 and video["width"] > 0
     assert abs(video["duration"] - 5) < 0.2 and video["poster"] == poster_available()
     assert "play_video" in report["tools"]
+    # get_credits: the balance; without a budget, no budget line.
+    credits = steps["credits"]
+    assert credits["budget_field"] is None
+    assert any(row.startswith("Flux: ") for row in credits["shown"]["rows"]), credits
+    assert credits["shown"]["budget"] == [] and credits["shown"]["meters"] == []
+    # With FLUX_MCP_BUDGET_PER_PERSON=2/day, after one image at 0.123456 credits: the caller's own budget, and
+    # only that, its figures as the text result gives them (4 decimals at most).
+    budget = steps["budget"]
+    assert budget["budget_field"]["yours"]["left"] == 1.876544, budget
+    [line] = budget["shown"]["budget"]
+    assert line.startswith("Your budget here: 1.8765 of 2 credits left today"), line
+    assert "resets" in line and "UTC" in line
+    assert budget["shown"]["meters"] == [{"value": 1.876544, "max": 2, "label": "Your budget here"}]
     assert not report.get("console"), report["console"]
 
-    # Upstream submissions: generate, variations, edit, dark, pending, failed, video.
-    assert emulator.state.submissions == 7
+    # Upstream submissions: generate, variations, edit, dark, pending, failed, video; the budgeted one.
+    assert emulator.state.submissions == 8
     stable = BROWSER_DIR / "output"
     stable.mkdir(exist_ok=True)
     for name in SCREENSHOTS:
