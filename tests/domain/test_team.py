@@ -91,3 +91,13 @@ def test_periods_are_utc_days_and_calendar_months() -> None:
     assert month.resets(now) == datetime(2027, 1, 1, tzinfo=UTC).timestamp()
     february = datetime(2027, 2, 14, 12, tzinfo=UTC).timestamp()
     assert month.resets(february) == datetime(2027, 3, 1, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize("text", [",,,", " , ", ","])
+def test_tokens_set_to_no_token_are_refused_not_read_as_no_auth(text: str) -> None:
+    with pytest.raises(ValidationError, match="names no token"):
+        Settings(auth_tokens=text)
+
+
+def test_blank_tokens_are_unset() -> None:
+    assert Settings(auth_tokens="  ").auth_mode() == "none"

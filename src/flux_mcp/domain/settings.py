@@ -320,6 +320,21 @@ class Settings(BaseSettings):
     def _blank_token_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _tokens_named_or_unset(cls, value: object) -> object:
+        """Blank is unset; set but naming no token (",,,") is a mistake, not "no auth"."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(text, str):
+            return value
+        if not text.strip():
+            return None
+        if not server_tokens(text):
+            raise ValueError(
+                "FLUX_MCP_AUTH_TOKENS is set but names no token: give token or name:token, comma-separated"
+            )
+        return value
+
     @field_validator("api_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
