@@ -12,6 +12,7 @@ which names each problem and what would be accepted (`explain_validation_error`)
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,7 +21,7 @@ from typing import Annotated, Any, TypeVar
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ValidationError, WithJsonSchema
 from pydantic.fields import FieldInfo
@@ -73,15 +74,17 @@ def model_tool(
     tool is given to `MCPServer(tools=[...])`: `MCPServer.tool` registers functions only.
     """
     arguments = TOOL_ARGUMENTS[name]
+    function = _sdk_function(arguments, body)
+    # The output schema is the SDK's own, derived once per return type (five tools return a TaskResult).
     tool = _ModelTool.from_function(
-        _sdk_function(arguments, body), name=name, title=title, annotations=annotations, meta=meta
+        function, name=name, title=title, annotations=annotations, meta=meta, structured_output=False
     )
-    derived = tool.fn_metadata
+    output = _output_metadata(typing.get_type_hints(function, include_extras=True)["return"])
     tool.fn_metadata = _ModelArguments(
-        arg_model=derived.arg_model,
-        output_schema=derived.output_schema,
-        output_model=derived.output_model,
-        wrap_output=derived.wrap_output,
+        arg_model=tool.fn_metadata.arg_model,
+        output_schema=output.output_schema,
+        output_model=output.output_model,
+        wrap_output=output.wrap_output,
         arguments=arguments,
     )
     return tool
@@ -123,6 +126,16 @@ def _sdk_function(arguments: type[BaseModel], body: ToolBody) -> ToolBody:
     call.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
     call.__annotations__["return"] = body_hints["return"]
     return call
+
+
+@functools.cache
+def _output_metadata(returns: Any) -> FuncMetadata:
+    """What the SDK derives from a tool function returning `returns`: its output schema and model."""
+
+    def returning() -> None: ...
+
+    returning.__annotations__ = {"return": returns}
+    return func_metadata(returning)
 
 
 def _default(field: FieldInfo) -> Any:
