@@ -380,3 +380,17 @@ async def test_a_ttl_too_short_to_poll_is_raised_to_a_floor(
         again = await raw(client, "tasks/get", {"taskId": created["taskId"]})
     assert created["ttl"] == again["ttl"] == tasks_core.MIN_TTL_SECONDS * 1000
     assert emulator.state.submissions == 1
+
+
+async def test_a_tasks_get_sent_once_the_job_ended_upstream_answers_completed(
+    settings: Settings, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The held tasks/get of 2025-11-25 too (`core.hold_for_news`); no bound, so no clock in the test.
+    monkeypatch.setattr(tasks_core, "MAX_HOLD_SECONDS", float("inf"))
+    monkeypatch.setattr(tasks_core, "HOLD_FIRSTS", float("inf"))
+    emulator.state.config.latency = 3600
+    async with legacy(settings) as client:
+        created = await raw(client, "tools/call", generate("a lighthouse at dusk"))
+        finish_tasks_now(emulator)
+        polled = await raw(client, "tasks/get", {"taskId": created["task"]["taskId"]})
+    assert polled["status"] == "completed"

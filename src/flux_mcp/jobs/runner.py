@@ -70,7 +70,7 @@ from flux_mcp.history.rows import SUBMITTING, Claim, HistoryEntry, iso
 from flux_mcp.history.store import History
 from flux_mcp.jobs.callbacks import CallbackHub, CallbackSlot
 from flux_mcp.jobs.finishing import FinishedJob, Finisher, task_result
-from flux_mcp.jobs.poller import NOT_FOUND_GRACE_SECONDS, Pollers, PollSchedule
+from flux_mcp.jobs.poller import NOT_FOUND_GRACE_SECONDS, Pollers, PollSchedule, Watch
 from flux_mcp.jobs.schedule import JobKind, Schedules, kind_of
 from flux_mcp.jobs.waiting import ProgressFn, TaskWaiter, no_progress, sleep_until
 from flux_mcp.upstream.flux import FluxClient, Submission
@@ -116,6 +116,8 @@ class JobTicket:
     on_task: Callable[[str, int | None], Awaitable[None]] | None = None
     # Told when the waiting is over, before the files are kept (an MCP task says it is saving them).
     on_settled: Callable[[TaskSnapshot], Awaitable[None]] | None = None
+    # Told the poller's watch of the task while it is waited for (an MCP task times its answers by it).
+    on_watch: Callable[[Watch], None] | None = None
 
     async def has_task(self, task_id: str, row_id: int | None) -> None:
         if self.on_task is not None:
@@ -215,7 +217,9 @@ class Jobs:
             task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
         )
         kind = kind_of(request.model_dump())
-        snapshot = await self._wait(pending, wait_seconds, progress, slot, just_submitted=True, kind=kind)
+        snapshot = await self._wait(
+            pending, wait_seconds, progress, slot, just_submitted=True, kind=kind, on_watch=ticket.on_watch
+        )
         await ticket.settled(snapshot)
         result = task_result(snapshot, request.model_dump(), anyio.current_time() - started)
         return await self._finisher.finish(result, self._owner, preview)
@@ -251,6 +255,7 @@ class Jobs:
             age=age,
             wakeups_seen=seen,
             kind=kind,
+            on_watch=ticket.on_watch if ticket is not None else None,
         )
         # The upstream's copy of the request wins; ours adds what it never saw (variation_of).
         if ticket is not None:
@@ -400,6 +405,7 @@ class Jobs:
             age=age,
             wakeups_seen=seen,
             kind=kind_of(earlier.request),
+            on_watch=ticket.on_watch,
         )
         await ticket.settled(snapshot)
         result = task_result(snapshot, earlier.request, anyio.current_time() - started)
@@ -457,6 +463,7 @@ class Jobs:
         age: float = 0.0,
         wakeups_seen: int = 0,
         kind: JobKind | None = None,
+        on_watch: Callable[[Watch], None] | None = None,
     ) -> TaskSnapshot:
         budget = self.budget(wait_seconds)
         if snapshot.status is not TaskStatus.PENDING:
@@ -476,6 +483,7 @@ class Jobs:
                 age=age,
                 schedule=self._schedules.for_job(kind),
                 model=kind.model if kind is not None else None,
+                on_watch=on_watch,
             )
         except anyio.get_cancelled_exc_class():
             logger.info("stopped waiting for task %s; it continues upstream", snapshot.task_id)

@@ -67,10 +67,11 @@ class TaskWaiter:
         age: float = 0.0,
         schedule: Schedule | None = None,
         model: str | None = None,
+        on_watch: Callable[[Watch], None] | None = None,
     ) -> TaskSnapshot:
         """The task as the upstream last showed it; `wakeups_seen`: the slot's wake-ups already answered;
         `schedule`: the task's own (`schedule.Schedules.for_job`), else the waiter's; `model`: for the spans
-        of its looks."""
+        of its looks; `on_watch`: told the poller's watch of the task once it is watched."""
         started = anyio.current_time()
         deadline = started + budget
         # No look at (or just before) the deadline: the get_task that follows looks first thing,
@@ -91,6 +92,8 @@ class TaskWaiter:
             look_until=look_until,
             model=model,
         ) as watch:
+            if on_watch is not None:
+                on_watch(watch)
             while True:
                 if watch.settled.is_set():
                     return watch.outcome()

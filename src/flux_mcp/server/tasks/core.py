@@ -18,6 +18,16 @@ least every HEARTBEAT_SECONDS). One that stops cleanly lets go; a `get` finding 
 A task id is unguessable (`secrets.token_urlsafe`) and belongs to its caller: the history owner and the
 person (`Caller.person`); anyone else's id is exactly an unknown one (`UnknownTaskError`).
 
+A `tasks/get` is answered the moment there is news, not only when asked: on a working task this process
+drives, it waits (`hold_for_news`) until the job has ended (files saved), or the poller's next look at it came
+back still pending, for at most `hold_seconds` (2.5 × the first poll pause, never over MAX_HOLD_SECONDS:
+far below any host's request timeout). `pollIntervalMs` then asks the host back just before the poller's
+next look (`held_interval_ms`), so its next get spans that look and the saving after it: the host sees the
+images as soon as they are saved, with about one tasks/get per look of the poller. A server may take time
+to answer a request; a host that asks sooner or later than told is answered the same way. A task driven by
+another process (a replica) is answered at once, and told to ask just after the poller's next look
+(`poll_interval_ms`).
+
 Cancelling stops the waiting as the client sees it: the task is `cancelled` at once. The Flux API cannot
 stop a job, so it may still be billed; the server keeps watching it so its images land in the history
 (list_tasks) if it finishes.
@@ -43,7 +53,7 @@ from flux_mcp.domain.tasks import PreviewChoice, TaskSnapshot, TaskStatus
 from flux_mcp.history.protocol_tasks import CANCELLED, COMPLETED, TERMINAL, WORKING, ProtocolTask
 from flux_mcp.history.store import History
 from flux_mcp.jobs.finishing import FinishedJob
-from flux_mcp.jobs.poller import Schedule
+from flux_mcp.jobs.poller import Schedule, Watch
 from flux_mcp.jobs.runner import Jobs, JobTicket
 from flux_mcp.jobs.schedule import Schedules, kind_of
 from flux_mcp.jobs.waiting import HEARTBEAT_SECONDS, ProgressFn
@@ -60,6 +70,10 @@ MIN_TTL_SECONDS = 60  # a shorter ttl would lose a billed job's result before a 
 ADOPT_AFTER_SECONDS = 6 * HEARTBEAT_SECONDS  # a driver silent this long is gone
 MAX_LOOKS_RETRACED = 256  # a 24-hour task at a 15 s cap has ~5,800 looks: past these, one pause from now
 LOOK_MARGIN = 0.5  # after the poller's look, this share of its first pause: the time to keep the images
+HOLD_FIRSTS = 2.5  # a held tasks/get waits at most this many first poll pauses (5 s at the defaults)…
+MAX_HOLD_SECONDS = 5.0  # …and never longer: hosts time requests out after 60 s or more
+LEAD_SHARE = 0.25  # a host is asked back this share of the first pause before the poller's next look
+LEAST_INTERVAL_SHARE = 0.05  # the least pollIntervalMs for a task driven here, × first (its get is held)
 SAVING_MESSAGE = "Done upstream; saving the files…"  # between the poller's last look and the result
 CANCELLED_MESSAGE = (
     "Cancelled: flux-mcp stopped waiting. The Flux API cannot stop a job, so this one may still finish "
@@ -119,23 +133,41 @@ class TaskState:
         return shown
 
 
-def poll_interval_ms(schedule: Schedule, age: float) -> int:
-    """When a client should next ask about a task this old (seconds since its submission): just after the
-    poller's next look at it, when its state can next change (asking sooner shows the same state again; later,
-    shows the images late). The one place the poller's schedule is read for Tasks: today's schedule, or the
-    one learned for this kind of job (`jobs.schedule`)."""
+def until_next_look(schedule: Schedule, age: float) -> float:
+    """Seconds until the poller's next look at a task this old (seconds since its submission), as its
+    schedule says (the real looks drift later: each waits for the one before to be answered). The one place
+    the poller's schedule is read for Tasks: today's schedule, or the one learned for this kind of job
+    (`jobs.schedule`)."""
     # The poller's looks, as ages: the first, then each one pause(look) after the last.
     look = schedule.pause(0.0)
     for _ in range(MAX_LOOKS_RETRACED):
         if look > age:
-            break
+            return look - age
         look += schedule.pause(look)
-    else:  # a task older than its schedule's first looks: its next look is one pause from now
-        look = age + schedule.pause(age)
-    until_look = look - age + schedule.first * LOOK_MARGIN
+    return schedule.pause(age)  # a task older than its schedule's first looks: one pause from now
+
+
+def poll_interval_ms(schedule: Schedule, age: float) -> int:
+    """When a client should next ask about a task this old that another process drives (no held get here):
+    just after the poller's next look at it, when its state can next change (asking sooner shows the same
+    state again; later, shows the images late)."""
+    until_look = until_next_look(schedule, age) + schedule.first * LOOK_MARGIN
     # Real looks drift later than the schedule (each waits for the one before to be answered): never wait
     # more than half a pause, so a look that came late is still seen soon after.
     return max(1, round(min(until_look, schedule.pause(age) / 2) * 1000))
+
+
+def held_interval_ms(until_look: float, first: float) -> int:
+    """pollIntervalMs for a task this process drives (its tasks/get is held, `hold_for_news`): back just
+    before the poller's next look, `until_look` s from now, so the held get spans the look and the saving
+    after it; back at once (the least interval) when the look is due, or the task is saving."""
+    lead = min(LEAD_SHARE * first, MAX_HOLD_SECONDS / 2)  # the held get spans the look, whatever `first`
+    return max(1, round(max(until_look - lead, LEAST_INTERVAL_SHARE * first) * 1000))
+
+
+def hold_seconds(schedule: Schedule) -> float:
+    """How long a tasks/get on a working task driven here may wait for news."""
+    return min(HOLD_FIRSTS * schedule.first, MAX_HOLD_SECONDS)
 
 
 def iso_time(timestamp: float) -> str:
@@ -150,6 +182,29 @@ class _Driver:
     started: anyio.Event = field(default_factory=anyio.Event)
     done: anyio.Event = field(default_factory=anyio.Event)
     outcome: CallToolResult | None = None  # the tool's answer, when the call ended before it had a task
+    watch: Watch | None = None  # the poller's watch of its upstream task, while it is waited for
+    watched: anyio.Event = field(default_factory=anyio.Event)  # set once it has had a watch
+
+    def note_watch(self, watch: Watch) -> None:
+        self.watch = watch
+        self.watched.set()
+
+
+async def hold_for_news(driver: _Driver, seconds: float) -> None:
+    """Return once the driver's job has ended (its files saved), or the poller's next look at it came back
+    still pending, or after `seconds`.
+    A look that saw it done is not news yet: the end comes with its files."""
+    with anyio.move_on_after(seconds):
+        while not driver.done.is_set():
+            watch = driver.watch
+            if watch is None:
+                await _first_of(driver.done, driver.watched)
+            elif watch.settled.is_set():  # saving: the end is near
+                await driver.done.wait()
+            else:
+                await _first_of(driver.done, watch.next_look())
+                if not watch.settled.is_set():
+                    return
 
 
 class TaskBoard:
@@ -249,7 +304,7 @@ class TaskBoard:
 
         async def work() -> FinishedJob:
             nonlocal finished
-            ticket = JobTicket(on_task=has_task, on_settled=settled)
+            ticket = JobTicket(on_task=has_task, on_settled=settled, on_watch=driver.note_watch)
             finished = await run(caller.jobs.without_wait_limit(), ticket, progress)
             return finished
 
@@ -294,13 +349,17 @@ class TaskBoard:
 
     # -- looking -------------------------------------------------------------------------------
 
-    async def get(self, caller: Caller, task_id: str) -> TaskState:
-        """The task now; a working one nobody drives is driven from here on."""
+    async def get(self, caller: Caller, task_id: str, *, hold: bool = False) -> TaskState:
+        """The task now; a working one nobody drives is driven from here on. `hold`: a working task driven
+        here is answered when there is news (`hold_for_news`), at most `hold_seconds` from now."""
         task = await self._find(caller, task_id)
         driver = self._drivers.get(task.id)
         if task.status == WORKING and driver is None:
             await self._adopt(caller, task)
             driver = self._drivers.get(task.id)
+        if hold and task.status == WORKING and driver is not None and not driver.done.is_set():
+            await hold_for_news(driver, hold_seconds(self._schedule_of(task)))
+            task = await self._reread(task)
         return await self._state_of(task, driver)
 
     async def result(self, caller: Caller, task_id: str) -> CallToolResult:
@@ -380,6 +439,10 @@ class TaskBoard:
 
         self._group.start_soon(self._drive, task, caller, resume, driver)
 
+    def _schedule_of(self, task: ProtocolTask) -> Schedule:
+        job = task.arguments.get("job")
+        return self._schedules.for_job(kind_of(job if isinstance(job, dict) else None))
+
     async def _job_of(self, row_id: int | None) -> dict[str, Any] | None:
         """What the poll schedule of a job depends on (`jobs.schedule.kind_of`), from its history row."""
         entry = await self._history.find_row(row_id) if row_id is not None else None
@@ -392,9 +455,13 @@ class TaskBoard:
         ) or task.status_message
         age = max(0.0, time.time() - float(task.arguments.get("submitted_at", task.created_at)))
         saving = task.status == WORKING and message == SAVING_MESSAGE
-        job = task.arguments.get("job")
-        schedule = self._schedules.for_job(kind_of(job if isinstance(job, dict) else None))
-        interval = round(schedule.first * LOOK_MARGIN * 1000) if saving else poll_interval_ms(schedule, age)
+        schedule = self._schedule_of(task)
+        if task.status == WORKING and driver is not None and not driver.done.is_set():
+            interval = held_interval_ms(0.0 if saving else _until_look(driver, schedule, age), schedule.first)
+        elif saving:
+            interval = round(schedule.first * LOOK_MARGIN * 1000)
+        else:
+            interval = poll_interval_ms(schedule, age)
         return TaskState(
             task_id=task.id,
             tool=task.tool,
@@ -405,6 +472,15 @@ class TaskBoard:
             ttl_ms=round((task.expires_at - task.created_at) * 1000),
             poll_interval_ms=max(1, interval),
         )
+
+
+def _until_look(driver: _Driver, schedule: Schedule, age: float) -> float:
+    """Seconds until the poller's next look at the driver's task: its watch's own when it is watched (0 when
+    the look is overdue, or saw the end), else as the schedule says."""
+    watch = driver.watch
+    if watch is None:
+        return until_next_look(schedule, age)
+    return 0.0 if watch.settled.is_set() else max(0.0, watch.next_due - anyio.current_time())
 
 
 def _count_job(caller: Caller, tool: str, finished: FinishedJob | None) -> None:

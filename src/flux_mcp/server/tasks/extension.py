@@ -7,7 +7,8 @@ always. `tasks/get` carries the `CallToolResult` as `result` once the task is `c
 completed task too), `tasks/cancel` acknowledges with an empty result, `tasks/update` has nothing to update
 (no task of ours asks for input). An unknown, expired or someone else's id is -32602; tasks/* from a client
 that did not declare the extension is -32021; `tasks/result` is not a method here (-32601). Progress goes in
-`statusMessage`, not in notifications.
+`statusMessage`, not in notifications. A `tasks/get` on a working task is answered when there is news
+(the images saved, or the poller's next look), within a few seconds (`core.hold_for_news`).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class TasksExtension(Extension):
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
         board, caller = _board_and_caller(ctx)
-        state = await _known(board.get(caller, params.task_id))
+        state = await _known(board.get(caller, params.task_id, hold=True))
         return await detailed(board, caller, state)
 
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:

@@ -200,7 +200,7 @@ async def _create(
 async def _get(ctx: ServerRequestContext[Any, Any], params: Mapping[str, Any]) -> HandlerResult:
     board, caller = _board(ctx)
     task_id = _task_id(params)
-    return legacy_task(await _known(board.get(caller, task_id), task_id))
+    return legacy_task(await _known(board.get(caller, task_id, hold=True), task_id))
 
 
 async def _result(ctx: ServerRequestContext[Any, Any], params: Mapping[str, Any]) -> HandlerResult:
