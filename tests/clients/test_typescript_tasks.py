@@ -23,6 +23,7 @@ from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import RunningEmulator
 from tests.support import emulator_env, finish_tasks_now, flux_command, http_service, make_settings
 from tests.support.prerequisites import require
+from tests.support.web import text_lines
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node, pytest.mark.subprocess]
 
@@ -56,7 +57,7 @@ class TsClient:
     def __init__(self, process: anyio.abc.Process) -> None:
         assert process.stdin is not None and process.stdout is not None
         self._stdin = process.stdin
-        self._lines = _lines(process.stdout)
+        self._lines = text_lines(process.stdout)
         self.events: list[dict[str, Any]] = []
         self.transcript: list[str] = []
 
@@ -81,16 +82,6 @@ class TsClient:
     async def ask(self, op: str, **fields: Any) -> Any:
         await self.send(op, **fields)
         return await self.answer()
-
-
-async def _lines(stream: anyio.abc.ByteReceiveStream) -> AsyncIterator[str]:
-    buffer = b""
-    async for chunk in stream:
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                yield line.decode()
 
 
 @asynccontextmanager

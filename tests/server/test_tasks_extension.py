@@ -7,7 +7,6 @@ clients (FastMCP, pydantic-ai) are in tests/clients/test_tasks_*.py.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import pytest
@@ -20,7 +19,8 @@ from flux_mcp.domain.settings import Settings
 from flux_mcp.emulator import Fault, RunningEmulator
 from flux_mcp.server.build import build_server
 from testkit.tasks import TASKS, RawTasks, call_as_task, task_request
-from tests.support import WAIT_BOUND, finish_tasks_now, history_rows, structured, wait_for
+from tests.support import finish_tasks_now, history_rows, structured, wait_for
+from tests.support.tasks import until_ended
 
 pytestmark = pytest.mark.anyio
 
@@ -31,16 +31,6 @@ TASK_FIELDS = {"taskId", "status", "statusMessage", "createdAt", "lastUpdatedAt"
 async def tasks_client(settings: Settings) -> AsyncIterator[Client]:
     async with Client(build_server(settings), extensions=[RawTasks()]) as client:
         yield client
-
-
-async def until_ended(client: Client, task_id: str) -> dict[str, Any]:
-    """tasks/get until the task is no longer working, as a client honouring pollIntervalMs does."""
-    with anyio.fail_after(WAIT_BOUND):
-        while True:
-            task = await task_request(client, "tasks/get", task_id)
-            if task["status"] != "working":
-                return task
-            await anyio.sleep(task["pollIntervalMs"] / 1000)
 
 
 async def test_a_job_call_is_a_task_at_once_and_tasks_get_gives_the_tools_own_result(

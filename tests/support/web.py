@@ -60,14 +60,20 @@ def json_lines(*messages: dict[str, Any]) -> bytes:
     return b"".join(json.dumps(message).encode() + b"\n" for message in messages)
 
 
-async def json_rpc_answers(stream: Any) -> AsyncIterator[dict[str, Any]]:
-    """The JSON-RPC answers (with an id) a stdio peer such as mcp-remote writes, skipping notifications."""
+async def text_lines(stream: Any) -> AsyncIterator[str]:
+    """The non-blank lines a child process writes, as they arrive."""
     buffer = b""
     async for chunk in stream:
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             if line.strip():
-                message = json.loads(line)
-                if "id" in message:
-                    yield message
+                yield line.decode()
+
+
+async def json_rpc_answers(stream: Any) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC answers (with an id) a stdio peer such as mcp-remote writes, skipping notifications."""
+    async for line in text_lines(stream):
+        message = json.loads(line)
+        if "id" in message:
+            yield message

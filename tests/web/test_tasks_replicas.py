@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
@@ -17,6 +15,7 @@ from flux_mcp.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 from testkit.replicas import Replica, run_replicas
 from testkit.tasks import call_as_task, task_request, tasks_http_client
 from tests.support import TOKEN, WAIT_BOUND, finish_tasks_now
+from tests.support.tasks import until_ended
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow, pytest.mark.subprocess]
 
@@ -28,15 +27,6 @@ async def slow_emulator() -> AsyncIterator[RunningEmulator]:
     """Jobs that run until the test finishes them."""
     async with serve_emulator(EmulatorConfig(latency=600.0, tokens=frozenset({TOKEN}), seed=5)) as running:
         yield running
-
-
-async def until_ended(client: Client, task_id: str) -> dict[str, Any]:
-    with anyio.fail_after(WAIT_BOUND):
-        while True:
-            task = await task_request(client, "tasks/get", task_id)
-            if task["status"] != "working":
-                return task
-            await anyio.sleep(task["pollIntervalMs"] / 1000)
 
 
 async def test_a_task_started_on_a_is_polled_to_completion_on_b_and_is_unknown_to_bob(
