@@ -111,17 +111,17 @@ class JobTicket:
 
     # The answer tells its caller that this history row's submission may have been billed.
     undecided_row: int | None = None
-    # Told the upstream task (and its history row) once the job has one: submitted, or an identical
-    # undelivered one continued. An MCP task hands its id out from then on (server/tasks).
-    on_task: Callable[[str, int | None], Awaitable[None]] | None = None
+    # Told the upstream task (its history row, and its kind of job) once the job has one: submitted, or an
+    # identical undelivered one continued. An MCP task hands its id out from then on (server/tasks).
+    on_task: Callable[[str, int | None, JobKind | None], Awaitable[None]] | None = None
     # Told when the waiting is over, before the files are kept (an MCP task says it is saving them).
     on_settled: Callable[[TaskSnapshot], Awaitable[None]] | None = None
     # Told the poller's watch of the task while it is waited for (an MCP task times its answers by it).
     on_watch: Callable[[Watch], None] | None = None
 
-    async def has_task(self, task_id: str, row_id: int | None) -> None:
+    async def has_task(self, task_id: str, row_id: int | None, kind: JobKind | None) -> None:
         if self.on_task is not None:
-            await self.on_task(task_id, row_id)
+            await self.on_task(task_id, row_id, kind)
 
     async def settled(self, snapshot: TaskSnapshot) -> None:
         if self.on_settled is not None:
@@ -212,16 +212,17 @@ class Jobs:
             raise
         logger.info("submitted %s task %s (%s)", request.action, submission.task_id, request.model)
         await progress(0.0, f"Submitted task {submission.task_id}; waiting for {request.model}…")
-        await ticket.has_task(submission.task_id, claim.row_id if claim else None)
+        body = request.model_dump()
+        kind = kind_of(body)
+        await ticket.has_task(submission.task_id, claim.row_id if claim else None, kind)
         pending = TaskSnapshot(
             task_id=submission.task_id, status=TaskStatus.PENDING, trace_id=submission.trace_id
         )
-        kind = kind_of(request.model_dump())
         snapshot = await self._wait(
             pending, wait_seconds, progress, slot, just_submitted=True, kind=kind, on_watch=ticket.on_watch
         )
         await ticket.settled(snapshot)
-        result = task_result(snapshot, request.model_dump(), anyio.current_time() - started)
+        result = task_result(snapshot, body, anyio.current_time() - started)
         return await self._finisher.finish(result, self._owner, preview)
 
     async def resume(
@@ -380,7 +381,8 @@ class Jobs:
         task_id = earlier.task_id
         logger.info("continuing task %s: an identical call submitted it %.0f s ago", task_id, age)
         await progress(0.0, f"Continuing task {task_id}, submitted {ago(age)} by an identical call")
-        await ticket.has_task(task_id, earlier.row_id)
+        kind = kind_of(earlier.request)
+        await ticket.has_task(task_id, earlier.row_id, kind)
         slot = self._callbacks.for_task(task_id) if self._callbacks is not None else None
         seen = slot.wakeups if slot is not None else 0  # the read below answers every wake-up so far
         try:
@@ -404,7 +406,7 @@ class Jobs:
             just_submitted=just_submitted,
             age=age,
             wakeups_seen=seen,
-            kind=kind_of(earlier.request),
+            kind=kind,
             on_watch=ticket.on_watch,
         )
         await ticket.settled(snapshot)

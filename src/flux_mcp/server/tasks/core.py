@@ -35,6 +35,7 @@ stop a job, so it may still be billed; the server keeps watching it so its image
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -55,7 +56,7 @@ from flux_mcp.history.store import History
 from flux_mcp.jobs.finishing import FinishedJob
 from flux_mcp.jobs.poller import Schedule, Watch
 from flux_mcp.jobs.runner import Jobs, JobTicket
-from flux_mcp.jobs.schedule import Schedules, kind_of
+from flux_mcp.jobs.schedule import JobKind, Schedules, kind_of
 from flux_mcp.jobs.waiting import HEARTBEAT_SECONDS, ProgressFn
 from flux_mcp.server.caller import Caller
 from flux_mcp.server.job_calls import tool_result_of
@@ -275,9 +276,10 @@ class TaskBoard:
     async def _drive(self, task: ProtocolTask, caller: Caller, run: JobRun, driver: _Driver) -> None:
         """Run the job to its end and record how it ended on the task (never over a cancel)."""
 
-        async def has_task(task_id: str, row_id: int | None) -> None:
-            # The poller's schedule for it counts from now (`poll_interval_ms`), and is its kind of job's.
-            job = await self._job_of(row_id)
+        async def has_task(task_id: str, row_id: int | None, kind: JobKind | None) -> None:
+            # The poller's schedule for it counts from now (`poll_interval_ms`), and is its kind of job's
+            # (kept with the task, so another process polls it by the same schedule).
+            job = dataclasses.asdict(kind) if kind is not None else None
             arguments = json.dumps({**task.arguments, "submitted_at": time.time(), "job": job})
             await self._history.update_protocol_task(
                 task.id,
@@ -442,12 +444,6 @@ class TaskBoard:
     def _schedule_of(self, task: ProtocolTask) -> Schedule:
         job = task.arguments.get("job")
         return self._schedules.for_job(kind_of(job if isinstance(job, dict) else None))
-
-    async def _job_of(self, row_id: int | None) -> dict[str, Any] | None:
-        """What the poll schedule of a job depends on (`jobs.schedule.kind_of`), from its history row."""
-        entry = await self._history.find_row(row_id) if row_id is not None else None
-        request = entry.request if entry is not None else {}
-        return {key: request.get(key) for key in ("model", "action", "size", "count")} if request else None
 
     async def _state_of(self, task: ProtocolTask, driver: _Driver | None) -> TaskState:
         message = (
